@@ -1,0 +1,56 @@
+"""Shared fixtures: the script imported by path, the vectors, a clean environment, real S3."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+VECTORS = TESTS / "vectors"   # copied from the existing tool's backups (shared/vectors)
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(TESTS))
+
+import encrypted_s3_backup as esb  # noqa: E402
+
+
+def load_vectors():
+    """[(name, manifest, backup dir)] for every vector configuration."""
+    out = []
+    for folder in sorted(VECTORS.iterdir()):
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        out.append((folder.name, manifest, folder / "backup"))
+    return out
+
+
+def codec_for(manifest, **overrides) -> "esb.Codec":
+    """The Codec a vector was written with, from its manifest's config keys."""
+    salt = manifest.get("encryption_salt")
+    settings = dict(
+        compress=manifest.get("compress", True), encrypt=manifest.get("encrypt", True),
+        encryption_type=manifest.get("encryption_type") or "aes",
+        password=manifest["encryption_password"],
+        salt=bytes.fromhex(salt) if salt else None,
+        encrypt_filenames=manifest.get("encrypt_filenames", False))
+    settings.update(overrides)
+    return esb.Codec(**settings)
+
+
+VECTOR_LIST = load_vectors()
+VECTOR_IDS = [name for name, _, _ in VECTOR_LIST]
+
+
+@pytest.fixture(params=VECTOR_LIST, ids=VECTOR_IDS)
+def vector(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Our configuration comes from the environment too: no test sees a stray variable."""
+    for key in list(os.environ):
+        if key.startswith(("SRC_", "DEST_", "RESTORE_", "ENCRYPT", "BACKUP_", "DELETED_",
+                           "IGNORE_", "LZMA_", "GZIP_", "COMPRESS")):
+            monkeypatch.delenv(key)
