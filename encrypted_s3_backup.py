@@ -24,16 +24,26 @@ There is no state anywhere else: the destination's listing is the whole truth.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime
 import hashlib
+import json
+import logging
 import lzma
+import multiprocessing
 import os
 import re
+import signal
+import stat
 import struct
+import sys
 import tempfile
+import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, TypeVar
 
 __version__ = "1.0.0"
 
@@ -99,6 +109,26 @@ class IntegrityError(BackupError):
 
 class SourceChangedError(BackupError):
     """A source file changed while it was being read."""
+
+
+class UnsafePathError(BackupError):
+    """A backup name's path would leave the restore root (``..``, absolute, control chars)."""
+
+
+class StorageError(BackupError):
+    """A storage cannot be reached or refused an operation; the run cannot start."""
+
+    exit_code = 2
+
+
+class MissingError(BackupError):
+    """A file or object that was listed is not there any more (both storages map to this)."""
+
+
+class RefusedError(BackupError):
+    """A run that looks like a mistake (mass deletion) was refused; nothing was changed."""
+
+    exit_code = 2
 
 
 # =====================================================================================
@@ -597,3 +627,1276 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
         raise
     out.seek(0)
     return out
+
+
+# =====================================================================================
+# Storages: LocalStorage and S3Storage share one small contract
+# =====================================================================================
+#
+#   list_files(report)     every file under the root as Entry(key, size, mtime); keys are
+#                          "/"-separated and relative; what could not be read goes into
+#                          the ListReport (so its backups are left alone)
+#   open(key)              a binary stream of one file or object (MissingError if gone)
+#   store(folder, fill, key_of, mtime=None)
+#                          atomic write: fill(sink) writes the bytes, key_of(fill's result)
+#                          names them (inside folder); the object appears complete under its
+#                          final name or not at all
+#   rename(old, new, size) and remove(key)
+#   prepare(create)        check the root is there (create it if asked)
+
+R = TypeVar("R")
+TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>-<random>, never listed
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str     # "/"-separated path relative to the storage root
+    size: int    # bytes
+    mtime: int   # whole seconds
+
+
+@dataclass
+class ListReport:
+    """What a listing could not see or chose to skip."""
+
+    problems: list[str] = field(default_factory=list)   # failures: the run exits non-zero
+    notes: list[str] = field(default_factory=list)      # skipped special files, links
+    blind: list[str] = field(default_factory=list)      # keys, or folders ending in "/",
+                                                        # that could not be read
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """One storage of the config: a local folder, or an S3 bucket and prefix."""
+
+    local_path: Optional[str] = None
+    aws_access_key_id: Optional[str] = None
+    aws_secret_access_key: Optional[str] = field(default=None, repr=False)
+    s3_bucket: Optional[str] = None
+    base_path: Optional[str] = None
+    endpoint_url: Optional[str] = None
+    signature_version: Optional[str] = None
+    region_name: Optional[str] = None
+    storage_class: Optional[str] = None
+
+    @property
+    def is_s3(self) -> bool:
+        return bool(self.s3_bucket)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalStorage:
+    """A folder on a local file system."""
+
+    def __init__(self, root: str, exclude: tuple[str, ...] = (), confined: bool = False):
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.exclude = exclude  # absolute folders never listed (a destination inside the source)
+        self.confined = confined  # refuse writes whose folder resolves outside the root
+
+    def __str__(self) -> str:
+        return self.root
+
+    def _full(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/")) if key else self.root
+
+    def prepare(self, create: bool) -> None:
+        if create:
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create folder {self.root}: {exc.strerror}") from None
+        if not os.path.isdir(self.root):
+            raise StorageError(f"folder {self.root} does not exist (is the disk mounted? is "
+                               "local_path right?)")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorageError(f"folder {self.root} is not readable by this user")
+
+    def list_files(self, report: ListReport) -> Iterator[Entry]:
+        """Regular files (and symlinks to them), depth first; our temp files are skipped and
+        stale ones (their process is gone) removed."""
+        stack = [""]
+        while stack:
+            folder = stack.pop()
+            try:
+                scan = os.scandir(self._full(folder))
+            except OSError as exc:
+                report.problems.append(f"cannot read folder {self._full(folder)}: "
+                                       f"{exc.strerror}")
+                report.blind.append(folder + "/")
+                continue
+            with scan:
+                for item in scan:
+                    key = f"{folder}/{item.name}" if folder else item.name
+                    try:
+                        if item.is_dir(follow_symlinks=False):
+                            if item.path not in self.exclude:
+                                stack.append(key)
+                            continue
+                        if item.name.startswith(TMP_PREFIX):
+                            self._reap(item.path, item.name)
+                            continue
+                        info = os.stat(item.path) if item.is_symlink() else item.stat(
+                            follow_symlinks=False)
+                    except FileNotFoundError:
+                        if item.is_symlink():
+                            report.notes.append(f"skipped {key}: dangling symbolic link")
+                        continue   # vanished between listing and stat: nothing to back up
+                    except OSError as exc:
+                        report.problems.append(f"cannot read {key}: {exc.strerror}")
+                        report.blind.append(key)
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        yield Entry(key, info.st_size, max(0, int(info.st_mtime)))
+                    elif stat.S_ISDIR(info.st_mode):
+                        report.notes.append(f"skipped {key}: symbolic link to a folder")
+                    else:
+                        report.notes.append(f"skipped {key}: not a regular file")
+
+    @staticmethod
+    def _reap(path: str, name: str) -> None:
+        try:
+            pid = int(name[len(TMP_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            return
+        if pid != os.getpid() and not _pid_alive(pid):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+    def stat(self, key: str) -> Entry:
+        try:
+            info = os.stat(self._full(key))
+        except FileNotFoundError:
+            raise MissingError(f"{key} no longer exists") from None
+        return Entry(key, info.st_size, max(0, int(info.st_mtime)))
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._full(key), "rb")
+        except FileNotFoundError:
+            raise MissingError(f"{key} no longer exists") from None
+
+    def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
+              mtime: Optional[int] = None, mode: int = 0o600) -> tuple[R, str]:
+        """Write to a temporary file beside the target, fsync, rename, fsync the folder."""
+        directory = self._full(folder)
+        os.makedirs(directory, exist_ok=True)
+        if self.confined:
+            real, root = os.path.realpath(directory), os.path.realpath(self.root)
+            if real != root and not real.startswith(root + os.sep):
+                raise UnsafePathError(f"refusing to write into {folder!r}: a symbolic link "
+                                      f"leads it outside {self.root}")
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=directory)
+        try:
+            with os.fdopen(fd, "w+b") as sink:
+                result = fill(sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+            key = key_of(result)
+            assert key.rpartition("/")[0] == folder, (key, folder)
+            if mode != 0o600:
+                os.chmod(tmp, mode)
+            if mtime is not None:
+                os.utime(tmp, (mtime, mtime))
+            os.replace(tmp, self._full(key))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        _fsync_dir(directory)
+        return result, key
+
+    def rename(self, old: str, new: str, size: int = 0) -> None:
+        os.replace(self._full(old), self._full(new))
+        _fsync_dir(os.path.dirname(self._full(new)))
+
+    def remove(self, key: str) -> None:
+        try:
+            os.remove(self._full(key))
+        except FileNotFoundError:
+            raise MissingError(f"{key} no longer exists") from None
+
+
+S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
+S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
+S3_PART_SIZE = 16 * 1024 ** 2         # bytes per part (10,000 parts: up to 160 GB)
+S3_ERROR_HINTS = {
+    "InvalidAccessKeyId": "check aws_access_key_id",
+    "SignatureDoesNotMatch": "check aws_secret_access_key (and signature_version)",
+    "AccessDenied": "the key pair may not use this bucket; check its permissions",
+    "AllAccessDisabled": "the key pair may not use this bucket; check its permissions",
+    "NoSuchBucket": "check s3_bucket",
+    "403": "the key pair may not use this bucket; check the keys and permissions",
+}
+
+
+class S3Storage:
+    """A bucket and optional base_path; one boto3 client per process, made on first use."""
+
+    def __init__(self, config: StorageConfig, tmp_dir: Optional[str] = None):
+        self.config = config
+        self.bucket = config.s3_bucket
+        base = (config.base_path or "").strip("/")
+        self.prefix = base + "/" if base else ""
+        self.tmp_dir = tmp_dir
+        self._client: Any = None
+        self._pid = 0
+
+    def __str__(self) -> str:
+        where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_client"], state["_pid"] = None, 0     # a client never crosses processes
+        return state
+
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._pid != os.getpid():
+            import boto3
+            from botocore.config import Config
+            c = self.config
+            options: dict[str, Any] = dict(
+                retries={"mode": "adaptive", "max_attempts": 10},
+                connect_timeout=20, read_timeout=120,
+                # S3-compatible services (Backblaze, R2, older MinIO/Ceph) reject the newer
+                # default CRC checksum headers; AWS works either way.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required")
+            if c.signature_version:
+                options["signature_version"] = c.signature_version
+            self._client = boto3.session.Session().client(
+                "s3", aws_access_key_id=c.aws_access_key_id,
+                aws_secret_access_key=c.aws_secret_access_key, endpoint_url=c.endpoint_url,
+                region_name=c.region_name, config=Config(**options))
+            self._pid = os.getpid()
+        return self._client
+
+    def error(self, exc: Exception, doing: str) -> BackupError:
+        """A one-line StorageError for a boto3/botocore exception."""
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        hint = S3_ERROR_HINTS.get(code, "")
+        detail = f"{code}" if code else type(exc).__name__
+        if not code:
+            detail += f" ({exc})"
+        return StorageError(f"{doing} {self}: {detail}" + (f"; {hint}" if hint else ""))
+
+    def prepare(self, create: bool) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ("404", "NoSuchBucket") or not create:
+                if code in ("404", "NoSuchBucket"):
+                    raise StorageError(f"bucket {self.bucket} does not exist "
+                                       f"({self}); check s3_bucket") from None
+                raise self.error(exc, "cannot open bucket") from None
+        except BotoCoreError as exc:
+            raise self.error(exc, "cannot reach") from None
+        try:
+            args: dict[str, Any] = {"Bucket": self.bucket}
+            region = self.config.region_name
+            if region and region != "us-east-1":
+                args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            self.client.create_bucket(**args)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise self.error(exc, "cannot create bucket") from None
+        except BotoCoreError as exc:
+            raise self.error(exc, "cannot reach") from None
+
+    def list_files(self, report: ListReport) -> Iterator[Entry]:
+        from botocore.exceptions import BotoCoreError, ClientError
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix)
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key = item["Key"][len(self.prefix):]
+                    if key and not key.endswith("/"):
+                        yield Entry(key, item["Size"], int(item["LastModified"].timestamp()))
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error(exc, "cannot list") from None
+
+    def stat(self, key: str) -> Entry:
+        from botocore.exceptions import ClientError
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise MissingError(f"{key} no longer exists") from None
+            raise
+        return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
+
+    def open(self, key: str) -> BinaryIO:
+        from botocore.exceptions import ClientError
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise MissingError(f"{key} no longer exists") from None
+            raise
+        return contextlib.closing(body)  # type: ignore[return-value]
+
+    def _extra(self) -> dict[str, str]:
+        return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
+
+    def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
+              mtime: Optional[int] = None, mode: int = 0o600) -> tuple[R, str]:
+        """Encode into a spool (memory, then a temp file), then upload it under its name:
+        S3 makes an object visible only once its upload has completed."""
+        with spool(self.tmp_dir) as sink:
+            result = fill(sink)
+            key = key_of(result)
+            size = sink.tell()
+            sink.seek(0)
+            if size < S3_MULTIPART_THRESHOLD:
+                self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=sink,
+                                       **self._extra())
+            else:
+                from boto3.s3.transfer import TransferConfig
+                self.client.upload_fileobj(
+                    sink, self.bucket, self.prefix + key, ExtraArgs=self._extra() or None,
+                    Config=TransferConfig(multipart_threshold=S3_MULTIPART_THRESHOLD,
+                                          multipart_chunksize=S3_PART_SIZE, max_concurrency=4))
+        return result, key
+
+    def rename(self, old: str, new: str, size: int = 0) -> None:
+        """Server-side copy, then delete the old key (multipart copy above 5 GB)."""
+        source = {"Bucket": self.bucket, "Key": self.prefix + old}
+        if size < S3_COPY_LIMIT:
+            self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=self.prefix + new,
+                                    **self._extra())
+        else:
+            self.client.copy(source, self.bucket, self.prefix + new,
+                             ExtraArgs=self._extra() or None)
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + old)
+
+    def remove(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+
+def make_storage(config: StorageConfig, tmp_dir: Optional[str] = None,
+                 exclude: tuple[str, ...] = (), confined: bool = False):
+    if config.is_s3:
+        return S3Storage(config, tmp_dir)
+    return LocalStorage(config.local_path or "", exclude, confined)
+
+
+# =====================================================================================
+# Configuration
+# =====================================================================================
+
+STORAGE_SECTIONS = ("src", "dest", "restore")
+STORAGE_KEYS = ("local_path", "aws_access_key_id", "aws_secret_access_key", "s3_bucket",
+                "base_path", "endpoint_url", "signature_version", "region_name",
+                "storage_class")
+TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
+            "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
+            "gzip_level", "compress", "encrypt", "encryption_type")
+FALSE_WORDS = ("false", "no", "0", "off", "n", "")
+TRUE_WORDS = ("true", "yes", "1", "on", "y")
+DEFAULT_CONFIG = "config.json"
+DEFAULT_RESTORE = os.path.join(tempfile.gettempdir(), "encrypted_s3_backup_restore")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; built once by load_config() and handed to every worker."""
+
+    src: Optional[StorageConfig]
+    dest: Optional[StorageConfig]
+    restore: StorageConfig
+    codec: Codec
+    backup_processes: int = 5
+    restore_processes: int = 8
+    deleted_keep_days: Optional[int] = None
+    ignore_regex: tuple[str, ...] = ()
+
+
+def env_name(*parts: str) -> str:
+    """``("dest", "s3_bucket")`` -> ``DEST_S3_BUCKET``."""
+    return "_".join(parts).upper()
+
+
+def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict, list[str]]:
+    """The merged key/value view: JSON file first, environment variables on top.
+
+    ``path`` None means the default ``config.json``, which may be absent when the
+    environment holds the config.  Returns (raw values, warnings).
+    """
+    raw: dict[str, Any] = {}
+    warnings: list[str] = []
+    file_path = path or DEFAULT_CONFIG
+    if os.path.exists(file_path):
+        try:
+            with open(file_path, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
+                              f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {file_path} must hold a JSON object {{...}}")
+        has_secret = raw.get("encryption_password") or any(
+            isinstance(raw.get(s), dict) and raw[s].get("aws_secret_access_key")
+            for s in STORAGE_SECTIONS)
+        if has_secret and os.stat(file_path).st_mode & 0o077:
+            warnings.append(f"config file {file_path} holds secrets and is readable by other "
+                            f"users; run: chmod 600 {file_path}")
+        for key in raw:
+            if key not in TOP_KEYS and key not in STORAGE_SECTIONS:
+                warnings.append(f"config file {file_path}: unknown key {key!r} ignored")
+    elif path is not None:
+        raise ConfigError(f"config file {path} does not exist; check --config")
+    for key in TOP_KEYS:
+        if env_name(key) in environ:
+            raw[key] = environ[env_name(key)]
+    for section in STORAGE_SECTIONS:
+        value = raw.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"config key {section!r} must be an object like "
+                              '{"local_path": "/data"}')
+        merged = dict(value or {})
+        for key in STORAGE_KEYS:
+            if env_name(section, key) in environ:
+                merged[key] = environ[env_name(section, key)]
+        raw[section] = merged or None
+    return raw, warnings
+
+
+class _Checker:
+    """Coerces raw values (JSON types or environment strings), collecting one line per problem."""
+
+    def __init__(self, raw: dict):
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(f"{key} (environment {env_name(*key.split('.'))}): {message}")
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in FALSE_WORDS or text in TRUE_WORDS:
+            return text in TRUE_WORDS
+        self.problem(key, f"{value!r} is not true or false")
+        return default
+
+    def integer(self, key: str, default: Optional[int], low: int, high: Optional[int] = None,
+                zero_means_default: bool = False) -> Optional[int]:
+        value = self.raw.get(key)
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null",
+                                                                               "none")):
+            return default
+        try:
+            number = int(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or number < low or (high is not None and number > high):
+            span = f"from {low} to {high}" if high is not None else f"{low} or more"
+            self.problem(key, f"{value!r} is not a whole number {span}")
+            return default
+        return default if (zero_means_default and number == 0) else number
+
+    def text(self, key: str) -> Optional[str]:
+        value = self.raw.get(key)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            self.problem(key, "must be text")
+            return None
+        return str(value)
+
+
+def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[StorageConfig]:
+    if not values:
+        return None
+    sub = _Checker({f"{section}.{k}": v for k, v in values.items()})
+    unknown = sorted(set(values) - set(STORAGE_KEYS))
+    for key in unknown:
+        check.problem(f"{section}.{key}", "unknown storage key; valid keys: "
+                      + ", ".join(STORAGE_KEYS))
+    config = StorageConfig(**{k: sub.text(f"{section}.{k}") for k in STORAGE_KEYS})
+    check.problems += sub.problems
+    if config.local_path and config.s3_bucket:
+        check.problem(section, "has both local_path and s3_bucket; keep one")
+    elif not config.local_path and not config.s3_bucket:
+        check.problem(section, "needs local_path (a folder) or s3_bucket (with the S3 keys)")
+    elif config.s3_bucket and bool(config.aws_access_key_id) != bool(
+            config.aws_secret_access_key):
+        check.problem(section, "set both aws_access_key_id and aws_secret_access_key, or "
+                      "neither (to use the default AWS credentials)")
+    return config
+
+
+def _ignore_patterns(value: Any, check: _Checker) -> tuple[str, ...]:
+    """A JSON list, a JSON list in a string (environment), or one pattern."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError:
+                check.problem("ignore_regex", "looks like a JSON list but does not parse; "
+                              'write it as ["pattern", ...]')
+                return ()
+        else:
+            value = [value]
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        check.problem("ignore_regex", "must be a list of regular expressions")
+        return ()
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            check.problem("ignore_regex", f"{pattern!r} is not a regular expression ({exc})")
+    return tuple(value)
+
+
+def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
+                needs: tuple[str, ...] = ("src", "dest")) -> tuple[Config, list[str]]:
+    """Resolve the configuration: defaults < JSON file < environment variables.
+
+    (Command-line flags choose the action, never a config value.)  Every problem is
+    collected and reported together, one line each, as a ConfigError.
+    """
+    raw, warnings = read_raw_config(path, dict(os.environ if environ is None else environ))
+    check = _Checker(raw)
+    storages = {s: _storage(s, raw.get(s), check) for s in STORAGE_SECTIONS}
+    for section in needs:
+        if storages[section] is None:
+            check.problem(section, f"is missing: set {env_name(section, 'local_path')} or "
+                          f"{env_name(section, 's3_bucket')}, or a \"{section}\" object in "
+                          "the config file")
+    encrypt = check.boolean("encrypt", True)
+    etype = (check.text("encryption_type") or "aes").lower()
+    if etype not in ENCRYPTION_TYPES:
+        check.problem("encryption_type", f"{etype!r} is not one of: aes, cha")
+        etype = "aes"
+    password = check.text("encryption_password") or ""
+    if encrypt and not password:
+        check.problem("encryption_password", "is required while encrypt is on")
+    if encrypt and password and etype == "aes":
+        try:
+            _password_bytes(etype, password)
+        except ConfigError as exc:
+            check.problem("encryption_password", exc.message)
+    salt_text = check.text("encryption_salt")
+    salt = None
+    if salt_text:
+        try:
+            salt = bytes.fromhex(salt_text.strip())
+        except ValueError:
+            salt = b""
+        if len(salt) != SALT_LEN:
+            check.problem("encryption_salt", f"must be {SALT_LEN * 2} hex digits "
+                          "(generate_salt.py prints one)")
+            salt = None
+    encrypt_filenames = check.boolean("encrypt_filenames", False)
+    if encrypt_filenames and not encrypt:
+        check.problem("encrypt_filenames", "needs encrypt on (names are encrypted like "
+                      "contents)")
+    codec = Codec(
+        compress=check.boolean("compress", True), encrypt=encrypt, encryption_type=etype,
+        password=password, salt=salt, encrypt_filenames=encrypt_filenames,
+        lzma_level=check.integer("lzma_level", DEFAULT_LEVEL, 0, 9, True),
+        gzip_level=check.integer("gzip_level", DEFAULT_LEVEL, 0, 9, True))
+    config = Config(
+        src=storages["src"], dest=storages["dest"],
+        restore=storages["restore"] or StorageConfig(local_path=DEFAULT_RESTORE),
+        codec=codec,
+        backup_processes=check.integer("backup_processes", 5, 1, 256),
+        restore_processes=check.integer("restore_processes", 8, 1, 256),
+        deleted_keep_days=check.integer("deleted_keep_days", None, 0),
+        ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check))
+    if check.problems:
+        raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
+    return config, warnings
+
+
+# =====================================================================================
+# Planner: what a backup run must do, as a pure function of the two listings
+# =====================================================================================
+
+@dataclass(frozen=True)
+class Stored:
+    """One backup object on the destination and what its name says."""
+
+    key: str
+    size: int             # bytes of the object
+    name: BackupName
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: str
+    size: int
+    mtime: int
+    replaces: tuple[str, ...] = ()     # keys removed only after the new object is complete
+
+
+@dataclass(frozen=True)
+class Rename:
+    old: Stored
+    name: BackupName
+    why: str                           # "mark deleted" or "undelete"
+
+
+@dataclass(frozen=True)
+class Remove:
+    old: Stored
+    why: str                           # "expire" or "duplicate"
+
+
+@dataclass
+class Plan:
+    uploads: list[Upload] = field(default_factory=list)
+    renames: list[Rename] = field(default_factory=list)
+    removes: list[Remove] = field(default_factory=list)
+    unchanged: int = 0
+    live: int = 0                      # paths with a live object before the run
+    vanishing: int = 0                 # of those, how many this run marks deleted or removes
+
+
+def date_number(day: datetime.date) -> int:
+    """2026-11-26 -> 20261126, the deleted field's value."""
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def expired(deleted: int, today: datetime.date, keep_days: Optional[int]) -> bool:
+    """A deleted object expires keep_days after its deletion date (None: never)."""
+    if keep_days is None:
+        return False
+    try:
+        since = datetime.date(deleted // 10000, deleted // 100 % 100, deleted % 100)
+    except ValueError:
+        return False   # not a date we wrote: keep it rather than guess
+    return (today - since).days >= keep_days
+
+
+def _same_file(name: BackupName, entry: Entry) -> bool:
+    return name.size == entry.size and name.mtime == entry.mtime
+
+
+def pick_keeper(objects: list[Stored], entry: Optional[Entry]) -> Stored:
+    """Of several objects for one path: the one matching the source file, else the live one,
+    else the latest deleted one (newest mtime breaks ties)."""
+    def rank(obj: Stored) -> tuple:
+        n = obj.name
+        return (entry is not None and _same_file(n, entry), n.deleted == 0, n.deleted, n.mtime,
+                obj.key)
+    return max(objects, key=rank)
+
+
+def in_blind_spot(path: str, blind: Iterable[str]) -> bool:
+    """True when the listing could not read ``path`` or a folder above it."""
+    return any(path == b or (b.endswith("/") and (b == "/" or path.startswith(b)))
+               for b in blind)
+
+
+def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
+                keep_days: Optional[int], blind: tuple[str, ...] = ()) -> Plan:
+    """Compare the source listing with the destination's objects and decide every action.
+
+    Objects of paths in ``blind`` (unreadable files and folders) are left as they are.
+    """
+    files = {e.key: e for e in source}
+    by_path: dict[str, list[Stored]] = {}
+    for obj in stored:
+        if not (blind and in_blind_spot(obj.name.path, blind)):
+            by_path.setdefault(obj.name.path, []).append(obj)
+    plan, stamp = Plan(), date_number(today)
+    for path, entry in files.items():
+        if path not in by_path:
+            plan.uploads.append(Upload(path, entry.size, entry.mtime))
+    for path, objects in by_path.items():
+        entry = files.get(path)
+        keeper = pick_keeper(objects, entry)
+        others = [o for o in objects if o is not keeper]
+        name = keeper.name
+        plan.live += any(o.name.deleted == 0 for o in objects)
+        if entry is not None and _same_file(name, entry):
+            if name.deleted:
+                plan.renames.append(Rename(keeper, name.with_deleted(0), "undelete"))
+            else:
+                plan.unchanged += 1
+            plan.removes += [Remove(o, "duplicate") for o in others]
+        elif entry is not None:
+            plan.uploads.append(Upload(path, entry.size, entry.mtime,
+                                       tuple(o.key for o in objects)))
+        elif name.deleted == 0:
+            plan.vanishing += 1
+            if keep_days == 0:
+                plan.removes.append(Remove(keeper, "expire"))
+            else:
+                plan.renames.append(Rename(keeper, name.with_deleted(stamp), "mark deleted"))
+            plan.removes += [Remove(o, "duplicate") for o in others]
+        else:
+            if expired(name.deleted, today, keep_days):
+                plan.removes.append(Remove(keeper, "expire"))
+            plan.removes += [Remove(o, "duplicate") for o in others]
+    plan.uploads.sort(key=lambda u: u.path)
+    return plan
+
+
+MASS_DELETE_MIN = 10     # files; fewer vanishing files never trigger the mass-deletion guard
+
+
+def check_mass_delete(plan: Plan) -> None:
+    """Refuse a run that would retire more than half of the live files (and more than 10)."""
+    if plan.vanishing > MASS_DELETE_MIN and plan.vanishing * 2 > plan.live:
+        raise RefusedError(
+            f"refusing to mark deleted or remove {plan.vanishing} of {plan.live} backed-up "
+            "files: the source looks empty or unmounted. If they really were deleted, run "
+            "again with --allow-mass-delete")
+
+
+def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
+                       only: tuple[str, ...] = ()) -> list[Stored]:
+    """One object per path: the live one, else (with include_deleted) the latest deleted;
+    ``only`` keeps paths equal to, under (folder prefix) or matching (glob) any pattern."""
+    import fnmatch
+    by_path: dict[str, list[Stored]] = {}
+    for obj in stored:
+        by_path.setdefault(obj.name.path, []).append(obj)
+    chosen = []
+    for path, objects in sorted(by_path.items()):
+        if only and not any(path == p or path.startswith(p.rstrip("/") + "/") or
+                            fnmatch.fnmatchcase(path, p) for p in only):
+            continue
+        keeper = pick_keeper(objects, None)
+        if keeper.name.deleted == 0 or include_deleted:
+            chosen.append(keeper)
+    return chosen
+
+
+_UNSAFE_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_relpath(path: str) -> str:
+    """The path itself when it stays inside a restore root; UnsafePathError otherwise."""
+    parts = path.split("/")
+    if (path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or _UNSAFE_PATH_CHARS.search(path)):
+        raise UnsafePathError(f"refusing to restore {path!r}: the path is absolute, has empty, "
+                              "'.' or '..' parts, or control characters, so it could leave "
+                              "the restore folder")
+    return path
+
+
+# =====================================================================================
+# Workers: one job in, one Outcome out (module-level, so a process pool can run them)
+# =====================================================================================
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str               # upload, mark deleted, undelete, expire, duplicate, restore, verify
+    path: str
+    error: str = ""           # empty on success
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True)
+class ParseNames:
+    keys: tuple[tuple[str, int], ...]    # (object key, object size)
+
+
+@dataclass(frozen=True)
+class Restore:
+    obj: Stored
+
+
+@dataclass(frozen=True)
+class Verify:
+    obj: Stored
+
+
+class _Worker:
+    """Per-process state: the storages (and their S3 clients) are built once per process."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.codec = config.codec
+        tmp = None
+        self.src = make_storage(config.src, tmp) if config.src else None
+        self.dest = make_storage(config.dest, tmp) if config.dest else None
+        self.restore = make_storage(config.restore, tmp, confined=True)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self.file_mode = 0o666 & ~umask
+
+
+_WORKER: Optional[_Worker] = None
+
+
+def _init_worker(config: Config) -> None:
+    global _WORKER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
+    _WORKER = _Worker(config)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a per-file failure; never includes secrets (they are not in messages)."""
+    if isinstance(exc, BackupError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(
+        exc, "response") else None
+    if code:
+        return f"S3 error {code}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def job_label(job: Any) -> tuple[str, str]:
+    """(action, path) of a job, for its Outcome and for the dry-run plan."""
+    if isinstance(job, Upload):
+        return "upload", job.path
+    if isinstance(job, (Rename, Remove)):
+        return job.why, job.old.name.path
+    return ("restore" if isinstance(job, Restore) else "verify"), job.obj.name.path
+
+
+def run_job(job: Any) -> Any:
+    """Dispatch one job to its handler; a failure comes back as data, never as an exception."""
+    worker = _WORKER
+    assert worker is not None, "run_job outside a worker"
+    if isinstance(job, ParseNames):
+        return [(key, size, _parse_one(key, worker.codec)) for key, size in job.keys]
+    try:
+        if isinstance(job, Upload):
+            return _upload(worker, job)
+        if isinstance(job, Rename):
+            worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
+        elif isinstance(job, Remove):
+            with contextlib.suppress(MissingError):
+                worker.dest.remove(job.old.key)
+        elif isinstance(job, Restore):
+            return _restore(worker, job.obj)
+        else:
+            return _verify(worker, job.obj)
+        return Outcome(*job_label(job))
+    except Exception as exc:    # one file's failure must not stop the others
+        return Outcome(*job_label(job), error=_describe(exc))
+
+
+def _parse_one(key: str, codec: Codec) -> Any:
+    """A BackupName, or the message saying why the key is not one."""
+    try:
+        return decode_name(key, codec)
+    except BadNameError as exc:
+        return exc.message
+
+
+UPLOAD_TRIES = 3     # a file that keeps changing while read is reported after this many reads
+
+
+def _upload(worker: _Worker, job: Upload) -> Outcome:
+    """Back up one file; the objects it replaces are removed only once the new one is stored."""
+    codec = worker.codec
+    folder = "" if codec.encrypt_filenames else job.path.rpartition("/")[0]
+    for attempt in range(UPLOAD_TRIES):
+        with worker.src.open(job.path) as src:
+            def fill(sink: BinaryIO) -> tuple[bytes, int, int]:
+                start = sink.tell()
+                md5, length = encode(src, job.size, codec, sink)
+                return md5, length, sink.tell() - start
+
+            def key_of(result: tuple[bytes, int, int]) -> str:
+                md5, length, _ = result
+                now = os.fstat(src.fileno()) if hasattr(src, "fileno") else None
+                if length != job.size or (now and (now.st_size != job.size or
+                                                   max(0, int(now.st_mtime)) != job.mtime)):
+                    raise SourceChangedError(f"{job.path} changed while it was being read")
+                return encode_name(BackupName(job.path, job.mtime, length, md5), codec)
+
+            try:
+                (_, length, written), key = worker.dest.store(folder, fill, key_of)
+                break
+            except SourceChangedError:
+                if attempt == UPLOAD_TRIES - 1:
+                    raise SourceChangedError(f"{job.path} kept changing while it was read "
+                                             f"({UPLOAD_TRIES} tries); it will be tried again "
+                                             "next run") from None
+        fresh = worker.src.stat(job.path)
+        job = replace(job, size=fresh.size, mtime=fresh.mtime)
+    for old in job.replaces:
+        if old != key:
+            with contextlib.suppress(MissingError):
+                worker.dest.remove(old)
+    return Outcome("upload", job.path, bytes_in=length, bytes_out=written)
+
+
+class _NullSink:
+    """Counts what verify decodes; writes nothing."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return len(data)
+
+
+def _restore(worker: _Worker, obj: Stored) -> Outcome:
+    name = obj.name
+    path = safe_relpath(name.path)
+    with worker.dest.open(obj.key) as src:
+        worker.restore.store(path.rpartition("/")[0],
+                             lambda sink: decode(src, name.size, name.md5, worker.codec, sink),
+                             lambda _: path, mtime=name.mtime, mode=worker.file_mode)
+    return Outcome("restore", name.path, bytes_in=obj.size, bytes_out=name.size)
+
+
+def _verify(worker: _Worker, obj: Stored) -> Outcome:
+    name = obj.name
+    with worker.dest.open(obj.key) as src:
+        decode(src, name.size, name.md5, worker.codec, _NullSink())
+    return Outcome("verify", name.path, bytes_in=obj.size, bytes_out=name.size)
+
+
+# =====================================================================================
+# Driver: list, plan, run the jobs over a process pool, tally, pick the exit code
+# =====================================================================================
+
+log = logging.getLogger("encrypted_s3_backup")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class Tally:
+    """Counts outcomes, reports failures as they come, and prints the summary."""
+
+    def __init__(self, verbose: bool = False, ok_lines: bool = False):
+        self.counts: dict[str, int] = {}
+        self.failed = 0
+        self.bytes_in = self.bytes_out = 0
+        self.started = time.monotonic()
+        self.verbose, self.ok_lines = verbose, ok_lines
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.error:
+            self.failed += 1
+            log.error("FAILED %s %s: %s", outcome.action, show(outcome.path), outcome.error)
+            return
+        self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
+        self.bytes_in += outcome.bytes_in
+        self.bytes_out += outcome.bytes_out
+        if self.ok_lines:
+            log.info("OK %s", show(outcome.path))
+        elif self.verbose:
+            log.info("%s %s", outcome.action, show(outcome.path))
+
+    def summary(self, what: str, extra: Iterable[tuple[str, int]] = ()) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        parts = [f"{n} {k}" for k, n in (*self.counts.items(), *extra) if n]
+        parts.append(f"{self.failed} failed")
+        rate = self.bytes_in / elapsed / 1e6
+        log.info("%s done: %s; %s read, %s written in %.1f s (%.1f MB/s)", what,
+                 ", ".join(parts), human(self.bytes_in), human(self.bytes_out), elapsed, rate)
+
+
+def show(path: str) -> str:
+    """A path for a log line: control characters and undecodable bytes escaped."""
+    if path.isprintable():
+        return path
+    return path.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") \
+        .encode("unicode_escape").decode("ascii")
+
+
+def human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) -> None:
+    """Map jobs over a pool of worker processes (inline for one process or one job)."""
+    global _WORKER
+    if not jobs:
+        return
+    if processes <= 1 or len(jobs) == 1:
+        _WORKER = _Worker(config)
+        for job in jobs:
+            on_result(run_job(job))
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    processes = min(processes, len(jobs))
+    chunksize = max(1, min(32, len(jobs) // (processes * 16)))
+    pool = context.Pool(processes, _init_worker, (config,))
+    try:
+        for result in pool.imap_unordered(run_job, jobs, chunksize):
+            on_result(result)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def read_backup(dest, config: Config, report: ListReport) -> list[Stored]:
+    """Every backup object on the destination with its decoded name; names that decode to
+    nothing go into the report.  Encrypted names with per-object salts cost a key
+    derivation each, so then they are decoded in the worker pool."""
+    objects = [(e.key, e.size) for e in dest.list_files(report) if e.key.endswith(OBJECT_SUFFIX)]
+    codec = config.codec
+    decoded: list = []
+    if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
+        batches = [ParseNames(tuple(objects[i:i + 16])) for i in range(0, len(objects), 16)]
+        run_jobs(batches, config.restore_processes, config, decoded.extend)
+    else:
+        decoded = [(key, size, _parse_one(key, codec)) for key, size in objects]
+    stored = []
+    for key, size, name in decoded:
+        if isinstance(name, BackupName):
+            stored.append(Stored(key, size, name))
+        else:
+            report.problems.append(name)
+    return stored
+
+
+def _source_storage(config: Config):
+    """The source storage, skipping the destination folder if it lies inside the source."""
+    exclude: tuple[str, ...] = ()
+    if not config.src.is_s3 and config.dest and not config.dest.is_s3:
+        exclude = (os.path.abspath(os.path.expanduser(config.dest.local_path)),)
+    return make_storage(config.src, exclude=exclude)
+
+
+def run_backup(config: Config, args: argparse.Namespace) -> int:
+    src, dest = _source_storage(config), make_storage(config.dest)
+    src.prepare(create=False)
+    dest.prepare(create=not args.dry_run)
+    log.info("backup %s -> %s", src, dest)
+    report = ListReport()
+    ignore = [re.compile(p) for p in config.ignore_regex]
+    source = [e for e in src.list_files(report) if not any(p.match(e.key) for p in ignore)]
+    stored = read_backup(dest, config, report)
+    for note in report.notes:
+        log.info("note: %s", note)
+    for problem in report.problems:
+        log.error("FAILED listing: %s", problem)
+    plan = plan_backup(source, stored, datetime.date.today(), config.deleted_keep_days,
+                       tuple(report.blind))
+    if not args.allow_mass_delete:
+        check_mass_delete(plan)
+    jobs: list = sorted(plan.uploads, key=lambda u: -u.size) + plan.renames + plan.removes
+    tally = Tally(args.verbose)
+    if args.dry_run:
+        for job in jobs:
+            log.info("would %s %s", *(show(x) for x in job_label(job)))
+        log.info("dry run: %d to upload, %d unchanged, %d to rename, %d to remove; nothing "
+                 "was changed", len(plan.uploads), plan.unchanged, len(plan.renames),
+                 len(plan.removes))
+        return EXIT_FAILED if report.problems else EXIT_OK
+    run_jobs(jobs, config.backup_processes, config, tally.add)
+    tally.summary("backup", [("unchanged", plan.unchanged)])
+    return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+
+
+def run_restore(config: Config, args: argparse.Namespace) -> int:
+    dest, target = make_storage(config.dest), make_storage(config.restore, confined=True)
+    dest.prepare(create=False)
+    report = ListReport()
+    chosen = select_for_restore(read_backup(dest, config, report), args.restore_deleted,
+                                tuple(args.restore_only or ()))
+    for problem in report.problems:
+        log.error("FAILED listing: %s", problem)
+    log.info("restore %s -> %s: %d files", dest, target, len(chosen))
+    if args.dry_run:
+        for obj in chosen:
+            log.info("would restore %s", show(obj.name.path))
+        return EXIT_FAILED if report.problems else EXIT_OK
+    target.prepare(create=True)
+    tally = Tally(args.verbose)
+    run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add)
+    tally.summary("restore")
+    return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+
+
+def run_verify(config: Config, args: argparse.Namespace) -> int:
+    dest = make_storage(config.dest)
+    dest.prepare(create=False)
+    report = ListReport()
+    stored = sorted(read_backup(dest, config, report), key=lambda o: o.name.path)
+    for problem in report.problems:
+        log.error("FAILED name: %s", problem)
+    log.info("verify %s: %d objects", dest, len(stored))
+    tally = Tally(args.verbose, ok_lines=not args.quiet)
+    run_jobs([Verify(o) for o in stored], config.restore_processes, config, tally.add)
+    tally.failed += len(report.problems)
+    tally.summary("verify")
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def run_list(config: Config, args: argparse.Namespace) -> int:
+    dest = make_storage(config.dest)
+    dest.prepare(create=False)
+    report = ListReport()
+    stored = select_for_restore(read_backup(dest, config, report), True,
+                                tuple(args.restore_only or ()))
+    rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
+             "deleted": o.name.deleted or None} for o in stored]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=1))
+    else:
+        for row in rows:
+            when = datetime.datetime.fromtimestamp(row["mtime"]).strftime("%Y-%m-%d %H:%M:%S") \
+                if row["mtime"] < 2 ** 37 else str(row["mtime"])
+            deleted = f"  deleted {row['deleted']}" if row["deleted"] else ""
+            print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}")
+    for problem in report.problems:
+        log.error("FAILED name: %s", problem)
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
+# =====================================================================================
+# Command line
+# =====================================================================================
+
+EPILOG = """examples:
+  python3 encrypted_s3_backup.py                      back up src to dest (config.json)
+  python3 encrypted_s3_backup.py --restore            restore live files to "restore"
+  python3 encrypted_s3_backup.py --restore --restore-only docs/report.txt
+  python3 encrypted_s3_backup.py --verify 2> errors.log
+  SRC_LOCAL_PATH=/data DEST_LOCAL_PATH=/mnt/backup ENCRYPTION_PASSWORD=... \\
+      python3 encrypted_s3_backup.py                  configuration from the environment
+
+exit codes: 0 success, 1 some files failed (the rest were done), 2 configuration, usage
+or storage error (nothing was done), 3 internal error (please report), 130 interrupted."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="encrypted_s3_backup.py", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Back up files from a folder or S3 bucket to S3 or a folder, each file "
+                    "compressed and encrypted into one object; restore, verify and list them.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="JSON config file (default: config.json if it exists; environment "
+                             "variables override its values)")
+    action = parser.add_argument_group("action (default: back up src to dest)")
+    group = action.add_mutually_exclusive_group()
+    group.add_argument("--restore", action="store_true",
+                       help="restore live files from dest to the restore storage")
+    group.add_argument("--verify", action="store_true",
+                       help="decrypt and check every object (deleted ones too); write nothing; "
+                            "failures on stderr")
+    group.add_argument("--list", action="store_true",
+                       help="list what the backup holds (path, size, mtime, deleted date) from "
+                            "object names alone")
+    options = parser.add_argument_group("options")
+    options.add_argument("--restore-deleted", action="store_true",
+                         help="with --restore: include files marked deleted")
+    options.add_argument("--restore-only", action="append", metavar="PATH",
+                         help="with --restore or --list: only this path, folder or glob "
+                              "pattern (repeatable)")
+    options.add_argument("--dry-run", action="store_true",
+                         help="show what a backup or restore would do; change nothing")
+    options.add_argument("--allow-mass-delete", action="store_true",
+                         help="allow a backup that marks deleted or removes more than half of "
+                              "the backed-up files")
+    options.add_argument("--json", action="store_true", help="with --list: JSON output")
+    options.add_argument("-q", "--quiet", action="store_true",
+                         help="only warnings, errors and the summary")
+    options.add_argument("-v", "--verbose", action="store_true", help="a line per file")
+    options.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.restore_deleted and not args.restore:
+        parser.error("--restore-deleted needs --restore")
+    if args.restore_only and not (args.restore or args.list):
+        parser.error("--restore-only needs --restore or --list")
+    if args.json and not args.list:
+        parser.error("--json needs --list")
+    if args.dry_run and (args.verify or args.list):
+        parser.error("--dry-run is for a backup or --restore")
+    return args
+
+
+def setup_logging(quiet: bool) -> None:
+    """Timestamped progress on stdout, warnings and errors on stderr (so that
+    ``--verify 2> errors.log`` holds exactly the failures)."""
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    stamp = logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%dT%H:%M:%S")
+    out = logging.StreamHandler(sys.stdout)
+    out.setLevel(logging.WARNING if quiet else logging.INFO)
+    out.addFilter(lambda record: record.levelno < logging.WARNING or
+                  (quiet and "done:" in record.getMessage()))
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(stamp)
+        log.addHandler(handler)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one action; the only place where exceptions become exit codes."""
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    with contextlib.suppress(ValueError):      # not in the main thread (tests): no handler
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
+        config, warnings = load_config(args.config, needs=needs)
+        for warning in warnings:
+            log.warning("warning: %s", warning)
+        action = run_restore if args.restore else run_verify if args.verify else \
+            run_list if args.list else run_backup
+        return action(config, args)
+    except BackupError as exc:
+        log.error("error: %s", exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted: stopped before finishing; run again to complete")
+        return EXIT_INTERRUPTED
+    except Exception:   # a bug: show everything
+        import traceback
+        log.error("internal error, please report it with this traceback:\n%s",
+                  traceback.format_exc())
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
