@@ -641,7 +641,7 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
 #                          atomic write: fill(sink) writes the bytes, key_of(fill's result)
 #                          names them (inside folder); the object appears complete under its
 #                          final name or not at all
-#   rename(old, new, size) and remove(key)
+#   rename(old, new, size) and remove(key) (removing what is not there is no error)
 #   prepare(create)        check the root is there (create it if asked)
 
 R = TypeVar("R")
@@ -796,12 +796,11 @@ class LocalStorage:
               mtime: Optional[int] = None, mode: int = 0o600) -> tuple[R, str]:
         """Write to a temporary file beside the target, fsync, rename, fsync the folder."""
         directory = self._full(folder)
+        if self.confined:
+            self._check_inside(folder, directory)
         os.makedirs(directory, exist_ok=True)
         if self.confined:
-            real, root = os.path.realpath(directory), os.path.realpath(self.root)
-            if real != root and not real.startswith(root + os.sep):
-                raise UnsafePathError(f"refusing to write into {folder!r}: a symbolic link "
-                                      f"leads it outside {self.root}")
+            self._check_inside(folder, directory)
         fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=directory)
         try:
             with os.fdopen(fd, "w+b") as sink:
@@ -822,15 +821,24 @@ class LocalStorage:
         _fsync_dir(directory)
         return result, key
 
+    def _check_inside(self, folder: str, directory: str) -> None:
+        """Refuse a folder that resolves (through symbolic links) outside the root; checked
+        on the deepest existing parent before any folder is created, and again after."""
+        existing = directory
+        while not os.path.exists(existing) and len(existing) > len(self.root):
+            existing = os.path.dirname(existing)
+        real, root = os.path.realpath(existing), os.path.realpath(self.root)
+        if real != root and not real.startswith(root + os.sep):
+            raise UnsafePathError(f"refusing to write into {folder!r}: a symbolic link leads "
+                                  f"it outside {self.root}")
+
     def rename(self, old: str, new: str, size: int = 0) -> None:
         os.replace(self._full(old), self._full(new))
         _fsync_dir(os.path.dirname(self._full(new)))
 
     def remove(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(self._full(key))
-        except FileNotFoundError:
-            raise MissingError(f"{key} no longer exists") from None
 
 
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
@@ -905,11 +913,11 @@ class S3Storage:
             return
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code not in ("404", "NoSuchBucket") or not create:
-                if code in ("404", "NoSuchBucket"):
-                    raise StorageError(f"bucket {self.bucket} does not exist "
-                                       f"({self}); check s3_bucket") from None
-                raise self.error(exc, "cannot open bucket") from None
+            if code in ("404", "NoSuchBucket") and not create:
+                raise StorageError(f"bucket {self.bucket} does not exist ({self}); check "
+                                   "s3_bucket") from None
+            if code not in ("404", "NoSuchBucket"):
+                raise self._explain(exc) from None
         except BotoCoreError as exc:
             raise self.error(exc, "cannot reach") from None
         try:
@@ -923,6 +931,15 @@ class S3Storage:
                 raise self.error(exc, "cannot create bucket") from None
         except BotoCoreError as exc:
             raise self.error(exc, "cannot reach") from None
+
+    def _explain(self, exc: Exception) -> BackupError:
+        """HEAD answers carry no error code: ask again with a GET to learn why."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except (ClientError, BotoCoreError) as detailed:
+            exc = detailed
+        return self.error(exc, "cannot open bucket")
 
     def list_files(self, report: ListReport) -> Iterator[Entry]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -1013,7 +1030,7 @@ STORAGE_KEYS = ("local_path", "aws_access_key_id", "aws_secret_access_key", "s3_
 TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type")
-FALSE_WORDS = ("false", "no", "0", "off", "n", "")
+FALSE_WORDS = ("false", "no", "0", "off", "n")
 TRUE_WORDS = ("true", "yes", "1", "on", "y")
 DEFAULT_CONFIG = "config.json"
 DEFAULT_RESTORE = os.path.join(tempfile.gettempdir(), "encrypted_s3_backup_restore")
@@ -1069,18 +1086,26 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
                 warnings.append(f"config file {file_path}: unknown key {key!r} ignored")
     elif path is not None:
         raise ConfigError(f"config file {path} does not exist; check --config")
+    def from_env(*parts: str) -> Optional[str]:
+        # An empty variable counts as unset (docker-compose writes "${X}" as ""), as it did
+        # for the existing tool.
+        value = environ.get(env_name(*parts), "")
+        return value if value.strip() else None
+
     for key in TOP_KEYS:
-        if env_name(key) in environ:
-            raw[key] = environ[env_name(key)]
+        if from_env(key) is not None:
+            raw[key] = from_env(key)
     for section in STORAGE_SECTIONS:
         value = raw.get(section)
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"config key {section!r} must be an object like "
                               '{"local_path": "/data"}')
         merged = dict(value or {})
-        for key in STORAGE_KEYS:
-            if env_name(section, key) in environ:
-                merged[key] = environ[env_name(section, key)]
+        overrides = {k: from_env(section, k) for k in STORAGE_KEYS
+                     if from_env(section, k) is not None}
+        if "local_path" in overrides or "s3_bucket" in overrides:   # the environment picks
+            merged.pop("s3_bucket" if "local_path" in overrides else "local_path", None)
+        merged.update(overrides)
         raw[section] = merged or None
     return raw, warnings
 
@@ -1143,14 +1168,18 @@ def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[
                       + ", ".join(STORAGE_KEYS))
     config = StorageConfig(**{k: sub.text(f"{section}.{k}") for k in STORAGE_KEYS})
     check.problems += sub.problems
+    where = f"{section}.local_path / {section}.s3_bucket (environment " \
+        f"{env_name(section, 'local_path')} / {env_name(section, 's3_bucket')})"
+    keys = f"{section}.aws_access_key_id / {section}.aws_secret_access_key (environment " \
+        f"{env_name(section, 'aws_access_key_id')} / {env_name(section, 'aws_secret_access_key')})"
     if config.local_path and config.s3_bucket:
-        check.problem(section, "has both local_path and s3_bucket; keep one")
+        check.problems.append(f"{where}: both are set; keep one")
     elif not config.local_path and not config.s3_bucket:
-        check.problem(section, "needs local_path (a folder) or s3_bucket (with the S3 keys)")
+        check.problems.append(f"{where}: set one (a folder, or a bucket with its keys)")
     elif config.s3_bucket and bool(config.aws_access_key_id) != bool(
             config.aws_secret_access_key):
-        check.problem(section, "set both aws_access_key_id and aws_secret_access_key, or "
-                      "neither (to use the default AWS credentials)")
+        check.problems.append(f"{keys}: set both, or neither (to use the default AWS "
+                              "credentials)")
     return config
 
 
@@ -1160,15 +1189,10 @@ def _ignore_patterns(value: Any, check: _Checker) -> tuple[str, ...]:
         return ()
     if isinstance(value, str):
         stripped = value.strip()
-        if stripped.startswith("["):
-            try:
-                value = json.loads(stripped)
-            except json.JSONDecodeError:
-                check.problem("ignore_regex", "looks like a JSON list but does not parse; "
-                              'write it as ["pattern", ...]')
-                return ()
-        else:
-            value = [value]
+        try:
+            value = json.loads(stripped) if stripped.startswith("[") else [value]
+        except json.JSONDecodeError:
+            value = [value]          # one pattern that starts with a character class
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         check.problem("ignore_regex", "must be a list of regular expressions")
         return ()
@@ -1283,6 +1307,11 @@ class Plan:
     unchanged: int = 0
     live: int = 0                      # paths with a live object before the run
     vanishing: int = 0                 # of those, how many this run marks deleted or removes
+
+
+def today() -> datetime.date:
+    """The run's local date (a function, so tests can move the calendar)."""
+    return datetime.date.today()
 
 
 def date_number(day: datetime.date) -> int:
@@ -1497,8 +1526,7 @@ def run_job(job: Any) -> Any:
         if isinstance(job, Rename):
             worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
         elif isinstance(job, Remove):
-            with contextlib.suppress(MissingError):
-                worker.dest.remove(job.old.key)
+            worker.dest.remove(job.old.key)
         elif isinstance(job, Restore):
             return _restore(worker, job.obj)
         else:
@@ -1532,7 +1560,7 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
 
             def key_of(result: tuple[bytes, int, int]) -> str:
                 md5, length, _ = result
-                now = os.fstat(src.fileno()) if hasattr(src, "fileno") else None
+                now = os.fstat(src.fileno()) if isinstance(worker.src, LocalStorage) else None
                 if length != job.size or (now and (now.st_size != job.size or
                                                    max(0, int(now.st_mtime)) != job.mtime)):
                     raise SourceChangedError(f"{job.path} changed while it was being read")
@@ -1550,8 +1578,7 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
     for old in job.replaces:
         if old != key:
-            with contextlib.suppress(MissingError):
-                worker.dest.remove(old)
+            worker.dest.remove(old)
     return Outcome("upload", job.path, bytes_in=length, bytes_out=written)
 
 
@@ -1707,7 +1734,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.info("note: %s", note)
     for problem in report.problems:
         log.error("FAILED listing: %s", problem)
-    plan = plan_backup(source, stored, datetime.date.today(), config.deleted_keep_days,
+    plan = plan_backup(source, stored, today(), config.deleted_keep_days,
                        tuple(report.blind))
     if not args.allow_mass_delete:
         check_mass_delete(plan)

@@ -54,3 +54,6 @@ def _clean_environment(monkeypatch):
         if key.startswith(("SRC_", "DEST_", "RESTORE_", "ENCRYPT", "BACKUP_", "DELETED_",
                            "IGNORE_", "LZMA_", "GZIP_", "COMPRESS")):
             monkeypatch.delenv(key)
+
+
+from s3_server import s3_bucket, s3_server  # noqa: E402,F401  (fixtures: a real S3 server)

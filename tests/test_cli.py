@@ -1,0 +1,420 @@
+"""End to end through main(argv): backup, incremental runs, deletion, expiry, restore,
+verify and list, against a local folder and a real S3 server (SeaweedFS)."""
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, VECTOR_LIST, codec_for, esb
+
+SALT = "000102030405060708090a0b0c0d0e0f"
+PASSWORD = "correct horse battery staple"
+
+
+def s3_env(prefix, bucket, base_path=None):
+    env = {f"{prefix}_S3_BUCKET": bucket.name, f"{prefix}_AWS_ACCESS_KEY_ID": bucket.access_key,
+           f"{prefix}_AWS_SECRET_ACCESS_KEY": bucket.secret_key,
+           f"{prefix}_ENDPOINT_URL": bucket.endpoint_url, f"{prefix}_REGION_NAME": "us-east-1"}
+    if base_path:
+        env[f"{prefix}_BASE_PATH"] = base_path
+    return env
+
+
+class Run:
+    """A configured tool: environment variables in, main(argv) and the stored objects out."""
+
+    def __init__(self, monkeypatch, capsys, tmp_path, dest_kind, bucket):
+        self.monkeypatch, self.capsys = monkeypatch, capsys
+        self.src, self.restore = tmp_path / "src", tmp_path / "restore"
+        self.src.mkdir()
+        self.env = {"SRC_LOCAL_PATH": str(self.src), "RESTORE_LOCAL_PATH": str(self.restore),
+                    "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT,
+                    "BACKUP_PROCESSES": "2", "RESTORE_PROCESSES": "2"}
+        self.bucket = bucket
+        if dest_kind == "local":
+            self.dest = tmp_path / "dest"
+            self.env["DEST_LOCAL_PATH"] = str(self.dest)
+        else:
+            self.env.update(s3_env("DEST", bucket, "backups/host1" if dest_kind == "s3-base"
+                                   else None))
+        self.set(**self.env)
+        monkeypatch.chdir(tmp_path)
+
+    def set(self, **env):
+        for key, value in env.items():
+            if value is None:
+                self.monkeypatch.delenv(key, raising=False)
+            else:
+                self.monkeypatch.setenv(key, str(value))
+
+    def __call__(self, *argv):
+        code = esb.main(list(argv))
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    def storage(self):
+        config, _ = esb.load_config(None, needs=("dest",))
+        return esb.make_storage(config.dest)
+
+    def objects(self):
+        """{path: BackupName} of every object on the destination."""
+        config, _ = esb.load_config(None, needs=("dest",))
+        names = [esb.decode_name(e.key, config.codec)
+                 for e in self.storage().list_files(esb.ListReport())]
+        return {n.path: n for n in names}
+
+    def keys(self):
+        return sorted(e.key for e in self.storage().list_files(esb.ListReport()))
+
+    def write(self, rel, data, mtime=1_700_000_000):
+        path = self.src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.utime(path, (mtime, mtime))
+
+
+@pytest.fixture(params=["local", "s3", "s3-base"])
+def tool(request, monkeypatch, capsys, tmp_path):
+    bucket = request.getfixturevalue("s3_bucket") if request.param != "local" else None
+    return Run(monkeypatch, capsys, tmp_path, request.param, bucket)
+
+
+@pytest.fixture
+def local_tool(monkeypatch, capsys, tmp_path):
+    return Run(monkeypatch, capsys, tmp_path, "local", None)
+
+
+def sample_tree(tool):
+    tool.write("hello.txt", b"Hello, world!\n", 1_700_000_000)
+    tool.write("empty.txt", b"", 1_700_000_100)
+    tool.write("docs/report final.txt", b"quarterly numbers\n" * 500, 1_700_000_200)
+    tool.write("ü dir/名前.bin", os.urandom(200_000), 1_700_000_300)
+    tool.write("a/b/c/deep.txt.enc", b"looks like a backup\n", 1_700_000_400)
+
+
+def tree(root):
+    """{relative path: (content md5, whole-second mtime)} of a folder."""
+    out = {}
+    for path in Path(root).rglob("*"):
+        if path.is_file():
+            out[path.relative_to(root).as_posix()] = (hashlib.md5(path.read_bytes()).hexdigest(),
+                                                      int(path.stat().st_mtime))
+    return out
+
+
+def test_first_backup_then_restore_gives_the_same_tree(tool):
+    sample_tree(tool)
+    code, out, err = tool()
+    assert code == 0, err
+    assert "5 upload" in out and "0 failed" in out
+    assert set(tool.objects()) == set(tree(tool.src))
+    code, out, err = tool("--restore")
+    assert code == 0, err
+    assert tree(tool.restore) == tree(tool.src)          # contents and mtimes
+
+
+def test_incremental_run_moves_only_changed_files(tool):
+    sample_tree(tool)
+    assert tool()[0] == 0
+    before = tool.keys()
+    tool.write("hello.txt", b"Hello, changed world!\n", 1_700_000_999)
+    tool.write("new.txt", b"new\n")
+    code, out, err = tool()
+    assert code == 0, err
+    assert "2 upload" in out and "4 unchanged" in out
+    after = tool.keys()
+    assert len(after) == 6                               # the old hello.txt object is gone
+    assert len(set(before) & set(after)) == 4
+    assert tool.objects()["hello.txt"].size == len(b"Hello, changed world!\n")
+    code, out, _ = tool()
+    assert code == 0 and "6 unchanged" in out and "upload" not in out
+
+
+def test_delete_mark_then_undelete(tool, monkeypatch):
+    sample_tree(tool)
+    assert tool()[0] == 0
+    kept = (tool.src / "hello.txt").read_bytes()
+    (tool.src / "hello.txt").unlink()
+    monkeypatch.setattr(esb, "today", lambda: datetime.date(2026, 11, 26))
+    code, out, _ = tool()
+    assert code == 0 and "1 mark deleted" in out
+    assert tool.objects()["hello.txt"].deleted == 20261126
+    # later runs keep the first deletion date
+    monkeypatch.setattr(esb, "today", lambda: datetime.date(2026, 12, 5))
+    code, out, _ = tool()
+    assert code == 0 and "mark deleted" not in out
+    assert tool.objects()["hello.txt"].deleted == 20261126
+    # the file comes back unchanged: renamed back, not uploaded
+    tool.write("hello.txt", kept, 1_700_000_000)
+    code, out, _ = tool()
+    assert code == 0 and "1 undelete" in out and "upload" not in out
+    assert tool.objects()["hello.txt"].deleted == 0
+    assert len(tool.keys()) == 5
+
+
+@pytest.mark.parametrize("keep,expect_gone_after", [("0", 0), ("3", 3), (None, None)])
+def test_expiry(local_tool, monkeypatch, keep, expect_gone_after):
+    tool = local_tool
+    sample_tree(tool)
+    tool.set(DELETED_KEEP_DAYS=keep)
+    assert tool()[0] == 0
+    (tool.src / "hello.txt").unlink()
+    start = datetime.date(2026, 11, 26)
+    for day in range(0, 6):
+        monkeypatch.setattr(esb, "today", lambda d=day: start + datetime.timedelta(days=d))
+        assert tool()[0] == 0
+        present = "hello.txt" in tool.objects()
+        if expect_gone_after is None or day < expect_gone_after:
+            assert present, day
+        else:
+            assert not present, day
+
+
+def test_restore_deleted_and_restore_only(tool):
+    sample_tree(tool)
+    assert tool()[0] == 0
+    (tool.src / "hello.txt").unlink()
+    assert tool()[0] == 0
+    code, out, _ = tool("--restore")
+    assert code == 0 and not (tool.restore / "hello.txt").exists()
+    shutil.rmtree(tool.restore)
+    code, out, _ = tool("--restore", "--restore-deleted")
+    assert code == 0 and (tool.restore / "hello.txt").read_bytes() == b"Hello, world!\n"
+    shutil.rmtree(tool.restore)
+    code, out, _ = tool("--restore", "--restore-only", "docs", "--restore-only", "empty.txt")
+    assert code == 0
+    assert sorted(tree(tool.restore)) == ["docs/report final.txt", "empty.txt"]
+
+
+def test_verify_good_and_damaged_backup(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    code, out, err = tool("--verify")
+    assert code == 0 and err == ""
+    assert out.count(" OK ") == 5
+    victim = next(p for p in tool.dest.rglob("*.enc") if "report" in p.name)
+    data = bytearray(victim.read_bytes())
+    data[60] ^= 1
+    victim.write_bytes(bytes(data))
+    other = next(p for p in tool.dest.rglob("*.enc") if "hello" in p.name)
+    other.write_bytes(other.read_bytes()[:20])
+    code, out, err = tool("--verify")
+    assert code == 1
+    failures = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failures) == 2                       # every failure, not just the first
+    assert any("docs/report final.txt" in f and "authentication failed" in f for f in failures)
+    assert any("hello.txt" in f and "shorter than" in f for f in failures)
+    assert out.count(" OK ") == 3
+
+
+def test_verify_reports_wrong_password(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    tool.set(ENCRYPTION_PASSWORD="wrong")
+    code, _, err = tool("--verify")
+    assert code == 1 and err.count("FAILED") == 5 and "wrong" not in err.replace(
+        "wrong password", "")
+
+
+def test_list_and_json(tool):
+    sample_tree(tool)
+    assert tool()[0] == 0
+    code, out, _ = tool("--list", "--json")
+    rows = json.loads(out[out.index("["):])
+    assert [r["path"] for r in rows] == sorted(tree(tool.src))
+    assert rows[0]["deleted"] is None
+    code, out, _ = tool("--list")
+    assert code == 0 and "ü dir/名前.bin" in out
+
+
+def test_config_file_with_every_key(tmp_path, monkeypatch, capsys):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "f.txt").write_text("x" * 1000)
+    config = {
+        "src": {"local_path": str(src)}, "dest": {"local_path": str(dest)},
+        "restore": {"local_path": str(tmp_path / "r")},
+        "encryption_password": PASSWORD, "encryption_salt": SALT, "encrypt_filenames": True,
+        "backup_processes": 2, "restore_processes": 3, "deleted_keep_days": 7,
+        "ignore_regex": ["^skip"], "lzma_level": 9, "gzip_level": 1, "compress": True,
+        "encrypt": True, "encryption_type": "cha"}
+    (src / "skip.me").write_text("ignored")
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    assert esb.main(["--config", str(path)]) == 0
+    names = [p.name for p in dest.iterdir()]
+    assert len(names) == 1 and not names[0].startswith("f.txt")     # encrypted name
+    assert esb.main(["--config", str(path), "--restore"]) == 0
+    assert (tmp_path / "r" / "f.txt").read_text() == "x" * 1000
+    assert not (tmp_path / "r" / "skip.me").exists()
+    capsys.readouterr()
+
+
+def test_missing_source_folder_is_an_error_and_marks_nothing(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    shutil.rmtree(tool.src)
+    code, out, err = tool()
+    assert code == 2 and "does not exist" in err and str(tool.src) in err
+    assert all(n.deleted == 0 for n in tool.objects().values())
+
+
+def test_mass_deletion_is_refused_unless_allowed(local_tool):
+    tool = local_tool
+    for i in range(12):
+        tool.write(f"f{i}.txt", b"%d" % i)
+    assert tool()[0] == 0
+    for i in range(11):
+        (tool.src / f"f{i}.txt").unlink()
+    code, _, err = tool()
+    assert code == 2 and "11 of 12" in err and "--allow-mass-delete" in err
+    assert all(n.deleted == 0 for n in tool.objects().values())
+    code, out, _ = tool("--allow-mass-delete")
+    assert code == 0 and "11 mark deleted" in out
+
+
+def test_unreadable_file_is_reported_and_the_rest_backed_up(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    tool.write("hello.txt", b"changed\n", 1_700_009_999)
+    os.mkfifo(tool.src / "a-fifo")
+    real_open = esb.LocalStorage.open
+
+    def broken_open(self, key):
+        if key == "hello.txt":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, key)
+
+    tool.monkeypatch.setattr(esb.LocalStorage, "open", broken_open)
+    tool.write("new.txt", b"new\n")
+    code, out, err = tool()
+    assert code == 1
+    assert "FAILED upload hello.txt: Permission denied" in err
+    assert "1 upload" in out and "a-fifo" in out
+    assert tool.objects()["hello.txt"].size == 14        # the old copy is still there
+
+
+def test_planted_path_traversal_object_is_refused(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    good = next(tool.dest.glob("hello.txt.*.enc"))
+    planted = tool.dest / ("..%2Fevil" if False else "x")
+    stem = good.name[len("hello.txt"):]
+    (tool.dest / "sub").mkdir()
+    shutil.copy(good, tool.dest / "sub" / (".." + stem))          # path "sub/.."
+    code, _, err = tool("--restore")
+    assert code == 1 and "refusing to restore" in err
+    assert tree(tool.restore) == tree(tool.src)
+    assert not planted.exists()
+
+
+def test_bad_config_is_one_line_and_exit_2(local_tool):
+    tool = local_tool
+    tool.set(ENCRYPTION_TYPE="rot13", LZMA_LEVEL="high")
+    code, out, err = tool()
+    assert code == 2
+    assert "ENCRYPTION_TYPE" in err and "LZMA_LEVEL" in err and "Traceback" not in err
+
+
+def test_unreachable_s3_destination_is_one_line(local_tool, s3_bucket):
+    tool = local_tool
+    tool.set(DEST_LOCAL_PATH=None, **s3_env("DEST", s3_bucket))
+    tool.set(DEST_AWS_SECRET_ACCESS_KEY="not-the-secret")
+    code, _, err = tool()
+    assert code == 2 and "SignatureDoesNotMatch" in err and "not-the-secret" not in err
+    assert "Traceback" not in err
+
+
+def test_s3_source_to_local_and_s3_restore_target(local_tool, s3_bucket):
+    tool = local_tool
+    client = s3_bucket.client
+    files = {"photos/a.jpg": os.urandom(150_000), "notes.txt": b"note\n" * 100, "e": b""}
+    for key, data in files.items():
+        client.put_object(Bucket=s3_bucket.name, Key="source/" + key, Body=data)
+    tool.set(SRC_LOCAL_PATH=None, **s3_env("SRC", s3_bucket, "source"))
+    code, out, err = tool()
+    assert code == 0 and "3 upload" in out, err
+    heads = {k: client.head_object(Bucket=s3_bucket.name, Key="source/" + k) for k in files}
+    for key, name in tool.objects().items():
+        assert name.mtime == int(heads[key]["LastModified"].timestamp())
+    code, out, _ = tool()
+    assert "3 unchanged" in out
+    # restore into the same bucket under another prefix
+    tool.set(RESTORE_LOCAL_PATH=None, **s3_env("RESTORE", s3_bucket, "restored"))
+    code, _, err = tool("--restore")
+    assert code == 0, err
+    for key, data in files.items():
+        body = client.get_object(Bucket=s3_bucket.name, Key="restored/" + key)["Body"].read()
+        assert body == data
+
+
+@pytest.mark.parametrize("vector_index", range(len(VECTOR_LIST)),
+                         ids=[v[0] for v in VECTOR_LIST])
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_every_vector_restores_and_verifies_through_the_cli(vector_index, where, tmp_path,
+                                                            monkeypatch, capsys, request):
+    name, manifest, backup = VECTOR_LIST[vector_index]
+    env = {"RESTORE_LOCAL_PATH": str(tmp_path / "r"),
+           "ENCRYPTION_PASSWORD": manifest["encryption_password"],
+           "ENCRYPTION_TYPE": manifest.get("encryption_type", "aes"),
+           "ENCRYPTION_SALT": manifest.get("encryption_salt", ""),
+           "ENCRYPT_FILENAMES": str(manifest.get("encrypt_filenames", False)),
+           "COMPRESS": str(manifest.get("compress", True)),
+           "ENCRYPT": str(manifest.get("encrypt", True))}
+    if where == "local":
+        env["DEST_LOCAL_PATH"] = str(backup)
+    else:
+        bucket = request.getfixturevalue("s3_bucket")
+        for obj in manifest["objects"]:
+            bucket.client.upload_file(str(backup / obj), bucket.name, "v/" + obj)
+        env.update(s3_env("DEST", bucket, "v"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert esb.main(["--restore", "--restore-deleted"]) == 0, capsys.readouterr()
+    assert esb.main(["--verify"]) == 0, capsys.readouterr()
+    restored = tmp_path / "r"
+    for path, entry in manifest["files"].items():
+        data = (restored / path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], path
+        assert int((restored / path).stat().st_mtime) == entry["mtime"]
+    assert len(tree(restored)) == len(manifest["files"])
+    capsys.readouterr()
+    assert esb.main(["--list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)     # stdout holds nothing but the JSON
+    assert {r["path"]: bool(r["deleted"]) for r in rows} == {
+        p: e["deleted"] for p, e in manifest["files"].items()}
+    assert codec_for(manifest)   # the manifest's settings are the ones used above
+
+
+def test_subprocess_backup_restore_verify(tmp_path):
+    """The script as users run it: python3 encrypted_s3_backup.py, config from the environment."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_text("content\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
+    env.update(SRC_LOCAL_PATH=str(src), DEST_LOCAL_PATH=str(tmp_path / "dest"),
+               RESTORE_LOCAL_PATH=str(tmp_path / "r"), ENCRYPTION_PASSWORD="pw",
+               ENCRYPTION_TYPE="aes")
+    script = str(ROOT / "encrypted_s3_backup.py")
+    for argv in ([], ["--restore"], ["--verify"]):
+        done = subprocess.run([sys.executable, script, *argv], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("[20")             # timestamped log lines
+    assert (tmp_path / "r" / "d" / "f.txt").read_text() == "content\n"
+    done = subprocess.run([sys.executable, script, "--restore-deleted"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--restore-deleted needs --restore" in done.stderr

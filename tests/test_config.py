@@ -1,0 +1,606 @@
+"""Configuration: load_config() and read_raw_config() over JSON files and the environment."""
+
+import json
+import os
+import tempfile
+
+import pytest
+from conftest import esb
+
+PASSWORD = "pw-Sesame-4c1f"                          # unique strings: easy to spot if leaked
+SECRET = "sk-wJalrXUtnFEMI-K7MDENG-bPxRfiCY"
+SALT = "00a1b2c3d4e5f60718293a4b5c6d7e8f"
+
+# The smallest valid configuration, from the environment alone.
+BASE_ENV = {"SRC_LOCAL_PATH": "/srv/data", "DEST_LOCAL_PATH": "/mnt/backup",
+            "ENCRYPTION_PASSWORD": PASSWORD}
+
+
+@pytest.fixture(autouse=True)
+def _empty_working_dir(tmp_path, monkeypatch):
+    """No stray config.json: path=None finds only what a test writes into tmp_path."""
+    monkeypatch.chdir(tmp_path)
+
+
+def write_config(folder, data, name="settings.json", mode=0o600):
+    path = folder / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
+    os.chmod(path, mode)
+    return str(path)
+
+
+def load_env(environ, needs=("src", "dest")):
+    """Environment only: no file, path None."""
+    config, _ = esb.load_config(None, environ, needs)
+    return config
+
+
+def env(base=BASE_ENV, **changes):
+    """``base`` with changes; a value of None removes the variable."""
+    out = dict(base)
+    for key, value in changes.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+def config_error(path=None, environ=None, needs=("src", "dest")):
+    """The ConfigError message a configuration produces (and its exit code is 2)."""
+    with pytest.raises(esb.ConfigError) as caught:
+        esb.load_config(path, {} if environ is None else environ, needs)
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+# ----------------------------------------------------------------------------------------
+# A JSON file with every key
+# ----------------------------------------------------------------------------------------
+
+S3_DEST = {"aws_access_key_id": "AKIADEST", "aws_secret_access_key": SECRET,
+           "s3_bucket": "my-backups", "base_path": "host1/", "endpoint_url": "https://s3.example",
+           "signature_version": "s3v4", "region_name": "eu-central-1",
+           "storage_class": "STANDARD_IA"}
+S3_RESTORE = {"aws_access_key_id": "AKIARESTORE", "aws_secret_access_key": SECRET + "-2",
+              "s3_bucket": "restored", "base_path": "r/", "endpoint_url": "http://127.0.0.1:9000",
+              "signature_version": "s3", "region_name": "us-east-1",
+              "storage_class": "GLACIER_IR"}
+FULL = {
+    "src": {"local_path": "/srv/data"},
+    "dest": S3_DEST,
+    "restore": S3_RESTORE,
+    "encryption_password": PASSWORD,
+    "encryption_salt": SALT,
+    "encrypt_filenames": True,
+    "backup_processes": 3,
+    "restore_processes": 12,
+    "deleted_keep_days": 30,
+    "ignore_regex": ["^tmp/", r"\.swp$"],
+    "lzma_level": 9,
+    "gzip_level": 1,
+    "compress": False,
+    "encrypt": True,
+    "encryption_type": "cha",
+}
+
+
+def test_full_file_uses_every_key():
+    # The fixture itself is exhaustive: every top-level key and every storage key.
+    assert set(FULL) == set(esb.TOP_KEYS) | set(esb.STORAGE_SECTIONS)
+    assert set(FULL["src"]) | set(S3_DEST) == set(esb.STORAGE_KEYS)
+
+
+def test_full_file_is_parsed_into_the_right_types(tmp_path):
+    config, warnings = esb.load_config(write_config(tmp_path, FULL), {})
+    assert warnings == []
+    assert config.src == esb.StorageConfig(local_path="/srv/data")
+    assert config.dest == esb.StorageConfig(**S3_DEST)
+    assert config.restore == esb.StorageConfig(**S3_RESTORE)
+    assert config.dest.is_s3 and not config.src.is_s3
+    assert config.codec == esb.Codec(
+        compress=False, encrypt=True, encryption_type="cha", password=PASSWORD,
+        salt=bytes.fromhex(SALT), encrypt_filenames=True, lzma_level=9, gzip_level=1)
+    assert config.backup_processes == 3 and config.restore_processes == 12
+    assert config.deleted_keep_days == 30
+    assert config.ignore_regex == ("^tmp/", r"\.swp$")
+    assert isinstance(config.ignore_regex, tuple)
+
+
+def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
+    # The shape of the existing tool's config.json.local-to-s3-full-example.
+    old = {
+        "src": {"local_path": "/backup/files/from/here"},
+        "dest": {"aws_access_key_id": "my_access_key", "aws_secret_access_key": SECRET,
+                 "s3_bucket": "my-s3-bucket", "base_path": None, "endpoint_url": None,
+                 "signature_version": None, "region_name": None},
+        "encryption_password": PASSWORD, "encryption_salt": None, "encrypt_filenames": False,
+        "backup_processes": 5, "restore_processes": 8, "deleted_keep_days": None,
+        "ignore_regex": ["^optional/ignore/files/in/this/folder/"],
+        "lzma_level": 6, "gzip_level": 6, "compress": True, "encrypt": True,
+        "encryption_type": "aes",
+    }
+    config, warnings = esb.load_config(write_config(tmp_path, old), {})
+    assert warnings == []
+    assert config.dest == esb.StorageConfig(aws_access_key_id="my_access_key",
+                                            aws_secret_access_key=SECRET,
+                                            s3_bucket="my-s3-bucket")
+    assert config.codec.salt is None and config.deleted_keep_days is None
+
+
+def test_default_config_json_in_the_working_directory_is_read(tmp_path):
+    write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                            "encryption_password": PASSWORD}, name="config.json")
+    config, _ = esb.load_config(None, {})
+    assert config.src.local_path == "/a" and config.dest.local_path == "/b"
+
+
+# ----------------------------------------------------------------------------------------
+# The environment alone, and over a file
+# ----------------------------------------------------------------------------------------
+
+def test_environment_alone_is_the_config():
+    config = load_env({
+        "SRC_LOCAL_PATH": "/srv/data",
+        "DEST_S3_BUCKET": "bucket", "DEST_AWS_ACCESS_KEY_ID": "AKIA",
+        "DEST_AWS_SECRET_ACCESS_KEY": SECRET, "DEST_BASE_PATH": "host/",
+        "DEST_ENDPOINT_URL": "https://minio.example", "DEST_SIGNATURE_VERSION": "s3v4",
+        "DEST_REGION_NAME": "us-east-1", "DEST_STORAGE_CLASS": "STANDARD",
+        "RESTORE_LOCAL_PATH": "/restore",
+        "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT, "ENCRYPTION_TYPE": "CHA",
+        "ENCRYPT_FILENAMES": "yes", "ENCRYPT": "true", "COMPRESS": "1",
+        "BACKUP_PROCESSES": "2", "RESTORE_PROCESSES": "16", "DELETED_KEEP_DAYS": "7",
+        "IGNORE_REGEX": '["^a/", "b$"]', "LZMA_LEVEL": "3", "GZIP_LEVEL": "4",
+    })
+    assert config.src == esb.StorageConfig(local_path="/srv/data")
+    assert config.dest == esb.StorageConfig(
+        aws_access_key_id="AKIA", aws_secret_access_key=SECRET, s3_bucket="bucket",
+        base_path="host/", endpoint_url="https://minio.example", signature_version="s3v4",
+        region_name="us-east-1", storage_class="STANDARD")
+    assert config.restore == esb.StorageConfig(local_path="/restore")
+    assert config.codec == esb.Codec(
+        compress=True, encrypt=True, encryption_type="cha", password=PASSWORD,
+        salt=bytes.fromhex(SALT), encrypt_filenames=True, lzma_level=3, gzip_level=4)
+    assert (config.backup_processes, config.restore_processes) == (2, 16)
+    assert config.deleted_keep_days == 7
+    assert config.ignore_regex == ("^a/", "b$")
+
+
+@pytest.mark.parametrize("section", esb.STORAGE_SECTIONS)
+def test_every_s3_key_of_every_storage_comes_from_the_environment(section):
+    prefix = section.upper() + "_"
+    values = {key: f"{section}-{key}" for key in esb.STORAGE_KEYS if key != "local_path"}
+    environ = env(**{prefix + "LOCAL_PATH": None})
+    environ.update({prefix + key.upper(): value for key, value in values.items()})
+    config = load_env(environ)
+    assert getattr(config, section) == esb.StorageConfig(**values)
+
+
+def test_load_config_reads_os_environ_by_default(monkeypatch):
+    for key, value in BASE_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BACKUP_PROCESSES", "4")
+    config, _ = esb.load_config(None)
+    assert config.src.local_path == "/srv/data" and config.backup_processes == 4
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = write_config(tmp_path, {
+        "src": {"local_path": "/file/src"},
+        "dest": {"s3_bucket": "file-bucket", "region_name": "eu-west-1"},
+        "encryption_password": "file-password", "backup_processes": 3, "compress": True,
+        "lzma_level": 2, "ignore_regex": ["^file/"]})
+    config, _ = esb.load_config(path, {
+        "SRC_LOCAL_PATH": "/env/src", "DEST_S3_BUCKET": "env-bucket",
+        "DEST_STORAGE_CLASS": "STANDARD_IA", "ENCRYPTION_PASSWORD": PASSWORD,
+        "BACKUP_PROCESSES": "9", "COMPRESS": "false", "IGNORE_REGEX": "^env/"})
+    assert config.src.local_path == "/env/src"
+    assert config.dest == esb.StorageConfig(s3_bucket="env-bucket", region_name="eu-west-1",
+                                            storage_class="STANDARD_IA")
+    assert config.codec.password == PASSWORD
+    assert config.backup_processes == 9
+    assert config.codec.compress is False
+    assert config.codec.lzma_level == 2                    # only in the file: kept
+    assert config.ignore_regex == ("^env/",)
+
+
+# An empty variable counts as unset: docker-compose writes "ENCRYPT: ${ENCRYPT}" as "" when
+# the variable is unset, and the existing tool ignored empty variables too.
+
+
+def test_empty_encrypt_and_compress_variables_keep_the_defaults():
+    # docker-compose writes "ENCRYPT: ${ENCRYPT}" as an empty value when it is unset.
+    codec = load_env(env(ENCRYPT="", COMPRESS="")).codec
+    assert codec.encrypt is True
+    assert codec.compress is True
+
+
+def test_empty_variables_do_not_erase_file_values(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encryption_password": PASSWORD, "backup_processes": 3})
+    config, _ = esb.load_config(path, {"ENCRYPTION_PASSWORD": "", "BACKUP_PROCESSES": "",
+                                       "DEST_LOCAL_PATH": ""})
+    assert config.codec.password == PASSWORD
+    assert config.backup_processes == 3
+    assert config.dest.local_path == "/b"
+
+
+# ----------------------------------------------------------------------------------------
+# String coercion
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("word", ["false", "no", "0", "off", "False", "NO", " off ", "n"])
+def test_false_words(word):
+    config = load_env(env(COMPRESS=word, ENCRYPT=word, ENCRYPT_FILENAMES=word))
+    assert config.codec.compress is False
+    assert config.codec.encrypt is False
+    assert config.codec.encrypt_filenames is False
+
+
+@pytest.mark.parametrize("word", ["true", "yes", "1", "on", "TRUE", "Yes", " true "])
+def test_true_words(word):
+    config = load_env(env(COMPRESS=word, ENCRYPT=word, ENCRYPT_FILENAMES=word,
+                          ENCRYPTION_SALT=SALT))
+    assert config.codec.compress is True
+    assert config.codec.encrypt is True
+    assert config.codec.encrypt_filenames is True
+
+
+def test_booleans_as_strings_in_the_file(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "compress": "false", "encrypt": "no"})
+    config, _ = esb.load_config(path, {})
+    assert config.codec.compress is False and config.codec.encrypt is False
+
+
+@pytest.mark.parametrize("word", ["maybe", "2", "enabled"])
+def test_a_word_that_is_neither_true_nor_false_is_an_error(word):
+    message = config_error(environ=env(COMPRESS=word))
+    assert "compress" in message and "COMPRESS" in message and repr(word) in message
+
+
+def test_numbers_as_text():
+    config = load_env(env(BACKUP_PROCESSES=" 7 ", RESTORE_PROCESSES="32",
+                          DELETED_KEEP_DAYS="90", LZMA_LEVEL="1", GZIP_LEVEL="9"))
+    assert (config.backup_processes, config.restore_processes) == (7, 32)
+    assert config.deleted_keep_days == 90
+    assert (config.codec.lzma_level, config.codec.gzip_level) == (1, 9)
+
+
+def test_numbers_as_text_in_the_file(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encrypt": False, "backup_processes": "2",
+                                   "deleted_keep_days": "14"})
+    config, _ = esb.load_config(path, {})
+    assert config.backup_processes == 2 and config.deleted_keep_days == 14
+
+
+def test_deleted_keep_days_zero_is_zero_not_unset():
+    assert load_env(env(DELETED_KEEP_DAYS="0")).deleted_keep_days == 0
+
+
+@pytest.mark.parametrize("text", ["", "null", "None"])
+def test_deleted_keep_days_empty_or_null_text_means_forever(text):
+    assert load_env(env(DELETED_KEEP_DAYS=text)).deleted_keep_days is None
+
+
+def test_encryption_type_is_case_insensitive():
+    assert load_env(env(ENCRYPTION_TYPE="AES")).codec.encryption_type == "aes"
+
+
+# ----------------------------------------------------------------------------------------
+# ignore_regex
+# ----------------------------------------------------------------------------------------
+
+def test_ignore_regex_from_the_environment_as_a_json_list():
+    config = load_env(env(IGNORE_REGEX=r'["^cache/", "\\.tmp$", "^a,b"]'))
+    assert config.ignore_regex == ("^cache/", r"\.tmp$", "^a,b")
+
+
+@pytest.mark.parametrize("pattern", ["^cache/", r".*\.tmp$", "a,b", "node_modules/"])
+def test_ignore_regex_from_the_environment_as_one_pattern(pattern):
+    # Regression: the old tool split this string into single characters.
+    assert load_env(env(IGNORE_REGEX=pattern)).ignore_regex == (pattern,)
+
+
+def test_ignore_regex_one_pattern_starting_with_a_character_class():
+    assert load_env(env(IGNORE_REGEX=r"[.]git/")).ignore_regex == (r"[.]git/",)
+
+
+def test_ignore_regex_as_one_string_in_the_file(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encryption_password": PASSWORD, "ignore_regex": "^tmp/"})
+    config, _ = esb.load_config(path, {})
+    assert config.ignore_regex == ("^tmp/",)
+
+
+def test_ignore_regex_empty_means_none():
+    assert load_env(env(IGNORE_REGEX="")).ignore_regex == ()
+    assert load_env(env(IGNORE_REGEX="[]")).ignore_regex == ()
+
+
+# ----------------------------------------------------------------------------------------
+# Defaults
+# ----------------------------------------------------------------------------------------
+
+def test_defaults():
+    config = load_env(BASE_ENV)
+    assert config.backup_processes == 5
+    assert config.restore_processes == 8
+    assert config.deleted_keep_days is None
+    assert config.ignore_regex == ()
+    assert config.codec == esb.Codec(compress=True, encrypt=True, encryption_type="aes",
+                                     password=PASSWORD, salt=None, encrypt_filenames=False,
+                                     lzma_level=6, gzip_level=6)
+
+
+def test_restore_defaults_to_a_local_folder_in_the_temp_dir():
+    restore = load_env(BASE_ENV).restore
+    assert not restore.is_s3
+    assert restore.local_path.endswith("encrypted_s3_backup_restore")
+    assert os.path.dirname(restore.local_path) == tempfile.gettempdir()
+
+
+@pytest.mark.parametrize("level", ["0", ""])
+def test_level_zero_or_empty_means_six(level):
+    codec = load_env(env(LZMA_LEVEL=level, GZIP_LEVEL=level)).codec
+    assert (codec.lzma_level, codec.gzip_level) == (6, 6)
+
+
+def test_level_zero_in_the_file_means_six(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encryption_password": PASSWORD, "lzma_level": 0,
+                                   "gzip_level": None})
+    codec = esb.load_config(path, {})[0].codec
+    assert (codec.lzma_level, codec.gzip_level) == (6, 6)
+
+
+def test_needs_only_what_the_action_uses():
+    config = load_env(env(SRC_LOCAL_PATH=None), needs=("dest",))
+    assert config.src is None and config.dest.local_path == "/mnt/backup"
+
+
+# ----------------------------------------------------------------------------------------
+# Validation: every problem is a ConfigError naming the key and its environment variable
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("changes,key,variable", [
+    ({"ENCRYPTION_TYPE": "des"}, "encryption_type", "ENCRYPTION_TYPE"),
+    ({"ENCRYPTION_SALT": "abc"}, "encryption_salt", "ENCRYPTION_SALT"),
+    ({"ENCRYPTION_SALT": SALT[:-2]}, "encryption_salt", "ENCRYPTION_SALT"),
+    ({"ENCRYPTION_SALT": SALT + "00"}, "encryption_salt", "ENCRYPTION_SALT"),
+    ({"ENCRYPTION_SALT": "zz" * 16}, "encryption_salt", "ENCRYPTION_SALT"),
+    ({"ENCRYPTION_PASSWORD": None}, "encryption_password", "ENCRYPTION_PASSWORD"),
+    ({"ENCRYPTION_PASSWORD": "pass\u0100word"}, "encryption_password", "ENCRYPTION_PASSWORD"),
+    ({"ENCRYPTION_PASSWORD": "pass\u20acword"}, "encryption_password", "ENCRYPTION_PASSWORD"),
+    ({"ENCRYPT": "false", "ENCRYPT_FILENAMES": "true"}, "encrypt_filenames",
+     "ENCRYPT_FILENAMES"),
+    ({"LZMA_LEVEL": "high"}, "lzma_level", "LZMA_LEVEL"),
+    ({"LZMA_LEVEL": "10"}, "lzma_level", "LZMA_LEVEL"),
+    ({"LZMA_LEVEL": "-1"}, "lzma_level", "LZMA_LEVEL"),
+    ({"GZIP_LEVEL": "2.5"}, "gzip_level", "GZIP_LEVEL"),
+    ({"GZIP_LEVEL": "11"}, "gzip_level", "GZIP_LEVEL"),
+    ({"BACKUP_PROCESSES": "0"}, "backup_processes", "BACKUP_PROCESSES"),
+    ({"BACKUP_PROCESSES": "many"}, "backup_processes", "BACKUP_PROCESSES"),
+    ({"RESTORE_PROCESSES": "-4"}, "restore_processes", "RESTORE_PROCESSES"),
+    ({"RESTORE_PROCESSES": "1e3"}, "restore_processes", "RESTORE_PROCESSES"),
+    ({"DELETED_KEEP_DAYS": "-1"}, "deleted_keep_days", "DELETED_KEEP_DAYS"),
+    ({"DELETED_KEEP_DAYS": "a week"}, "deleted_keep_days", "DELETED_KEEP_DAYS"),
+    ({"IGNORE_REGEX": "(unclosed"}, "ignore_regex", "IGNORE_REGEX"),
+    ({"IGNORE_REGEX": '["ok", "*bad"]'}, "ignore_regex", "IGNORE_REGEX"),
+    ({"IGNORE_REGEX": '["broken json"'}, "ignore_regex", "IGNORE_REGEX"),
+    ({"SRC_LOCAL_PATH": None}, "src", "SRC_LOCAL_PATH"),
+    ({"DEST_LOCAL_PATH": None}, "dest", "DEST_S3_BUCKET"),
+])
+def test_validation_problem_names_key_and_variable(changes, key, variable):
+    message = config_error(environ=env(**changes))
+    assert key in message
+    assert variable in message
+
+
+def test_missing_password_is_fine_when_encrypt_is_off():
+    config = load_env(env(ENCRYPTION_PASSWORD=None, ENCRYPT="false"))
+    assert config.codec.encrypt is False and config.codec.password == ""
+
+
+@pytest.mark.parametrize("etype,password", [("aes", "caf\u00e9 \u00ff"), ("cha", "pass\u20acword"),
+                                            ("cha", "\u65e5\u672c")])
+def test_passwords_each_cipher_can_use(etype, password):
+    codec = load_env(env(ENCRYPTION_TYPE=etype, ENCRYPTION_PASSWORD=password)).codec
+    assert codec.password == password
+
+
+STORAGE_PROBLEMS = [
+    # neither local_path nor s3_bucket
+    ({"DEST_LOCAL_PATH": None, "DEST_BASE_PATH": "x/"}, ["DEST_LOCAL_PATH", "DEST_S3_BUCKET"]),
+    # both
+    ({"DEST_S3_BUCKET": "bucket"}, ["DEST_LOCAL_PATH", "DEST_S3_BUCKET"]),
+    # only one of the two S3 keys
+    ({"DEST_LOCAL_PATH": None, "DEST_S3_BUCKET": "b", "DEST_AWS_ACCESS_KEY_ID": "AKIA"},
+     ["DEST_AWS_SECRET_ACCESS_KEY"]),
+    ({"DEST_LOCAL_PATH": None, "DEST_S3_BUCKET": "b", "DEST_AWS_SECRET_ACCESS_KEY": SECRET},
+     ["DEST_AWS_ACCESS_KEY_ID"]),
+]
+
+
+@pytest.mark.parametrize("changes", [changes for changes, _ in STORAGE_PROBLEMS])
+def test_storage_problem_is_an_error_naming_the_storage(changes):
+    message = config_error(environ=env(**changes))
+    assert "dest" in message
+    assert "local_path" in message or "aws_access_key_id" in message
+
+
+@pytest.mark.parametrize("changes,variables", STORAGE_PROBLEMS)
+def test_storage_problem_names_the_real_environment_variables(changes, variables):
+    message = config_error(environ=env(**changes))
+    assert "environment DEST)" not in message
+    for variable in variables:
+        assert variable in message
+
+
+def test_unknown_storage_key_is_an_error_naming_it(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"},
+                                   "dest": {"local_path": "/b", "bucket": "x"},
+                                   "encryption_password": PASSWORD})
+    message = config_error(path)
+    assert "dest.bucket" in message and "DEST_BUCKET" in message
+
+
+def test_storage_that_is_not_an_object_is_an_error(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": "/b",
+                                   "encryption_password": PASSWORD})
+    assert "'dest'" in config_error(path)
+
+
+def test_non_text_password_is_an_error(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encryption_password": ["not", "text"]})
+    assert "encryption_password" in config_error(path)
+
+
+def test_invalid_json_names_the_file_and_line(tmp_path):
+    path = write_config(tmp_path, '{\n  "src": {"local_path": "/a"},\n}\n')
+    message = config_error(path)
+    assert path in message
+    assert "line 3" in message
+
+
+def test_invalid_json_in_the_default_file_is_an_error(tmp_path):
+    write_config(tmp_path, "{oops", name="config.json")
+    assert "config.json" in config_error(None)
+
+
+def test_file_holding_a_json_list_is_an_error(tmp_path):
+    path = write_config(tmp_path, '[{"src": {"local_path": "/a"}}]')
+    message = config_error(path)
+    assert path in message and "object" in message
+
+
+def test_explicit_config_path_that_does_not_exist_is_an_error(tmp_path):
+    missing = str(tmp_path / "nope.json")
+    message = config_error(missing, BASE_ENV)
+    assert missing in message and "--config" in message
+
+
+def test_several_problems_are_reported_together():
+    message = config_error(environ=env(ENCRYPTION_TYPE="des", ENCRYPTION_SALT="abc",
+                                       LZMA_LEVEL="99", BACKUP_PROCESSES="0",
+                                       IGNORE_REGEX="(", SRC_LOCAL_PATH=None))
+    for variable in ("ENCRYPTION_TYPE", "ENCRYPTION_SALT", "LZMA_LEVEL", "BACKUP_PROCESSES",
+                     "IGNORE_REGEX", "SRC_LOCAL_PATH"):
+        assert variable in message
+    assert len(message.splitlines()) >= 7            # a heading and one line per problem
+
+
+def test_nothing_at_all_reports_every_missing_piece():
+    message = config_error(None, {})
+    for variable in ("SRC_LOCAL_PATH", "DEST_LOCAL_PATH", "ENCRYPTION_PASSWORD"):
+        assert variable in message
+
+
+# ----------------------------------------------------------------------------------------
+# Secrets
+# ----------------------------------------------------------------------------------------
+
+def s3_env(section, secret):
+    prefix = section.upper() + "_"
+    return {prefix + "S3_BUCKET": section + "-bucket", prefix + "AWS_ACCESS_KEY_ID": "AKIA",
+            prefix + "AWS_SECRET_ACCESS_KEY": secret}
+
+
+def test_repr_never_shows_the_password_or_secret_keys():
+    environ = {"ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT}
+    for n, section in enumerate(esb.STORAGE_SECTIONS):
+        environ.update(s3_env(section, f"{SECRET}{n}"))
+    config = load_env(environ)
+    texts = [repr(config), str(config), repr(config.codec), str(config.codec)]
+    texts += [repr(getattr(config, s)) for s in esb.STORAGE_SECTIONS]
+    for text in texts:
+        assert PASSWORD not in text
+        assert SECRET not in text
+    assert "encryption_type='aes'" in repr(config.codec)    # still useful for debugging
+
+
+@pytest.mark.parametrize("changes", [
+    {"ENCRYPTION_TYPE": "rot13"},
+    {"ENCRYPTION_SALT": "not-hex"},
+    {"ENCRYPTION_PASSWORD": PASSWORD + "\u20ac"},                    # the password is the problem
+    {"DEST_AWS_ACCESS_KEY_ID": None},                               # secret without its key id
+    {"DEST_LOCAL_PATH": "/also"},                                   # both kinds of storage
+    {"BACKUP_PROCESSES": "x", "COMPRESS": "perhaps", "IGNORE_REGEX": "(("},
+])
+def test_config_errors_never_show_the_password_or_secret_key(changes):
+    with_secret = env(DEST_LOCAL_PATH=None, **s3_env("dest", SECRET))
+    message = config_error(environ=env(with_secret, **changes))
+    assert PASSWORD not in message
+    assert SECRET not in message
+
+
+def test_secret_under_an_unknown_storage_key_is_not_echoed(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"},
+                                   "dest": {"s3_bucket": "b", "aws_secret_key": SECRET},
+                                   "encryption_password": PASSWORD})
+    message = config_error(path)
+    assert "aws_secret_key" in message and SECRET not in message
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o666])
+@pytest.mark.parametrize("secret", ["password", "aws_secret_access_key"])
+def test_config_file_with_secrets_readable_by_others_warns(tmp_path, mode, secret):
+    data = {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"}, "encrypt": False}
+    if secret == "password":
+        data.update(encrypt=True, encryption_password=PASSWORD)
+    else:
+        data["dest"] = {"s3_bucket": "b", "aws_access_key_id": "AKIA",
+                        "aws_secret_access_key": SECRET}
+    path = write_config(tmp_path, data, mode=mode)
+    _, warnings = esb.load_config(path, {})
+    assert any("chmod 600" in w and path in w for w in warnings), warnings
+    assert not any(PASSWORD in w or SECRET in w for w in warnings)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_private_config_file_does_not_warn(tmp_path, mode):
+    path = write_config(tmp_path, FULL, mode=mode)
+    assert esb.load_config(path, {})[1] == []
+
+
+def test_unknown_top_level_key_is_a_warning_not_an_error(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encryption_password": PASSWORD, "comment": "nightly",
+                                   "backup_procesess": 3})
+    config, warnings = esb.load_config(path, {})
+    assert config.backup_processes == 5
+    assert any("'comment'" in w for w in warnings)
+    assert any("'backup_procesess'" in w for w in warnings)
+
+
+# ----------------------------------------------------------------------------------------
+# read_raw_config: the merged view before validation
+# ----------------------------------------------------------------------------------------
+
+def test_raw_config_with_nothing_has_empty_storages():
+    raw, warnings = esb.read_raw_config(None, {})
+    assert raw == {"src": None, "dest": None, "restore": None}
+    assert warnings == []
+
+
+def test_raw_config_merges_file_and_environment_key_by_key(tmp_path):
+    path = write_config(tmp_path, {"dest": {"s3_bucket": "file", "region_name": "eu"},
+                                   "lzma_level": 9, "encryption_type": "aes"})
+    raw, _ = esb.read_raw_config(path, {"DEST_S3_BUCKET": "env", "ENCRYPTION_TYPE": "cha",
+                                        "RESTORE_LOCAL_PATH": "/r", "UNRELATED": "x"})
+    assert raw["dest"] == {"s3_bucket": "env", "region_name": "eu"}
+    assert raw["restore"] == {"local_path": "/r"}
+    assert raw["src"] is None
+    assert raw["lzma_level"] == 9                          # file values keep their JSON type
+    assert raw["encryption_type"] == "cha"
+    assert "UNRELATED" not in raw and "unrelated" not in raw
+
+
+def test_raw_config_keeps_environment_values_as_text():
+    raw, _ = esb.read_raw_config(None, {"BACKUP_PROCESSES": "3", "COMPRESS": "no",
+                                        "IGNORE_REGEX": "^x"})
+    assert raw["backup_processes"] == "3"
+    assert raw["compress"] == "no"
+    assert raw["ignore_regex"] == "^x"

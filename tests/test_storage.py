@@ -1,0 +1,596 @@
+"""The storage contract, for LocalStorage and S3Storage alike, then what is special to each.
+
+Contract (see the "Storages" section of the script): store() writes atomically under the key
+that key_of() returns, list_files() lists every file with "/"-separated relative keys, open()
+streams a file back, stat(), rename(), remove(); a missing key raises MissingError.
+"""
+
+import json
+import os
+import pickle
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import ROOT, esb
+from s3_server import empty_and_delete_bucket, s3_bucket, s3_server  # noqa: F401
+
+BASE_PATH = "some/prefix"
+MiB = 1024 * 1024
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def s3_config(bucket, **overrides) -> "esb.StorageConfig":
+    """A StorageConfig for the test's bucket; keyword arguments replace any field."""
+    settings = dict(s3_bucket=bucket.name, aws_access_key_id=bucket.access_key,
+                    aws_secret_access_key=bucket.secret_key, endpoint_url=bucket.endpoint_url,
+                    region_name="us-east-1")
+    settings.update(overrides)
+    return esb.StorageConfig(**settings)
+
+
+def put(storage, key: str, data: bytes, **kwargs):
+    """Store ``data`` under ``key`` through the contract's store(); returns its result."""
+    def fill(sink):
+        sink.write(data)
+        return len(data)
+    return storage.store(key.rpartition("/")[0], fill, lambda _: key, **kwargs)
+
+
+def read(storage, key: str, piece: int = 64 * 1024) -> bytes:
+    """Read a stored file back in pieces of ``piece`` bytes, as the restore does."""
+    chunks = []
+    with storage.open(key) as stream:
+        while True:
+            chunk = stream.read(piece)
+            if not chunk:
+                break
+            assert len(chunk) <= piece
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def listing(storage, report=None) -> dict:
+    """{key: Entry} of everything list_files() yields."""
+    report = esb.ListReport() if report is None else report
+    entries = list(storage.list_files(report))
+    keys = [entry.key for entry in entries]
+    assert len(keys) == len(set(keys)), f"a key was listed twice: {keys}"
+    return {entry.key: entry for entry in entries}
+
+
+def sizes(storage) -> dict:
+    """{key: size} of the listing."""
+    return {key: entry.size for key, entry in listing(storage).items()}
+
+
+def temp_files(folder) -> list:
+    """Names of our temporary files in one local folder."""
+    return [name for name in os.listdir(folder) if name.startswith(esb.TMP_PREFIX)]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+class Boom(Exception):
+    """Raised on purpose from inside store()."""
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(params=["local", "s3", "s3-base-path"])
+def storage(request, tmp_path):
+    """A prepared, empty storage of each kind."""
+    if request.param == "local":
+        store = esb.LocalStorage(str(tmp_path / "root"))
+    else:
+        bucket = request.getfixturevalue("s3_bucket")
+        base = BASE_PATH if request.param == "s3-base-path" else None
+        store = esb.S3Storage(s3_config(bucket, base_path=base))
+    store.prepare(create=True)
+    return store
+
+
+@pytest.fixture
+def root(tmp_path):
+    """The root folder of a local storage (created) and nothing in it."""
+    folder = tmp_path / "root"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def local(root):
+    return esb.LocalStorage(str(root))
+
+
+@pytest.fixture
+def s3(s3_bucket):
+    storage = esb.S3Storage(s3_config(s3_bucket))
+    storage.prepare(create=True)
+    return storage
+
+
+# ============================================================================ the contract
+
+def test_store_returns_fill_result_and_key(storage):
+    def fill(sink):
+        sink.write(b"hello ")
+        sink.write(b"world")
+        return "d1g3st"
+
+    result = storage.store("a/b", fill, lambda digest: f"a/b/{digest}.bin")
+
+    assert result == ("d1g3st", "a/b/d1g3st.bin")
+    assert read(storage, "a/b/d1g3st.bin") == b"hello world"
+
+
+def test_store_at_the_root(storage):
+    assert put(storage, "top.txt", b"x") == (1, "top.txt")
+    assert sizes(storage) == {"top.txt": 1}
+
+
+def test_store_replaces_an_existing_file(storage):
+    put(storage, "f.txt", b"old content")
+    put(storage, "f.txt", b"new")
+    assert read(storage, "f.txt") == b"new"
+    assert sizes(storage) == {"f.txt": 3}
+
+
+def test_list_files_returns_every_file_with_relative_keys(storage):
+    files = {
+        "top.txt": b"1",
+        "a/sibling.bin": b"22",
+        "a/b/c/deep.bin": b"333",
+        "ünïcödé dir/file with spaces é.txt": "ünï".encode(),
+        "日本/名前.dat": b"",
+    }
+    before = int(time.time())
+    for key, data in files.items():
+        put(storage, key, data)
+    after = time.time()
+
+    entries = listing(storage)
+
+    assert sizes(storage) == {key: len(data) for key, data in files.items()}
+    for key, entry in entries.items():
+        assert isinstance(entry, esb.Entry)
+        assert entry.key == key and not key.startswith("/") and "\\" not in key
+        assert isinstance(entry.mtime, int)
+        assert before - 5 <= entry.mtime <= after + 5
+
+
+def test_list_files_of_an_empty_storage(storage):
+    report = esb.ListReport()
+    assert listing(storage, report) == {}
+    assert report == esb.ListReport()
+
+
+def test_open_streams_the_bytes_back_in_pieces(storage):
+    data = os.urandom(300_000)
+    put(storage, "big/blob.bin", data)
+    assert read(storage, "big/blob.bin", piece=64 * 1024) == data
+    assert read(storage, "big/blob.bin", piece=1000) == data
+
+
+def test_stat_gives_size_and_mtime_like_the_listing(storage):
+    put(storage, "d/one file.txt", b"12345")
+    entry = storage.stat("d/one file.txt")
+    assert entry == esb.Entry("d/one file.txt", 5, entry.mtime)
+    assert entry == listing(storage)["d/one file.txt"]
+
+
+def test_rename_moves_the_content(storage):
+    data = os.urandom(1234)
+    put(storage, "old/name.bin", data)
+
+    storage.rename("old/name.bin", "old/new name é.bin", len(data))
+
+    assert sizes(storage) == {"old/new name é.bin": 1234}
+    assert read(storage, "old/new name é.bin") == data
+    with pytest.raises(esb.MissingError):
+        storage.open("old/name.bin")
+
+
+def test_remove_deletes_the_file(storage):
+    put(storage, "x/gone.bin", b"abc")
+    put(storage, "x/kept.bin", b"def")
+    storage.remove("x/gone.bin")
+    assert sizes(storage) == {"x/kept.bin": 3}
+
+
+@pytest.mark.parametrize("operation", ["open", "stat"])
+def test_missing_key_raises_missing_error(storage, operation):
+    put(storage, "present.txt", b"here")
+    with pytest.raises(esb.MissingError):
+        getattr(storage, operation)("absent/nothing.txt")
+
+
+def test_remove_of_a_missing_key_is_not_an_error(storage):
+    """Contract: remove() is idempotent on both storages (S3's DeleteObject is)."""
+    put(storage, "present.txt", b"here")
+    storage.remove("absent/nothing.txt")
+    assert sizes(storage) == {"present.txt": 4}
+
+
+def test_fill_failing_midway_leaves_nothing(storage):
+    put(storage, "dir/existing.txt", b"keep me")
+    before = sizes(storage)
+
+    def fill(sink):
+        sink.write(b"partial " * 1000)
+        raise Boom("source read failed")
+
+    with pytest.raises(Boom):
+        storage.store("dir", fill, lambda _: "dir/new.bin")
+
+    assert sizes(storage) == before
+    if isinstance(storage, esb.LocalStorage):
+        assert temp_files(os.path.join(storage.root, "dir")) == []
+
+
+def test_key_of_failing_leaves_nothing(storage):
+    put(storage, "dir/existing.txt", b"keep me")
+    before = sizes(storage)
+
+    def fill(sink):
+        sink.write(b"complete content")
+        return "result"
+
+    def key_of(result):
+        raise Boom("source changed while read")
+
+    with pytest.raises(Boom):
+        storage.store("dir", fill, key_of)
+
+    assert sizes(storage) == before
+    if isinstance(storage, esb.LocalStorage):
+        assert temp_files(os.path.join(storage.root, "dir")) == []
+
+
+def test_failed_store_keeps_the_previous_version(storage):
+    put(storage, "f.bin", b"version 1")
+
+    def fill(sink):
+        sink.write(b"version 2, half written")
+        raise Boom()
+
+    with pytest.raises(Boom):
+        storage.store("", fill, lambda _: "f.bin")
+    assert read(storage, "f.bin") == b"version 1"
+
+
+# ============================================================================ LocalStorage
+
+def test_local_temp_file_is_created_in_the_target_folder(local, root):
+    seen = {}
+
+    def fill(sink):
+        sink.write(b"data")
+        seen["target folder"] = temp_files(root / "a" / "b")
+        seen["root"] = temp_files(root)
+        return None
+
+    local.store("a/b", fill, lambda _: "a/b/final.bin")
+
+    assert len(seen["target folder"]) == 1
+    assert seen["target folder"][0].startswith(f"{esb.TMP_PREFIX}{os.getpid()}-")
+    assert seen["root"] == []
+    assert os.listdir(root / "a" / "b") == ["final.bin"]
+
+
+def test_local_files_are_mode_0600_by_default(local, root):
+    put(local, "secret.bin", b"x")
+    assert os.stat(root / "secret.bin").st_mode & 0o7777 == 0o600
+
+
+def test_local_store_honours_mode_and_mtime(local, root):
+    put(local, "d/restored.txt", b"abc", mode=0o644, mtime=1_600_000_123)
+    info = os.stat(root / "d" / "restored.txt")
+    assert info.st_mode & 0o7777 == 0o644
+    assert info.st_mtime == 1_600_000_123
+    assert local.stat("d/restored.txt") == esb.Entry("d/restored.txt", 3, 1_600_000_123)
+
+
+def test_local_stale_temp_file_is_skipped_and_deleted(local, root):
+    (root / "sub").mkdir()
+    stale = root / "sub" / f"{esb.TMP_PREFIX}{dead_pid()}-xyz"
+    stale.write_bytes(b"left by a crash")
+    (root / "sub" / "real.txt").write_bytes(b"r")
+
+    assert sizes(local) == {"sub/real.txt": 1}
+    assert not stale.exists()
+
+
+def test_local_temp_file_of_this_process_is_skipped_but_kept(local, root):
+    ours = root / f"{esb.TMP_PREFIX}{os.getpid()}-xyz"
+    ours.write_bytes(b"being written right now")
+
+    assert sizes(local) == {}
+    assert ours.exists()
+
+
+def test_local_list_skips_a_fifo_with_a_note(local, root):
+    os.mkfifo(root / "pipe")
+    (root / "file.txt").write_bytes(b"f")
+    report = esb.ListReport()
+
+    assert list(listing(local, report)) == ["file.txt"]
+    assert len(report.notes) == 1 and "pipe" in report.notes[0]
+    assert report.problems == [] and report.blind == []
+
+
+def test_local_list_skips_a_symlink_to_a_folder_with_a_note(local, root):
+    (root / "real").mkdir()
+    (root / "real" / "inside.txt").write_bytes(b"i")
+    os.symlink(root / "real", root / "alias")
+    report = esb.ListReport()
+
+    assert list(listing(local, report)) == ["real/inside.txt"]
+    assert len(report.notes) == 1 and "alias" in report.notes[0]
+    assert report.problems == []
+
+
+def test_local_list_follows_a_symlink_to_a_file(local, root, tmp_path):
+    target = tmp_path / "outside.bin"
+    target.write_bytes(b"12345678")
+    os.utime(target, (1_500_000_000, 1_500_000_000))
+    os.symlink(target, root / "link.bin")
+    report = esb.ListReport()
+
+    assert listing(local, report) == {"link.bin": esb.Entry("link.bin", 8, 1_500_000_000)}
+    assert report == esb.ListReport()
+    assert read(local, "link.bin") == b"12345678"
+
+
+def test_local_list_notes_a_dangling_symlink(local, root):
+    os.symlink(root / "no-such-target", root / "dangling")
+    report = esb.ListReport()
+
+    assert listing(local, report) == {}
+    assert len(report.notes) == 1 and "dangling" in report.notes[0]
+    assert report.problems == []
+
+
+UNREADABLE_CHILD = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb   # imported as root, before dropping privileges
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+report = esb.ListReport()
+keys = sorted(entry.key for entry in esb.LocalStorage(sys.argv[2]).list_files(report))
+print(json.dumps({"keys": keys, "problems": report.problems, "blind": report.blind}))
+"""
+
+
+def list_as_nobody(folder: str) -> dict:
+    """List ``folder`` in a child process running as uid 65534 (root reads everything)."""
+    for path, dirs, files in os.walk(folder):
+        for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
+            os.chown(name, 65534, 65534, follow_symlinks=False)
+    done = subprocess.run([sys.executable, "-c", UNREADABLE_CHILD, str(ROOT), folder],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_local_unreadable_folder_is_reported_and_blind():
+    # As root, chmod 000 does not stop reading: the listing then runs as "nobody" in a child
+    # process, in a folder under /tmp (pytest's tmp_path sits in a root-only 0700 folder).
+    folder = tempfile.mkdtemp(prefix="esb-unreadable-")
+    try:
+        os.chmod(folder, 0o755)
+        os.makedirs(os.path.join(folder, "ok"))
+        os.makedirs(os.path.join(folder, "locked", "inner"))
+        with open(os.path.join(folder, "ok", "a.txt"), "wb") as handle:
+            handle.write(b"a")
+        with open(os.path.join(folder, "locked", "inner", "b.txt"), "wb") as handle:
+            handle.write(b"b")
+        os.chmod(os.path.join(folder, "locked"), 0o000)
+        if os.geteuid() == 0:
+            result = list_as_nobody(folder)
+        else:
+            report = esb.ListReport()
+            keys = sorted(e.key for e in esb.LocalStorage(folder).list_files(report))
+            result = {"keys": keys, "problems": report.problems, "blind": report.blind}
+    finally:
+        os.chmod(os.path.join(folder, "locked"), 0o755)
+        shutil.rmtree(folder)
+
+    assert result["keys"] == ["ok/a.txt"]
+    assert result["blind"] == ["locked/"]
+    assert len(result["problems"]) == 1 and "locked" in result["problems"][0]
+
+
+def test_local_exclude_hides_a_folder(root):
+    (root / "data").mkdir()
+    (root / "data" / "keep.txt").write_bytes(b"k")
+    (root / "backup").mkdir()
+    (root / "backup" / "object.enc").write_bytes(b"o")
+    storage = esb.LocalStorage(str(root), exclude=(str(root / "backup"),))
+
+    assert sizes(storage) == {"data/keep.txt": 1}
+
+
+def test_local_confined_refuses_a_symlink_leading_outside(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "escape")
+    storage = esb.LocalStorage(str(root), confined=True)
+
+    with pytest.raises(esb.UnsafePathError):
+        put(storage, "escape/planted.txt", b"evil")
+    assert os.listdir(outside) == []
+
+
+def test_local_confined_creates_no_folder_outside(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "escape")
+    storage = esb.LocalStorage(str(root), confined=True)
+
+    with pytest.raises(esb.UnsafePathError):
+        put(storage, "escape/new/planted.txt", b"evil")
+    assert os.listdir(outside) == []
+
+
+def test_local_confined_allows_a_symlink_inside_the_root(root):
+    (root / "real").mkdir()
+    os.symlink(root / "real", root / "alias")
+    storage = esb.LocalStorage(str(root), confined=True)
+
+    put(storage, "alias/f.txt", b"ok")
+    assert (root / "real" / "f.txt").read_bytes() == b"ok"
+
+
+def test_local_prepare_without_create_on_a_missing_folder(tmp_path):
+    missing = tmp_path / "not mounted"
+    storage = esb.LocalStorage(str(missing))
+
+    with pytest.raises(esb.StorageError) as caught:
+        storage.prepare(create=False)
+
+    assert caught.value.exit_code == 2
+    assert str(missing) in caught.value.message
+    assert not missing.exists()
+
+
+def test_local_prepare_with_create_makes_the_folder(tmp_path):
+    storage = esb.LocalStorage(str(tmp_path / "new" / "nested"))
+    storage.prepare(create=True)
+    assert (tmp_path / "new" / "nested").is_dir()
+
+
+# ============================================================================ S3Storage
+
+def test_s3_prepare_creates_a_missing_bucket(s3_bucket):
+    name = f"t-new-{secrets.token_hex(6)}"
+    storage = esb.S3Storage(s3_config(s3_bucket, s3_bucket=name))
+    try:
+        storage.prepare(create=True)
+        s3_bucket.client.head_bucket(Bucket=name)   # raises if it was not created
+        storage.prepare(create=True)                # an existing bucket is fine too
+        put(storage, "f.txt", b"in the new bucket")
+        assert sizes(storage) == {"f.txt": 17}
+    finally:
+        try:
+            empty_and_delete_bucket(s3_bucket.client, name)
+        except ClientError:
+            pass
+
+
+def test_s3_prepare_without_create_on_a_missing_bucket(s3_bucket):
+    name = f"t-missing-{secrets.token_hex(6)}"
+    storage = esb.S3Storage(s3_config(s3_bucket, s3_bucket=name))
+
+    with pytest.raises(esb.StorageError) as caught:
+        storage.prepare(create=False)
+
+    assert name in caught.value.message
+    assert caught.value.exit_code == 2
+    with pytest.raises(ClientError):
+        s3_bucket.client.head_bucket(Bucket=name)
+
+
+@pytest.mark.parametrize("operation", ["prepare", "list_files"])
+def test_s3_wrong_secret_key_is_named(s3_bucket, operation):
+    wrong = "wrong-" + secrets.token_urlsafe(20)
+    storage = esb.S3Storage(s3_config(s3_bucket, aws_secret_access_key=wrong))
+
+    with pytest.raises(esb.StorageError) as caught:
+        if operation == "prepare":
+            storage.prepare(create=False)
+        else:
+            list(storage.list_files(esb.ListReport()))
+
+    message = caught.value.message
+    assert "SignatureDoesNotMatch" in message
+    assert "aws_secret_access_key" in message
+    assert wrong not in message and wrong not in str(caught.value)
+    assert s3_bucket.secret_key not in message
+
+
+def test_s3_storage_class_standard_is_accepted(s3_bucket):
+    storage = esb.S3Storage(s3_config(s3_bucket, storage_class="STANDARD"))
+    put(storage, "a/f.bin", b"standard")
+    storage.rename("a/f.bin", "a/g.bin", 8)
+    assert sizes(storage) == {"a/g.bin": 8}
+    assert read(storage, "a/g.bin") == b"standard"
+
+
+def test_s3_base_path_keeps_objects_under_the_prefix(s3_bucket):
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key="elsewhere/x.txt", Body=b"x")
+    s3_bucket.client.put_object(Bucket=s3_bucket.name, Key=f"{BASE_PATH}ed/y.txt", Body=b"y")
+    storage = esb.S3Storage(s3_config(s3_bucket, base_path=BASE_PATH))
+
+    put(storage, "dir/file.txt", b"abc")
+    storage.rename("dir/file.txt", "dir/renamed.txt", 3)
+    put(storage, "top.txt", b"t")
+
+    raw = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
+    assert sorted(item["Key"] for item in raw) == sorted([
+        "elsewhere/x.txt", f"{BASE_PATH}ed/y.txt",
+        f"{BASE_PATH}/dir/renamed.txt", f"{BASE_PATH}/top.txt"])
+    assert sizes(storage) == {"dir/renamed.txt": 3, "top.txt": 1}
+
+
+def test_s3_base_path_slashes_are_ignored(s3_bucket):
+    put(esb.S3Storage(s3_config(s3_bucket, base_path=f"/{BASE_PATH}/")), "f.txt", b"f")
+    raw = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
+    assert [item["Key"] for item in raw] == [f"{BASE_PATH}/f.txt"]
+
+
+def test_s3_storage_pickles_and_the_copy_makes_its_own_client(s3):
+    put(s3, "f.txt", b"shared")
+    original_client = s3.client
+
+    clone = pickle.loads(pickle.dumps(s3))
+
+    assert clone.client is not original_client
+    assert clone.client is clone.client
+    assert read(clone, "f.txt") == b"shared"
+    assert s3.client is original_client
+
+
+def test_s3_client_is_created_once(s3):
+    first = s3.client
+    put(s3, "f.txt", b"x")
+    list(s3.list_files(esb.ListReport()))
+    assert s3.client is first
+
+
+def test_s3_large_store_goes_multipart_and_reads_back(s3, s3_bucket, monkeypatch):
+    monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
+    monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
+    data = os.urandom(11 * MiB + 123)     # three parts: 5 MiB, 5 MiB and the rest
+
+    def fill(sink):
+        for start in range(0, len(data), MiB):
+            sink.write(data[start:start + MiB])
+        return len(data)
+
+    assert s3.store("big", fill, lambda n: f"big/{n}.bin") == (len(data), f"big/{len(data)}.bin")
+
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=f"big/{len(data)}.bin")
+    assert head["ETag"].strip('"').endswith("-3"), head["ETag"]   # a 3-part upload's ETag
+    assert read(s3, f"big/{len(data)}.bin", piece=MiB) == data
+    assert s3_bucket.client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
+
+
+def test_s3_small_store_is_a_single_put(s3, s3_bucket):
+    put(s3, "small.bin", b"s" * 1000)
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key="small.bin")
+    assert "-" not in head["ETag"].strip('"')
