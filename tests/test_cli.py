@@ -418,3 +418,32 @@ def test_subprocess_backup_restore_verify(tmp_path):
     done = subprocess.run([sys.executable, script, "--restore-deleted"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--restore-deleted needs --restore" in done.stderr
+
+
+def test_generate_salt_prints_a_usable_salt():
+    salts = {subprocess.run([sys.executable, str(ROOT / "generate_salt.py")], check=True,
+                            capture_output=True, text=True).stdout.strip() for _ in range(2)}
+    assert len(salts) == 2
+    for salt in salts:
+        assert len(bytes.fromhex(salt)) == esb.SALT_LEN
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in ROOT.glob("config*.json.example")))
+def test_example_configs_load(example, tmp_path):
+    text = (ROOT / example).read_text()
+    assert "output of generate_salt.py" in text
+    salt = "00112233445566778899aabbccddeeff"
+    path = tmp_path / "config.json"
+    path.write_text(text.replace("output of generate_salt.py", salt))
+    path.chmod(0o600)
+    config, warnings = esb.load_config(str(path), environ={})
+    assert warnings == []
+    assert config.codec.salt == bytes.fromhex(salt) and config.codec.password
+    assert config.src and config.dest
+
+
+def test_example_placeholder_salt_is_refused_clearly(tmp_path):
+    path = tmp_path / "config.json"
+    shutil.copy(ROOT / "config.json.example", path)
+    with pytest.raises(esb.ConfigError, match="32 hex digits"):
+        esb.load_config(str(path), environ={})
