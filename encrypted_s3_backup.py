@@ -633,7 +633,8 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
 # Storages: LocalStorage and S3Storage share one small contract
 # =====================================================================================
 #
-#   list_files(report)     every file under the root as Entry(key, size, mtime); keys are
+#   list_files(report, skip)
+#                          every file under the root as Entry(key, size, mtime); keys are
 #                          "/"-separated and relative; what could not be read goes into
 #                          the ListReport (so its backups are left alone)
 #   open(key)              a binary stream of one file or object (MissingError if gone)
@@ -728,9 +729,11 @@ class LocalStorage:
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise StorageError(f"folder {self.root} is not readable by this user")
 
-    def list_files(self, report: ListReport) -> Iterator[Entry]:
+    def list_files(self, report: ListReport,
+                   skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         """Regular files (and symlinks to them), depth first; our temp files are skipped and
-        stale ones (their process is gone) removed."""
+        stale ones (their process is gone) removed.  ``skip(key)`` drops a file, and a whole
+        folder when it is true for the folder's key plus "/"."""
         stack = [""]
         while stack:
             folder = stack.pop()
@@ -746,8 +749,10 @@ class LocalStorage:
                     key = f"{folder}/{item.name}" if folder else item.name
                     try:
                         if item.is_dir(follow_symlinks=False):
-                            if item.path not in self.exclude:
+                            if item.path not in self.exclude and not (skip and skip(key + "/")):
                                 stack.append(key)
+                            continue
+                        if skip and skip(key):
                             continue
                         if item.name.startswith(TMP_PREFIX):
                             self._reap(item.path, item.name)
@@ -941,7 +946,8 @@ class S3Storage:
             exc = detailed
         return self.error(exc, "cannot open bucket")
 
-    def list_files(self, report: ListReport) -> Iterator[Entry]:
+    def list_files(self, report: ListReport,
+                   skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         from botocore.exceptions import BotoCoreError, ClientError
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix)
@@ -949,7 +955,7 @@ class S3Storage:
             for page in pages:
                 for item in page.get("Contents", ()):
                     key = item["Key"][len(self.prefix):]
-                    if key and not key.endswith("/"):
+                    if key and not key.endswith("/") and not (skip and skip(key)):
                         yield Entry(key, item["Size"], int(item["LastModified"].timestamp()))
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
@@ -1728,7 +1734,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     log.info("backup %s -> %s", src, dest)
     report = ListReport()
     ignore = [re.compile(p) for p in config.ignore_regex]
-    source = [e for e in src.list_files(report) if not any(p.match(e.key) for p in ignore)]
+    source = list(src.list_files(report, lambda key: any(p.match(key) for p in ignore)))
     stored = read_backup(dest, config, report)
     for note in report.notes:
         log.info("note: %s", note)

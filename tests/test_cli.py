@@ -447,3 +447,19 @@ def test_example_placeholder_salt_is_refused_clearly(tmp_path):
     shutil.copy(ROOT / "config.json.example", path)
     with pytest.raises(esb.ConfigError, match="32 hex digits"):
         esb.load_config(str(path), environ={})
+
+
+def test_ignore_regex_from_the_environment_skips_files_and_whole_folders(local_tool):
+    tool = local_tool
+    for rel in ("keep.txt", "a.tmp", "sub/b.tmp.not", "node_modules/x/y.js", ".git/config"):
+        tool.write(rel, rel.encode())
+    os.symlink("/nonexistent", tool.src / "node_modules" / "dangling")
+    tool.set(IGNORE_REGEX=r'["node_modules/", ".*\\.tmp$"]')
+    code, out, err = tool()
+    assert code == 0, err
+    assert sorted(tool.objects()) == [".git/config", "keep.txt", "sub/b.tmp.not"]
+    assert "dangling" not in out                      # nothing reported from a skipped folder
+    tool.set(IGNORE_REGEX=r"\.git/")                  # one pattern, not split into characters
+    code, out, _ = tool()
+    assert code == 0 and "1 mark deleted" in out
+    assert tool.objects()[".git/config"].deleted
