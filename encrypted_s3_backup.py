@@ -664,6 +664,8 @@ class ListReport:
     notes: list[str] = field(default_factory=list)      # skipped special files, links
     blind: list[str] = field(default_factory=list)      # keys, or folders ending in "/",
                                                         # that could not be read
+    bad_names: list[str] = field(default_factory=list)  # .enc objects whose name does not
+                                                        # decode (why, for each)
 
 
 @dataclass(frozen=True)
@@ -1480,10 +1482,9 @@ class _Worker:
     def __init__(self, config: Config):
         self.config = config
         self.codec = config.codec
-        tmp = None
-        self.src = make_storage(config.src, tmp) if config.src else None
-        self.dest = make_storage(config.dest, tmp) if config.dest else None
-        self.restore = make_storage(config.restore, tmp, confined=True)
+        self.src = make_storage(config.src) if config.src else None
+        self.dest = make_storage(config.dest) if config.dest else None
+        self.restore = make_storage(config.restore, confined=True)
         umask = os.umask(0o022)
         os.umask(umask)
         self.file_mode = 0o666 & ~umask
@@ -1492,9 +1493,15 @@ class _Worker:
 _WORKER: Optional[_Worker] = None
 
 
+def _stop_worker(signum: int, frame: Any) -> None:
+    """SIGTERM from the parent: unwind, so that temporary files are removed on the way out."""
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
 def _init_worker(config: Config) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, _stop_worker)
     _WORKER = _Worker(config)
 
 
@@ -1624,6 +1631,11 @@ log = logging.getLogger("encrypted_s3_backup")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
+              "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
+              "verify": "verified"}
+
+
 class Tally:
     """Counts outcomes, reports failures as they come, and prints the summary."""
 
@@ -1649,7 +1661,7 @@ class Tally:
 
     def summary(self, what: str, extra: Iterable[tuple[str, int]] = ()) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        parts = [f"{n} {k}" for k, n in (*self.counts.items(), *extra) if n]
+        parts = [f"{n} {DONE_WORDS.get(k, k)}" for k, n in (*self.counts.items(), *extra) if n]
         parts.append(f"{self.failed} failed")
         rate = self.bytes_in / elapsed / 1e6
         log.info("%s done: %s; %s read, %s written in %.1f s (%.1f MB/s)", what,
@@ -1701,7 +1713,11 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
 def read_backup(dest, config: Config, report: ListReport) -> list[Stored]:
     """Every backup object on the destination with its decoded name; names that decode to
     nothing go into the report.  Encrypted names with per-object salts cost a key
-    derivation each, so then they are decoded in the worker pool."""
+    derivation each, so then they are decoded in the worker pool.
+
+    When names are encrypted and not one of several decodes, the password (or cipher) is
+    wrong: that is fatal, or a backup would upload everything again beside the old objects.
+    """
     objects = [(e.key, e.size) for e in dest.list_files(report) if e.key.endswith(OBJECT_SUFFIX)]
     codec = config.codec
     decoded: list = []
@@ -1710,12 +1726,14 @@ def read_backup(dest, config: Config, report: ListReport) -> list[Stored]:
         run_jobs(batches, config.restore_processes, config, decoded.extend)
     else:
         decoded = [(key, size, _parse_one(key, codec)) for key, size in objects]
-    stored = []
-    for key, size, name in decoded:
-        if isinstance(name, BackupName):
-            stored.append(Stored(key, size, name))
-        else:
-            report.problems.append(name)
+    stored = [Stored(key, size, name) for key, size, name in decoded
+              if isinstance(name, BackupName)]
+    bad = [name for _, _, name in decoded if not isinstance(name, BackupName)]
+    if codec.encrypt_filenames and len(bad) > 1 and not stored:
+        raise ConfigError(f"none of the {len(bad)} object names in {dest} decrypts: "
+                          "encryption_password or encryption_type is not the one this backup "
+                          "was made with")
+    report.bad_names += bad
     return stored
 
 
@@ -1740,6 +1758,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.info("note: %s", note)
     for problem in report.problems:
         log.error("FAILED listing: %s", problem)
+    for bad in report.bad_names:     # not ours, or damaged: left alone, never counted as ours
+        log.warning("warning: ignored %s", bad)
     plan = plan_backup(source, stored, today(), config.deleted_keep_days,
                        tuple(report.blind))
     if not args.allow_mass_delete:
@@ -1764,6 +1784,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
     report = ListReport()
     chosen = select_for_restore(read_backup(dest, config, report), args.restore_deleted,
                                 tuple(args.restore_only or ()))
+    report.problems += report.bad_names
     for problem in report.problems:
         log.error("FAILED listing: %s", problem)
     log.info("restore %s -> %s: %d files", dest, target, len(chosen))
@@ -1783,6 +1804,7 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest.prepare(create=False)
     report = ListReport()
     stored = sorted(read_backup(dest, config, report), key=lambda o: o.name.path)
+    report.problems += report.bad_names
     for problem in report.problems:
         log.error("FAILED name: %s", problem)
     log.info("verify %s: %d objects", dest, len(stored))
@@ -1799,6 +1821,7 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
     report = ListReport()
     stored = select_for_restore(read_backup(dest, config, report), True,
                                 tuple(args.restore_only or ()))
+    report.problems += report.bad_names
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
              "deleted": o.name.deleted or None} for o in stored]
     if args.json:

@@ -112,7 +112,7 @@ def test_first_backup_then_restore_gives_the_same_tree(tool):
     sample_tree(tool)
     code, out, err = tool()
     assert code == 0, err
-    assert "5 upload" in out and "0 failed" in out
+    assert "5 uploaded" in out and "0 failed" in out
     assert set(tool.objects()) == set(tree(tool.src))
     code, out, err = tool("--restore")
     assert code == 0, err
@@ -127,13 +127,13 @@ def test_incremental_run_moves_only_changed_files(tool):
     tool.write("new.txt", b"new\n")
     code, out, err = tool()
     assert code == 0, err
-    assert "2 upload" in out and "4 unchanged" in out
+    assert "2 uploaded" in out and "4 unchanged" in out
     after = tool.keys()
     assert len(after) == 6                               # the old hello.txt object is gone
     assert len(set(before) & set(after)) == 4
     assert tool.objects()["hello.txt"].size == len(b"Hello, changed world!\n")
     code, out, _ = tool()
-    assert code == 0 and "6 unchanged" in out and "upload" not in out
+    assert code == 0 and "6 unchanged" in out and "uploaded" not in out
 
 
 def test_delete_mark_then_undelete(tool, monkeypatch):
@@ -143,17 +143,17 @@ def test_delete_mark_then_undelete(tool, monkeypatch):
     (tool.src / "hello.txt").unlink()
     monkeypatch.setattr(esb, "today", lambda: datetime.date(2026, 11, 26))
     code, out, _ = tool()
-    assert code == 0 and "1 mark deleted" in out
+    assert code == 0 and "1 marked deleted" in out
     assert tool.objects()["hello.txt"].deleted == 20261126
     # later runs keep the first deletion date
     monkeypatch.setattr(esb, "today", lambda: datetime.date(2026, 12, 5))
     code, out, _ = tool()
-    assert code == 0 and "mark deleted" not in out
+    assert code == 0 and "marked deleted" not in out
     assert tool.objects()["hello.txt"].deleted == 20261126
     # the file comes back unchanged: renamed back, not uploaded
     tool.write("hello.txt", kept, 1_700_000_000)
     code, out, _ = tool()
-    assert code == 0 and "1 undelete" in out and "upload" not in out
+    assert code == 0 and "1 undeleted" in out and "uploaded" not in out
     assert tool.objects()["hello.txt"].deleted == 0
     assert len(tool.keys()) == 5
 
@@ -280,7 +280,7 @@ def test_mass_deletion_is_refused_unless_allowed(local_tool):
     assert code == 2 and "11 of 12" in err and "--allow-mass-delete" in err
     assert all(n.deleted == 0 for n in tool.objects().values())
     code, out, _ = tool("--allow-mass-delete")
-    assert code == 0 and "11 mark deleted" in out
+    assert code == 0 and "11 marked deleted" in out
 
 
 def test_unreadable_file_is_reported_and_the_rest_backed_up(local_tool):
@@ -301,7 +301,7 @@ def test_unreadable_file_is_reported_and_the_rest_backed_up(local_tool):
     code, out, err = tool()
     assert code == 1
     assert "FAILED upload hello.txt: Permission denied" in err
-    assert "1 upload" in out and "a-fifo" in out
+    assert "1 uploaded" in out and "a-fifo" in out
     assert tool.objects()["hello.txt"].size == 14        # the old copy is still there
 
 
@@ -345,7 +345,7 @@ def test_s3_source_to_local_and_s3_restore_target(local_tool, s3_bucket):
         client.put_object(Bucket=s3_bucket.name, Key="source/" + key, Body=data)
     tool.set(SRC_LOCAL_PATH=None, **s3_env("SRC", s3_bucket, "source"))
     code, out, err = tool()
-    assert code == 0 and "3 upload" in out, err
+    assert code == 0 and "3 uploaded" in out, err
     heads = {k: client.head_object(Bucket=s3_bucket.name, Key="source/" + k) for k in files}
     for key, name in tool.objects().items():
         assert name.mtime == int(heads[key]["LastModified"].timestamp())
@@ -461,5 +461,29 @@ def test_ignore_regex_from_the_environment_skips_files_and_whole_folders(local_t
     assert "dangling" not in out                      # nothing reported from a skipped folder
     tool.set(IGNORE_REGEX=r"\.git/")                  # one pattern, not split into characters
     code, out, _ = tool()
-    assert code == 0 and "1 mark deleted" in out
+    assert code == 0 and "1 marked deleted" in out
     assert tool.objects()[".git/config"].deleted
+
+
+def test_foreign_enc_object_is_a_warning_for_backup_and_a_failure_for_verify(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    (tool.dest / "notes.enc").write_text("not ours")
+    code, out, err = tool()
+    assert code == 0 and "warning: ignored object 'notes.enc'" in err
+    assert (tool.dest / "notes.enc").exists()
+    code, _, err = tool("--verify")
+    assert code == 1 and "notes.enc" in err
+
+
+def test_encrypted_names_with_a_wrong_password_stop_the_backup(local_tool):
+    tool = local_tool
+    tool.set(ENCRYPT_FILENAMES="true")
+    sample_tree(tool)
+    assert tool()[0] == 0
+    before = tool.keys()
+    tool.set(ENCRYPTION_PASSWORD="another password")
+    code, _, err = tool()
+    assert code == 2 and "none of the 5 object names" in err and "another" not in err
+    assert tool.keys() == before              # nothing uploaded beside the old objects
