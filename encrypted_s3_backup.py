@@ -1224,9 +1224,9 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
     storages = {s: _storage(s, raw.get(s), check) for s in STORAGE_SECTIONS}
     for section in needs:
         if storages[section] is None:
-            check.problem(section, f"is missing: set {env_name(section, 'local_path')} or "
-                          f"{env_name(section, 's3_bucket')}, or a \"{section}\" object in "
-                          "the config file")
+            check.problems.append(
+                f"{section} is missing: set {env_name(section, 'local_path')} or "
+                f"{env_name(section, 's3_bucket')}, or a \"{section}\" object in the config file")
     encrypt = check.boolean("encrypt", True)
     etype = (check.text("encryption_type") or "aes").lower()
     if etype not in ENCRYPTION_TYPES:
@@ -1636,44 +1636,83 @@ DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete"
               "verify": "verified"}
 
 
+class Progress:
+    """One status line on stderr, redrawn at most 5 times a second, only on a terminal.
+
+    Log lines erase it first (see setup_logging), so cron and Docker logs never see it.
+    """
+
+    shown: Optional["Progress"] = None      # the bar currently on screen, if any
+
+    def __init__(self, files: int, size: int):
+        self.files, self.size = files, size
+        self.started = self.drawn = time.monotonic()
+
+    @classmethod
+    def erase(cls) -> None:
+        if cls.shown is not None:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            cls.shown = None
+
+    def update(self, files: int, size: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if now - self.drawn < 0.2 and not final:
+            return
+        self.drawn = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = size / elapsed
+        left = (self.size - size) / rate if rate > 0 and self.size > size else 0
+        share = size / self.size if self.size else files / max(self.files, 1)
+        bar = "#" * int(share * 20)
+        sys.stderr.write(f"\r[{bar:<20}] {files}/{self.files} files, {human(size)}/"
+                         f"{human(self.size)}, {rate / 1e6:.1f} MB/s, ETA {left:.0f} s\033[K")
+        sys.stderr.flush()
+        Progress.shown = self
+
+
 class Tally:
     """Counts outcomes, reports failures as they come, and prints the summary."""
 
-    def __init__(self, verbose: bool = False, ok_lines: bool = False):
+    def __init__(self, verbose: bool = False, ok_lines: bool = False, files: int = 0,
+                 size: int = 0, progress: bool = False):
         self.counts: dict[str, int] = {}
         self.failed = 0
         self.bytes_in = self.bytes_out = 0
         self.started = time.monotonic()
         self.verbose, self.ok_lines = verbose, ok_lines
+        self.progress = Progress(files, size) if progress and sys.stderr.isatty() else None
 
     def add(self, outcome: Outcome) -> None:
         if outcome.error:
             self.failed += 1
             log.error("FAILED %s %s: %s", outcome.action, show(outcome.path), outcome.error)
-            return
-        self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
-        self.bytes_in += outcome.bytes_in
-        self.bytes_out += outcome.bytes_out
-        if self.ok_lines:
-            log.info("OK %s", show(outcome.path))
-        elif self.verbose:
-            log.info("%s %s", outcome.action, show(outcome.path))
+        else:
+            self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
+            self.bytes_in += outcome.bytes_in
+            self.bytes_out += outcome.bytes_out
+            if self.ok_lines:
+                log.info("OK %s", show(outcome.path))
+            elif self.verbose:
+                log.info("%s %s", outcome.action, show(outcome.path))
+        if self.progress:
+            self.progress.update(sum(self.counts.values()) + self.failed, self.bytes_in)
 
-    def summary(self, what: str, extra: Iterable[tuple[str, int]] = ()) -> None:
+    def summary(self, what: str, extra: Iterable[tuple[str, int]] = (),
+                out_word: str = "written") -> None:
+        Progress.erase()
         elapsed = max(time.monotonic() - self.started, 1e-9)
         parts = [f"{n} {DONE_WORDS.get(k, k)}" for k, n in (*self.counts.items(), *extra) if n]
         parts.append(f"{self.failed} failed")
         rate = self.bytes_in / elapsed / 1e6
-        log.info("%s done: %s; %s read, %s written in %.1f s (%.1f MB/s)", what,
-                 ", ".join(parts), human(self.bytes_in), human(self.bytes_out), elapsed, rate)
+        log.info("%s done: %s; %s read, %s %s in %.1f s (%.1f MB/s)", what,
+                 ", ".join(parts), human(self.bytes_in), human(self.bytes_out), out_word,
+                 elapsed, rate, extra={"summary": True})
 
 
 def show(path: str) -> str:
     """A path for a log line: control characters and undecodable bytes escaped."""
-    if path.isprintable():
-        return path
-    return path.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") \
-        .encode("unicode_escape").decode("ascii")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
 
 
 def human(n: int) -> str:
@@ -1765,7 +1804,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     if not args.allow_mass_delete:
         check_mass_delete(plan)
     jobs: list = sorted(plan.uploads, key=lambda u: -u.size) + plan.renames + plan.removes
-    tally = Tally(args.verbose)
+    tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in plan.uploads),
+                  progress=not args.quiet)
     if args.dry_run:
         for job in jobs:
             log.info("would %s %s", *(show(x) for x in job_label(job)))
@@ -1793,7 +1833,8 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
             log.info("would restore %s", show(obj.name.path))
         return EXIT_FAILED if report.problems else EXIT_OK
     target.prepare(create=True)
-    tally = Tally(args.verbose)
+    tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
+                  progress=not args.quiet)
     run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add)
     tally.summary("restore")
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
@@ -1808,10 +1849,11 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     for problem in report.problems:
         log.error("FAILED name: %s", problem)
     log.info("verify %s: %d objects", dest, len(stored))
-    tally = Tally(args.verbose, ok_lines=not args.quiet)
+    tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(stored),
+                  size=sum(o.size for o in stored), progress=not args.quiet)
     run_jobs([Verify(o) for o in stored], config.restore_processes, config, tally.add)
     tally.failed += len(report.problems)
-    tally.summary("verify")
+    tally.summary("verify", out_word="checked")
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
@@ -1913,13 +1955,13 @@ def setup_logging(quiet: bool) -> None:
     log.setLevel(logging.INFO)
     stamp = logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%dT%H:%M:%S")
     out = logging.StreamHandler(sys.stdout)
-    out.setLevel(logging.WARNING if quiet else logging.INFO)
-    out.addFilter(lambda record: record.levelno < logging.WARNING or
-                  (quiet and "done:" in record.getMessage()))
+    out.addFilter(lambda record: record.levelno < logging.WARNING and (
+        not quiet or getattr(record, "summary", False)))
     err = logging.StreamHandler(sys.stderr)
     err.setLevel(logging.WARNING)
     for handler in (out, err):
         handler.setFormatter(stamp)
+        handler.addFilter(lambda record: Progress.erase() or True)
         log.addHandler(handler)
 
 

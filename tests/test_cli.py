@@ -487,3 +487,27 @@ def test_encrypted_names_with_a_wrong_password_stop_the_backup(local_tool):
     code, _, err = tool()
     assert code == 2 and "none of the 5 object names" in err and "another" not in err
     assert tool.keys() == before              # nothing uploaded beside the old objects
+
+
+def test_progress_bar_only_on_a_terminal(local_tool, monkeypatch):
+    tool = local_tool
+    sample_tree(tool)
+    code, out, err = tool()
+    assert code == 0 and "\r" not in err and "\r" not in out     # cron, Docker: plain lines
+    assert all(line.startswith("[20") for line in out.splitlines())
+    (tool.src / "hello.txt").write_text("changed")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(esb.time, "monotonic", iter(range(0, 10_000, 1)).__next__)
+    code, out, err = tool()
+    assert code == 0 and "\r[" in err and "1/1 files" in err
+    assert "backup done: 1 uploaded" in out
+
+
+def test_quiet_keeps_only_the_summary_and_verbose_adds_file_lines(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    code, out, _ = tool("--quiet")
+    assert code == 0 and len(out.splitlines()) == 1 and "backup done" in out
+    (tool.src / "hello.txt").write_text("changed")
+    code, out, _ = tool("--verbose")
+    assert "upload hello.txt" in out
