@@ -1,0 +1,544 @@
+#!/usr/bin/env python3
+"""Benchmark of encrypted_s3_backup.py: speed, memory and scale, each against a floor.
+
+Usage (from the repository root, with the dependencies and requirements-dev.txt installed):
+
+    python bench/bench.py                          mixed and many-small, local and S3
+    python bench/bench.py --quick                  the same at 1/50 scale: a smoke run
+    python bench/bench.py --big                    also the 1 GB file
+    python bench/bench.py --datasets many-small --targets local --keep
+
+What it does
+    1. Generates deterministic datasets in a temporary folder (seeded RNG; file mtimes are
+       fixed too).  Text is sliced at random offsets from a ~4 MB corpus of pseudo-words with
+       Zipf-like frequencies; random data comes from random.Random(seed).randbytes.
+         mixed       2,000 text files of 1-20 KB, 200 files of 0.2-2 MB (half random, half
+                     text), one 150 MB random file, one 60 MB text file (about 450 MB)
+         many-small  20,000 text files of 1-4 KB
+         big         one 1 GB random file (only with --big or --datasets big)
+       --quick divides every file count and the sizes of the single large files by 50.
+    2. Floor: in this process, single-threaded, the CPU time (time.process_time) of the raw
+       operations on the same bytes, read from the page cache outside the timed parts:
+         backup floor   MD5 + the compressor the tool picks (its own choose_compression and
+                        make_compressor, at lzma/gzip level 6) + AES-256-GCM (16-byte nonce)
+         restore floor  AES-256-GCM decryption + decompression + MD5 of the output
+       each divided by --processes.  A step's "x floor" is its wall time over that floor
+       (backup floor for both backups, restore floor for restore and verify).
+    3. For each dataset and target (local: local -> local folder; s3: local -> a SeaweedFS
+       bucket, server started here from tests/s3_server.py) it runs the tool as a subprocess,
+       configured by environment variables only (aes, a fixed encryption_salt, levels 6,
+       backup_processes = restore_processes = --processes), four steps:
+         backup      first backup into an empty destination
+         no-change   the same backup again (nothing to transfer)
+         restore     --restore into an empty folder, then checked against the source:
+                     same paths, sizes, whole-second mtimes and BLAKE2 hashes
+         verify      --verify
+       Each step must exit 0.  Measured: wall time, files/s and MB/s (source files and bytes
+       over wall time), and the peak memory of the whole process tree: every ~50 ms the sum
+       of VmRSS (/proc/<pid>/status) of the tool and all its descendants (found through
+       /proc/<pid>/task/<tid>/children).  Pages shared by forked workers count once per
+       process there, so it is an upper bound; "PSS MB" is the peak of the same sum of Pss
+       (/proc/<pid>/smaps_rollup: shared pages split between their users), the real share.
+    4. Planner scale: a subprocess builds 1,000,000 synthetic Entry objects and the matching
+       Stored objects (a no-change run; 20,000 with --quick) and times plan_backup() on them;
+       its peak memory is the subprocess's VmHWM (peak RSS, inputs included; ru_maxrss would
+       include the RSS of the benchmark that forked it, as Linux keeps it across exec).
+
+Output: one table on stdout, and every figure plus machine info (nproc, Python, date) as
+JSON in --json (default bench/results.json; bench/results-quick.json with --quick).
+With --keep the tool's output of each step stays in <tmp>/logs/.  MB means 10^6 bytes.
+Exit status: 0 when every step exited 0 and every restore was identical, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import importlib.util
+import json
+import lzma
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TOOL_PATH = os.path.join(REPO, "encrypted_s3_backup.py")
+S3_SERVER_PATH = os.path.join(REPO, "tests", "s3_server.py")
+
+SEED = 20240601
+MTIME_BASE = 1_700_000_000         # fixed file mtimes keep the datasets fully deterministic
+PASSWORD = "benchmark password"
+SALT = "5eed0f0b0a7c4b9e8d1f2a3b4c5d6e7f"  # fixed encryption_salt: key derived once per process
+LEVEL = 6                          # lzma_level and gzip_level (the tool's defaults)
+QUICK_SCALE = 1 / 50
+PLANNER_ENTRIES = 1_000_000
+SAMPLE_SECONDS = 0.05
+MB = 1e6
+KB = 1000
+DATASETS = ("mixed", "many-small", "big")
+TARGETS = ("local", "s3")
+
+
+def load_module(name: str, path: str):
+    """Import a module from a file path (the tool and the test S3 server are not packages)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# =====================================================================================
+# Datasets
+# =====================================================================================
+
+def make_corpus(rng: random.Random, size: int = 4_000_000) -> bytes:
+    """About ``size`` bytes of lines of pseudo-words drawn with Zipf-like frequencies."""
+    syllables = [c + v for c in "bcdfghklmnprstvwz" for v in "aeiou"] + ["the", "and", "ing"]
+    vocab = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4)))
+             for _ in range(5000)]
+    weights = [1 / rank for rank in range(1, len(vocab) + 1)]
+    words = rng.choices(vocab, weights, k=size // 6)
+    lines = (" ".join(words[i:i + 12]) for i in range(0, len(words), 12))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def dataset_files(name: str, scale: float, rng: random.Random) -> list[tuple[str, str, int]]:
+    """The dataset's files as (relative path, "text" or "random", size in bytes)."""
+    def count(n: int) -> int:
+        return max(1, round(n * scale))
+
+    files = []
+    if name == "mixed":
+        for i in range(count(2000)):
+            files.append((f"text/{i // 100:02d}/note-{i:05d}.txt", "text",
+                          rng.randint(1 * KB, 20 * KB)))
+        for i in range(count(200)):
+            kind = "random" if i % 2 else "text"
+            files.append((f"medium/{kind}-{i:03d}.{'bin' if i % 2 else 'txt'}", kind,
+                          rng.randint(200 * KB, 2000 * KB)))
+        files.append(("large/random-150MB.bin", "random", int(150 * MB * scale)))
+        files.append(("large/text-60MB.txt", "text", int(60 * MB * scale)))
+    elif name == "many-small":
+        for i in range(count(20000)):
+            files.append((f"d{i // 500:02d}/small-{i:05d}.txt", "text",
+                          rng.randint(1 * KB, 4 * KB)))
+    elif name == "big":
+        files.append(("random-1GB.bin", "random", int(1000 * MB * scale)))
+    return files
+
+
+def write_dataset(root: str, files: list, corpus: bytes, rng: random.Random) -> None:
+    """Write every file in 1 MiB pieces and give it a fixed mtime."""
+    piece = 1 << 20
+    for index, (rel, kind, size) in enumerate(files):
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            left = size
+            while left:
+                n = min(left, piece)
+                if kind == "random":
+                    handle.write(rng.randbytes(n))
+                else:
+                    start = rng.randrange(len(corpus) - n)
+                    handle.write(corpus[start:start + n])
+                left -= n
+        os.utime(path, (MTIME_BASE + index, MTIME_BASE + index))
+
+
+# =====================================================================================
+# Floor: CPU time of the raw operations, single process
+# =====================================================================================
+
+def measure_floor(root: str, files: list, tool) -> dict:
+    """CPU seconds of hash+compress+encrypt (backup) and decrypt+decompress+hash (restore)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    key = bytes(range(32))
+    backup_cpu = restore_cpu = 0.0
+    kinds: dict[str, int] = {}
+    for rel, _, size in files:
+        with open(os.path.join(root, rel), "rb") as handle:
+            chunk = handle.read(tool.CHUNK)
+            t0 = time.process_time()
+            kind = tool.choose_compression(size, chunk)
+            compressor = tool.make_compressor(kind, size, LEVEL, LEVEL)
+            nonce = os.urandom(16)
+            encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+            md5 = hashlib.md5()
+            t1 = time.process_time()
+            decryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).decryptor()
+            decompressor = lzma.LZMADecompressor() if kind == "xz" else zlib.decompressobj(31)
+            md5_back = hashlib.md5()
+            t2 = time.process_time()
+            backup_cpu += t1 - t0
+            restore_cpu += t2 - t1
+            while True:
+                t0 = time.process_time()
+                if chunk:
+                    md5.update(chunk)
+                    sealed = encryptor.update(compressor.compress(chunk))
+                else:
+                    sealed = encryptor.update(compressor.flush()) + encryptor.finalize()
+                t1 = time.process_time()
+                md5_back.update(decompressor.decompress(decryptor.update(sealed)))
+                if not chunk:
+                    decryptor.finalize_with_tag(encryptor.tag)
+                t2 = time.process_time()
+                backup_cpu += t1 - t0
+                restore_cpu += t2 - t1
+                if not chunk:
+                    break
+                chunk = handle.read(tool.CHUNK)
+        if md5_back.digest() != md5.digest():
+            raise RuntimeError(f"floor round trip of {rel} does not match")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {"backup_cpu_s": backup_cpu, "restore_cpu_s": restore_cpu, "compression": kinds}
+
+
+# =====================================================================================
+# Running the tool and watching its memory
+# =====================================================================================
+
+def kb_field(path: str, field: str) -> int:
+    """Bytes of a "Name:   123 kB" line of a /proc file; 0 when absent (a zombie)."""
+    with open(path) as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_memory(pid: int) -> tuple[int, int, int]:
+    """(sum of VmRSS, sum of Pss, number of processes) of ``pid`` and all its descendants."""
+    rss, pss, count, todo = 0, 0, 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            rss += kb_field(f"/proc/{current}/status", "VmRSS:")
+            pss += kb_field(f"/proc/{current}/smaps_rollup", "Pss:")
+            count += 1
+            for tid in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{tid}/children") as children:
+                    todo.extend(int(child) for child in children.read().split())
+        except OSError:     # the process (or thread) ended while we looked
+            continue
+    return rss, pss, count
+
+
+def run_tool(extra_args: list, env: dict, cwd: str, log_path: str) -> dict:
+    """Run the tool once; exit code, wall seconds and the peak memory of its process tree."""
+    peak = [(0, 0, 0)]      # the sample with the largest RSS sum
+    peak_pss = [0]
+    done = threading.Event()
+    with open(log_path, "wb") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, TOOL_PATH, "--quiet", *extra_args],
+                                env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+
+        def sample() -> None:
+            while True:
+                now = tree_memory(proc.pid)
+                peak[0] = max(peak[0], now)
+                peak_pss[0] = max(peak_pss[0], now[1])
+                if done.wait(SAMPLE_SECONDS):
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = proc.wait()
+        wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    return {"exit_code": code, "wall_s": wall, "peak_mb": peak[0][0] / MB,
+            "peak_pss_mb": peak_pss[0] / MB, "processes_at_peak": peak[0][2]}
+
+
+def tool_env(tool, dest: dict, restore_dir: str, src_dir: str, processes: int) -> dict:
+    """Our environment minus any of the tool's own settings, plus the benchmark's config."""
+    own = {key.upper() for key in tool.TOP_KEYS}
+    sections = tuple(section.upper() + "_" for section in tool.STORAGE_SECTIONS)
+    env = {k: v for k, v in os.environ.items() if k not in own and not k.startswith(sections)}
+    env.update({
+        "SRC_LOCAL_PATH": src_dir, "RESTORE_LOCAL_PATH": restore_dir,
+        "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT, "ENCRYPTION_TYPE": "aes",
+        "LZMA_LEVEL": str(LEVEL), "GZIP_LEVEL": str(LEVEL),
+        "BACKUP_PROCESSES": str(processes), "RESTORE_PROCESSES": str(processes),
+    })
+    env.update(dest)
+    return env
+
+
+def tree_digest(root: str) -> dict[str, tuple[int, int, str]]:
+    """relative path -> (size, whole-second mtime, BLAKE2b hex) of every file under root."""
+    result = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            digest = hashlib.blake2b()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            info = os.stat(path)
+            result[os.path.relpath(path, root)] = (info.st_size, int(info.st_mtime),
+                                                   digest.hexdigest())
+    return result
+
+
+def compare_restore(expected: dict, restored_dir: str) -> list[str]:
+    """Differences between the source's digest and the restored tree (at most 5 listed)."""
+    got = tree_digest(restored_dir)
+    problems = [f"missing {p}" for p in sorted(set(expected) - set(got))]
+    problems += [f"unexpected {p}" for p in sorted(set(got) - set(expected))]
+    for path in sorted(set(expected) & set(got)):
+        for what, a, b in zip(("size", "mtime", "content"), expected[path], got[path]):
+            if a != b:
+                problems.append(f"{path}: {what} differs")
+    return problems[:5] + ([f"... {len(problems) - 5} more"] if len(problems) > 5 else [])
+
+
+def bench_target(tool, work: str, dataset: str, target: str, source: dict, server,
+                 processes: int, keep: bool) -> list[dict]:
+    """The four steps for one dataset and one target; one result dict per step."""
+    label = f"{dataset}-{target}"
+    src_dir = os.path.join(work, "data", dataset)
+    restore_dir = os.path.join(work, "restore", label)
+    dest_dir = os.path.join(work, "dest", label)
+    if target == "s3":
+        dest = {"DEST_S3_BUCKET": f"bench-{dataset}", "DEST_ENDPOINT_URL": server.endpoint_url,
+                "DEST_AWS_ACCESS_KEY_ID": server.access_key,
+                "DEST_AWS_SECRET_ACCESS_KEY": server.secret_key,
+                "DEST_REGION_NAME": server.region}
+    else:
+        os.makedirs(dest_dir)
+        dest = {"DEST_LOCAL_PATH": dest_dir}
+    os.makedirs(restore_dir)
+    env = tool_env(tool, dest, restore_dir, src_dir, processes)
+    files, size = len(source), sum(v[0] for v in source.values())
+    steps = []
+    for step, args in (("backup", []), ("no-change", []), ("restore", ["--restore"]),
+                       ("verify", ["--verify"])):
+        print(f"  {label}: {step} ...", flush=True)
+        log_path = os.path.join(work, "logs", f"{label}-{step}.log")
+        result = run_tool(args, env, work, log_path)
+        result.update(dataset=dataset, target=target, step=step, files=files,
+                      mb=size / MB, files_per_s=files / result["wall_s"],
+                      mb_per_s=size / MB / result["wall_s"], log=log_path)
+        if result["exit_code"] != 0:
+            with open(log_path, encoding="utf-8", errors="replace") as log:
+                print(f"  FAILED (exit {result['exit_code']}):\n" + log.read()[-2000:])
+        if step == "restore":
+            result["restore_problems"] = compare_restore(source, restore_dir)
+            for problem in result["restore_problems"]:
+                print(f"  restore differs: {problem}")
+            if not keep:
+                shutil.rmtree(restore_dir)
+        steps.append(result)
+    if not keep and target == "local":
+        shutil.rmtree(dest_dir)
+    return steps
+
+
+# =====================================================================================
+# Planner scale check (runs in its own process: --planner-child N)
+# =====================================================================================
+
+def proc_status_kb(field: str) -> int:
+    """A kB field (VmRSS, VmHWM) of /proc/self/status."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def planner_child(count: int) -> None:
+    """Plan a no-change backup of ``count`` synthetic files; print seconds and memory as JSON."""
+    tool = load_module("encrypted_s3_backup", TOOL_PATH)
+    entries = [tool.Entry(f"dir{i % 1000:03d}/file-{i:07d}.dat", 1000 + i % 50000,
+                          MTIME_BASE + i) for i in range(count)]
+    stored = []
+    for entry in entries:
+        name = tool.BackupName(entry.key, entry.mtime, entry.size,
+                               hashlib.md5(entry.key.encode()).digest())
+        stored.append(tool.Stored(tool.format_plain_name(name) + tool.OBJECT_SUFFIX,
+                                  entry.size + 60, name))
+    inputs_kb = proc_status_kb("VmRSS")
+    start = time.perf_counter()
+    plan = tool.plan_backup(entries, stored, datetime.date.today(), None)
+    seconds = time.perf_counter() - start
+    if plan.unchanged != count or plan.uploads or plan.renames or plan.removes:
+        raise SystemExit(f"planner check: expected {count} unchanged, got {plan}")
+    peak_kb = proc_status_kb("VmHWM")   # not ru_maxrss: Linux carries that across exec()
+    print(json.dumps({"entries": count, "seconds": seconds, "inputs_mb": inputs_kb * 1024 / MB,
+                      "peak_mb": peak_kb * 1024 / MB}))
+
+
+def run_planner(count: int) -> dict:
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--planner-child",
+                          str(count)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"entries": count, "error": out.stderr[-2000:] or out.stdout[-2000:]}
+    return json.loads(out.stdout)
+
+
+# =====================================================================================
+# Report
+# =====================================================================================
+
+COLUMNS = ("dataset", "target", "step", "files", "MB", "wall s", "files/s", "MB/s",
+           "x floor", "peak MB", "PSS MB")
+
+
+def table_rows(steps: list, planner: dict) -> list[tuple]:
+    rows = []
+    for s in steps:
+        ok = s["exit_code"] == 0 and not s.get("restore_problems")
+        rows.append((s["dataset"], s["target"], s["step"] + ("" if ok else " FAIL"),
+                     f"{s['files']}", f"{s['mb']:.1f}", f"{s['wall_s']:.2f}",
+                     f"{s['files_per_s']:.0f}", f"{s['mb_per_s']:.1f}",
+                     f"{s['floor_ratio']:.2f}", f"{s['peak_mb']:.0f}",
+                     f"{s['peak_pss_mb']:.0f}"))
+    if "seconds" in planner:
+        rows.append(("synthetic", "-", "plan no-change", f"{planner['entries']}", "-",
+                     f"{planner['seconds']:.2f}",
+                     f"{planner['entries'] / planner['seconds']:.0f}", "-", "-",
+                     f"{planner['peak_mb']:.0f}", "-"))
+    return rows
+
+
+def print_table(rows: list) -> None:
+    widths = [max(len(str(r[i])) for r in [COLUMNS] + rows) for i in range(len(COLUMNS))]
+    for n, row in enumerate([COLUMNS] + rows):
+        print("  ".join(str(cell).ljust(w) if i < 3 else str(cell).rjust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def machine_info() -> dict:
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                    if line.startswith("model name")), platform.processor())
+    return {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+            "python": sys.version.split()[0], "platform": platform.platform(),
+            "cpu": cpu,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+# =====================================================================================
+# Main
+# =====================================================================================
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="mixed,many-small",
+                        help="comma-separated, of: " + ", ".join(DATASETS) +
+                        " (default: mixed,many-small)")
+    parser.add_argument("--big", action="store_true", help="add the 1 GB dataset 'big'")
+    parser.add_argument("--targets", default="local,s3",
+                        help="comma-separated, of: " + ", ".join(TARGETS) + " (default: both)")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="backup_processes and restore_processes; the floor is divided by "
+                             "it (default: 2)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="where to write the results (default bench/results.json, "
+                             "bench/results-quick.json with --quick)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary folder (datasets, backups, restores, logs)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1/50 of every file count and large-file size: a smoke run")
+    parser.add_argument("--planner-child", type=int, metavar="N", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.datasets = [d for d in args.datasets.split(",") if d] + (["big"] if args.big else [])
+    args.datasets = list(dict.fromkeys(args.datasets))
+    args.targets = [t for t in args.targets.split(",") if t]
+    for value, allowed in ((args.datasets, DATASETS), (args.targets, TARGETS)):
+        unknown = set(value) - set(allowed)
+        if unknown:
+            parser.error(f"unknown: {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
+    if args.json is None:
+        args.json = os.path.join(HERE, "results-quick.json" if args.quick else "results.json")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.planner_child:
+        planner_child(args.planner_child)
+        return 0
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
+        raise SystemExit("this kernel has no /proc/<pid>/task/<tid>/children; cannot measure")
+    tool = load_module("encrypted_s3_backup", TOOL_PATH)
+    scale = QUICK_SCALE if args.quick else 1.0
+    work = tempfile.mkdtemp(prefix="esb-bench-")
+    for sub in ("data", "dest", "restore", "logs"):
+        os.makedirs(os.path.join(work, sub))
+    print(f"work folder: {work}")
+    server = None
+    results = {"machine": machine_info(), "scale": scale, "processes": args.processes,
+               "settings": {"lzma_level": LEVEL, "gzip_level": LEVEL, "encryption_type": "aes",
+                            "encryption_salt": "fixed"},
+               "datasets": {}, "steps": [], "planner": {}}
+    try:
+        if "s3" in args.targets:
+            server = load_module("s3_server", S3_SERVER_PATH).SeaweedServer()
+            server.start(os.path.join(work, "seaweedfs"))
+            print(f"SeaweedFS at {server.endpoint_url} (started in {server.startup_seconds:.1f} s)")
+        corpus = make_corpus(random.Random(SEED))
+        for dataset in args.datasets:
+            rng = random.Random(f"{SEED}-{dataset}")
+            files = dataset_files(dataset, scale, rng)
+            root = os.path.join(work, "data", dataset)
+            started = time.perf_counter()
+            write_dataset(root, files, corpus, rng)
+            made = time.perf_counter() - started
+            source = tree_digest(root)
+            floor = measure_floor(root, files, tool)
+            floor.update(files=len(files), mb=sum(f[2] for f in files) / MB,
+                         generate_s=made, backup_floor_s=floor["backup_cpu_s"] / args.processes,
+                         restore_floor_s=floor["restore_cpu_s"] / args.processes)
+            results["datasets"][dataset] = floor
+            print(f"{dataset}: {len(files)} files, {floor['mb']:.1f} MB, made in {made:.1f} s; "
+                  f"floor backup {floor['backup_floor_s']:.2f} s, restore "
+                  f"{floor['restore_floor_s']:.2f} s ({args.processes} processes)", flush=True)
+            for target in args.targets:
+                for step in bench_target(tool, work, dataset, target, source, server,
+                                         args.processes, args.keep):
+                    base = floor["backup_floor_s"] if step["step"] in ("backup", "no-change") \
+                        else floor["restore_floor_s"]
+                    step["floor_ratio"] = step["wall_s"] / base if base else float("nan")
+                    results["steps"].append(step)
+        count = max(1, round(PLANNER_ENTRIES * scale))
+        print(f"planner: {count} synthetic entries ...", flush=True)
+        results["planner"] = run_planner(count)
+        if "error" in results["planner"]:
+            print("planner check FAILED:\n" + results["planner"]["error"])
+    finally:
+        if server is not None:
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print_table(table_rows(results["steps"], results["planner"]))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1)
+    planner = results["planner"]
+    if "seconds" in planner:
+        print(f"\nplanner: {planner['entries']} entries planned in {planner['seconds']:.2f} s; "
+              f"peak {planner['peak_mb']:.0f} MB, inputs alone {planner['inputs_mb']:.0f} MB")
+    print(f"results: {args.json}" + (f"; files kept in {work}" if args.keep else ""))
+    failed = any(s["exit_code"] or s.get("restore_problems") for s in results["steps"])
+    return 1 if failed or "error" in results["planner"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
