@@ -43,7 +43,7 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
 __version__ = "1.0.0"
 
@@ -361,9 +361,11 @@ def open_with(codec: Codec, blob: bytes) -> bytes:
 # Backup names (FORMAT.md section 3)
 # =====================================================================================
 
-@dataclass(frozen=True)
-class BackupName:
-    """Everything we know about a backed-up file: it lives in its object's name."""
+class BackupName(NamedTuple):
+    """Everything we know about a backed-up file: it lives in its object's name.
+
+    (A NamedTuple, like Entry and Stored: a million of them must fit in a few hundred MB.)
+    """
 
     path: str                 # relative, "/"-separated
     mtime: int                # whole seconds since the epoch
@@ -372,7 +374,7 @@ class BackupName:
     deleted: int = 0          # YYYYMMDD of the run that first saw it missing, 0 while it exists
 
     def with_deleted(self, deleted: int) -> "BackupName":
-        return BackupName(self.path, self.mtime, self.size, self.md5, deleted)
+        return self._replace(deleted=deleted)
 
 
 def format_plain_name(name: BackupName) -> str:
@@ -649,8 +651,7 @@ R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>-<random>, never listed
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     key: str     # "/"-separated path relative to the storage root
     size: int    # bytes
     mtime: int   # whole seconds
@@ -695,6 +696,39 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+@lru_cache(maxsize=1)
+def _libc_syncfs() -> Optional[Callable[[int], int]]:
+    """Linux's syncfs(2), which Python's os module lacks; None elsewhere."""
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+def _sync_files(paths: list[str]) -> None:
+    """Make these files' data durable: one syncfs() per file system they live on where the
+    platform has it (one journal commit for a whole batch), else an fsync of each."""
+    syncfs = _libc_syncfs()
+    if syncfs is not None:
+        devices = {os.stat(os.path.dirname(p)).st_dev: os.path.dirname(p) for p in paths}
+        failed = False
+        for folder in devices.values():
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                failed |= syncfs(fd) != 0
+            finally:
+                os.close(fd)
+        if not failed:
+            return
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -712,6 +746,8 @@ class LocalStorage:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.exclude = exclude  # absolute folders never listed (a destination inside the source)
         self.confined = confined  # refuse writes whose folder resolves outside the root
+        self._ready: set[str] = set()        # folders known to exist (and be inside)
+        self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
 
     def __str__(self) -> str:
         return self.root
@@ -801,25 +837,27 @@ class LocalStorage:
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
               mtime: Optional[int] = None, mode: int = 0o600) -> tuple[R, str]:
-        """Write to a temporary file beside the target, fsync, rename, fsync the folder."""
-        directory = self._full(folder)
-        if self.confined:
-            self._check_inside(folder, directory)
-        os.makedirs(directory, exist_ok=True)
-        if self.confined:
-            self._check_inside(folder, directory)
+        """Write to a temporary file beside the target, fsync, rename, fsync the folder.
+
+        Inside ``batch()`` the flush and the rename wait for the end of the batch.
+        """
+        directory = self._folder(folder)
         fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=directory)
         try:
             with os.fdopen(fd, "w+b") as sink:
                 result = fill(sink)
                 sink.flush()
-                os.fsync(sink.fileno())
+                if self._pending is None:
+                    os.fsync(sink.fileno())
             key = key_of(result)
             assert key.rpartition("/")[0] == folder, (key, folder)
             if mode != 0o600:
                 os.chmod(tmp, mode)
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
+            if self._pending is not None:
+                self._pending.append((tmp, self._full(key), directory))
+                return result, key
             os.replace(tmp, self._full(key))
         except BaseException:
             with contextlib.suppress(OSError):
@@ -827,6 +865,42 @@ class LocalStorage:
             raise
         _fsync_dir(directory)
         return result, key
+
+    def _folder(self, folder: str) -> str:
+        """The folder's path, created (and, when confined, checked) once per process."""
+        directory = self._full(folder)
+        if directory not in self._ready:
+            if self.confined:
+                self._check_inside(folder, directory)
+            os.makedirs(directory, exist_ok=True)
+            if self.confined:
+                self._check_inside(folder, directory)
+            self._ready.add(directory)
+        return directory
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group small writes: store() leaves each file under its temporary name; at the end
+        one file-system sync makes them all durable, then they are renamed into place and
+        each folder is synced once.  Two flushes for the batch instead of two per file.
+        If the block fails, none of the batch's files appears."""
+        self._pending = pending = []
+        renamed = 0
+        try:
+            yield
+            _sync_files([tmp for tmp, _, _ in pending])
+            for tmp, final, _ in pending:
+                os.replace(tmp, final)
+                renamed += 1
+            for directory in {d for _, _, d in pending}:
+                _fsync_dir(directory)
+        except BaseException:
+            for tmp, _, _ in pending[renamed:]:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)
+            raise
+        finally:
+            self._pending = None
 
     def _check_inside(self, folder: str, directory: str) -> None:
         """Refuse a folder that resolves (through symbolic links) outside the root; checked
@@ -981,6 +1055,11 @@ class S3Storage:
                 raise MissingError(f"{key} no longer exists") from None
             raise
         return contextlib.closing(body)  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Nothing to group on S3: each upload is complete and durable when it returns."""
+        yield
 
     def _extra(self) -> dict[str, str]:
         return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
@@ -1277,8 +1356,7 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
 # Planner: what a backup run must do, as a pure function of the two listings
 # =====================================================================================
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     """One backup object on the destination and what its name says."""
 
     key: str
@@ -1459,6 +1537,7 @@ class Outcome:
     error: str = ""           # empty on success
     bytes_in: int = 0
     bytes_out: int = 0
+    key: str = ""             # an upload's new object
 
 
 @dataclass(frozen=True)
@@ -1469,6 +1548,13 @@ class ParseNames:
 @dataclass(frozen=True)
 class Restore:
     obj: Stored
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Small uploads or restores run together, so that one flush makes them all durable."""
+
+    jobs: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -1528,14 +1614,23 @@ def job_label(job: Any) -> tuple[str, str]:
 
 
 def run_job(job: Any) -> Any:
-    """Dispatch one job to its handler; a failure comes back as data, never as an exception."""
+    """Dispatch one job to its handler; a failure comes back as data, never as an exception.
+
+    Returns one Outcome, or a list of results for a Batch or ParseNames.
+    """
     worker = _WORKER
     assert worker is not None, "run_job outside a worker"
     if isinstance(job, ParseNames):
         return [(key, size, _parse_one(key, worker.codec)) for key, size in job.keys]
+    if isinstance(job, Batch):
+        return _run_batch(worker, job)
+    return _run_one(worker, job)
+
+
+def _run_one(worker: _Worker, job: Any, remove_old: bool = True) -> Outcome:
     try:
         if isinstance(job, Upload):
-            return _upload(worker, job)
+            return _upload(worker, job, remove_old)
         if isinstance(job, Rename):
             worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
         elif isinstance(job, Remove):
@@ -1549,6 +1644,22 @@ def run_job(job: Any) -> Any:
         return Outcome(*job_label(job), error=_describe(exc))
 
 
+def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
+    """Run the jobs into one storage batch; replaced objects go only after it is durable."""
+    uploads = isinstance(batch.jobs[0], Upload)
+    target = worker.dest if uploads else worker.restore
+    try:
+        with target.batch():
+            outcomes = [_run_one(worker, job, remove_old=False) for job in batch.jobs]
+    except Exception as exc:     # the batch's flush or renames failed: none of it counts
+        return [Outcome(*job_label(job), error=_describe(exc)) for job in batch.jobs]
+    if uploads:
+        for job, outcome in zip(batch.jobs, outcomes):
+            if not outcome.error:
+                _remove_replaced(worker, job, outcome)
+    return outcomes
+
+
 def _parse_one(key: str, codec: Codec) -> Any:
     """A BackupName, or the message saying why the key is not one."""
     try:
@@ -1560,8 +1671,9 @@ def _parse_one(key: str, codec: Codec) -> Any:
 UPLOAD_TRIES = 3     # a file that keeps changing while read is reported after this many reads
 
 
-def _upload(worker: _Worker, job: Upload) -> Outcome:
-    """Back up one file; the objects it replaces are removed only once the new one is stored."""
+def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
+    """Back up one file; the objects it replaces are removed only once the new one is stored
+    (by the caller, with remove_old False: after its batch is durable)."""
     codec = worker.codec
     folder = "" if codec.encrypt_filenames else job.path.rpartition("/")[0]
     for attempt in range(UPLOAD_TRIES):
@@ -1589,10 +1701,16 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
                                              "next run") from None
         fresh = worker.src.stat(job.path)
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
+    outcome = Outcome("upload", job.path, bytes_in=length, bytes_out=written, key=key)
+    if remove_old:
+        _remove_replaced(worker, job, outcome)
+    return outcome
+
+
+def _remove_replaced(worker: _Worker, job: Upload, outcome: Outcome) -> None:
     for old in job.replaces:
-        if old != key:
+        if old != outcome.key:
             worker.dest.remove(old)
-    return Outcome("upload", job.path, bytes_in=length, bytes_out=written)
 
 
 class _NullSink:
@@ -1731,7 +1849,9 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
     if processes <= 1 or len(jobs) == 1:
         _WORKER = _Worker(config)
         for job in jobs:
-            on_result(run_job(job))
+            result = run_job(job)
+            for item in result if isinstance(result, list) else (result,):
+                on_result(item)
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -1740,13 +1860,37 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
     pool = context.Pool(processes, _init_worker, (config,))
     try:
         for result in pool.imap_unordered(run_job, jobs, chunksize):
-            on_result(result)
+            for item in result if isinstance(result, list) else (result,):
+                on_result(item)
         pool.close()
     except BaseException:
         pool.terminate()
         raise
     finally:
         pool.join()
+
+
+BATCH_FILES = 64                  # small files written together (one flush for all) ...
+BATCH_BYTES = 8 * 1024 * 1024     # ... up to this many bytes per batch
+SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed) alone
+
+
+def batch_small(jobs: list, size_of: Callable[[Any], int]) -> list:
+    """Group the jobs of small files into Batches; big ones stay single and go first."""
+    single, batches, current, total = [], [], [], 0
+    for job in jobs:
+        size = size_of(job)
+        if size >= SMALL_FILE:
+            single.append(job)
+            continue
+        current.append(job)
+        total += size
+        if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
+            batches.append(Batch(tuple(current)))
+            current, total = [], 0
+    if current:
+        batches.append(Batch(tuple(current)))
+    return single + batches
 
 
 def read_backup(dest, config: Config, report: ListReport) -> list[Stored]:
@@ -1762,7 +1906,7 @@ def read_backup(dest, config: Config, report: ListReport) -> list[Stored]:
     decoded: list = []
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
         batches = [ParseNames(tuple(objects[i:i + 16])) for i in range(0, len(objects), 16)]
-        run_jobs(batches, config.restore_processes, config, decoded.extend)
+        run_jobs(batches, config.restore_processes, config, decoded.append)
     else:
         decoded = [(key, size, _parse_one(key, codec)) for key, size in objects]
     stored = [Stored(key, size, name) for key, size, name in decoded
@@ -1813,7 +1957,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                  "was changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes))
         return EXIT_FAILED if report.problems else EXIT_OK
-    run_jobs(jobs, config.backup_processes, config, tally.add)
+    uploads = batch_small(sorted(plan.uploads, key=lambda u: -u.size), lambda u: u.size)
+    run_jobs(uploads + plan.renames + plan.removes, config.backup_processes, config, tally.add)
     tally.summary("backup", [("unchanged", plan.unchanged)])
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
 
@@ -1835,7 +1980,8 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
     target.prepare(create=True)
     tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
                   progress=not args.quiet)
-    run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add)
+    jobs = batch_small([Restore(o) for o in chosen], lambda job: job.obj.name.size)
+    run_jobs(jobs, config.restore_processes, config, tally.add)
     tally.summary("restore")
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
 

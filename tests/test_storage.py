@@ -594,3 +594,38 @@ def test_s3_small_store_is_a_single_put(s3, s3_bucket):
     put(s3, "small.bin", b"s" * 1000)
     head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key="small.bin")
     assert "-" not in head["ETag"].strip('"')
+
+
+# --- batches: one flush for many small files -------------------------------------------
+
+def test_batch_files_appear_only_when_the_batch_ends(storage):
+    with storage.batch():
+        put(storage, "a/one.txt", b"1")
+        put(storage, "b/two.txt", b"22")
+        if isinstance(storage, esb.LocalStorage):
+            assert sizes(storage) == {}           # still under temporary names
+    assert sizes(storage) == {"a/one.txt": 1, "b/two.txt": 2}
+
+
+def test_failed_batch_leaves_no_file_and_no_temporary(local, root):
+    put(local, "a/old.txt", b"old")
+    with pytest.raises(RuntimeError):
+        with local.batch():
+            put(local, "a/one.txt", b"1")
+            put(local, "a/old.txt", b"new")
+            raise RuntimeError("crash in the middle of a batch")
+    assert sizes(local) == {"a/old.txt": 3}
+    assert temp_files(root / "a") == []
+    assert (root / "a" / "old.txt").read_bytes() == b"old"
+
+
+def test_batch_falls_back_to_fsync_without_syncfs(local, monkeypatch):
+    synced = []
+    monkeypatch.setattr(esb, "_libc_syncfs", lambda: None)
+    real_fsync = os.fsync
+    monkeypatch.setattr(esb.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    with local.batch():
+        put(local, "x/1", b"1")
+        put(local, "x/2", b"2")
+    assert sizes(local) == {"x/1": 1, "x/2": 1}
+    assert len(synced) == 3                       # each file, then the folder once
