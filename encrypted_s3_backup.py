@@ -645,7 +645,9 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
 #                          names them (inside folder); the object appears complete under its
 #                          final name or not at all
 #   rename(old, new, size) and remove(key) (removing what is not there is no error)
-#   prepare(create)        check the root is there (create it if asked)
+#   prepare(create, missing_ok)
+#                          check the root is there (create it if asked); False if missing
+#                          and missing_ok (a dry run against a destination not made yet)
 
 R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>-<random>, never listed
@@ -755,17 +757,21 @@ class LocalStorage:
     def _full(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/")) if key else self.root
 
-    def prepare(self, create: bool) -> None:
+    def prepare(self, create: bool, missing_ok: bool = False) -> bool:
+        """Check the root (creating it if asked); False when it is missing and missing_ok."""
         if create:
             try:
                 os.makedirs(self.root, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create folder {self.root}: {exc.strerror}") from None
+        if missing_ok and not os.path.lexists(self.root):
+            return False
         if not os.path.isdir(self.root):
             raise StorageError(f"folder {self.root} does not exist (is the disk mounted? is "
                                "local_path right?)")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise StorageError(f"folder {self.root} is not readable by this user")
+        return True
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -987,13 +993,16 @@ class S3Storage:
             detail += f" ({exc})"
         return StorageError(f"{doing} {self}: {detail}" + (f"; {hint}" if hint else ""))
 
-    def prepare(self, create: bool) -> None:
+    def prepare(self, create: bool, missing_ok: bool = False) -> bool:
+        """Check the bucket (creating it if asked); False when it is missing and missing_ok."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
             self.client.head_bucket(Bucket=self.bucket)
-            return
+            return True
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket") and missing_ok:
+                return False
             if code in ("404", "NoSuchBucket") and not create:
                 raise StorageError(f"bucket {self.bucket} does not exist ({self}); check "
                                    "s3_bucket") from None
@@ -1012,6 +1021,7 @@ class S3Storage:
                 raise self.error(exc, "cannot create bucket") from None
         except BotoCoreError as exc:
             raise self.error(exc, "cannot reach") from None
+        return True
 
     def _explain(self, exc: Exception) -> BackupError:
         """HEAD answers carry no error code: ask again with a GET to learn why."""
@@ -1931,12 +1941,12 @@ def _source_storage(config: Config):
 def run_backup(config: Config, args: argparse.Namespace) -> int:
     src, dest = _source_storage(config), make_storage(config.dest)
     src.prepare(create=False)
-    dest.prepare(create=not args.dry_run)
+    exists = dest.prepare(create=not args.dry_run, missing_ok=args.dry_run)
     log.info("backup %s -> %s", src, dest)
     report = ListReport()
     ignore = [re.compile(p) for p in config.ignore_regex]
     source = list(src.list_files(report, lambda key: any(p.match(key) for p in ignore)))
-    stored = read_backup(dest, config, report)
+    stored = read_backup(dest, config, report) if exists else []
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:

@@ -511,3 +511,84 @@ def test_quiet_keeps_only_the_summary_and_verbose_adds_file_lines(local_tool):
     (tool.src / "hello.txt").write_text("changed")
     code, out, _ = tool("--verbose")
     assert "upload hello.txt" in out
+
+
+def snapshot(root):
+    """Every file under root with its bytes and mtime: to prove a run changed nothing."""
+    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_dry_run_backup_prints_the_plan_and_changes_nothing(local_tool, monkeypatch):
+    tool = local_tool
+    sample_tree(tool)
+    tool.set(DELETED_KEEP_DAYS="0")
+    assert tool()[0] == 0
+    tool.write("hello.txt", b"changed\n", 1_700_001_234)
+    tool.write("brand new.txt", b"new\n")
+    (tool.src / "empty.txt").unlink()
+    before = snapshot(tool.dest)
+    code, out, err = tool("--dry-run")
+    assert code == 0, err
+    assert "would upload hello.txt" in out and "would upload brand new.txt" in out
+    assert "would expire empty.txt" in out and "nothing was changed" in out
+    assert snapshot(tool.dest) == before
+
+
+def test_dry_run_on_an_empty_destination_creates_nothing(local_tool):
+    tool = local_tool
+    sample_tree(tool)
+    code, out, _ = tool("--dry-run")
+    assert code == 0 and out.count("would upload") == 5
+    assert not tool.dest.exists()
+
+
+def test_dry_run_restore_writes_nothing(tool):
+    sample_tree(tool)
+    assert tool()[0] == 0
+    code, out, _ = tool("--restore", "--dry-run", "--restore-only", "docs/")
+    assert code == 0 and "would restore docs/report final.txt" in out
+    assert out.count("would restore") == 1
+    assert not tool.restore.exists()
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        esb.main(["--version"])
+    assert done.value.code == 0 and esb.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        esb.main(["--help"])
+    text = capsys.readouterr().out
+    assert done.value.code == 0
+    for option in ("--config", "--restore", "--verify", "--list", "--restore-deleted",
+                   "--restore-only", "--dry-run", "--allow-mass-delete", "--json", "--quiet",
+                   "--verbose", "--version", "exit codes", "examples"):
+        assert option in text, option
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--restore-deleted"], "--restore-deleted needs --restore"),
+    (["--restore-only", "x"], "--restore-only needs --restore or --list"),
+    (["--json"], "--json needs --list"),
+    (["--verify", "--dry-run"], "--dry-run is for a backup or --restore"),
+    (["--restore", "--verify"], "not allowed with"),
+    (["--no-such-option"], "unrecognized arguments"),
+])
+def test_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        esb.main(argv)
+    assert done.value.code == esb.EXIT_USAGE == 2
+    assert message in capsys.readouterr().err
+
+
+def test_exit_code_1_when_some_files_failed_and_3_on_a_bug(local_tool, monkeypatch):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    victim = next(tool.dest.glob("hello.txt.*.enc"))
+    victim.write_bytes(b"garbage")
+    assert tool("--restore")[0] == esb.EXIT_FAILED == 1
+    assert (tool.restore / "empty.txt").exists()          # the rest was done
+    monkeypatch.setattr(esb, "plan_backup", lambda *a, **k: 1 / 0)
+    code, _, err = tool()
+    assert code == esb.EXIT_BUG == 3 and "please report" in err and "ZeroDivisionError" in err
