@@ -1,0 +1,95 @@
+"""Every command README.md shows a user is run here (except Docker, which needs an engine:
+crontab.sh and the Dockerfile are tested in test_docker.py)."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BLOCKS = re.findall(r"```sh\n(.*?)```", README, re.S)
+
+
+def usage_lines():
+    """The `python3 encrypted_s3_backup.py ...` lines of the Usage section."""
+    usage = README[README.index("## Usage"):README.index("## Configuration")]
+    block = re.search(r"```sh\n(.*?)```", usage, re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_starts_with_the_two_commands():
+    first, second = BLOCKS[0].strip(), BLOCKS[1].strip()
+    assert README.index(first) < README.index("## What it does")
+    assert "pip install -r requirements.txt" in first and "encrypted_s3_backup.py" in first
+    assert "pip install -r requirements-dev.txt" in second and "pytest" in second
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert second.split(" && ")[-1] in ci             # CI runs exactly the README's tests
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A copy of the project as a user's clone has it."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in ("encrypted_s3_backup.py", "generate_salt.py", "README.md"):
+        shutil.copy(ROOT / name, clone / name)
+    (clone / "docs").mkdir()
+    (clone / "docs" / "a.txt").write_text("alpha\n")
+    (clone / ".git").mkdir()
+    (clone / ".git" / "HEAD").write_text("ref\n")
+    return clone
+
+
+def bash(command, cwd, env=None):
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_first_command_backs_up_this_folder(checkout, tmp_path):
+    """The README's first command, minus creating the venv: the same environment variables
+    and script, with the destination moved into the test's folder."""
+    backup_part = BLOCKS[0].strip().split(" && ")[-1]
+    dest = tmp_path / "demo-backup"
+    command = backup_part.replace("/tmp/esb-demo-backup", str(dest)).replace(
+        "python encrypted_s3_backup.py", f"{sys.executable} encrypted_s3_backup.py")
+    done = bash(command, checkout)
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.relative_to(dest).as_posix().split(".")[0] for p in dest.rglob("*.enc"))
+    assert names == ["README", "docs/a", "encrypted_s3_backup", "generate_salt"]  # no .git
+
+
+def test_every_usage_example_runs(checkout, tmp_path):
+    (checkout / "config.json").write_text(
+        '{"src": {"local_path": "docs"}, "dest": {"local_path": "%s"}, '
+        '"restore": {"local_path": "%s"}, "encryption_password": "pw"}'
+        % (tmp_path / "dest", tmp_path / "restored"))
+    (checkout / "config.json").chmod(0o600)
+    lines = usage_lines()
+    assert len(lines) >= 9
+    for line in lines:
+        done = bash(line.replace("python3", sys.executable, 1), checkout)
+        assert done.returncode == 0, (line, done.stderr)
+        if "2> errors.log" in line:
+            assert (checkout / "errors.log").read_text() == ""
+    assert (tmp_path / "restored" / "a.txt").read_text() == "alpha\n"
+
+
+def test_quick_start_environment_block(checkout, tmp_path, s3_bucket):
+    """The local-to-S3 quick start, pointed at the test's S3 server."""
+    block = next(b for b in BLOCKS if "export SRC_LOCAL_PATH" in b)
+    values = {"/srv/www": str(checkout / "docs"), "my-backups": s3_bucket.name,
+              "AKIA...": s3_bucket.access_key, "DEST_AWS_SECRET_ACCESS_KEY=...":
+              f"DEST_AWS_SECRET_ACCESS_KEY={s3_bucket.secret_key}",
+              "https://s3.example.net": s3_bucket.endpoint_url}
+    for old, new in values.items():
+        assert old in block
+        block = block.replace(old, new)
+    block = block.replace("python3 ", f"{sys.executable} ")
+    done = bash(block, checkout)
+    assert done.returncode == 0, done.stderr
+    keys = [o["Key"] for o in s3_bucket.client.list_objects_v2(
+        Bucket=s3_bucket.name)["Contents"]]
+    assert len(keys) == 1 and keys[0].startswith("www/a.txt.")
