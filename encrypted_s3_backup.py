@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -862,7 +863,7 @@ class LocalStorage:
             if mtime is not None:
                 os.utime(tmp, (mtime, mtime))
             if self._pending is not None:
-                self._pending.append((tmp, self._full(key), directory))
+                self._pending.append((tmp, key, directory))
                 return result, key
             os.replace(tmp, self._full(key))
         except BaseException:
@@ -885,23 +886,31 @@ class LocalStorage:
         return directory
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> Iterator[dict[str, OSError]]:
         """Group small writes: store() leaves each file under its temporary name; at the end
         one file-system sync makes them all durable, then they are renamed into place and
         each folder is synced once.  Two flushes for the batch instead of two per file.
-        If the block fails, none of the batch's files appears."""
+
+        Yields a dict that, after the block, maps the key of each file whose rename failed
+        to its error.  If the block itself fails, none of the batch's files appears."""
         self._pending = pending = []
-        renamed = 0
+        failed: dict[str, OSError] = {}
+        done = 0
         try:
-            yield
+            yield failed
             _sync_files([tmp for tmp, _, _ in pending])
-            for tmp, final, _ in pending:
-                os.replace(tmp, final)
-                renamed += 1
+            for tmp, key, _ in pending:
+                done += 1
+                try:
+                    os.replace(tmp, self._full(key))
+                except OSError as exc:
+                    failed[key] = exc
+                    with contextlib.suppress(OSError):
+                        os.remove(tmp)
             for directory in {d for _, _, d in pending}:
                 _fsync_dir(directory)
         except BaseException:
-            for tmp, _, _ in pending[renamed:]:
+            for tmp, _, _ in pending[done:]:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
             raise
@@ -1067,9 +1076,9 @@ class S3Storage:
         return contextlib.closing(body)  # type: ignore[return-value]
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> Iterator[dict[str, OSError]]:
         """Nothing to group on S3: each upload is complete and durable when it returns."""
-        yield
+        yield {}
 
     def _extra(self) -> dict[str, str]:
         return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
@@ -1547,7 +1556,7 @@ class Outcome:
     error: str = ""           # empty on success
     bytes_in: int = 0
     bytes_out: int = 0
-    key: str = ""             # an upload's new object
+    key: str = ""             # the key written: an upload's new object, a restored file
 
 
 @dataclass(frozen=True)
@@ -1605,6 +1614,10 @@ def _describe(exc: BaseException) -> str:
     """One line for a per-file failure; never includes secrets (they are not in messages)."""
     if isinstance(exc, BackupError):
         return exc.message
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return (f"{exc.strerror}: the object name is longer than this file system allows "
+                "(encrypt_filenames makes names about 1.5 times the path plus 150 characters; "
+                "use a shorter path or an S3 destination)")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(
@@ -1659,10 +1672,12 @@ def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
     uploads = isinstance(batch.jobs[0], Upload)
     target = worker.dest if uploads else worker.restore
     try:
-        with target.batch():
+        with target.batch() as failed:
             outcomes = [_run_one(worker, job, remove_old=False) for job in batch.jobs]
-    except Exception as exc:     # the batch's flush or renames failed: none of it counts
+    except Exception as exc:     # the batch's flush failed: none of it counts
         return [Outcome(*job_label(job), error=_describe(exc)) for job in batch.jobs]
+    outcomes = [replace(o, error=_describe(failed[o.key]), bytes_in=0, bytes_out=0)
+                if o.key in failed else o for o in outcomes]
     if uploads:
         for job, outcome in zip(batch.jobs, outcomes):
             if not outcome.error:
@@ -1741,7 +1756,7 @@ def _restore(worker: _Worker, obj: Stored) -> Outcome:
         worker.restore.store(path.rpartition("/")[0],
                              lambda sink: decode(src, name.size, name.md5, worker.codec, sink),
                              lambda _: path, mtime=name.mtime, mode=worker.file_mode)
-    return Outcome("restore", name.path, bytes_in=obj.size, bytes_out=name.size)
+    return Outcome("restore", name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
 
 
 def _verify(worker: _Worker, obj: Stored) -> Outcome:

@@ -592,3 +592,13 @@ def test_exit_code_1_when_some_files_failed_and_3_on_a_bug(local_tool, monkeypat
     monkeypatch.setattr(esb, "plan_backup", lambda *a, **k: 1 / 0)
     code, _, err = tool()
     assert code == esb.EXIT_BUG == 3 and "please report" in err and "ZeroDivisionError" in err
+
+
+def test_encrypted_names_too_long_for_a_local_file_system_are_explained(local_tool):
+    tool = local_tool
+    tool.set(ENCRYPT_FILENAMES="true")
+    tool.write("short.txt", b"ok")
+    tool.write("d/" + "x" * 120 + ".txt", b"long path")
+    code, out, err = tool()
+    assert code == 1 and "1 uploaded" in out
+    assert "File name too long" in err and "S3 destination" in err
