@@ -43,6 +43,7 @@ import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field, replace
+import functools
 from functools import lru_cache
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
@@ -76,7 +77,7 @@ SAMPLE_MIN_FILE = 128 * 1024      # bytes; smaller files are always compressed n
 INCOMPRESSIBLE_RATIO = 0.97       # sample deflates to >= 97 %: store it (stored gzip blocks)
 
 CHUNK = 1024 * 1024               # bytes read, compressed and encrypted at a time
-SPILL_BYTES = 16 * 1024 * 1024    # bytes of work kept in memory before spilling to a temp file
+SPILL_BYTES = 8 * 1024 * 1024     # bytes of work kept in memory before spilling to a temp file
                                   # (MISSION: never more than 100 MB; less keeps workers small)
 
 
@@ -940,6 +941,7 @@ class LocalStorage:
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
 S3_PART_SIZE = 16 * 1024 ** 2         # bytes per part (10,000 parts: up to 160 GB)
+S3_PART_THREADS = 2                   # parts in flight per upload (each holds a part in memory)
 S3_ERROR_HINTS = {
     "InvalidAccessKeyId": "check aws_access_key_id",
     "SignatureDoesNotMatch": "check aws_secret_access_key (and signature_version)",
@@ -1100,7 +1102,8 @@ class S3Storage:
                 self.client.upload_fileobj(
                     sink, self.bucket, self.prefix + key, ExtraArgs=self._extra() or None,
                     Config=TransferConfig(multipart_threshold=S3_MULTIPART_THRESHOLD,
-                                          multipart_chunksize=S3_PART_SIZE, max_concurrency=4))
+                                          multipart_chunksize=S3_PART_SIZE,
+                                          max_concurrency=S3_PART_THREADS))
         return result, key
 
     def rename(self, old: str, new: str, size: int = 0) -> None:
@@ -1430,7 +1433,7 @@ def expired(deleted: int, today: datetime.date, keep_days: Optional[int]) -> boo
         return False
     try:
         since = datetime.date(deleted // 10000, deleted // 100 % 100, deleted % 100)
-    except ValueError:
+    except (ValueError, OverflowError):
         return False   # not a date we wrote: keep it rather than guess
     return (today - since).days >= keep_days
 
@@ -1462,16 +1465,26 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     Objects of paths in ``blind`` (unreadable files and folders) are left as they are.
     """
     files = {e.key: e for e in source}
-    by_path: dict[str, list[Stored]] = {}
+    by_path: dict[str, Any] = {}      # path -> its Stored, or a list of them (duplicates)
     for obj in stored:
-        if not (blind and in_blind_spot(obj.name.path, blind)):
-            by_path.setdefault(obj.name.path, []).append(obj)
+        path = obj.name.path
+        if blind and in_blind_spot(path, blind):
+            continue
+        seen = by_path.setdefault(path, obj)
+        if seen is not obj:
+            by_path[path] = (seen if isinstance(seen, list) else [seen]) + [obj]
     plan, stamp = Plan(), date_number(today)
     for path, entry in files.items():
         if path not in by_path:
             plan.uploads.append(Upload(path, entry.size, entry.mtime))
-    for path, objects in by_path.items():
+    for path, group in by_path.items():
         entry = files.get(path)
+        if not isinstance(group, list) and entry is not None and not group.name.deleted \
+                and _same_file(group.name, entry):
+            plan.live += 1            # the common case, kept cheap for a million files
+            plan.unchanged += 1
+            continue
+        objects = group if isinstance(group, list) else [group]
         keeper = pick_keeper(objects, entry)
         others = [o for o in objects if o is not keeper]
         name = keeper.name
@@ -1593,6 +1606,14 @@ class _Worker:
         umask = os.umask(0o022)
         os.umask(umask)
         self.file_mode = 0o666 & ~umask
+        self._threads: Any = None
+
+    def threads(self) -> Any:
+        """This process's small thread pool for S3 requests, made on first use."""
+        if self._threads is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._threads = ThreadPoolExecutor(S3_THREADS)
+        return self._threads
 
 
 _WORKER: Optional[_Worker] = None
@@ -1667,13 +1688,32 @@ def _run_one(worker: _Worker, job: Any, remove_old: bool = True) -> Outcome:
         return Outcome(*job_label(job), error=_describe(exc))
 
 
+S3_THREADS = 4    # small-object requests a worker keeps in flight on S3: they wait on the
+                  # network and the server, not on this process's CPU
+
+
 def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
-    """Run the jobs into one storage batch; replaced objects go only after it is durable."""
-    uploads = isinstance(batch.jobs[0], Upload)
-    target = worker.dest if uploads else worker.restore
+    """Run the jobs into one storage batch; replaced objects go only after it is durable.
+
+    When S3 is involved the jobs run on a few threads, so that request round trips overlap
+    (boto3 clients are thread-safe; compression and ciphers release the GIL).
+    """
+    first = batch.jobs[0]
+    uploads = isinstance(first, Upload)
+    storages = ((worker.src, worker.dest) if uploads else (worker.dest, worker.restore)
+                if isinstance(first, Restore) else (worker.dest,))
+    target = (worker.dest if uploads else worker.restore if isinstance(first, Restore)
+              else None)
+    remote = [s for s in storages if isinstance(s, S3Storage)]
+    for storage in remote:
+        storage.client          # made once, before any thread needs it
     try:
-        with target.batch() as failed:
-            outcomes = [_run_one(worker, job, remove_old=False) for job in batch.jobs]
+        with target.batch() if target else contextlib.nullcontext({}) as failed:
+            run = functools.partial(_run_one, worker, remove_old=False)
+            if remote:
+                outcomes = list(worker.threads().map(run, batch.jobs))
+            else:
+                outcomes = [run(job) for job in batch.jobs]
     except Exception as exc:     # the batch's flush failed: none of it counts
         return [Outcome(*job_label(job), error=_describe(exc)) for job in batch.jobs]
     outcomes = [replace(o, error=_describe(failed[o.key]), bytes_in=0, bytes_out=0)
@@ -1752,6 +1792,10 @@ class _NullSink:
 def _restore(worker: _Worker, obj: Stored) -> Outcome:
     name = obj.name
     path = safe_relpath(name.path)
+    try:
+        time.gmtime(name.mtime)
+    except (OverflowError, OSError, ValueError):
+        raise IntegrityError(f"its name declares an impossible mtime ({name.mtime})") from None
     with worker.dest.open(obj.key) as src:
         worker.restore.store(path.rpartition("/")[0],
                              lambda sink: decode(src, name.size, name.md5, worker.codec, sink),
@@ -2022,7 +2066,8 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     log.info("verify %s: %d objects", dest, len(stored))
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(stored),
                   size=sum(o.size for o in stored), progress=not args.quiet)
-    run_jobs([Verify(o) for o in stored], config.restore_processes, config, tally.add)
+    jobs = batch_small([Verify(o) for o in stored], lambda job: job.obj.name.size)
+    run_jobs(jobs, config.restore_processes, config, tally.add)
     tally.failed += len(report.problems)
     tally.summary("verify", out_word="checked")
     return EXIT_FAILED if tally.failed else EXIT_OK
