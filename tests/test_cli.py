@@ -602,3 +602,79 @@ def test_encrypted_names_too_long_for_a_local_file_system_are_explained(local_to
     code, out, err = tool()
     assert code == 1 and "1 uploaded" in out
     assert "File name too long" in err and "S3 destination" in err
+
+
+class GrowingFile:
+    """A source file that grows by a line each time it is opened and read."""
+
+    def __init__(self, path, times):
+        self.path, self.times = path, times
+
+    def open(self, real_open):
+        def opener(storage, key):
+            handle = real_open(storage, key)
+            if key == self.path.name and self.times > 0:
+                self.times -= 1
+                with open(self.path, "ab") as grow:
+                    grow.write(b"more\n")
+            return handle
+        return opener
+
+
+@pytest.mark.parametrize("changes,expect_ok", [(1, True), (5, False)])
+def test_file_changing_while_read_is_retried_or_reported(local_tool, monkeypatch, changes,
+                                                         expect_ok):
+    tool = local_tool
+    tool.write("steady.txt", b"steady\n")
+    tool.write("growing.log", b"start\n" * 1000)
+    grower = GrowingFile(tool.src / "growing.log", changes)
+    monkeypatch.setattr(esb.LocalStorage, "open", grower.open(esb.LocalStorage.open))
+    tool.set(BACKUP_PROCESSES="1")
+    code, out, err = tool()
+    objects = tool.objects()
+    assert "steady.txt" in objects
+    if expect_ok:
+        assert code == 0, err
+        name = objects["growing.log"]
+        data = (tool.src / "growing.log").read_bytes()
+        assert name.size == len(data) and name.md5 == hashlib.md5(data).digest()
+    else:
+        assert code == 1 and "growing.log kept changing" in err
+        assert "growing.log" not in objects          # never a name whose MD5 is wrong
+
+
+def test_file_vanishing_between_listing_and_reading_is_reported(local_tool, monkeypatch):
+    tool = local_tool
+    tool.write("stays.txt", b"x")
+    tool.write("goes.txt", b"y")
+    real_list = esb.LocalStorage.list_files
+
+    def list_then_delete(self, report, skip=None):
+        entries = list(real_list(self, report, skip))
+        if self.root == str(tool.src):
+            (tool.src / "goes.txt").unlink(missing_ok=True)
+        return iter(entries)
+
+    monkeypatch.setattr(esb.LocalStorage, "list_files", list_then_delete)
+    code, out, err = tool()
+    assert code == 1 and "goes.txt" in err and "no longer exists" in err
+    assert sorted(tool.objects()) == ["stays.txt"]
+
+
+def test_special_files_and_symlink_loops_are_skipped_with_a_note(local_tool):
+    import socket
+    tool = local_tool
+    tool.write("real.txt", b"real")
+    os.symlink("loop-b", tool.src / "loop-a")
+    os.symlink("loop-a", tool.src / "loop-b")
+    os.symlink("real.txt", tool.src / "link-to-real")
+    os.mkfifo(tool.src / "fifo")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tool.src / "sock"))
+    try:
+        code, out, err = tool()
+    finally:
+        server.close()
+    assert sorted(tool.objects()) == ["link-to-real", "real.txt"]
+    assert "skipped fifo: not a regular file" in out and "skipped sock" in out
+    assert "loop-a" in err and code == 1          # a loop is an unreadable entry: reported
