@@ -1583,15 +1583,16 @@ class Restore:
 
 
 @dataclass(frozen=True)
-class Batch:
-    """Small uploads or restores run together, so that one flush makes them all durable."""
-
-    jobs: tuple[Any, ...]
+class Verify:
+    obj: Stored
 
 
 @dataclass(frozen=True)
-class Verify:
-    obj: Stored
+class Batch:
+    """Small uploads, restores or verifies of one kind, run together: one flush makes the
+    written files durable, and S3 requests overlap on a few threads."""
+
+    jobs: tuple[Any, ...]
 
 
 class _Worker:
@@ -1607,6 +1608,14 @@ class _Worker:
         os.umask(umask)
         self.file_mode = 0o666 & ~umask
         self._threads: Any = None
+
+    def storages_for(self, job: Any) -> tuple[Any, tuple[Any, ...]]:
+        """(the storage a job writes to or None, every storage it touches)."""
+        if isinstance(job, Upload):
+            return self.dest, (self.src, self.dest)
+        if isinstance(job, Restore):
+            return self.restore, (self.dest, self.restore)
+        return None, (self.dest,)
 
     def threads(self) -> Any:
         """This process's small thread pool for S3 requests, made on first use."""
@@ -1698,13 +1707,9 @@ def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
     When S3 is involved the jobs run on a few threads, so that request round trips overlap
     (boto3 clients are thread-safe; compression and ciphers release the GIL).
     """
-    first = batch.jobs[0]
-    uploads = isinstance(first, Upload)
-    storages = ((worker.src, worker.dest) if uploads else (worker.dest, worker.restore)
-                if isinstance(first, Restore) else (worker.dest,))
-    target = (worker.dest if uploads else worker.restore if isinstance(first, Restore)
-              else None)
-    remote = [s for s in storages if isinstance(s, S3Storage)]
+    uploads = isinstance(batch.jobs[0], Upload)
+    target, involved = worker.storages_for(batch.jobs[0])
+    remote = [s for s in involved if isinstance(s, S3Storage)]
     for storage in remote:
         storage.client          # made once, before any thread needs it
     try:
