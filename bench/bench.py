@@ -61,6 +61,7 @@ import lzma
 import os
 import platform
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -235,8 +236,19 @@ def tree_memory(pid: int) -> tuple[int, int, int]:
     return rss, pss, count
 
 
-def run_tool(extra_args: list, env: dict, cwd: str, log_path: str) -> dict:
-    """Run the tool once; exit code, wall seconds and the peak memory of its process tree."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
+             server_pid: int = 0) -> dict:
+    """Run the tool once: exit code, wall seconds, the peak memory of its process tree, the
+    CPU seconds of that tree (and of the S3 server, which shares the machine's cores)."""
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = cpu_seconds(server_pid) if server_pid else 0.0
     peak = [(0, 0, 0)]      # the sample with the largest RSS sum
     peak_pss = [0]
     done = threading.Event()
@@ -259,8 +271,13 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str) -> dict:
         wall = time.perf_counter() - start
         done.set()
         sampler.join()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tool_cpu = (children.ru_utime - children_before.ru_utime
+                + children.ru_stime - children_before.ru_stime)
+    server_cpu = cpu_seconds(server_pid) - server_before if server_pid else 0.0
     return {"exit_code": code, "wall_s": wall, "peak_mb": peak[0][0] / MB,
-            "peak_pss_mb": peak_pss[0] / MB, "processes_at_peak": peak[0][2]}
+            "peak_pss_mb": peak_pss[0] / MB, "processes_at_peak": peak[0][2],
+            "tool_cpu_s": tool_cpu, "server_cpu_s": server_cpu}
 
 
 def tool_env(tool, dest: dict, restore_dir: str, src_dir: str, processes: int) -> dict:
@@ -329,7 +346,8 @@ def bench_target(tool, work: str, dataset: str, target: str, source: dict, serve
                        ("verify", ["--verify"])):
         print(f"  {label}: {step} ...", flush=True)
         log_path = os.path.join(work, "logs", f"{label}-{step}.log")
-        result = run_tool(args, env, work, log_path)
+        server_pid = server.pid if target == "s3" else 0
+        result = run_tool(args, env, work, log_path, server_pid)
         result.update(dataset=dataset, target=target, step=step, files=files,
                       mb=size / MB, files_per_s=files / result["wall_s"],
                       mb_per_s=size / MB / result["wall_s"], log=log_path)
@@ -393,7 +411,7 @@ def run_planner(count: int) -> dict:
 # =====================================================================================
 
 COLUMNS = ("dataset", "target", "step", "files", "MB", "wall s", "files/s", "MB/s",
-           "x floor", "peak MB", "PSS MB")
+           "x floor", "peak MB", "PSS MB", "CPU s", "server CPU s")
 
 
 def table_rows(steps: list, planner: dict) -> list[tuple]:
@@ -404,12 +422,13 @@ def table_rows(steps: list, planner: dict) -> list[tuple]:
                      f"{s['files']}", f"{s['mb']:.1f}", f"{s['wall_s']:.2f}",
                      f"{s['files_per_s']:.0f}", f"{s['mb_per_s']:.1f}",
                      f"{s['floor_ratio']:.2f}", f"{s['peak_mb']:.0f}",
-                     f"{s['peak_pss_mb']:.0f}"))
+                     f"{s['peak_pss_mb']:.0f}", f"{s['tool_cpu_s']:.1f}",
+                     f"{s['server_cpu_s']:.1f}" if s["target"] == "s3" else "-"))
     if "seconds" in planner:
         rows.append(("synthetic", "-", "plan no-change", f"{planner['entries']}", "-",
                      f"{planner['seconds']:.2f}",
                      f"{planner['entries'] / planner['seconds']:.0f}", "-", "-",
-                     f"{planner['peak_mb']:.0f}", "-"))
+                     f"{planner['peak_mb']:.0f}", "-", "-", "-"))
     return rows
 
 

@@ -205,6 +205,11 @@ class SeaweedServer:
         )
 
     # ------------------------------------------------------------------ use
+    @property
+    def pid(self) -> int:
+        """The server's process id (0 when it is not running)."""
+        return self._proc.pid if self._proc is not None else 0
+
     def client(self, connect_timeout: float = 5, read_timeout: float = 30,
                max_attempts: int = 2) -> Any:
         """A boto3 S3 client for this server (SigV4, us-east-1, few retries)."""
