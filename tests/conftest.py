@@ -38,6 +38,22 @@ def codec_for(manifest, **overrides) -> "esb.Codec":
     return esb.Codec(**settings)
 
 
+def set_env(monkeypatch, **env):
+    """Set configuration environment variables for one test (None removes one)."""
+    for key, value in env.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, str(value))
+
+
+def run_main(capsys, *argv):
+    """The tool in-process, as a user runs it: (exit code, stdout, stderr)."""
+    code = esb.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 VECTOR_LIST = load_vectors()
 VECTOR_IDS = [name for name, _, _ in VECTOR_LIST]
 

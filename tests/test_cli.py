@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VECTOR_LIST, codec_for, esb
+from conftest import ROOT, VECTOR_LIST, codec_for, esb, run_main, set_env
 
 SALT = "000102030405060708090a0b0c0d0e0f"
 PASSWORD = "correct horse battery staple"
@@ -47,15 +47,10 @@ class Run:
         monkeypatch.chdir(tmp_path)
 
     def set(self, **env):
-        for key, value in env.items():
-            if value is None:
-                self.monkeypatch.delenv(key, raising=False)
-            else:
-                self.monkeypatch.setenv(key, str(value))
+        set_env(self.monkeypatch, **env)
 
     def __call__(self, *argv):
-        code = esb.main(list(argv))
-        out, err = self.capsys.readouterr()
+        code, out, err = run_main(self.capsys, *argv)
         return code, out, err
 
     def storage(self):

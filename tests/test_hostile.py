@@ -19,7 +19,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import esb
+from conftest import esb, run_main, set_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,15 +57,10 @@ class Tool:
         monkeypatch.chdir(tmp_path)
 
     def set(self, **env):
-        for key, value in env.items():
-            if value is None:
-                self.monkeypatch.delenv(key, raising=False)
-            else:
-                self.monkeypatch.setenv(key, str(value))
+        set_env(self.monkeypatch, **env)
 
     def __call__(self, *argv):
-        code = esb.main(list(argv))
-        out, err = self.capsys.readouterr()
+        code, out, err = run_main(self.capsys, *argv)
         assert PASSWORD not in out + err             # whatever the run, the password never shows
         return code, out, err
 
