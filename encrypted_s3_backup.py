@@ -940,8 +940,8 @@ class LocalStorage:
 
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
-S3_PART_SIZE = 16 * 1024 ** 2         # bytes per part (10,000 parts: up to 160 GB)
-S3_PART_THREADS = 2                   # parts in flight per upload (each holds a part in memory)
+S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for huge objects ...
+S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per upload
 S3_ERROR_HINTS = {
     "InvalidAccessKeyId": "check aws_access_key_id",
     "SignatureDoesNotMatch": "check aws_secret_access_key (and signature_version)",
@@ -950,6 +950,12 @@ S3_ERROR_HINTS = {
     "NoSuchBucket": "check s3_bucket",
     "403": "the key pair may not use this bucket; check the keys and permissions",
 }
+
+
+def s3_part_size(size: int) -> int:
+    """Bytes per part for a multipart upload of ``size`` bytes: S3_PART_SIZE, or more when
+    S3_MAX_PARTS parts of it would not hold the object."""
+    return max(S3_PART_SIZE, -(-size // S3_MAX_PARTS))
 
 
 class S3Storage:
@@ -1098,13 +1104,31 @@ class S3Storage:
                 self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=sink,
                                        **self._extra())
             else:
-                from boto3.s3.transfer import TransferConfig
-                self.client.upload_fileobj(
-                    sink, self.bucket, self.prefix + key, ExtraArgs=self._extra() or None,
-                    Config=TransferConfig(multipart_threshold=S3_MULTIPART_THRESHOLD,
-                                          multipart_chunksize=S3_PART_SIZE,
-                                          max_concurrency=S3_PART_THREADS))
+                self._upload_parts(sink, key, size)
         return result, key
+
+    def _upload_parts(self, source: BinaryIO, key: str, size: int) -> None:
+        """Multipart upload holding one part in memory at a time; on any failure the upload
+        is aborted, so no half-written object lingers (or is billed)."""
+        part_size = s3_part_size(size)
+        where = {"Bucket": self.bucket, "Key": self.prefix + key}
+        upload = self.client.create_multipart_upload(**where, **self._extra())["UploadId"]
+        try:
+            parts = []
+            while True:
+                data = source.read(part_size)
+                if not data:
+                    break
+                number = len(parts) + 1
+                answer = self.client.upload_part(**where, UploadId=upload, PartNumber=number,
+                                                 Body=data)
+                parts.append({"ETag": answer["ETag"], "PartNumber": number})
+            self.client.complete_multipart_upload(**where, UploadId=upload,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(**where, UploadId=upload)
+            raise
 
     def rename(self, old: str, new: str, size: int = 0) -> None:
         """Server-side copy, then delete the old key (multipart copy above 5 GB)."""

@@ -581,6 +581,34 @@ def test_s3_large_store_goes_multipart_and_reads_back(s3, s3_bucket, monkeypatch
     assert s3_bucket.client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
 
 
+def test_s3_failed_multipart_upload_is_aborted(s3, s3_bucket, monkeypatch):
+    monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
+    monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
+    real_upload_part = s3.client.upload_part
+    calls = []
+
+    def failing_second_part(**kwargs):
+        calls.append(kwargs["PartNumber"])
+        if kwargs["PartNumber"] == 2:
+            raise ConnectionResetError("network gone")
+        return real_upload_part(**kwargs)
+
+    monkeypatch.setattr(s3.client, "upload_part", failing_second_part)
+    with pytest.raises(ConnectionResetError):
+        put(s3, "big.bin", os.urandom(11 * MiB))
+    assert calls == [1, 2]
+    assert sizes(s3) == {}
+    assert s3_bucket.client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("size", [1, 8 * MiB, 80 * 10 ** 9, 200 * 10 ** 9, 5 * 10 ** 12])
+def test_s3_part_size_fits_any_object_in_10000_parts(size):
+    part = esb.s3_part_size(size)
+    assert part >= esb.S3_PART_SIZE == 8 * MiB
+    assert -(-size // part) <= 10_000
+    assert part == esb.S3_PART_SIZE or -(-size // (part - 1)) > 10_000   # no bigger than needed
+
+
 def test_s3_small_store_is_a_single_put(s3, s3_bucket):
     put(s3, "small.bin", b"s" * 1000)
     head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key="small.bin")
