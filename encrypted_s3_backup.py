@@ -734,13 +734,18 @@ def _sync_files(paths: list[str]) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True while a process with this pid runs; a zombie (killed, not yet reaped) is gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as info:
+            return info.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
         return True
-    return True
 
 
 class LocalStorage:
@@ -883,6 +888,11 @@ class LocalStorage:
             os.makedirs(directory, exist_ok=True)
             if self.confined:
                 self._check_inside(folder, directory)
+                # A restore target is never listed: remove what killed runs left here.
+                with os.scandir(directory) as scan:
+                    for item in scan:
+                        if item.name.startswith(TMP_PREFIX):
+                            self._reap(item.path, item.name)
             self._ready.add(directory)
         return directory
 
@@ -942,6 +952,7 @@ S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at mos
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
 S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for huge objects ...
 S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per upload
+S3_STALE_UPLOAD_SECONDS = 3600        # an unfinished multipart upload this old is a dead run's
 S3_ERROR_HINTS = {
     "InvalidAccessKeyId": "check aws_access_key_id",
     "SignatureDoesNotMatch": "check aws_secret_access_key (and signature_version)",
@@ -1106,6 +1117,21 @@ class S3Storage:
             else:
                 self._upload_parts(sink, key, size)
         return result, key
+
+    def abort_stale_uploads(self, older_than: float = S3_STALE_UPLOAD_SECONDS) -> int:
+        """Abort multipart uploads under our prefix that a killed run left behind (invisible,
+        but billed); only those started long enough ago that no live run still owns them."""
+        cutoff = time.time() - older_than
+        aborted = 0
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for upload in page.get("Uploads", ()):
+                if upload["Initiated"].timestamp() < cutoff:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                       UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
 
     def _upload_parts(self, source: BinaryIO, key: str, size: int) -> None:
         """Multipart upload holding one part in memory at a time; on any failure the upload
@@ -2031,6 +2057,10 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     src.prepare(create=False)
     exists = dest.prepare(create=not args.dry_run, missing_ok=args.dry_run)
     log.info("backup %s -> %s", src, dest)
+    if isinstance(dest, S3Storage) and not args.dry_run:
+        with contextlib.suppress(Exception):     # housekeeping: never a reason to stop
+            if dest.abort_stale_uploads():
+                log.info("note: aborted unfinished uploads left by an interrupted run")
     report = ListReport()
     ignore = [re.compile(p) for p in config.ignore_regex]
     source = list(src.list_files(report, lambda key: any(p.match(key) for p in ignore)))

@@ -353,8 +353,6 @@ def test_sigkill_at_random_moments_s3(tmp_path, s3_bucket, reaper):
                  restore_window=0.8, ENCRYPT_FILENAMES="true")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a restore re-run never removes the temporary "
-                   "files a killed restore left in the restore folder")
 def test_killed_restore_leaves_no_temp_files_after_the_rerun(tmp_path, reaper):
     rng = random.Random(7)
     src, restore, dest = tmp_path / "src", tmp_path / "restore", LocalDest(tmp_path / "dest")
@@ -371,8 +369,6 @@ def test_killed_restore_leaves_no_temp_files_after_the_rerun(tmp_path, reaper):
     assert temp_files(restore) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a temp file whose writer died but is not yet "
-                   "reaped (a zombie) is treated as in use and survives the next listing")
 def test_temp_file_of_a_dead_unreaped_process_is_removed(tmp_path):
     pid = os.fork()
     if pid == 0:
@@ -500,6 +496,7 @@ def test_old_copy_kept_when_the_disk_is_full(tmp_path):
     assert "big.bin" in after, "the old object went before the new one was safe"
     assert after["big.bin"][1] == old_big
     assert after["small/s0.txt"][1] == b"changed small\n"
+    assert len(snapshot.listing()) == 6, "replaced object not removed, or extra files"
     assert any("FAILED" in line and "big.bin" in line for line in stderr.splitlines())
     done = run({**env, "DEST_LOCAL_PATH": str(snapshot.root)}, "--restore")
     assert done.returncode == 0, done.stderr

@@ -648,3 +648,18 @@ def test_batch_falls_back_to_fsync_without_syncfs(local, monkeypatch):
         put(local, "x/2", b"2")
     assert sizes(local) == {"x/1": 1, "x/2": 1}
     assert len(synced) == 3                       # each file, then the folder once
+
+
+def test_s3_stale_multipart_uploads_are_aborted_fresh_ones_kept(s3, s3_bucket):
+    client = s3_bucket.client
+    client.create_multipart_upload(Bucket=s3_bucket.name, Key="left-by-a-killed-run.enc")
+    client.create_multipart_upload(Bucket=s3_bucket.name, Key="../outside-the-prefix")
+
+    def open_uploads():
+        return sorted(u["Key"] for u in client.list_multipart_uploads(
+            Bucket=s3_bucket.name).get("Uploads", []))
+
+    assert s3.abort_stale_uploads() == 0                 # just started: a live run's
+    assert len(open_uploads()) == 2
+    assert s3.abort_stale_uploads(older_than=-60) == 2   # the whole bucket is our prefix
+    assert open_uploads() == []
