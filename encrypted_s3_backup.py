@@ -963,6 +963,13 @@ S3_ERROR_HINTS = {
 }
 
 
+def s3_error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError; "" for anything else (botocore's
+    connection errors carry ``response = None``)."""
+    response = getattr(exc, "response", None)
+    return (response.get("Error") or {}).get("Code", "") if isinstance(response, dict) else ""
+
+
 def s3_part_size(size: int) -> int:
     """Bytes per part for a multipart upload of ``size`` bytes: S3_PART_SIZE, or more when
     S3_MAX_PARTS parts of it would not hold the object."""
@@ -1014,7 +1021,7 @@ class S3Storage:
 
     def error(self, exc: Exception, doing: str) -> BackupError:
         """A one-line StorageError for a boto3/botocore exception."""
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+        code = s3_error_code(exc)
         hint = S3_ERROR_HINTS.get(code, "")
         detail = f"{code}" if code else type(exc).__name__
         if not code:
@@ -1028,7 +1035,7 @@ class S3Storage:
             self.client.head_bucket(Bucket=self.bucket)
             return True
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = s3_error_code(exc)
             if code in ("404", "NoSuchBucket") and missing_ok:
                 return False
             if code in ("404", "NoSuchBucket") and not create:
@@ -1045,7 +1052,7 @@ class S3Storage:
                 args["CreateBucketConfiguration"] = {"LocationConstraint": region}
             self.client.create_bucket(**args)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            if s3_error_code(exc) != "BucketAlreadyOwnedByYou":
                 raise self.error(exc, "cannot create bucket") from None
         except BotoCoreError as exc:
             raise self.error(exc, "cannot reach") from None
@@ -1079,7 +1086,7 @@ class S3Storage:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if s3_error_code(exc) in ("NoSuchKey", "404"):
                 raise MissingError(f"{key} no longer exists") from None
             raise
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
@@ -1089,7 +1096,7 @@ class S3Storage:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if s3_error_code(exc) in ("NoSuchKey", "404"):
                 raise MissingError(f"{key} no longer exists") from None
             raise
         return contextlib.closing(body)  # type: ignore[return-value]
@@ -1133,6 +1140,16 @@ class S3Storage:
                     aborted += 1
         return aborted
 
+    def _abort_others(self, full_key: str, kept: str) -> None:
+        """A create request retried after its answer was lost leaves an empty upload of the
+        same (content-named) key behind: abort every other upload of that key."""
+        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key)
+        for upload in listing.get("Uploads", ()):
+            if upload["Key"] == full_key and upload["UploadId"] != kept:
+                with contextlib.suppress(Exception):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
+                                                       UploadId=upload["UploadId"])
+
     def _upload_parts(self, source: BinaryIO, key: str, size: int) -> None:
         """Multipart upload holding one part in memory at a time; on any failure the upload
         is aborted, so no half-written object lingers (or is billed)."""
@@ -1151,6 +1168,7 @@ class S3Storage:
                 parts.append({"ETag": answer["ETag"], "PartNumber": number})
             self.client.complete_multipart_upload(**where, UploadId=upload,
                                                   MultipartUpload={"Parts": parts})
+            self._abort_others(where["Key"], upload)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.client.abort_multipart_upload(**where, UploadId=upload)
@@ -1700,8 +1718,7 @@ def _describe(exc: BaseException) -> str:
                 "use a shorter path or an S3 destination)")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(
-        exc, "response") else None
+    code = s3_error_code(exc)
     if code:
         return f"S3 error {code}"
     return f"{type(exc).__name__}: {exc}"
