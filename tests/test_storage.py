@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import ROOT, esb
-from s3_server import empty_and_delete_bucket, s3_bucket, s3_server  # noqa: F401
+from s3_server import empty_and_delete_bucket
 
 BASE_PATH = "some/prefix"
 MiB = 1024 * 1024
