@@ -2092,8 +2092,9 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                        tuple(report.blind))
     if not args.allow_mass_delete:
         check_mass_delete(plan)
-    jobs: list = sorted(plan.uploads, key=lambda u: -u.size) + plan.renames + plan.removes
-    tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in plan.uploads),
+    uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
+    jobs: list = uploads + plan.renames + plan.removes
+    tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
                   progress=not args.quiet)
     if args.dry_run:
         for job in jobs:
@@ -2102,60 +2103,59 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                  "was changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes))
         return EXIT_FAILED if report.problems else EXIT_OK
-    uploads = batch_small(sorted(plan.uploads, key=lambda u: -u.size), lambda u: u.size)
-    run_jobs(uploads + plan.renames + plan.removes, config.backup_processes, config, tally.add)
+    jobs = batch_small(uploads, lambda u: u.size) + plan.renames + plan.removes
+    run_jobs(jobs, config.backup_processes, config, tally.add)
     tally.summary("backup", [("unchanged", plan.unchanged)])
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
 
 
-def run_restore(config: Config, args: argparse.Namespace) -> int:
-    dest, target = make_storage(config.dest), make_storage(config.restore, confined=True)
+def open_backup(config: Config) -> tuple[Any, list[Stored], list[str]]:
+    """For restore, verify and list: the destination, its objects, and the problems met
+    reading it (each already reported; an object name that does not decode is one)."""
+    dest = make_storage(config.dest)
     dest.prepare(create=False)
     report = ListReport()
-    chosen = select_for_restore(read_backup(dest, config, report), args.restore_deleted,
-                                tuple(args.restore_only or ()))
-    report.problems += report.bad_names
-    for problem in report.problems:
+    stored = read_backup(dest, config, report)
+    problems = report.problems + report.bad_names
+    for problem in problems:
         log.error("FAILED listing: %s", problem)
+    return dest, stored, problems
+
+
+def run_restore(config: Config, args: argparse.Namespace) -> int:
+    dest, stored, problems = open_backup(config)
+    target = make_storage(config.restore, confined=True)
+    chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()))
     log.info("restore %s -> %s: %d files", dest, target, len(chosen))
     if args.dry_run:
         for obj in chosen:
             log.info("would restore %s", show(obj.name.path))
-        return EXIT_FAILED if report.problems else EXIT_OK
+        return EXIT_FAILED if problems else EXIT_OK
     target.prepare(create=True)
     tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
                   progress=not args.quiet)
     jobs = batch_small([Restore(o) for o in chosen], lambda job: job.obj.name.size)
     run_jobs(jobs, config.restore_processes, config, tally.add)
     tally.summary("restore")
-    return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+    return EXIT_FAILED if tally.failed or problems else EXIT_OK
 
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
-    dest = make_storage(config.dest)
-    dest.prepare(create=False)
-    report = ListReport()
-    stored = sorted(read_backup(dest, config, report), key=lambda o: o.name.path)
-    report.problems += report.bad_names
-    for problem in report.problems:
-        log.error("FAILED name: %s", problem)
+    dest, stored, problems = open_backup(config)
+    stored.sort(key=lambda o: o.name.path)
     log.info("verify %s: %d objects", dest, len(stored))
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(stored),
                   size=sum(o.size for o in stored), progress=not args.quiet)
     jobs = batch_small([Verify(o) for o in stored], lambda job: job.obj.name.size)
     run_jobs(jobs, config.restore_processes, config, tally.add)
-    tally.failed += len(report.problems)
+    tally.failed += len(problems)
     tally.summary("verify", out_word="checked")
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
 def run_list(config: Config, args: argparse.Namespace) -> int:
-    dest = make_storage(config.dest)
-    dest.prepare(create=False)
-    report = ListReport()
-    stored = select_for_restore(read_backup(dest, config, report), True,
-                                tuple(args.restore_only or ()))
-    report.problems += report.bad_names
+    _, stored, problems = open_backup(config)
+    stored = select_for_restore(stored, True, tuple(args.restore_only or ()))
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
              "deleted": o.name.deleted or None} for o in stored]
     if args.json:
@@ -2166,9 +2166,7 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
                 if row["mtime"] < 2 ** 37 else str(row["mtime"])
             deleted = f"  deleted {row['deleted']}" if row["deleted"] else ""
             print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}")
-    for problem in report.problems:
-        log.error("FAILED name: %s", problem)
-    return EXIT_FAILED if report.problems else EXIT_OK
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 # =====================================================================================
