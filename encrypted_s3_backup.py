@@ -1686,10 +1686,11 @@ class _Worker:
         return None, (self.dest,)
 
     def threads(self) -> Any:
-        """This process's small thread pool for S3 requests, made on first use."""
+        """This process's small thread pool for S3 requests, made on first use.  Its threads
+        are daemons: a worker told to stop never waits for them at exit."""
         if self._threads is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._threads = ThreadPoolExecutor(S3_THREADS)
+            from multiprocessing.pool import ThreadPool
+            self._threads = ThreadPool(S3_THREADS)
         return self._threads
 
 
