@@ -6,8 +6,10 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -673,3 +675,71 @@ def test_special_files_and_symlink_loops_are_skipped_with_a_note(local_tool):
     assert sorted(tool.objects()) == ["link-to-real", "real.txt"]
     assert "skipped fifo: not a regular file" in out and "skipped sock" in out
     assert "loop-a" in err and code == 1          # a loop is an unreadable entry: reported
+
+
+AS_NOBODY = """
+import os, shutil, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb
+# The interpreter lives under /root, unreadable for "nobody": a first run as root of a
+# throw-away tree loads every module the real run needs, then privileges are dropped.
+warm = tempfile.mkdtemp()
+os.makedirs(warm + "/src")
+open(warm + "/src/f", "w").write("warm-up")
+real = {k: os.environ[k] for k in ("SRC_LOCAL_PATH", "DEST_LOCAL_PATH")}
+os.environ.update(SRC_LOCAL_PATH=warm + "/src", DEST_LOCAL_PATH=warm + "/dest")
+assert esb.main(["--quiet"]) == 0
+shutil.rmtree(warm)
+os.environ.update(real)
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+sys.exit(esb.main([]))
+"""
+
+
+def test_unreadable_file_as_an_unprivileged_user(tmp_path):
+    """A real permission problem (root reads everything, so the run drops to "nobody"):
+    the file is reported, its old object kept, everything else backed up."""
+    top = tempfile.mkdtemp(prefix="esb-nobody-")      # tmp_path's parents are root-only
+    try:
+        src, dest = os.path.join(top, "src"), os.path.join(top, "dest")
+        os.makedirs(os.path.join(src, "d"))
+        for name, data in (("d/ok.txt", b"fine\n"), ("secret.txt", b"v1\n")):
+            with open(os.path.join(src, name), "wb") as handle:
+                handle.write(data)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
+        env.update(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD="pw",
+                   ENCRYPTION_SALT=SALT, BACKUP_PROCESSES="2")
+        run = [sys.executable, str(ROOT / "encrypted_s3_backup.py")]
+        assert subprocess.run(run, env=env, capture_output=True, timeout=60).returncode == 0
+        with open(os.path.join(src, "secret.txt"), "wb") as handle:
+            handle.write(b"v2 changed\n")
+        with open(os.path.join(src, "d", "new.txt"), "wb") as handle:
+            handle.write(b"new\n")
+        for path, dirs, files in os.walk(top):
+            for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
+                os.chown(name, 65534, 65534)
+        os.chown(os.path.join(src, "secret.txt"), 0, 0)
+        os.chmod(os.path.join(src, "secret.txt"), 0o000)
+        os.chmod(top, 0o755)
+        done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT)], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert "FAILED upload secret.txt: Permission denied" in done.stderr
+        assert "1 uploaded" in done.stdout and "Traceback" not in done.stderr
+        names = sorted(os.path.relpath(os.path.join(p, f), dest).split(".")[0]
+                       for p, _, files in os.walk(dest) for f in files)
+        assert names == ["d/new", "d/ok", "secret"]       # the old secret.txt object stays
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_device_file_is_skipped_with_a_note(local_tool):
+    tool = local_tool
+    tool.write("real.txt", b"real")
+    os.mknod(tool.src / "null-device", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    code, out, _ = tool()
+    assert code == 0 and sorted(tool.objects()) == ["real.txt"]
+    assert "skipped null-device: not a regular file" in out
