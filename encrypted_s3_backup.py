@@ -652,7 +652,20 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
 #                          and missing_ok (a dry run against a destination not made yet)
 
 R = TypeVar("R")
-TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>-<random>, never listed
+TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
+FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (or container)
+                                  # is only removed when it has not been written for this long
+
+
+def host_tag() -> str:
+    """This host's name as it goes into temporary file names (a container has its own)."""
+    import socket
+    return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())[:40] or "host"
+
+
+def temp_prefix() -> str:
+    """The prefix of this process's temporary files: whose they are, for stale-file cleanup."""
+    return f"{TMP_PREFIX}{os.getpid()}@{host_tag()}-"
 
 
 class Entry(NamedTuple):
@@ -751,8 +764,11 @@ def _pid_alive(pid: int) -> bool:
 class LocalStorage:
     """A folder on a local file system."""
 
-    def __init__(self, root: str, exclude: tuple[str, ...] = (), confined: bool = False):
+    def __init__(self, root: str, exclude: tuple[str, ...] = (), confined: bool = False,
+                 reap: bool = False):
         self.root = os.path.abspath(os.path.expanduser(root))
+        self.reap = reap or confined   # remove stale temporary files of ours: only where we
+                                       # write (a backup's destination, a restore target)
         self.exclude = exclude  # absolute folders never listed (a destination inside the source)
         self.confined = confined  # refuse writes whose folder resolves outside the root
         self._ready: set[str] = set()        # folders known to exist (and be inside)
@@ -806,7 +822,8 @@ class LocalStorage:
                         if skip and skip(key):
                             continue
                         if item.name.startswith(TMP_PREFIX):
-                            self._reap(item.path, item.name)
+                            if self.reap:
+                                self._reap(item.path, item.name)
                             continue
                         info = os.stat(item.path) if item.is_symlink() else item.stat(
                             follow_symlinks=False)
@@ -827,11 +844,17 @@ class LocalStorage:
 
     @staticmethod
     def _reap(path: str, name: str) -> None:
-        try:
-            pid = int(name[len(TMP_PREFIX):].split("-", 1)[0])
-        except ValueError:
-            return
-        if pid != os.getpid() and not _pid_alive(pid):
+        """Remove a temporary file whose writer is gone: a dead process of this host, or,
+        for another host's (whose processes we cannot see), one untouched for a day."""
+        owner, _, _ = name[len(TMP_PREFIX):].rpartition("-")
+        pid_text, _, host = owner.partition("@")
+        gone = False
+        if host == host_tag() and pid_text.isdigit():
+            gone = int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+        else:
+            with contextlib.suppress(OSError):
+                gone = time.time() - os.stat(path).st_mtime > FOREIGN_TMP_AGE
+        if gone:
             with contextlib.suppress(OSError):
                 os.remove(path)
 
@@ -855,8 +878,11 @@ class LocalStorage:
         Inside ``batch()`` the flush and the rename wait for the end of the batch.
         """
         directory = self._folder(folder)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=directory)
+        # The name is chosen before the file exists, so that a stop (SIGTERM) landing in
+        # the middle of creating it still finds the name to remove.
+        tmp = os.path.join(directory, temp_prefix() + os.urandom(6).hex())
         try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w+b") as sink:
                 result = fill(sink)
                 sink.flush()
@@ -911,13 +937,13 @@ class LocalStorage:
             yield failed
             _sync_files([tmp for tmp, _, _ in pending])
             for tmp, key, _ in pending:
-                done += 1
                 try:
                     os.replace(tmp, self._full(key))
                 except OSError as exc:
                     failed[key] = exc
                     with contextlib.suppress(OSError):
                         os.remove(tmp)
+                done += 1       # only now: a stop before this line still removes tmp
             for directory in {d for _, _, d in pending}:
                 _fsync_dir(directory)
         except BaseException:
@@ -952,7 +978,8 @@ S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at mos
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
 S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for huge objects ...
 S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per upload
-S3_STALE_UPLOAD_SECONDS = 3600        # an unfinished multipart upload this old is a dead run's
+S3_STALE_UPLOAD_SECONDS = 24 * 3600   # an unfinished multipart upload this old is a dead run's
+                                      # (no live upload of ours takes a day to finish)
 S3_ERROR_HINTS = {
     "InvalidAccessKeyId": "check aws_access_key_id",
     "SignatureDoesNotMatch": "check aws_secret_access_key (and signature_version)",
@@ -1190,10 +1217,10 @@ class S3Storage:
 
 
 def make_storage(config: StorageConfig, tmp_dir: Optional[str] = None,
-                 exclude: tuple[str, ...] = (), confined: bool = False):
+                 exclude: tuple[str, ...] = (), confined: bool = False, reap: bool = False):
     if config.is_s3:
         return S3Storage(config, tmp_dir)
-    return LocalStorage(config.local_path or "", exclude, confined)
+    return LocalStorage(config.local_path or "", exclude, confined, reap)
 
 
 # =====================================================================================
@@ -1248,6 +1275,9 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
                               f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
+                              "(a Latin-1 password stays the same password)") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
         if not isinstance(raw, dict):
@@ -1638,6 +1668,7 @@ class Outcome:
     bytes_in: int = 0
     bytes_out: int = 0
     key: str = ""             # the key written: an upload's new object, a restored file
+    warning: str = ""         # done, but something to tell (reported, not a failure)
 
 
 @dataclass(frozen=True)
@@ -1715,8 +1746,9 @@ def _describe(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
         return (f"{exc.strerror}: the object name is longer than this file system allows "
-                "(encrypt_filenames makes names about 1.5 times the path plus 150 characters; "
-                "use a shorter path or an S3 destination)")
+                "(a name is the file name plus about 40 characters, or with encrypt_filenames "
+                "about 1.5 times the whole path plus 150); use shorter names or an S3 "
+                "destination")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     code = s3_error_code(exc)
@@ -1792,9 +1824,8 @@ def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
     outcomes = [replace(o, error=_describe(failed[o.key]), bytes_in=0, bytes_out=0)
                 if o.key in failed else o for o in outcomes]
     if uploads:
-        for job, outcome in zip(batch.jobs, outcomes):
-            if not outcome.error:
-                _remove_replaced(worker, job, outcome)
+        outcomes = [o if o.error else _remove_replaced(worker, job, o)
+                    for job, o in zip(batch.jobs, outcomes)]
     return outcomes
 
 
@@ -1840,15 +1871,20 @@ def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
         fresh = worker.src.stat(job.path)
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
     outcome = Outcome("upload", job.path, bytes_in=length, bytes_out=written, key=key)
-    if remove_old:
-        _remove_replaced(worker, job, outcome)
-    return outcome
+    return _remove_replaced(worker, job, outcome) if remove_old else outcome
 
 
-def _remove_replaced(worker: _Worker, job: Upload, outcome: Outcome) -> None:
+def _remove_replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
+    """Remove the objects the new one replaces.  The new object is safe already, so a
+    failure here is a warning: the next run sees the duplicate and removes it."""
     for old in job.replaces:
         if old != outcome.key:
-            worker.dest.remove(old)
+            try:
+                worker.dest.remove(old)
+            except Exception as exc:
+                return replace(outcome, warning=f"stored, but its old object was not removed "
+                                               f"({_describe(exc)}); the next run will")
+    return outcome
 
 
 class _NullSink:
@@ -1948,6 +1984,9 @@ class Tally:
             self.failed += 1
             log.error("FAILED %s %s: %s", outcome.action, show(outcome.path), outcome.error)
         else:
+            if outcome.warning:
+                log.warning("warning: %s %s: %s", outcome.action, show(outcome.path),
+                            outcome.warning)
             self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
             self.bytes_in += outcome.bytes_in
             self.bytes_out += outcome.bytes_out
@@ -2070,8 +2109,22 @@ def _source_storage(config: Config):
     return make_storage(config.src, exclude=exclude)
 
 
+def _backup_path_ok(key: str, report: ListReport) -> bool:
+    """A source path must come back out of a restore: keys an S3 source may hold ("a//b",
+    "x/../y") or names with control characters are reported instead of backed up."""
+    try:
+        safe_relpath(key)
+        return True
+    except UnsafePathError:
+        report.problems.append(f"cannot back up {key!r}: its path has empty, '.' or '..' "
+                               "parts or control characters, which a restore refuses; "
+                               "rename it")
+        report.blind.append(key)
+        return False
+
+
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = _source_storage(config), make_storage(config.dest)
+    src, dest = _source_storage(config), make_storage(config.dest, reap=True)
     src.prepare(create=False)
     exists = dest.prepare(create=not args.dry_run, missing_ok=args.dry_run)
     log.info("backup %s -> %s", src, dest)
@@ -2081,7 +2134,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                 log.info("note: aborted unfinished uploads left by an interrupted run")
     report = ListReport()
     ignore = [re.compile(p) for p in config.ignore_regex]
-    source = list(src.list_files(report, lambda key: any(p.match(key) for p in ignore)))
+    source = [entry for entry in src.list_files(report, lambda key: any(
+        p.match(key) for p in ignore)) if _backup_path_ok(entry.key, report)]
     stored = read_backup(dest, config, report) if exists else []
     for note in report.notes:
         log.info("note: %s", note)

@@ -376,9 +376,9 @@ def test_temp_file_of_a_dead_unreaped_process_is_removed(tmp_path):
     try:
         wait_for(lambda: dict(group_members(os.getpgid(0))).get(pid) == "Z",
                  what="the child to become a zombie")
-        stale = tmp_path / "dest" / f"{esb.TMP_PREFIX}{pid}-abc"
+        stale = tmp_path / "dest" / f"{esb.TMP_PREFIX}{pid}@{esb.host_tag()}-abc"
         put_file(stale, b"half an object", BASE_MTIME)
-        list(esb.LocalStorage(str(tmp_path / "dest")).list_files(esb.ListReport()))
+        list(esb.LocalStorage(str(tmp_path / "dest"), reap=True).list_files(esb.ListReport()))
         assert not stale.exists()
     finally:
         os.waitpid(pid, 0)
@@ -657,7 +657,7 @@ def test_local_temp_files_are_0600_while_written(tmp_path, monkeypatch, capsys, 
     assert len(seen) == 4
     for mode, links, path in seen:
         assert mode == 0o600, (oct(mode), path)
-        assert os.path.basename(path).startswith(f"{esb.TMP_PREFIX}{os.getpid()}-"), path
+        assert os.path.basename(path).startswith(esb.temp_prefix()), path
     folders = {os.path.dirname(path) for _, _, path in seen}
     assert folders == {str(dest), str(dest / "a"), str(tmp_path / "restore"),
                        str(tmp_path / "restore" / "a")}, "temp files are beside the target"

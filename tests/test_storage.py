@@ -285,7 +285,7 @@ def test_local_temp_file_is_created_in_the_target_folder(local, root):
     local.store("a/b", fill, lambda _: "a/b/final.bin")
 
     assert len(seen["target folder"]) == 1
-    assert seen["target folder"][0].startswith(f"{esb.TMP_PREFIX}{os.getpid()}-")
+    assert seen["target folder"][0].startswith(esb.temp_prefix())
     assert seen["root"] == []
     assert os.listdir(root / "a" / "b") == ["final.bin"]
 
@@ -303,18 +303,31 @@ def test_local_store_honours_mode_and_mtime(local, root):
     assert local.stat("d/restored.txt") == esb.Entry("d/restored.txt", 3, 1_600_000_123)
 
 
-def test_local_stale_temp_file_is_skipped_and_deleted(local, root):
+def test_local_stale_temp_file_is_skipped_and_deleted(root):
     (root / "sub").mkdir()
-    stale = root / "sub" / f"{esb.TMP_PREFIX}{dead_pid()}-xyz"
+    stale = root / "sub" / f"{esb.TMP_PREFIX}{dead_pid()}@{esb.host_tag()}-xyz"
     stale.write_bytes(b"left by a crash")
     (root / "sub" / "real.txt").write_bytes(b"r")
 
-    assert sizes(local) == {"sub/real.txt": 1}
-    assert not stale.exists()
+    assert sizes(esb.LocalStorage(str(root))) == {"sub/real.txt": 1}
+    assert stale.exists()                 # a source, or a verify: never changed by a listing
+    assert sizes(esb.LocalStorage(str(root), reap=True)) == {"sub/real.txt": 1}
+    assert not stale.exists()             # a backup's destination: cleaned up
+
+
+def test_local_temp_file_of_another_host_is_kept_until_a_day_old(root):
+    """Another container's processes are invisible here: only age tells its files are dead."""
+    theirs = root / f"{esb.TMP_PREFIX}{dead_pid()}@another-container-xyz"
+    theirs.write_bytes(b"maybe still being written")
+    storage = esb.LocalStorage(str(root), reap=True)
+    assert sizes(storage) == {} and theirs.exists()
+    day_old = time.time() - esb.FOREIGN_TMP_AGE - 60
+    os.utime(theirs, (day_old, day_old))
+    assert sizes(storage) == {} and not theirs.exists()
 
 
 def test_local_temp_file_of_this_process_is_skipped_but_kept(local, root):
-    ours = root / f"{esb.TMP_PREFIX}{os.getpid()}-xyz"
+    ours = root / f"{esb.temp_prefix()}xyz"
     ours.write_bytes(b"being written right now")
 
     assert sizes(local) == {}
