@@ -743,3 +743,52 @@ def test_device_file_is_skipped_with_a_note(local_tool):
     code, out, _ = tool()
     assert code == 0 and sorted(tool.objects()) == ["real.txt"]
     assert "skipped null-device: not a regular file" in out
+
+
+def test_old_object_that_cannot_be_removed_is_a_warning_then_cleaned(local_tool, monkeypatch):
+    tool = local_tool
+    sample_tree(tool)
+    assert tool()[0] == 0
+    tool.write("hello.txt", b"new content\n", 1_700_000_500)
+
+    def refuse(self, key):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(esb.LocalStorage, "remove", refuse)
+        code, out, err = tool()
+    assert code == 0 and "1 uploaded" in out
+    assert "warning: upload hello.txt: stored, but its old object was not removed" in err
+    assert len(list(tool.dest.glob("hello.txt.*.enc"))) == 2
+    code, out, _ = tool()
+    assert code == 0 and "1 duplicates removed" in out
+    assert tool.objects()["hello.txt"].size == len(b"new content\n")
+
+
+def test_source_paths_a_restore_would_refuse_are_reported(local_tool):
+    tool = local_tool
+    tool.write("ok.txt", b"data")
+    tool.write("ctl\x01char.txt", b"data")
+    code, out, err = tool()
+    assert code == 1 and "1 uploaded" in out
+    assert "cannot back up 'ctl\\x01char.txt'" in err
+    assert sorted(tool.objects()) == ["ok.txt"]
+
+
+@pytest.mark.parametrize("key", ["a//b.txt", "x/../y.txt", "./z.txt", "/abs.txt", "dir/"])
+def test_s3_style_source_keys_that_cannot_be_paths_are_refused(key):
+    """S3 keys are any text: these would not come back out of a restore (checked here
+    directly, since SeaweedFS itself normalizes such keys)."""
+    report = esb.ListReport()
+    assert not esb._backup_path_ok(key, report)
+    assert report.blind == [key] and repr(key) in report.problems[0]
+    assert esb._backup_path_ok("a/b.txt", report)
+
+
+def test_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"encryption_password": "päss"}'.encode("latin-1"))
+    path.chmod(0o600)
+    assert esb.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8" in err and "Traceback" not in err and "päss" not in err
