@@ -29,6 +29,7 @@ import contextlib
 import datetime
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import lzma
@@ -2023,32 +2024,57 @@ def human(n: int) -> str:
 
 
 def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) -> None:
-    """Map jobs over a pool of worker processes (inline for one process or one job)."""
+    """Run jobs on a pool of worker processes (inline for one process or one job), handing
+    each result to ``on_result`` as it comes.  A worker that dies (killed, out of memory)
+    stops the run with a clear error instead of leaving it waiting forever."""
     global _WORKER
     if not jobs:
         return
     if processes <= 1 or len(jobs) == 1:
         _WORKER = _Worker(config)
         for job in jobs:
-            result = run_job(job)
-            for item in result if isinstance(result, list) else (result,):
-                on_result(item)
+            _deliver(run_job(job), on_result)
         return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     processes = min(processes, len(jobs))
-    chunksize = max(1, min(32, len(jobs) // (processes * 16)))
-    pool = context.Pool(processes, _init_worker, (config,))
+    pool = ProcessPoolExecutor(processes, context, _init_worker, (config,))
+    queue, running = iter(jobs), set()
     try:
-        for result in pool.imap_unordered(run_job, jobs, chunksize):
-            for item in result if isinstance(result, list) else (result,):
-                on_result(item)
-        pool.close()
+        while True:
+            for job in itertools.islice(queue, 2 * processes - len(running)):
+                running.add(pool.submit(run_job, job))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                _deliver(future.result(), on_result)
+        pool.shutdown()
+    except BrokenProcessPool:
+        _stop_workers(pool)
+        raise BackupError("a worker process died (killed, perhaps for lack of memory); what "
+                          "was done is safe: run again to finish") from None
     except BaseException:
-        pool.terminate()
+        _stop_workers(pool)
         raise
-    finally:
-        pool.join()
+
+
+def _deliver(result: Any, on_result: Callable) -> None:
+    for item in result if isinstance(result, list) else (result,):
+        on_result(item)
+
+
+def _stop_workers(pool: Any) -> None:
+    """Cancel what has not started and stop the workers (SIGTERM: they remove their
+    temporary files on the way out), then wait for them."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join()
 
 
 BATCH_FILES = 64                  # small files written together (one flush for all) ...

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -792,3 +793,28 @@ def test_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     assert esb.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "is not UTF-8" in err and "Traceback" not in err and "päss" not in err
+
+
+def test_a_worker_that_dies_stops_the_run_with_a_clear_error(local_tool, monkeypatch):
+    """A killed worker (the OOM killer, say) must not leave the run waiting forever."""
+    tool = local_tool
+    for name in ("a.bin", "b.bin", "c.bin"):
+        tool.write(name, os.urandom(esb.SMALL_FILE + 1))    # big files: one job each
+    real_upload = esb._upload
+
+    def die_on_b(worker, job, remove_old=True):
+        if job.path == "b.bin":
+            os._exit(9)
+        return real_upload(worker, job, remove_old)
+
+    monkeypatch.setattr(esb, "_upload", die_on_b)
+    signal.alarm(60)                                   # a hang fails the test, not the suite
+    try:
+        code, _, err = tool()
+    finally:
+        signal.alarm(0)
+    assert code == 1 and "worker process died" in err and "Traceback" not in err
+    assert "b.bin" not in tool.objects()
+    monkeypatch.setattr(esb, "_upload", real_upload)
+    code, out, _ = tool()
+    assert code == 0 and "b.bin" in tool.objects()
