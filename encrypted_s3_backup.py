@@ -658,6 +658,7 @@ FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (o
                                   # is only removed when it has not been written for this long
 
 
+@lru_cache(maxsize=1)
 def host_tag() -> str:
     """This host's name as it goes into temporary file names (a container has its own)."""
     import socket
