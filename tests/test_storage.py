@@ -676,3 +676,16 @@ def test_s3_stale_multipart_uploads_are_aborted_fresh_ones_kept(s3, s3_bucket):
     assert len(open_uploads()) == 2
     assert s3.abort_stale_uploads(older_than=-60) == 2   # the whole bucket is our prefix
     assert open_uploads() == []
+
+
+def test_s3_client_sends_only_required_checksums(s3, s3_bucket, monkeypatch):
+    """Backblaze, R2 and older MinIO/Ceph reject the SDK's default CRC checksum headers."""
+    config = s3.client.meta.config
+    assert config.request_checksum_calculation == "when_required"
+    assert config.response_checksum_validation == "when_required"
+    sent = []
+    s3.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    put(s3, "plain.bin", b"no checksum header please")
+    assert sent and not any(h.lower().startswith("x-amz-checksum") or
+                            h.lower() == "x-amz-sdk-checksum-algorithm" for h in sent[0])
