@@ -1736,6 +1736,10 @@ def _init_worker(config: Config) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _stop_worker)
+    # Workers report through their results, never on stderr; a worker stopped while it
+    # reads the pool's closing queue would otherwise print a traceback there.  A worker
+    # that dies is reported by the parent ("a worker process died").
+    sys.stderr = open(os.devnull, "w")
     _WORKER = _Worker(config)
 
 
