@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import datetime
 import errno
+import functools
 import hashlib
 import itertools
 import json
@@ -41,10 +42,10 @@ import stat
 import struct
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-import functools
 from functools import lru_cache
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
@@ -616,8 +617,14 @@ def decode(src: BinaryIO, size: int, md5: bytes, codec: Codec, sink: BinaryIO) -
                              f"{md5.hex()}")
 
 
-def spool(tmp_dir: Optional[str] = None) -> BinaryIO:
-    """A seekable scratch file: memory up to SPILL_BYTES, then a 0600 file in ``tmp_dir``."""
+def spool(tmp_dir: Optional[str] = None, expect: int = 0) -> BinaryIO:
+    """A seekable scratch file: memory up to SPILL_BYTES, then a 0600 file in ``tmp_dir``.
+
+    When ``expect`` (the bytes the caller expects to write) is larger than SPILL_BYTES it
+    is a file from the start: filling memory only to copy it out would cost twice SPILL_BYTES.
+    """
+    if expect > SPILL_BYTES:
+        return tempfile.TemporaryFile(dir=tmp_dir)
     return tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES, dir=tmp_dir)
 
 
@@ -643,10 +650,10 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
 #                          "/"-separated and relative; what could not be read goes into
 #                          the ListReport (so its backups are left alone)
 #   open(key)              a binary stream of one file or object (MissingError if gone)
-#   store(folder, fill, key_of, mtime=None)
+#   store(folder, fill, key_of, mtime=None, mode=0o600, expect=0)
 #                          atomic write: fill(sink) writes the bytes, key_of(fill's result)
 #                          names them (inside folder); the object appears complete under its
-#                          final name or not at all
+#                          final name or not at all; expect is a hint of how many bytes
 #   rename(old, new, size) and remove(key) (removing what is not there is no error)
 #   prepare(create, missing_ok)
 #                          check the root is there (create it if asked); False if missing
@@ -715,14 +722,20 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-@lru_cache(maxsize=1)
-def _libc_syncfs() -> Optional[Callable[[int], int]]:
-    """Linux's syncfs(2), which Python's os module lacks; None elsewhere."""
+@lru_cache(maxsize=None)
+def libc_function(name: str) -> Optional[Callable[..., int]]:
+    """A C library function Python's os module lacks (syncfs, mallopt, malloc_trim); None
+    where this platform's C library has no such function."""
     try:
         import ctypes
-        return ctypes.CDLL(None, use_errno=True).syncfs
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
+
+
+def _libc_syncfs() -> Optional[Callable[[int], int]]:
+    """Linux's syncfs(2); None elsewhere."""
+    return libc_function("syncfs")
 
 
 def _sync_files(paths: list[str]) -> None:
@@ -874,7 +887,8 @@ class LocalStorage:
             raise MissingError(f"{key} no longer exists") from None
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
-              mtime: Optional[int] = None, mode: int = 0o600) -> tuple[R, str]:
+              mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
+              ) -> tuple[R, str]:
         """Write to a temporary file beside the target, fsync, rename, fsync the folder.
 
         Inside ``batch()`` the flush and the rename wait for the end of the batch.
@@ -990,6 +1004,33 @@ S3_ERROR_HINTS = {
     "NoSuchBucket": "check s3_bucket",
     "403": "the key pair may not use this bucket; check the keys and permissions",
 }
+
+
+class _Window:
+    """``length`` bytes of a seekable file from ``start``, as a file of their own: a part's
+    body is sent (and, on a retry, re-sent) from the spool file, never copied to memory."""
+
+    def __init__(self, file: BinaryIO, start: int, length: int):
+        self.file, self.start, self.length, self.pos = file, start, length, 0
+
+    def __len__(self) -> int:
+        return self.length - self.pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.length - self.pos
+        size = left if size is None or size < 0 else min(size, left)
+        self.file.seek(self.start + self.pos)
+        data = self.file.read(size)
+        self.pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.length}[whence]
+        self.pos = max(0, min(self.length, base + offset))
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
 
 
 def s3_error_code(exc: BaseException) -> str:
@@ -1138,10 +1179,11 @@ class S3Storage:
         return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
-              mtime: Optional[int] = None, mode: int = 0o600) -> tuple[R, str]:
+              mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
+              ) -> tuple[R, str]:
         """Encode into a spool (memory, then a temp file), then upload it under its name:
         S3 makes an object visible only once its upload has completed."""
-        with spool() as sink:
+        with spool(expect=expect) as sink:
             result = fill(sink)
             key = key_of(result)
             size = sink.tell()
@@ -1186,13 +1228,10 @@ class S3Storage:
         upload = self.client.create_multipart_upload(**where, **self._extra())["UploadId"]
         try:
             parts = []
-            while True:
-                data = source.read(part_size)
-                if not data:
-                    break
-                number = len(parts) + 1
+            for number, start in enumerate(range(0, size, part_size), 1):
+                body = _Window(source, start, min(part_size, size - start))
                 answer = self.client.upload_part(**where, UploadId=upload, PartNumber=number,
-                                                 Body=data)
+                                                 Body=body)
                 parts.append({"ETag": answer["ETag"], "PartNumber": number})
             self.client.complete_multipart_upload(**where, UploadId=upload,
                                                   MultipartUpload={"Parts": parts})
@@ -1693,10 +1732,40 @@ class Batch:
     jobs: tuple[Any, ...]
 
 
+# A worker's memory is mostly codec state: an xz encoder takes about 11 times its dictionary
+# (22 MB for a 2 MB file).  glibc keeps what is freed for reuse, so left alone a worker keeps
+# the high-water mark of every codec it ran, in every thread's arena.  Two calls keep it down.
+M_ARENA_MAX = -8     # glibc mallopt() parameter
+
+
+@lru_cache(maxsize=1)
+def one_malloc_arena() -> bool:
+    """Make every thread of this process allocate from glibc's main malloc arena.
+
+    By default each thread that allocates gets an arena of its own, and what a codec frees
+    there stays in that arena: a worker's S3 threads grew it by about 35 MB each in the
+    benchmark.  The GIL serialises the allocating code anyway, so one arena costs nothing.
+    A forked child hands its threads the arenas of the parent's threads, whatever this
+    says, so the parent calls it before it starts any thread.
+    False where the C library has no mallopt (not glibc).
+    """
+    mallopt = libc_function("mallopt")
+    return mallopt is not None and mallopt(M_ARENA_MAX, 1) == 1
+
+
+def give_back_memory() -> None:
+    """Return the free pages of the malloc heap to the system (a job's codec buffers); about
+    a microsecond when there is nothing to return."""
+    trim = libc_function("malloc_trim")
+    if trim is not None:
+        trim(0)
+
+
 class _Worker:
     """Per-process state: the storages (and their S3 clients) are built once per process."""
 
     def __init__(self, config: Config):
+        one_malloc_arena()
         self.config = config
         self.codec = config.codec
         self.src = make_storage(config.src) if config.src else None
@@ -1706,6 +1775,9 @@ class _Worker:
         os.umask(umask)
         self.file_mode = 0o666 & ~umask
         self._threads: Any = None
+        # Threads overlap S3 round trips; the CPU work (compressing, decompressing) runs one
+        # at a time under this lock, so a process holds one codec's buffers, not one per thread.
+        self.cpu = threading.Lock()
 
     def storages_for(self, job: Any) -> tuple[Any, tuple[Any, ...]]:
         """(the storage a job writes to or None, every storage it touches)."""
@@ -1778,9 +1850,10 @@ def run_job(job: Any) -> Any:
     assert worker is not None, "run_job outside a worker"
     if isinstance(job, ParseNames):
         return [(key, size, _parse_one(key, worker.codec)) for key, size in job.keys]
-    if isinstance(job, Batch):
-        return _run_batch(worker, job)
-    return _run_one(worker, job)
+    try:
+        return _run_batch(worker, job) if isinstance(job, Batch) else _run_one(worker, job)
+    finally:
+        give_back_memory()
 
 
 def _run_one(worker: _Worker, job: Any, remove_old: bool = True) -> Outcome:
@@ -1852,7 +1925,8 @@ def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
         with worker.src.open(job.path) as src:
             def fill(sink: BinaryIO) -> tuple[bytes, int, int]:
                 start = sink.tell()
-                md5, length = encode(src, job.size, codec, sink)
+                with worker.cpu:
+                    md5, length = encode(src, job.size, codec, sink)
                 return md5, length, sink.tell() - start
 
             def key_of(result: tuple[bytes, int, int]) -> str:
@@ -1864,7 +1938,8 @@ def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
                 return encode_name(BackupName(job.path, job.mtime, length, md5), codec)
 
             try:
-                (_, length, written), key = worker.dest.store(folder, fill, key_of)
+                (_, length, written), key = worker.dest.store(folder, fill, key_of,
+                                                              expect=job.size)
                 break
             except SourceChangedError:
                 if attempt == UPLOAD_TRIES - 1:
@@ -1905,16 +1980,19 @@ def _restore(worker: _Worker, obj: Stored) -> Outcome:
         time.gmtime(name.mtime)
     except (OverflowError, OSError, ValueError):
         raise IntegrityError(f"its name declares an impossible mtime ({name.mtime})") from None
+    def fill(sink: BinaryIO) -> None:
+        with worker.cpu:
+            decode(src, name.size, name.md5, worker.codec, sink)
+
     with worker.dest.open(obj.key) as src:
-        worker.restore.store(path.rpartition("/")[0],
-                             lambda sink: decode(src, name.size, name.md5, worker.codec, sink),
-                             lambda _: path, mtime=name.mtime, mode=worker.file_mode)
+        worker.restore.store(path.rpartition("/")[0], fill, lambda _: path, mtime=name.mtime,
+                             mode=worker.file_mode)
     return Outcome("restore", name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
 
 
 def _verify(worker: _Worker, obj: Stored) -> Outcome:
     name = obj.name
-    with worker.dest.open(obj.key) as src:
+    with worker.dest.open(obj.key) as src, worker.cpu:
         decode(src, name.size, name.md5, worker.codec, _NullSink())
     return Outcome("verify", name.path, bytes_in=obj.size, bytes_out=name.size)
 
@@ -2022,34 +2100,18 @@ def human(n: int) -> str:
     return f"{n:.1f} TB"
 
 
-def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) -> None:
-    """Run jobs on a pool of worker processes (inline for one process or one job), handing
-    each result to ``on_result`` as it comes.  A worker that dies (killed, out of memory)
-    stops the run with a clear error instead of leaving it waiting forever."""
-    global _WORKER
-    if not jobs:
-        return
-    if processes <= 1 or len(jobs) == 1:
-        _WORKER = _Worker(config)
-        for job in jobs:
-            _deliver(run_job(job), on_result)
-        return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+@contextlib.contextmanager
+def worker_pool(processes: int, config: Config) -> Iterator[Any]:
+    """A pool of ``processes`` forked workers.  A worker that dies (killed, out of memory)
+    stops the run with a clear error instead of leaving it waiting forever; on any error or
+    interrupt the workers are stopped (they remove their temporary files on the way out)."""
+    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    processes = min(processes, len(jobs))
     pool = ProcessPoolExecutor(processes, context, _init_worker, (config,))
-    queue, running = iter(jobs), set()
     try:
-        while True:
-            for job in itertools.islice(queue, 2 * processes - len(running)):
-                running.add(pool.submit(run_job, job))
-            if not running:
-                break
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                _deliver(future.result(), on_result)
+        yield pool
         pool.shutdown()
     except BrokenProcessPool:
         _stop_workers(pool)
@@ -2058,6 +2120,56 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
     except BaseException:
         _stop_workers(pool)
         raise
+
+
+def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) -> None:
+    """Run jobs on a pool of worker processes (inline for one process or one job), handing
+    each result to ``on_result`` as it comes."""
+    global _WORKER
+    if not jobs:
+        return
+    if processes <= 1 or len(jobs) == 1:
+        _WORKER = _Worker(config)
+        for job in jobs:
+            _deliver(run_job(job), on_result)
+        return
+    from concurrent.futures import FIRST_COMPLETED, wait
+    processes = min(processes, len(jobs))
+    with worker_pool(processes, config) as pool:
+        queue, running = iter(jobs), set()
+        while True:
+            for job in itertools.islice(queue, 2 * processes - len(running)):
+                running.add(pool.submit(run_job, job))
+            if not running:
+                break
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                _deliver(future.result(), on_result)
+
+
+def _apart(call: Callable[..., R], *args: Any) -> R:
+    """In the helper process: run the call; an unexpected error comes back as text (a
+    botocore exception may not survive the trip between processes)."""
+    try:
+        return call(*args)
+    except BackupError:
+        raise
+    except Exception:
+        import traceback
+        raise RuntimeError(traceback.format_exc()) from None
+
+
+def run_apart(config: Config, call: Callable[..., R], *args: Any) -> R:
+    """``call(*args)`` in a short-lived helper process when S3 is involved, else here.
+
+    Listing S3 loads boto3 and an S3 client, about 30 MB.  Workers are forked from this
+    process and inherit all it holds, so listing here would cost that 30 MB once per worker
+    on top of the client each worker makes for itself.
+    """
+    if not any(s and s.is_s3 for s in (config.src, config.dest)):
+        return call(*args)
+    with worker_pool(1, config) as pool:
+        return pool.submit(_apart, call, *args).result()
 
 
 def _deliver(result: Any, on_result: Callable) -> None:
@@ -2099,15 +2211,20 @@ def batch_small(jobs: list, size_of: Callable[[Any], int]) -> list:
     return single + batches
 
 
-def read_backup(dest, config: Config, report: ListReport) -> list[Stored]:
-    """Every backup object on the destination with its decoded name; names that decode to
-    nothing go into the report.  Encrypted names with per-object salts cost a key
-    derivation each, so then they are decoded in the worker pool.
+def list_objects(dest, report: ListReport) -> list[tuple[str, int]]:
+    """(key, size) of every backup object on the destination."""
+    return [(e.key, e.size) for e in dest.list_files(report) if e.key.endswith(OBJECT_SUFFIX)]
+
+
+def read_backup(dest, objects: list[tuple[str, int]], config: Config, report: ListReport
+                ) -> list[Stored]:
+    """The backup objects listed on ``dest`` with their decoded names; names that decode to nothing go
+    into the report.  Encrypted names with per-object salts cost a key derivation each, so
+    then they are decoded in the worker pool.
 
     When names are encrypted and not one of several decodes, the password (or cipher) is
     wrong: that is fatal, or a backup would upload everything again beside the old objects.
     """
-    objects = [(e.key, e.size) for e in dest.list_files(report) if e.key.endswith(OBJECT_SUFFIX)]
     codec = config.codec
     decoded: list = []
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
@@ -2148,20 +2265,29 @@ def _backup_path_ok(key: str, report: ListReport) -> bool:
         return False
 
 
-def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = _source_storage(config), make_storage(config.dest, reap=True)
+def survey_backup(src, dest, ignore_regex: tuple[str, ...], dry_run: bool
+                  ) -> tuple[list[Entry], list[tuple[str, int]], ListReport]:
+    """Check both storages and list them: the source files, the (key, size) of the backup
+    objects, and what the listings met.  Also aborts multipart uploads a dead run left."""
     src.prepare(create=False)
-    exists = dest.prepare(create=not args.dry_run, missing_ok=args.dry_run)
-    log.info("backup %s -> %s", src, dest)
-    if isinstance(dest, S3Storage) and not args.dry_run:
+    exists = dest.prepare(create=not dry_run, missing_ok=dry_run)
+    report = ListReport()
+    if isinstance(dest, S3Storage) and not dry_run:
         with contextlib.suppress(Exception):     # housekeeping: never a reason to stop
             if dest.abort_stale_uploads():
-                log.info("note: aborted unfinished uploads left by an interrupted run")
-    report = ListReport()
-    ignore = [re.compile(p) for p in config.ignore_regex]
+                report.notes.append("aborted unfinished uploads left by an interrupted run")
+    ignore = [re.compile(p) for p in ignore_regex]
     source = [entry for entry in src.list_files(report, lambda key: any(
         p.match(key) for p in ignore)) if _backup_path_ok(entry.key, report)]
-    stored = read_backup(dest, config, report) if exists else []
+    return source, list_objects(dest, report) if exists else [], report
+
+
+def run_backup(config: Config, args: argparse.Namespace) -> int:
+    src, dest = _source_storage(config), make_storage(config.dest, reap=True)
+    log.info("backup %s -> %s", src, dest)
+    source, objects, report = run_apart(config, survey_backup, src, dest,
+                                        config.ignore_regex, args.dry_run)
+    stored = read_backup(dest, objects, config, report)
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -2189,13 +2315,19 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
 
 
+def survey_restore(dest) -> tuple[list[tuple[str, int]], ListReport]:
+    """Check the destination is there and list its backup objects."""
+    dest.prepare(create=False)
+    report = ListReport()
+    return list_objects(dest, report), report
+
+
 def open_backup(config: Config) -> tuple[Any, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
     reading it (each already reported; an object name that does not decode is one)."""
     dest = make_storage(config.dest)
-    dest.prepare(create=False)
-    report = ListReport()
-    stored = read_backup(dest, config, report)
+    objects, report = run_apart(config, survey_restore, dest)
+    stored = read_backup(dest, objects, config, report)
     problems = report.problems + report.bad_names
     for problem in problems:
         log.error("FAILED listing: %s", problem)
@@ -2343,6 +2475,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run one action; the only place where exceptions become exit codes."""
     args = parse_args(argv)
     setup_logging(args.quiet)
+    one_malloc_arena()    # before any thread: forked workers would inherit their arenas
     with contextlib.suppress(ValueError):      # not in the main thread (tests): no handler
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -1,0 +1,292 @@
+"""Memory discipline (issue 4): what keeps the process tree small, checked by behaviour.
+
+The benchmark measures the figures; these tests pin down the mechanisms behind them:
+one malloc arena per process (also in forked workers), codec work one at a time per
+process while S3 requests overlap, memory given back after each job, no boto3 in the
+parent process, and multipart parts sent from the spool file instead of memory.
+"""
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from conftest import ROOT, esb
+
+MiB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------- malloc arenas
+
+ARENA_PROBE = r"""
+import ctypes, os, sys, threading
+sys.path.insert(0, sys.argv[2])
+import encrypted_s3_backup as esb
+
+def allocate_in_threads(count):
+    # Threads alive at the same time, each allocating: by default each gets an arena.
+    barrier = threading.Barrier(count)
+    def work():
+        barrier.wait()
+        blocks = [bytearray(200_000) for _ in range(10)]
+        barrier.wait()
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+if sys.argv[1] == "one":
+    assert esb.one_malloc_arena()
+allocate_in_threads(3)          # the parent's own threads (a pool's manager, its feeder)
+pid = os.fork()
+if pid == 0:                    # a forked worker with threads of its own
+    allocate_in_threads(4)
+    sys.stderr.flush()
+    ctypes.CDLL(None).malloc_stats()      # one "Arena N:" block per arena, on stderr
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def arenas_in_forked_child(mode):
+    done = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode, str(ROOT)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stderr.count("Arena ")
+
+
+def test_one_malloc_arena_holds_in_a_forked_child_with_threads():
+    assert arenas_in_forked_child("default") > 1       # the probe can see extra arenas
+    assert arenas_in_forked_child("one") == 1
+
+
+def test_main_asks_for_one_arena_before_anything_else(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(esb, "one_malloc_arena", lambda: calls.append("arena"))
+    real_load = esb.load_config
+    monkeypatch.setattr(esb, "load_config",
+                        lambda *a, **k: calls.append("config") or real_load(*a, **k))
+    (tmp_path / "src").mkdir()
+    monkeypatch.setenv("SRC_LOCAL_PATH", str(tmp_path / "src"))
+    monkeypatch.setenv("DEST_LOCAL_PATH", str(tmp_path / "dest"))
+    monkeypatch.setenv("ENCRYPTION_PASSWORD", "pw")
+    assert esb.main(["--quiet"]) == 0
+    assert calls[:2] == ["arena", "config"]
+
+
+def test_every_job_gives_memory_back(monkeypatch, tmp_path):
+    given = []
+    monkeypatch.setattr(esb, "give_back_memory", lambda: given.append(1))
+    config = local_config(tmp_path, {"a.txt": b"a" * 1000, "b.txt": b"b"})
+    monkeypatch.setattr(esb, "_WORKER", esb._Worker(config))
+    jobs = [upload(config, "a.txt"), esb.Batch((upload(config, "b.txt"),))]
+    for job in jobs:
+        outcome = esb.run_job(job)
+        assert all(not o.error for o in (outcome if isinstance(outcome, list) else [outcome]))
+    assert len(given) == 2
+
+
+def test_give_back_memory_returns_an_encoders_freed_pages():
+    probe = r"""
+import random, sys
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) for l in status if l.startswith("VmRSS:")) * 1024
+rng = random.Random(1)
+words = [bytes(rng.choices(b"abcdefghijklmnop", k=rng.randint(2, 9))) for _ in range(5000)]
+data = b" ".join(rng.choices(words, k=400_000))[:2_000_000]
+start = rss()
+compressor = esb.make_compressor("xz", len(data), 6, 6)   # about 22 MB of match finder
+compressor.compress(data) + compressor.flush()
+del compressor
+kept = rss() - start                 # glibc keeps the freed pages for reuse ...
+esb.give_back_memory()
+print(kept, rss() - start)           # ... until they are given back
+"""
+    done = subprocess.run([sys.executable, "-c", probe, str(ROOT)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    kept, left = map(int, done.stdout.split())
+    assert kept > 10 * 1000 * 1000, "the probe no longer shows the problem"
+    assert left < 3 * 1000 * 1000
+
+
+# ------------------------------------------------ threads: S3 overlaps, codecs do not
+
+def local_config(tmp_path, files, **extra):
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    env = {"SRC_LOCAL_PATH": str(src), "DEST_LOCAL_PATH": str(tmp_path / "dest"),
+           "RESTORE_LOCAL_PATH": str(tmp_path / "restore"), "ENCRYPTION_PASSWORD": "pw"}
+    env.update(extra)
+    (tmp_path / "dest").mkdir(exist_ok=True)
+    return esb.load_config(None, env)[0]
+
+
+def upload(config, name):
+    info = os.stat(os.path.join(config.src.local_path, name))
+    return esb.Upload(name, info.st_size, int(info.st_mtime))
+
+
+class Overlap:
+    """Counts how many calls of a wrapped function run at the same moment."""
+
+    def __init__(self, call, pause):
+        self.call, self.pause, self.now, self.most = call, pause, 0, 0
+        self.lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(self.pause)
+            return self.call(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tmp_path,
+                                                                 s3_bucket):
+    files = {f"f{i}.txt": os.urandom(20_000) for i in range(8)}
+    config = local_config(tmp_path, files, DEST_S3_BUCKET=s3_bucket.name,
+                          DEST_LOCAL_PATH="", DEST_ENDPOINT_URL=s3_bucket.endpoint_url,
+                          DEST_AWS_ACCESS_KEY_ID=s3_bucket.access_key,
+                          DEST_AWS_SECRET_ACCESS_KEY=s3_bucket.secret_key,
+                          DEST_REGION_NAME=s3_bucket.region)
+    worker = esb._Worker(config)
+    monkeypatch.setattr(esb, "_WORKER", worker)
+    encodes = Overlap(esb.encode, 0.05)
+    monkeypatch.setattr(esb, "encode", encodes)
+    puts = Overlap(worker.dest.client.put_object, 0.3)
+    monkeypatch.setattr(worker.dest.client, "put_object", puts)
+    outcomes = esb.run_job(esb.Batch(tuple(upload(config, name) for name in sorted(files))))
+    assert [o.error for o in outcomes] == [""] * 8
+    assert puts.most >= 2, "S3 requests of a batch overlap"
+    assert encodes.most == 1, "compression and encryption run one at a time"
+    listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
+    assert len(listed) == 8
+
+
+# ---------------------------------------------------------------- no boto3 in the parent
+
+PARENT_PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb
+code = esb.main(sys.argv[2:])
+print(code, sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore")))
+"""
+
+
+def test_the_parent_process_never_loads_boto3(tmp_path, s3_bucket):
+    src = tmp_path / "src"
+    src.mkdir()
+    count = esb.BATCH_FILES + 6        # more than one batch: one job alone runs in place
+    for i in range(count):
+        (src / f"f{i:03}.txt").write_bytes(b"%d\n" % i * 3000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEST_", "SRC_"))}
+    env.update(SRC_LOCAL_PATH=str(src), RESTORE_LOCAL_PATH=str(tmp_path / "restore"),
+               ENCRYPTION_PASSWORD="pw", BACKUP_PROCESSES="2", RESTORE_PROCESSES="2",
+               DEST_S3_BUCKET=s3_bucket.name, DEST_ENDPOINT_URL=s3_bucket.endpoint_url,
+               DEST_AWS_ACCESS_KEY_ID=s3_bucket.access_key,
+               DEST_AWS_SECRET_ACCESS_KEY=s3_bucket.secret_key,
+               DEST_REGION_NAME=s3_bucket.region)
+    for argv in ([], [], ["--restore"], ["--verify"], ["--list"]):
+        done = subprocess.run([sys.executable, "-c", PARENT_PROBE, str(ROOT), "--quiet", *argv],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.stdout.splitlines()[-1] == "0 []", (argv, done.stdout, done.stderr)
+    restored = sorted(p.name for p in (tmp_path / "restore").iterdir())
+    assert restored == [f"f{i:03}.txt" for i in range(count)]
+
+
+def test_an_error_met_listing_apart_comes_back_as_one_line(tmp_path, s3_bucket, capsys,
+                                                           monkeypatch):
+    monkeypatch.setenv("DEST_S3_BUCKET", s3_bucket.name)
+    monkeypatch.setenv("DEST_ENDPOINT_URL", s3_bucket.endpoint_url)
+    monkeypatch.setenv("DEST_AWS_ACCESS_KEY_ID", s3_bucket.access_key)
+    monkeypatch.setenv("DEST_AWS_SECRET_ACCESS_KEY", "wrong secret")
+    monkeypatch.setenv("DEST_REGION_NAME", s3_bucket.region)
+    monkeypatch.setenv("ENCRYPTION_PASSWORD", "pw")
+    code = esb.main(["--verify"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "aws_secret_access_key" in err and "Traceback" not in err
+
+
+def test_an_unexpected_error_met_apart_is_a_reported_bug(tmp_path, s3_bucket, capsys,
+                                                         monkeypatch):
+    monkeypatch.setenv("DEST_S3_BUCKET", s3_bucket.name)
+    monkeypatch.setenv("DEST_ENDPOINT_URL", s3_bucket.endpoint_url)
+    monkeypatch.setenv("DEST_AWS_ACCESS_KEY_ID", s3_bucket.access_key)
+    monkeypatch.setenv("DEST_AWS_SECRET_ACCESS_KEY", s3_bucket.secret_key)
+    monkeypatch.setenv("DEST_REGION_NAME", s3_bucket.region)
+    monkeypatch.setenv("ENCRYPTION_PASSWORD", "pw")
+
+    def broken(dest, report):
+        raise KeyError("an unforeseen state")
+
+    monkeypatch.setattr(esb, "list_objects", broken)
+    code = esb.main(["--verify"])
+    err = capsys.readouterr().err
+    assert code == esb.EXIT_BUG
+    assert "please report" in err and "KeyError" in err and "an unforeseen state" in err
+
+
+# ------------------------------------------------------- big objects: never in memory
+
+def test_spool_expecting_more_than_the_spill_size_is_a_file_at_once(tmp_path):
+    with esb.spool(str(tmp_path), expect=esb.SPILL_BYTES + 1) as sink:
+        sink.write(b"x")
+        sink.flush()
+        info = os.fstat(sink.fileno())                 # a real file from the first byte
+        assert info.st_nlink == 0 and info.st_size == 1 and info.st_mode & 0o777 == 0o600
+    with esb.spool(str(tmp_path), expect=esb.SPILL_BYTES) as sink:
+        sink.write(b"x")
+        assert not sink._rolled                        # small work stays in memory
+
+
+def test_part_window_reads_only_its_range_and_rewinds_for_a_retry():
+    data = bytes(range(256)) * 4
+    source = io.BytesIO(data)
+    window = esb._Window(source, 100, 300)
+    assert len(window) == 300 and window.tell() == 0
+    assert window.read(50) == data[100:150] and len(window) == 250
+    source.seek(0)                       # the file's own position does not matter
+    assert window.read() == data[150:400]
+    assert window.read(10) == b"" and window.tell() == 300
+    assert window.seek(0) == 0 and window.read(-1) == data[100:400]   # a retry starts over
+    assert window.seek(-10, os.SEEK_END) == 290 and window.read() == data[390:400]
+    assert window.seek(5, os.SEEK_SET) == 5 and window.seek(5, os.SEEK_CUR) == 10
+    assert window.read(5) == data[110:115]
+    assert window.seek(10_000) == 300 and window.read() == b""
+
+
+def test_multipart_parts_are_streamed_from_the_spool(monkeypatch, s3_bucket):
+    monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
+    monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
+    storage = esb.make_storage(esb.StorageConfig(
+        s3_bucket=s3_bucket.name, endpoint_url=s3_bucket.endpoint_url,
+        aws_access_key_id=s3_bucket.access_key, aws_secret_access_key=s3_bucket.secret_key,
+        region_name=s3_bucket.region))
+    bodies = []
+    real_upload_part = storage.client.upload_part
+
+    def upload_part(**kwargs):
+        bodies.append((type(kwargs["Body"]).__name__, len(kwargs["Body"])))
+        return real_upload_part(**kwargs)
+
+    monkeypatch.setattr(storage.client, "upload_part", upload_part)
+    data = os.urandom(11 * MiB + 5)
+    storage.store("", lambda sink: sink.write(data), lambda _: "big.bin", expect=len(data))
+    assert bodies == [("_Window", 5 * MiB), ("_Window", 5 * MiB), ("_Window", MiB + 5)]
+    got = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="big.bin")["Body"].read()
+    assert got == data
