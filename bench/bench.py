@@ -385,7 +385,7 @@ def planner_child(count: int) -> None:
     for entry in entries:
         name = tool.BackupName(entry.key, entry.mtime, entry.size,
                                hashlib.md5(entry.key.encode()).digest())
-        stored.append(tool.Stored(tool.format_plain_name(name) + tool.OBJECT_SUFFIX,
+        stored.append(tool.stored_object(tool.format_plain_name(name) + tool.OBJECT_SUFFIX,
                                   entry.size + 60, name))
     inputs_kb = proc_status_kb("VmRSS")
     start = time.perf_counter()

@@ -818,3 +818,33 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error(local_tool, monkeyp
     monkeypatch.setattr(esb, "_upload", real_upload)
     code, out, _ = tool()
     assert code == 0 and "b.bin" in tool.objects()
+
+
+def test_objects_named_in_a_form_ours_would_not_write_are_replaced_and_marked(tool):
+    """The existing tool's reader takes upper-case and zero-padded base-36 fields; such an
+    object is found, replaced and marked deleted under its real key, not the one ours
+    would have written for the same name."""
+    tool.write("kept.txt", b"kept\n", 1_700_000_000)
+    tool.write("changes.txt", b"before\n", 1_700_000_000)
+    tool.write("goes.txt", b"goes\n", 1_700_000_000)
+    assert tool()[0] == 0
+    storage = tool.storage()
+    odd = {}
+    for key in tool.keys():
+        path, *fields = key[:-len(esb.OBJECT_SUFFIX)].rsplit(".", 4)
+        other = ".".join([path, *("0" + f.upper() for f in fields)]) + esb.OBJECT_SUFFIX
+        storage.rename(key, other)
+        odd[path] = other
+    tool.write("changes.txt", b"after, longer\n", 1_700_000_100)
+    (tool.src / "goes.txt").unlink()
+    code, _, err = tool()
+    assert code == 0, err
+    keys = tool.keys()
+    assert odd["kept.txt"] in keys                          # unchanged: left as it is
+    assert odd["changes.txt"] not in keys and odd["goes.txt"] not in keys
+    names = tool.objects()
+    assert names["changes.txt"].size == len(b"after, longer\n")
+    assert names["goes.txt"].deleted and len(keys) == 3
+    code, _, err = tool("--restore")
+    assert code == 0, err
+    assert sorted(p.name for p in tool.restore.iterdir()) == ["changes.txt", "kept.txt"]

@@ -7,6 +7,8 @@ import datetime
 
 import pytest
 from conftest import esb
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 TODAY = datetime.date(2026, 3, 10)
 STAMP = 20260310                       # TODAY as the deleted field stores it
@@ -504,3 +506,58 @@ def test_batch_small_caps_the_bytes_of_a_batch():
     batches = esb.batch_small(jobs, lambda job: job.size)
     assert all(sum(j.size for j in b.jobs) < esb.BATCH_BYTES + esb.SMALL_FILE for b in batches)
     assert len(batches) == 3
+
+
+def test_stored_keeps_its_key_only_when_the_name_does_not_give_it_back():
+    name = esb.BackupName("a/b.txt", MTIME, 5, MD5)
+    plain = esb.format_plain_name(name) + esb.OBJECT_SUFFIX
+    same = esb.stored_object(plain, 60, name)
+    assert same.object_key is None and same.key == plain      # rebuilt, not kept
+    path, *fields = plain[:-len(esb.OBJECT_SUFFIX)].rsplit(".", 4)
+    padded = ".".join([path, *("0" + f.upper() for f in fields)]) + esb.OBJECT_SUFFIX
+    assert esb.decode_name(padded, esb.Codec(encrypt=False)) == name
+    for key in (padded, "3k2j9x0a1b.enc"):                    # another form, an encrypted name
+        obj = esb.stored_object(key, 60, name)
+        assert obj.object_key == key and obj.key == key
+
+
+# ----------------------------------------------------------------------------------------
+# The whole plan is each path's own plan: the walk over both sorted listings never lets
+# one path's objects or file leak into another's decision, whatever the input order.
+# ----------------------------------------------------------------------------------------
+
+PATHS = ["a", "a/b", "a.b", "a/b/c", "ab", "a b", "é", "z"]   # prefixes and neighbours
+
+
+def summary(p):
+    """A plan as comparable sets (the lists' order is not part of the contract)."""
+    return ({(u.path, u.size, u.mtime, tuple(sorted(u.replaces))) for u in p.uploads},
+            {(r.old.key, r.name, r.why) for r in p.renames},
+            {(r.old.key, r.why) for r in p.removes},
+            (p.unchanged, p.live, p.vanishing), len(p.uploads) + len(p.renames) + len(p.removes))
+
+
+per_path = st.tuples(
+    st.one_of(st.none(), st.sampled_from([(100, MTIME), (100, MTIME + 1), (7, MTIME)])),
+    st.lists(st.tuples(st.sampled_from([(100, MTIME), (7, MTIME), (100, MTIME - 5)]),
+                       st.sampled_from([0, 20200101, STAMP])), max_size=3))
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(layout=st.dictionaries(st.sampled_from(PATHS), per_path, max_size=len(PATHS)),
+       keep_days=st.sampled_from([None, 0, 30]), order=st.randoms(use_true_random=False))
+def test_plan_is_the_union_of_every_paths_own_plan(layout, keep_days, order):
+    source, objects = {}, {}
+    for path, (file, versions) in layout.items():
+        source[path] = [entry(path, *file)] if file else []
+        objects[path] = [stored(path, size, mtime, deleted, key=f"{path}.{i}.{deleted}.enc")
+                         for i, ((size, mtime), deleted) in enumerate(versions)]
+    everything = [e for v in source.values() for e in v], [o for v in objects.values() for o in v]
+    for listing in everything:
+        order.shuffle(listing)
+    whole = summary(plan(*everything, keep_days=keep_days))
+    parts = [summary(plan(source[p], objects[p], keep_days=keep_days)) for p in layout]
+    union = (set().union(*(s[0] for s in parts)), set().union(*(s[1] for s in parts)),
+             set().union(*(s[2] for s in parts)),
+             tuple(sum(s[3][i] for s in parts) for i in range(3)), sum(s[4] for s in parts))
+    assert whole == union
