@@ -29,6 +29,7 @@ import contextlib
 import datetime
 import errno
 import functools
+import gc
 import hashlib
 import itertools
 import json
@@ -2151,6 +2152,10 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     from concurrent.futures.process import BrokenProcessPool
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    # Forked workers share this process's objects (the listings: hundreds of MB at a
+    # million files) until they write to them, and a full garbage collection in a worker
+    # writes to every container object it inherited.  Frozen, they are never visited.
+    gc.freeze()
     pool = ProcessPoolExecutor(processes, context, _init_worker, (config,))
     try:
         yield pool
@@ -2162,6 +2167,8 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     except BaseException:
         _stop_workers(pool)
         raise
+    finally:
+        gc.unfreeze()
 
 
 def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) -> None:

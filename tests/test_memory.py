@@ -290,3 +290,51 @@ def test_multipart_parts_are_streamed_from_the_spool(monkeypatch, s3_bucket):
     assert bodies == [("_Window", 5 * MiB), ("_Window", 5 * MiB), ("_Window", MiB + 5)]
     got = s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="big.bin")["Body"].read()
     assert got == data
+
+
+# ------------------------------------------------- listings shared with forked workers
+
+COW_PROBE = r"""
+import gc, os, sys
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb
+
+def private_mb(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        return sum(int(line.split()[1]) for line in rollup
+                   if line.startswith(("Private_Dirty", "Private_Clean"))) // 1024
+
+# a listing as the parent holds it: 200,000 files and their objects
+listing = [esb.Stored(None, i, esb.BackupName(f"dir/file-{i:07d}.dat", i, i * 3, bytes(16)))
+           for i in range(200_000)]
+
+def full_collection(_):
+    before = private_mb(os.getpid())
+    gc.collect()                             # what a busy worker's GC does now and then
+    return private_mb(os.getpid()) - before
+
+if sys.argv[2] == "pool":
+    config = esb.load_config(None, {"DEST_LOCAL_PATH": sys.argv[3], "ENCRYPTION_PASSWORD": "p"},
+                             needs=("dest",))[0]
+    with esb.worker_pool(1, config) as pool:
+        print(pool.submit(full_collection, None).result())
+else:                                        # a plain fork, for comparison
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, str(full_collection(None)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(os.read(read, 100).decode())
+"""
+
+
+def test_workers_do_not_copy_the_listings_they_inherit(tmp_path):
+    copied = {}
+    for how in ("plain fork", "pool"):
+        done = subprocess.run([sys.executable, "-c", COW_PROBE, str(ROOT), how, str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        copied[how] = int(done.stdout)
+    assert copied["plain fork"] > 30, copied        # the probe sees the copying
+    assert copied["pool"] < 5, copied
