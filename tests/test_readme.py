@@ -1,6 +1,7 @@
 """Every command README.md shows a user is run here (except Docker, which needs an engine:
 crontab.sh and the Dockerfile are tested in test_docker.py)."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -93,3 +94,20 @@ def test_quick_start_environment_block(checkout, tmp_path, s3_bucket):
     keys = [o["Key"] for o in s3_bucket.client.list_objects_v2(
         Bucket=s3_bucket.name)["Contents"]]
     assert len(keys) == 1 and keys[0].startswith("www/a.txt.")
+
+
+def test_the_benchmark_runs_as_the_readme_says(tmp_path):
+    """`python bench/bench.py` at its smallest (--quick, local): every step exits 0, the
+    restore is identical, and the planner check passes; no figure is judged here."""
+    assert "python bench/bench.py" in README
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--quick",
+                           "--datasets", "many-small", "--targets", "local", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    steps = {(s["dataset"], s["target"], s["step"]) for s in results["steps"]}
+    assert steps == {("many-small", "local", step)
+                     for step in ("backup", "no-change", "restore", "verify")}
+    assert all(s["exit_code"] == 0 and s["peak_mb"] > 0 for s in results["steps"])
+    assert results["planner"]["entries"] == 20_000 and "error" not in results["planner"]
