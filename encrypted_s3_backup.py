@@ -1839,12 +1839,55 @@ class _Worker:
         return self._threads
 
 
+# Stopping the parent.  Ctrl-C and SIGTERM raise KeyboardInterrupt where they land, except
+# while library code that takes locks may be running (the process pool, a thread pool):
+# raised between a lock's acquisition and its ``with``, the exception would leave it taken
+# and the run waiting on it forever.  There they are deferred to the next check_stop().
+_DEFER_STOP = False     # True while stop signals are deferred in this process
+_STOP_ASKED = False     # a stop signal came meanwhile
+STOP_POLL_SECONDS = 0.2
+
+
+def check_stop() -> None:
+    """Raise the KeyboardInterrupt a stop signal asked for while it was deferred."""
+    global _STOP_ASKED
+    if _STOP_ASKED:
+        _STOP_ASKED = False
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_stop() -> Iterator[None]:
+    """Stop signals wait until the block ends (or the block's own check_stop() calls)."""
+    global _DEFER_STOP
+    deferred, _DEFER_STOP = _DEFER_STOP, True
+    try:
+        yield
+    finally:
+        _DEFER_STOP = deferred
+    check_stop()
+
+
 _WORKER: Optional[_Worker] = None
 
 
+class _Stopped(BaseException):
+    """Raised in a worker's job by SIGTERM: the job unwinds, removing its temporary files."""
+
+
+_IN_JOB = False      # True while this worker runs one of our jobs
+
+
 def _stop_worker(signum: int, frame: Any) -> None:
-    """SIGTERM from the parent: unwind, so that temporary files are removed on the way out."""
-    raise SystemExit(EXIT_INTERRUPTED)
+    """SIGTERM from the parent.  Inside a job: unwind it (run_job then exits), ignoring any
+    further SIGTERM (the pool sends one too once a worker is gone), which would cut the
+    clean-up short.  Outside a job: exit at once.  An exception raised in the pool's own
+    code could leave one of its locks taken (between acquiring it and entering its
+    ``with``) and every worker waiting on it, and the parent waiting for them, forever."""
+    if not _IN_JOB:
+        os._exit(EXIT_INTERRUPTED)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Stopped
 
 
 def _init_worker(config: Config) -> None:
@@ -1889,14 +1932,21 @@ def run_job(job: Any) -> Any:
 
     Returns one Outcome, or a list of results for a Batch or ParseNames.
     """
+    global _IN_JOB
     worker = _WORKER
     assert worker is not None, "run_job outside a worker"
     if isinstance(job, ParseNames):
         return [(key, size, _parse_one(key, worker.codec)) for key, size in job.keys]
     try:
-        return _run_batch(worker, job) if isinstance(job, Batch) else _run_one(worker, job)
+        _IN_JOB = True
+        result = _run_batch(worker, job) if isinstance(job, Batch) else _run_one(worker, job)
+        _IN_JOB = False
+    except _Stopped:
+        os._exit(EXIT_INTERRUPTED)   # unwound: temporary files removed; tell the pool nothing
     finally:
-        give_back_memory()
+        _IN_JOB = False
+    give_back_memory()
+    return result
 
 
 def _run_one(worker: _Worker, job: Any, remove_old: bool = True) -> Outcome:
@@ -1935,7 +1985,10 @@ def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
         with target.batch() if target else contextlib.nullcontext({}) as failed:
             run = functools.partial(_run_one, worker, remove_old=False)
             if remote:
-                outcomes = list(worker.threads().map(run, batch.jobs))
+                # (in the parent, when it runs the jobs itself, a stop waits for the batch:
+                # raised inside the thread pool's code, it could leave one of its locks taken)
+                with deferred_stop():
+                    outcomes = list(worker.threads().map(run, batch.jobs))
             else:
                 outcomes = [run(job) for job in batch.jobs]
     except Exception as exc:     # the batch's flush failed: none of it counts
@@ -2143,11 +2196,26 @@ def human(n: int) -> str:
     return f"{n:.1f} TB"
 
 
+def wait_polling(futures: Iterable[Any]) -> tuple[set, set]:
+    """concurrent.futures.wait(FIRST_COMPLETED), checking for a stop signal meanwhile."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    while True:
+        check_stop()
+        done, running = wait(futures, STOP_POLL_SECONDS, FIRST_COMPLETED)
+        if done:
+            return done, running
+
+
 @contextlib.contextmanager
 def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     """A pool of ``processes`` forked workers.  A worker that dies (killed, out of memory)
     stops the run with a clear error instead of leaving it waiting forever; on any error or
-    interrupt the workers are stopped (they remove their temporary files on the way out)."""
+    interrupt the workers are stopped (they remove their temporary files on the way out).
+
+    Inside, stop signals do not raise where they land: an exception raised in the pool's
+    own code could leave one of its locks taken (between acquiring it and entering its
+    ``with``) and the run waiting on it forever.  The callers' loops call check_stop().
+    """
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     methods = multiprocessing.get_all_start_methods()
@@ -2156,17 +2224,19 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     # million files) until they write to them, and a full garbage collection in a worker
     # writes to every container object it inherited.  Frozen, they are never visited.
     gc.freeze()
-    pool = ProcessPoolExecutor(processes, context, _init_worker, (config,))
     try:
-        yield pool
-        pool.shutdown()
-    except BrokenProcessPool:
-        _stop_workers(pool)
-        raise BackupError("a worker process died (killed, perhaps for lack of memory); what "
-                          "was done is safe: run again to finish") from None
-    except BaseException:
-        _stop_workers(pool)
-        raise
+        with deferred_stop():
+            pool = ProcessPoolExecutor(processes, context, _init_worker, (config,))
+            try:
+                yield pool
+                pool.shutdown()
+            except BrokenProcessPool:
+                _stop_workers(pool)
+                raise BackupError("a worker process died (killed, perhaps for lack of "
+                                  "memory); what was done is safe: run again to finish") from None
+            except BaseException:
+                _stop_workers(pool)
+                raise
     finally:
         gc.unfreeze()
 
@@ -2182,7 +2252,6 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
         for job in jobs:
             _deliver(run_job(job), on_result)
         return
-    from concurrent.futures import FIRST_COMPLETED, wait
     processes = min(processes, len(jobs))
     with worker_pool(processes, config) as pool:
         queue, running = iter(jobs), set()
@@ -2191,7 +2260,7 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
                 running.add(pool.submit(run_job, job))
             if not running:
                 break
-            done, running = wait(running, return_when=FIRST_COMPLETED)
+            done, running = wait_polling(running)
             for future in done:
                 _deliver(future.result(), on_result)
 
@@ -2218,7 +2287,8 @@ def run_apart(config: Config, call: Callable[..., R], *args: Any) -> R:
     if not any(s and s.is_s3 for s in (config.src, config.dest)):
         return call(*args)
     with worker_pool(1, config) as pool:
-        return pool.submit(_apart, call, *args).result()
+        done, _ = wait_polling([pool.submit(_apart, call, *args)])
+        return done.pop().result()
 
 
 def _deliver(result: Any, on_result: Callable) -> None:
@@ -2267,9 +2337,9 @@ def list_objects(dest, report: ListReport) -> list[tuple[str, int]]:
 
 def read_backup(dest, objects: list[tuple[str, int]], config: Config, report: ListReport
                 ) -> list[Stored]:
-    """The backup objects listed on ``dest`` with their decoded names; names that decode to nothing go
-    into the report.  Encrypted names with per-object salts cost a key derivation each, so
-    then they are decoded in the worker pool.
+    """The backup objects listed on ``dest`` with their decoded names; names that decode to
+    nothing go into the report.  Encrypted names with per-object salts cost a key derivation
+    each, so then they are decoded in the worker pool.
 
     When names are encrypted and not one of several decodes, the password (or cipher) is
     wrong: that is fatal, or a backup would upload everything again beside the old objects.
@@ -2516,8 +2586,14 @@ def setup_logging(quiet: bool) -> None:
         log.addHandler(handler)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C or SIGTERM in the parent: stop the run, or, while the worker pool's own code
+    may be running, ask its loop to (see worker_pool)."""
+    global _STOP_ASKED
+    if _DEFER_STOP:
+        _STOP_ASKED = True
+    else:
+        raise KeyboardInterrupt
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -2526,7 +2602,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(args.quiet)
     one_malloc_arena()    # before any thread: forked workers would inherit their arenas
     with contextlib.suppress(ValueError):      # not in the main thread (tests): no handler
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, _on_stop_signal)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored
+            signal.signal(signal.SIGINT, _on_stop_signal)
     try:
         needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
         config, warnings = load_config(args.config, needs=needs)
