@@ -39,6 +39,8 @@ What it does
        /proc/<pid>/task/<tid>/children).  Pages shared by forked workers count once per
        process there, so it is an upper bound; "PSS MB" is the peak of the same sum of Pss
        (/proc/<pid>/smaps_rollup: shared pages split between their users), the real share.
+       The JSON also has each process's own peak RSS (process_peaks_mb: the tool, then its
+       helper and workers in the order they started).
     4. Planner scale: a subprocess builds 1,000,000 synthetic Entry objects and the matching
        Stored objects (a no-change run; 20,000 with --quick) and times plan_backup() on them;
        its peak memory is the subprocess's VmHWM (peak RSS, inputs included; ru_maxrss would
@@ -69,6 +71,7 @@ import tempfile
 import threading
 import time
 import zlib
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -219,15 +222,19 @@ def kb_field(path: str, field: str) -> int:
     return 0
 
 
-def tree_memory(pid: int) -> tuple[int, int, int]:
-    """(sum of VmRSS, sum of Pss, number of processes) of ``pid`` and all its descendants."""
+def tree_memory(pid: int, each: Optional[dict] = None) -> tuple[int, int, int]:
+    """(sum of VmRSS, sum of Pss, number of processes) of ``pid`` and all its descendants;
+    ``each`` (pid -> largest VmRSS seen) is updated with every process's own figure."""
     rss, pss, count, todo = 0, 0, 0, [pid]
     while todo:
         current = todo.pop()
         try:
-            rss += kb_field(f"/proc/{current}/status", "VmRSS:")
+            own = kb_field(f"/proc/{current}/status", "VmRSS:")
+            rss += own
             pss += kb_field(f"/proc/{current}/smaps_rollup", "Pss:")
             count += 1
+            if each is not None:
+                each[current] = max(each.get(current, 0), own)
             for tid in os.listdir(f"/proc/{current}/task"):
                 with open(f"/proc/{current}/task/{tid}/children") as children:
                     todo.extend(int(child) for child in children.read().split())
@@ -251,6 +258,7 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
     server_before = cpu_seconds(server_pid) if server_pid else 0.0
     peak = [(0, 0, 0)]      # the sample with the largest RSS sum
     peak_pss = [0]
+    each: dict[int, int] = {}
     done = threading.Event()
     with open(log_path, "wb") as log:
         start = time.perf_counter()
@@ -259,7 +267,7 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
 
         def sample() -> None:
             while True:
-                now = tree_memory(proc.pid)
+                now = tree_memory(proc.pid, each)
                 peak[0] = max(peak[0], now)
                 peak_pss[0] = max(peak_pss[0], now[1])
                 if done.wait(SAMPLE_SECONDS):
@@ -277,6 +285,8 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
     server_cpu = cpu_seconds(server_pid) - server_before if server_pid else 0.0
     return {"exit_code": code, "wall_s": wall, "peak_mb": peak[0][0] / MB,
             "peak_pss_mb": peak_pss[0] / MB, "processes_at_peak": peak[0][2],
+            # each process's own peak: the tool first, then its children by start order
+            "process_peaks_mb": [each[p] / MB for p in sorted(each)],
             "tool_cpu_s": tool_cpu, "server_cpu_s": server_cpu}
 
 

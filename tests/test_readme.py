@@ -110,4 +110,7 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     assert steps == {("many-small", "local", step)
                      for step in ("backup", "no-change", "restore", "verify")}
     assert all(s["exit_code"] == 0 and s["peak_mb"] > 0 for s in results["steps"])
+    backup = next(s for s in results["steps"] if s["step"] == "backup")
+    assert len(backup["process_peaks_mb"]) == 3          # the tool and its 2 workers
+    assert sum(backup["process_peaks_mb"]) >= backup["peak_mb"] > 0
     assert results["planner"]["entries"] == 20_000 and "error" not in results["planner"]
