@@ -168,7 +168,10 @@ def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tm
     monkeypatch.setattr(esb, "encode", encodes)
     puts = Overlap(worker.dest.client.put_object, 0.3)
     monkeypatch.setattr(worker.dest.client, "put_object", puts)
-    outcomes = esb.run_job(esb.Batch(tuple(upload(config, name) for name in sorted(files))))
+    try:
+        outcomes = esb.run_job(esb.Batch(tuple(upload(config, name) for name in sorted(files))))
+    finally:
+        worker.threads().terminate()
     assert [o.error for o in outcomes] == [""] * 8
     assert puts.most >= 2, "S3 requests of a batch overlap"
     assert encodes.most == 1, "compression and encryption run one at a time"
