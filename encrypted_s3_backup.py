@@ -656,6 +656,7 @@ def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
 #                          names them (inside folder); the object appears complete under its
 #                          final name or not at all; expect is a hint of how many bytes
 #   rename(old, new, size) and remove(key) (removing what is not there is no error)
+#   discard_unfinished()   on a stop: remove what store() calls still running have written
 #   prepare(create, missing_ok)
 #                          check the root is there (create it if asked); False if missing
 #                          and missing_ok (a dry run against a destination not made yet)
@@ -789,6 +790,7 @@ class LocalStorage:
         self.confined = confined  # refuse writes whose folder resolves outside the root
         self._ready: set[str] = set()        # folders known to exist (and be inside)
         self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
+        self._unfinished: set[str] = set()   # temporary files not yet renamed or removed
 
     def __str__(self) -> str:
         return self.root
@@ -898,6 +900,7 @@ class LocalStorage:
         # The name is chosen before the file exists, so that a stop (SIGTERM) landing in
         # the middle of creating it still finds the name to remove.
         tmp = os.path.join(directory, temp_prefix() + os.urandom(6).hex())
+        self._unfinished.add(tmp)
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w+b") as sink:
@@ -918,7 +921,9 @@ class LocalStorage:
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+            self._unfinished.discard(tmp)
             raise
+        self._unfinished.discard(tmp)
         _fsync_dir(directory)
         return result, key
 
@@ -960,6 +965,7 @@ class LocalStorage:
                     failed[key] = exc
                     with contextlib.suppress(OSError):
                         os.remove(tmp)
+                self._unfinished.discard(tmp)
                 done += 1       # only now: a stop before this line still removes tmp
             for directory in {d for _, _, d in pending}:
                 _fsync_dir(directory)
@@ -967,9 +973,18 @@ class LocalStorage:
             for tmp, _, _ in pending[done:]:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
+                self._unfinished.discard(tmp)
             raise
         finally:
             self._pending = None
+
+    def discard_unfinished(self) -> None:
+        """Remove every temporary file this process is still writing here: on a stop, other
+        threads may be in the middle of a store() that will never finish."""
+        for tmp in list(self._unfinished):
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            self._unfinished.discard(tmp)
 
     def _check_inside(self, folder: str, directory: str) -> None:
         """Refuse a folder that resolves (through symbolic links) outside the root; checked
@@ -1175,6 +1190,9 @@ class S3Storage:
     def batch(self) -> Iterator[dict[str, OSError]]:
         """Nothing to group on S3: each upload is complete and durable when it returns."""
         yield {}
+
+    def discard_unfinished(self) -> None:
+        """Nothing to remove: an upload not completed never becomes an object."""
 
     def _extra(self) -> dict[str, str]:
         return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
@@ -1830,6 +1848,11 @@ class _Worker:
             return self.restore, (self.dest, self.restore)
         return None, (self.dest,)
 
+    def discard_unfinished(self) -> None:
+        for storage in (self.src, self.dest, self.restore):
+            if storage is not None:
+                storage.discard_unfinished()
+
     def threads(self) -> Any:
         """This process's small thread pool for S3 requests, made on first use.  Its threads
         are daemons: a worker told to stop never waits for them at exit."""
@@ -1859,10 +1882,13 @@ def check_stop() -> None:
 @contextlib.contextmanager
 def deferred_stop() -> Iterator[None]:
     """Stop signals wait until the block ends (or the block's own check_stop() calls)."""
-    global _DEFER_STOP
+    global _DEFER_STOP, _STOP_ASKED
     deferred, _DEFER_STOP = _DEFER_STOP, True
     try:
         yield
+    except BaseException:
+        _STOP_ASKED = False      # the run is stopping already
+        raise
     finally:
         _DEFER_STOP = deferred
     check_stop()
@@ -1891,7 +1917,8 @@ def _stop_worker(signum: int, frame: Any) -> None:
 
 
 def _init_worker(config: Config) -> None:
-    global _WORKER
+    global _WORKER, _DEFER_STOP, _STOP_ASKED
+    _DEFER_STOP = _STOP_ASKED = False      # the parent's, copied by fork
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, _stop_worker)
     # Workers report through their results, never on stderr; a worker stopped while it
@@ -1942,7 +1969,8 @@ def run_job(job: Any) -> Any:
         result = _run_batch(worker, job) if isinstance(job, Batch) else _run_one(worker, job)
         _IN_JOB = False
     except _Stopped:
-        os._exit(EXIT_INTERRUPTED)   # unwound: temporary files removed; tell the pool nothing
+        worker.discard_unfinished()  # what this thread left is gone; other threads' too
+        os._exit(EXIT_INTERRUPTED)   # and tell the pool nothing
     finally:
         _IN_JOB = False
     give_back_memory()
@@ -1988,7 +2016,11 @@ def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
                 # (in the parent, when it runs the jobs itself, a stop waits for the batch:
                 # raised inside the thread pool's code, it could leave one of its locks taken)
                 with deferred_stop():
-                    outcomes = list(worker.threads().map(run, batch.jobs))
+                    running = worker.threads().map_async(run, batch.jobs)
+                    while not running.ready():
+                        running.wait(STOP_POLL_SECONDS)
+                        check_stop()
+                    outcomes = running.get()
             else:
                 outcomes = [run(job) for job in batch.jobs]
     except Exception as exc:     # the batch's flush failed: none of it counts
@@ -2248,9 +2280,13 @@ def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) ->
     if not jobs:
         return
     if processes <= 1 or len(jobs) == 1:
-        _WORKER = _Worker(config)
-        for job in jobs:
-            _deliver(run_job(job), on_result)
+        _WORKER = worker = _Worker(config)
+        try:
+            for job in jobs:
+                _deliver(run_job(job), on_result)
+        except BaseException:       # stopped: a thread of a batch may have been writing
+            worker.discard_unfinished()
+            raise
         return
     processes = min(processes, len(jobs))
     with worker_pool(processes, config) as pool:
@@ -2296,15 +2332,28 @@ def _deliver(result: Any, on_result: Callable) -> None:
         on_result(item)
 
 
+STOP_GRACE_SECONDS = 8     # a worker told to stop that is still cleaning up after this
+                           # (aborting an upload on a dead network) is killed
+
+
 def _stop_workers(pool: Any) -> None:
     """Cancel what has not started and stop the workers (SIGTERM: they remove their
-    temporary files on the way out), then wait for them."""
+    temporary files on the way out), then wait for them: at most STOP_GRACE_SECONDS, or
+    until a second Ctrl-C or SIGTERM, after which they are killed."""
+    global _STOP_ASKED
     pool.shutdown(wait=False, cancel_futures=True)
     children = multiprocessing.active_children()
     for child in children:
         child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
     for child in children:
-        child.join()
+        while child.is_alive():
+            child.join(STOP_POLL_SECONDS)
+            if _STOP_ASKED or time.monotonic() > deadline:
+                for other in children:
+                    if other.is_alive():
+                        other.kill()
+    _STOP_ASKED = False
 
 
 BATCH_FILES = 64                  # small files written together (one flush for all) ...
@@ -2586,10 +2635,16 @@ def setup_logging(quiet: bool) -> None:
         log.addHandler(handler)
 
 
+_MAIN_PID = os.getpid()    # the process main() runs in (a forked worker keeps the value)
+
+
 def _on_stop_signal(signum: int, frame: Any) -> None:
     """Ctrl-C or SIGTERM in the parent: stop the run, or, while the worker pool's own code
-    may be running, ask its loop to (see worker_pool)."""
+    may be running, ask its loop to (see worker_pool).  In a worker forked a moment ago,
+    before it set its own handler: exit (it has started nothing to clean up)."""
     global _STOP_ASKED
+    if os.getpid() != _MAIN_PID:
+        os._exit(EXIT_INTERRUPTED)
     if _DEFER_STOP:
         _STOP_ASKED = True
     else:
@@ -2598,6 +2653,8 @@ def _on_stop_signal(signum: int, frame: Any) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one action; the only place where exceptions become exit codes."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     args = parse_args(argv)
     setup_logging(args.quiet)
     one_malloc_arena()    # before any thread: forked workers would inherit their arenas
@@ -2627,4 +2684,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        # Threads of a batch the stop abandoned may hold locks that the interpreter's exit
+        # handlers (thread pools' finalizers) would wait on: everything is reported, go.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -734,3 +735,91 @@ def test_a_stop_inside_the_process_pool_waits_for_a_safe_point(tmp_path, monkeyp
     assert 3 <= len(seen) < len(jobs) and not esb._STOP_ASKED
     assert multiprocessing.active_children() == []
     assert temp_files(tmp_path / "dest") == []
+
+
+def test_a_worker_forked_before_setting_its_handler_exits_on_a_stop(monkeypatch):
+    """A worker starts with the parent's handler (and its deferral) until it sets its own:
+    a stop then must end it, not be deferred in a process nobody polls."""
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(esb, "_MAIN_PID", os.getpid() + 1)     # "we are not the parent"
+    monkeypatch.setattr(esb, "_DEFER_STOP", True)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(SystemExit):
+        esb._on_stop_signal(signal.SIGTERM, None)
+    assert exits == [esb.EXIT_INTERRUPTED] and not esb._STOP_ASKED
+
+
+def test_a_stop_that_comes_with_an_error_is_not_left_pending(monkeypatch):
+    monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
+    with pytest.raises(RuntimeError):
+        with esb.deferred_stop():
+            esb._on_stop_signal(signal.SIGINT, None)     # deferred: only noted
+            assert esb._STOP_ASKED
+            raise RuntimeError("the pool broke")
+    assert not esb._STOP_ASKED and not esb._DEFER_STOP
+    with esb.deferred_stop():      # a later block is not interrupted by the old stop
+        pass
+
+
+def stubborn_job(seconds):
+    """A job whose clean-up never ends: it ignores SIGTERM."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    time.sleep(seconds)
+
+
+@pytest.mark.parametrize("how", ["grace runs out", "second Ctrl-C"])
+def test_workers_that_do_not_stop_are_killed(tmp_path, monkeypatch, how):
+    config = esb.load_config(None, {"DEST_LOCAL_PATH": str(tmp_path),
+                                    "ENCRYPTION_PASSWORD": PASSWORD}, needs=("dest",))[0]
+    monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
+    monkeypatch.setattr(esb, "STOP_GRACE_SECONDS", 1 if how == "grace runs out" else 600)
+    previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with esb.worker_pool(1, config) as pool:
+                pool.submit(stubborn_job, 300)
+                time.sleep(0.5)             # the job is running
+                if how == "second Ctrl-C":
+                    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+                raise KeyboardInterrupt     # the first Ctrl-C
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert multiprocessing.active_children() == []
+    assert time.monotonic() - started < 60, "the stuck worker was waited for"
+    assert not esb._STOP_ASKED
+
+
+def test_an_unfinished_store_is_discarded_on_a_stop(tmp_path):
+    """On a stop, other threads may be inside store(): their temporary files go, and a
+    store that then tries to finish fails instead of leaving a file."""
+    storage = esb.LocalStorage(str(tmp_path))
+    writing, release = threading.Event(), threading.Event()
+    errors = []
+
+    def fill(sink):
+        sink.write(b"partial")
+        writing.set()
+        release.wait(10)
+        sink.write(b" rest")
+
+    def store():
+        try:
+            storage.store("", fill, lambda _: "file.txt")
+        except OSError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=store)
+    thread.start()
+    assert writing.wait(10)
+    assert len(temp_files(tmp_path)) == 1
+    storage.discard_unfinished()
+    assert temp_files(tmp_path) == []
+    release.set()
+    thread.join(10)
+    assert errors and os.listdir(tmp_path) == []

@@ -8,11 +8,13 @@ parent process, and multipart parts sent from the spool file instead of memory.
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 
+import pytest
 from conftest import ROOT, esb
 
 MiB = 1024 * 1024
@@ -341,3 +343,45 @@ def test_workers_do_not_copy_the_listings_they_inherit(tmp_path):
         copied[how] = int(done.stdout)
     assert copied["plain fork"] > 30, copied        # the probe sees the copying
     assert copied["pool"] < 5, copied
+
+
+def test_a_stop_during_a_batch_run_in_place_does_not_wait_for_the_batch(monkeypatch, tmp_path,
+                                                                         s3_bucket):
+    """One process: the parent runs the S3 batch on its threads itself.  Ctrl-C there is
+    deferred (raised inside the thread pool's code it could leave a lock taken) but polled:
+    the run stops long before the batch would have ended."""
+    files = {f"f{i:02d}.txt": os.urandom(1000) for i in range(24)}
+    config = local_config(tmp_path, files, DEST_S3_BUCKET=s3_bucket.name,
+                          DEST_LOCAL_PATH="", DEST_ENDPOINT_URL=s3_bucket.endpoint_url,
+                          DEST_AWS_ACCESS_KEY_ID=s3_bucket.access_key,
+                          DEST_AWS_SECRET_ACCESS_KEY=s3_bucket.secret_key,
+                          DEST_REGION_NAME=s3_bucket.region)
+    real_worker = esb._Worker
+    made = []
+    monkeypatch.setattr(esb, "_Worker", lambda c: made.append(real_worker(c)) or made[-1])
+    puts = []
+
+    def slow_put(**kwargs):
+        puts.append(kwargs["Key"])
+        if len(puts) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+
+    real_client = esb.S3Storage.client.fget
+
+    def client(storage):
+        made_client = real_client(storage)
+        made_client.put_object = slow_put
+        return made_client
+
+    monkeypatch.setattr(esb.S3Storage, "client", property(client))
+    monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
+    previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
+    jobs = [esb.Batch(tuple(upload(config, name) for name in sorted(files)))]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            esb.run_jobs(jobs, 1, config, lambda outcome: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        made[0].threads().terminate()
+    assert len(puts) < len(files), "the whole batch ran before the stop"
