@@ -47,6 +47,26 @@ def set_env(monkeypatch, **env):
             monkeypatch.setenv(key, str(value))
 
 
+def s3_env(prefix, bucket, base_path=None):
+    """The environment variables that make storage section ``prefix`` (SRC, DEST, RESTORE)
+    the test's bucket."""
+    env = {f"{prefix}_S3_BUCKET": bucket.name, f"{prefix}_AWS_ACCESS_KEY_ID": bucket.access_key,
+           f"{prefix}_AWS_SECRET_ACCESS_KEY": bucket.secret_key,
+           f"{prefix}_ENDPOINT_URL": bucket.endpoint_url, f"{prefix}_REGION_NAME": bucket.region}
+    if base_path:
+        env[f"{prefix}_BASE_PATH"] = base_path
+    return env
+
+
+def s3_config(bucket, **overrides) -> "esb.StorageConfig":
+    """A StorageConfig for the test's bucket; keyword arguments replace any field."""
+    settings = dict(s3_bucket=bucket.name, aws_access_key_id=bucket.access_key,
+                    aws_secret_access_key=bucket.secret_key, endpoint_url=bucket.endpoint_url,
+                    region_name=bucket.region)
+    settings.update(overrides)
+    return esb.StorageConfig(**settings)
+
+
 def run_main(capsys, *argv):
     """The tool in-process, as a user runs it: (exit code, stdout, stderr)."""
     code = esb.main(list(argv))

@@ -14,19 +14,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VECTOR_LIST, codec_for, esb, run_main, set_env
+from conftest import ROOT, VECTOR_LIST, codec_for, esb, run_main, s3_env, set_env
 
 SALT = "000102030405060708090a0b0c0d0e0f"
 PASSWORD = "correct horse battery staple"
-
-
-def s3_env(prefix, bucket, base_path=None):
-    env = {f"{prefix}_S3_BUCKET": bucket.name, f"{prefix}_AWS_ACCESS_KEY_ID": bucket.access_key,
-           f"{prefix}_AWS_SECRET_ACCESS_KEY": bucket.secret_key,
-           f"{prefix}_ENDPOINT_URL": bucket.endpoint_url, f"{prefix}_REGION_NAME": "us-east-1"}
-    if base_path:
-        env[f"{prefix}_BASE_PATH"] = base_path
-    return env
 
 
 class Run:

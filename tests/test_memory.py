@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT, esb
+from conftest import ROOT, esb, s3_config, s3_env, set_env
 
 MiB = 1024 * 1024
 
@@ -159,11 +159,7 @@ class Overlap:
 def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tmp_path,
                                                                  s3_bucket):
     files = {f"f{i}.txt": os.urandom(20_000) for i in range(8)}
-    config = local_config(tmp_path, files, DEST_S3_BUCKET=s3_bucket.name,
-                          DEST_LOCAL_PATH="", DEST_ENDPOINT_URL=s3_bucket.endpoint_url,
-                          DEST_AWS_ACCESS_KEY_ID=s3_bucket.access_key,
-                          DEST_AWS_SECRET_ACCESS_KEY=s3_bucket.secret_key,
-                          DEST_REGION_NAME=s3_bucket.region)
+    config = local_config(tmp_path, files, DEST_LOCAL_PATH="", **s3_env("DEST", s3_bucket))
     worker = esb._Worker(config)
     monkeypatch.setattr(esb, "_WORKER", worker)
     encodes = Overlap(esb.encode, 0.05)
@@ -201,10 +197,7 @@ def test_the_parent_process_never_loads_boto3(tmp_path, s3_bucket):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEST_", "SRC_"))}
     env.update(SRC_LOCAL_PATH=str(src), RESTORE_LOCAL_PATH=str(tmp_path / "restore"),
                ENCRYPTION_PASSWORD="pw", BACKUP_PROCESSES="2", RESTORE_PROCESSES="2",
-               DEST_S3_BUCKET=s3_bucket.name, DEST_ENDPOINT_URL=s3_bucket.endpoint_url,
-               DEST_AWS_ACCESS_KEY_ID=s3_bucket.access_key,
-               DEST_AWS_SECRET_ACCESS_KEY=s3_bucket.secret_key,
-               DEST_REGION_NAME=s3_bucket.region)
+               **s3_env("DEST", s3_bucket))
     for argv in ([], [], ["--restore"], ["--verify"], ["--list"]):
         done = subprocess.run([sys.executable, "-c", PARENT_PROBE, str(ROOT), "--quiet", *argv],
                               env=env, capture_output=True, text=True, timeout=120)
@@ -215,12 +208,8 @@ def test_the_parent_process_never_loads_boto3(tmp_path, s3_bucket):
 
 def test_an_error_met_listing_apart_comes_back_as_one_line(tmp_path, s3_bucket, capsys,
                                                            monkeypatch):
-    monkeypatch.setenv("DEST_S3_BUCKET", s3_bucket.name)
-    monkeypatch.setenv("DEST_ENDPOINT_URL", s3_bucket.endpoint_url)
-    monkeypatch.setenv("DEST_AWS_ACCESS_KEY_ID", s3_bucket.access_key)
-    monkeypatch.setenv("DEST_AWS_SECRET_ACCESS_KEY", "wrong secret")
-    monkeypatch.setenv("DEST_REGION_NAME", s3_bucket.region)
-    monkeypatch.setenv("ENCRYPTION_PASSWORD", "pw")
+    set_env(monkeypatch, **s3_env("DEST", s3_bucket), ENCRYPTION_PASSWORD="pw")
+    set_env(monkeypatch, DEST_AWS_SECRET_ACCESS_KEY="wrong secret")
     code = esb.main(["--verify"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -229,12 +218,7 @@ def test_an_error_met_listing_apart_comes_back_as_one_line(tmp_path, s3_bucket, 
 
 def test_an_unexpected_error_met_apart_is_a_reported_bug(tmp_path, s3_bucket, capsys,
                                                          monkeypatch):
-    monkeypatch.setenv("DEST_S3_BUCKET", s3_bucket.name)
-    monkeypatch.setenv("DEST_ENDPOINT_URL", s3_bucket.endpoint_url)
-    monkeypatch.setenv("DEST_AWS_ACCESS_KEY_ID", s3_bucket.access_key)
-    monkeypatch.setenv("DEST_AWS_SECRET_ACCESS_KEY", s3_bucket.secret_key)
-    monkeypatch.setenv("DEST_REGION_NAME", s3_bucket.region)
-    monkeypatch.setenv("ENCRYPTION_PASSWORD", "pw")
+    set_env(monkeypatch, **s3_env("DEST", s3_bucket), ENCRYPTION_PASSWORD="pw")
 
     def broken(dest, report):
         raise KeyError("an unforeseen state")
@@ -278,10 +262,7 @@ def test_part_window_reads_only_its_range_and_rewinds_for_a_retry():
 def test_multipart_parts_are_streamed_from_the_spool(monkeypatch, s3_bucket):
     monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
     monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
-    storage = esb.make_storage(esb.StorageConfig(
-        s3_bucket=s3_bucket.name, endpoint_url=s3_bucket.endpoint_url,
-        aws_access_key_id=s3_bucket.access_key, aws_secret_access_key=s3_bucket.secret_key,
-        region_name=s3_bucket.region))
+    storage = esb.make_storage(s3_config(s3_bucket))
     bodies = []
     real_upload_part = storage.client.upload_part
 
@@ -351,11 +332,7 @@ def test_a_stop_during_a_batch_run_in_place_does_not_wait_for_the_batch(monkeypa
     deferred (raised inside the thread pool's code it could leave a lock taken) but polled:
     the run stops long before the batch would have ended."""
     files = {f"f{i:02d}.txt": os.urandom(1000) for i in range(24)}
-    config = local_config(tmp_path, files, DEST_S3_BUCKET=s3_bucket.name,
-                          DEST_LOCAL_PATH="", DEST_ENDPOINT_URL=s3_bucket.endpoint_url,
-                          DEST_AWS_ACCESS_KEY_ID=s3_bucket.access_key,
-                          DEST_AWS_SECRET_ACCESS_KEY=s3_bucket.secret_key,
-                          DEST_REGION_NAME=s3_bucket.region)
+    config = local_config(tmp_path, files, DEST_LOCAL_PATH="", **s3_env("DEST", s3_bucket))
     real_worker = esb._Worker
     made = []
     monkeypatch.setattr(esb, "_Worker", lambda c: made.append(real_worker(c)) or made[-1])

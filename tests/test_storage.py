@@ -18,7 +18,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, esb
+from conftest import ROOT, esb, s3_config
 from s3_server import empty_and_delete_bucket
 
 BASE_PATH = "some/prefix"
@@ -26,15 +26,6 @@ MiB = 1024 * 1024
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def s3_config(bucket, **overrides) -> "esb.StorageConfig":
-    """A StorageConfig for the test's bucket; keyword arguments replace any field."""
-    settings = dict(s3_bucket=bucket.name, aws_access_key_id=bucket.access_key,
-                    aws_secret_access_key=bucket.secret_key, endpoint_url=bucket.endpoint_url,
-                    region_name="us-east-1")
-    settings.update(overrides)
-    return esb.StorageConfig(**settings)
-
 
 def put(storage, key: str, data: bytes, **kwargs):
     """Store ``data`` under ``key`` through the contract's store(); returns its result."""
