@@ -1967,7 +1967,6 @@ def run_job(job: Any) -> Any:
     try:
         _IN_JOB = True
         result = _run_batch(worker, job) if isinstance(job, Batch) else _run_one(worker, job)
-        _IN_JOB = False
     except _Stopped:
         worker.discard_unfinished()  # what this thread left is gone; other threads' too
         os._exit(EXIT_INTERRUPTED)   # and tell the pool nothing
