@@ -7,19 +7,38 @@ Pipeline
     files that disappeared (deleted date), expire old ones.  Restore and verify run the
     same steps backwards: authenticate and decrypt, decompress, check size and MD5.
 
-On-disk format (frozen: it is the existing masterapps-au tool's format, see FORMAT.md)
+On-disk format (frozen: it is the existing masterapps-au tool's format; no version byte)
     object name, plaintext names:
         <path>.<b36 mtime>.<b36 size>.<b36 md5>.<b36 deleted YYYYMMDD or 0>.enc
+        b36 of a number: lowercase base 36, no leading zeros ("0" for 0); md5 is the digest
+        read as one big-endian number; mtime is whole seconds (truncated); deleted is the
+        local date a run first saw the file missing.  Parse by splitting four fields off
+        the right at dots: what is left is the path ("/"-separated, may hold dots).
     object name, encrypted names:
         b36bytes(encrypt(utf8(<plaintext name without .enc>))) + ".enc"
+        b36bytes: one "0" per leading zero byte, then the base-36 digits of the rest read
+        as one big-endian number; encrypt: as object bytes below, uncompressed, a fresh
+        nonce each time.  A name that does not decrypt is read as a plaintext name.
     object bytes:
         +-----------+-------------------------+-----------+-----------------------+
         | salt (16) | nonce (16 aes / 24 cha) | tag (16)  | ciphertext of payload |
         +-----------+-------------------------+-----------+-----------------------+
         payload = xz (original size <= 10 MiB) or gzip (above) of the file, or the
         file itself when compress is off; without encryption the object is the payload.
+        A reader picks the decompressor by the magic (1f 8b: gzip, else xz/lzma), so data
+        that does not compress may be one gzip member of stored blocks at any size.
+    keys:
+        aes: AES-256-GCM (16-byte nonce), key PBKDF2-HMAC-SHA512(latin1(password), salt,
+        100,000 rounds); cha: XChaCha20-Poly1305 (IETF), key Argon2id v0x13 (utf8(password),
+        salt, t=3, m=64 MiB, p=4).  Every object carries its salt; a configured salt is
+        only a cache for its key.
 
 There is no state anywhere else: the destination's listing is the whole truth.
+
+Sections, in this order (each needs only those above it)
+    Constants, Errors, Base36 codec, Key derivation and streaming AEAD, Backup names,
+    Compression, Content pipeline, Storages (the contract, LocalStorage, S3Storage),
+    Configuration, Jobs, Planner, Stopping, Workers, Reporting, Driver, Command line.
 """
 
 from __future__ import annotations
@@ -45,10 +64,13 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import zlib
+import dataclasses
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
+from typing import (Any, BinaryIO, Callable, ClassVar, ContextManager, Iterable, Iterator,
+                    NamedTuple, NoReturn, Optional, Protocol, TypeVar, Union)
 
 __version__ = "1.0.0"
 
@@ -81,7 +103,14 @@ INCOMPRESSIBLE_RATIO = 0.97       # sample deflates to >= 97 %: store it (stored
 
 CHUNK = 1024 * 1024               # bytes read, compressed and encrypted at a time
 SPILL_BYTES = 8 * 1024 * 1024     # bytes of work kept in memory before spilling to a temp file
-                                  # (MISSION: never more than 100 MB; less keeps workers small)
+                                  # (at most 100 MB by design; less keeps workers small)
+
+# Exit codes (documented in --help and the README)
+EXIT_OK = 0            # everything was done
+EXIT_FAILED = 1        # some files failed (each named on stderr); all others were done
+EXIT_USAGE = 2         # usage, configuration or storage error, or a refused run: nothing done
+EXIT_BUG = 3           # internal error: a traceback to report
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
 # =====================================================================================
@@ -89,9 +118,13 @@ SPILL_BYTES = 8 * 1024 * 1024     # bytes of work kept in memory before spilling
 # =====================================================================================
 
 class BackupError(Exception):
-    """Base of every error the user can act on; ``main()`` prints it as one line."""
+    """Base of every error the user can act on; ``main()`` prints it as one line.
 
-    exit_code = 1
+    Raised for one file, it fails that file only (the run goes on and exits EXIT_FAILED);
+    raised before the work starts, its exit_code is the run's.
+    """
+
+    exit_code = EXIT_FAILED
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -101,7 +134,7 @@ class BackupError(Exception):
 class ConfigError(BackupError):
     """The configuration or the command line is wrong; nothing was done."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class BadNameError(BackupError):
@@ -123,21 +156,42 @@ class UnsafePathError(BackupError):
 class StorageError(BackupError):
     """A storage cannot be reached or refused an operation; the run cannot start."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class MissingError(BackupError):
-    """A file or object that was listed is not there any more (both storages map to this)."""
+    """A file or object that was listed is not there any more (every storage maps to this)."""
+
+
+class TransferError(BackupError):
+    """A storage request for one file failed (network, service): every storage turns its
+    own transport and service errors into this, so that no caller needs to know them."""
 
 
 class RefusedError(BackupError):
     """A run that looks like a mistake (mass deletion) was refused; nothing was changed."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
+
+
+# What fails one file and lets the run go on: our own errors and the operating system's.
+# Anything else raised while doing a file is a bug: it stops the run with its traceback.
+FILE_FAILURES = (BackupError, OSError)
+
+
+class WorkerBug(Exception):
+    """A bug (an unexpected exception) in a worker, carrying its traceback as text: the
+    parent stops the run and ``main()`` prints it and exits EXIT_BUG."""
+
+    exit_code = EXIT_BUG
+
+    def __init__(self, traceback_text: str):
+        super().__init__(traceback_text)
+        self.traceback = traceback_text
 
 
 # =====================================================================================
-# Base36 codec (FORMAT.md section 2)
+# Base36 codec (format: see the module docstring)
 # =====================================================================================
 
 _B36_RE = re.compile(r"[0-9a-zA-Z]+\Z")
@@ -181,11 +235,11 @@ def b36_decode_bytes(text: str) -> bytes:
 
 
 # =====================================================================================
-# Key derivation and streaming AEAD (FORMAT.md section 5)
+# Key derivation and streaming AEAD (format: see the module docstring)
 # =====================================================================================
 
 def _password_bytes(encryption_type: str, password: str) -> bytes:
-    """aes (PBKDF2) reads the password as Latin-1, cha (Argon2id) as UTF-8: FORMAT.md 5.3."""
+    """aes (PBKDF2) reads the password as Latin-1, cha (Argon2id) as UTF-8, as the existing tool does."""
     if encryption_type == "cha":
         return password.encode("utf-8", "surrogateescape")
     try:
@@ -363,7 +417,7 @@ def open_with(codec: Codec, blob: bytes) -> bytes:
 
 
 # =====================================================================================
-# Backup names (FORMAT.md section 3)
+# Backup names (format: see the module docstring)
 # =====================================================================================
 
 class BackupName(NamedTuple):
@@ -439,7 +493,7 @@ def decode_name(object_name: str, codec: Codec) -> BackupName:
 
 
 # =====================================================================================
-# Compression (FORMAT.md section 4)
+# Compression (format: see the module docstring)
 # =====================================================================================
 
 def choose_compression(size: int, sample: bytes) -> str:
@@ -618,48 +672,27 @@ def decode(src: BinaryIO, size: int, md5: bytes, codec: Codec, sink: BinaryIO) -
                              f"{md5.hex()}")
 
 
-def spool(tmp_dir: Optional[str] = None, expect: int = 0) -> BinaryIO:
-    """A seekable scratch file: memory up to SPILL_BYTES, then a 0600 file in ``tmp_dir``.
+def spool(expect: int = 0) -> BinaryIO:
+    """A seekable scratch file: memory up to SPILL_BYTES, then a 0600 file in $TMPDIR.
 
     When ``expect`` (the bytes the caller expects to write) is larger than SPILL_BYTES it
     is a file from the start: filling memory only to copy it out would cost twice SPILL_BYTES.
     """
     if expect > SPILL_BYTES:
-        return tempfile.TemporaryFile(dir=tmp_dir)
-    return tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES, dir=tmp_dir)
-
-
-def decode_to_spool(src: BinaryIO, size: int, md5: bytes, codec: Codec,
-                    tmp_dir: Optional[str] = None) -> BinaryIO:
-    """decode() into a scratch spool, handed out rewound only once every check has passed."""
-    out = spool(tmp_dir)
-    try:
-        decode(src, size, md5, codec, out)
-    except BaseException:
-        out.close()
-        raise
-    out.seek(0)
-    return out
+        return tempfile.TemporaryFile()
+    return tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES)
 
 
 # =====================================================================================
-# Storages: LocalStorage and S3Storage share one small contract
+# Storages: one contract (the Storage protocol), a local folder and an S3 bucket
 # =====================================================================================
 #
-#   list_files(report, skip)
-#                          every file under the root as Entry(key, size, mtime); keys are
-#                          "/"-separated and relative; what could not be read goes into
-#                          the ListReport (so its backups are left alone)
-#   open(key)              a binary stream of one file or object (MissingError if gone)
-#   store(folder, fill, key_of, mtime=None, mode=0o600, expect=0)
-#                          atomic write: fill(sink) writes the bytes, key_of(fill's result)
-#                          names them (inside folder); the object appears complete under its
-#                          final name or not at all; expect is a hint of how many bytes
-#   rename(old, new, size) and remove(key) (removing what is not there is no error)
-#   discard_unfinished()   on a stop: remove what store() calls still running have written
-#   prepare(create, missing_ok)
-#                          check the root is there (create it if asked); False if missing
-#                          and missing_ok (a dry run against a destination not made yet)
+# The driver knows storages only through the Storage protocol below: what a storage
+# must do, and two capabilities (``remote``; ``is_unchanged``) instead of type checks.
+# Each storage turns its own failures into our errors (MissingError, TransferError,
+# StorageError, OSError), so no caller needs to know its library.  A new backend is one
+# class here and one line in make_storage(); tests/test_storage.py runs the contract
+# suite over every backend.
 
 R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
@@ -690,7 +723,8 @@ class ListReport:
     """What a listing could not see or chose to skip."""
 
     problems: list[str] = field(default_factory=list)   # failures: the run exits non-zero
-    notes: list[str] = field(default_factory=list)      # skipped special files, links
+    notes: list[str] = field(default_factory=list)      # skipped special files, links,
+                                                        # housekeeping done
     blind: list[str] = field(default_factory=list)      # keys, or folders ending in "/",
                                                         # that could not be read
     bad_names: list[str] = field(default_factory=list)  # .enc objects whose name does not
@@ -711,9 +745,69 @@ class StorageConfig:
     region_name: Optional[str] = None
     storage_class: Optional[str] = None
 
-    @property
-    def is_s3(self) -> bool:
-        return bool(self.s3_bucket)
+
+class Storage(Protocol):
+    """What every storage does.  Keys are "/"-separated paths relative to the storage's
+    root.  A verb that meets a missing file raises MissingError, a failed request
+    TransferError (or OSError); nothing else a storage raises is an expected failure."""
+
+    remote: ClassVar[bool]
+    """True when requests wait on a network: the workers then overlap them on threads,
+    and the parent lists the storage in a short-lived helper process (so that the
+    workers it forks do not inherit the storage's client library)."""
+
+    def prepare(self, create: bool, missing_ok: bool = False) -> bool:
+        """Check the root is there and usable, creating it if ``create``; False when it is
+        missing and ``missing_ok`` (a dry run against a destination not made yet), else
+        StorageError naming the problem and its fix."""
+
+    def housekeeping(self) -> list[str]:
+        """Remove what killed runs of ours left behind here (unfinished uploads); a note
+        for each thing done.  Called before a backup writes here."""
+
+    def list_files(self, report: ListReport,
+                   skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
+        """Every file under the root as an Entry.  What could not be read goes into
+        ``report`` (its backups are then left alone).  ``skip(key)`` leaves out a file, and
+        a whole folder when it is true for the folder's key plus "/"."""
+
+    def inside(self, other: "Storage") -> Optional[str]:
+        """The key of the folder where ``other`` lies inside this storage ("" for the root
+        itself), or None when it does not (a destination inside the source is not listed)."""
+
+    def stat(self, key: str) -> Entry:
+        """The file's size and mtime now."""
+
+    def open(self, key: str) -> ContextManager[BinaryIO]:
+        """A readable binary stream of the file."""
+
+    def is_unchanged(self, stream: BinaryIO, entry: Entry) -> bool:
+        """After reading ``stream`` (from open()): whether its file still has the size and
+        mtime of ``entry``.  A file written while read fails this check."""
+
+    def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
+              mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
+              ) -> tuple[R, str]:
+        """Atomic write: ``fill(sink)`` writes the bytes, ``key_of(fill's result)`` names
+        them (a key inside ``folder``).  The file appears complete under that key or not at
+        all, replacing what was there.  ``mtime`` and ``mode`` are applied where the
+        storage keeps them; ``expect`` is a hint of how many bytes come.  Returns (fill's
+        result, key)."""
+
+    def batch(self) -> ContextManager[dict[str, BaseException]]:
+        """Group the store() calls made inside the block so that they are made durable
+        together.  Yields a dict that, after the block, maps the key of each file that did
+        not make it to its error; if the block itself fails, none of its files appears."""
+
+    def rename(self, old: str, new: str, size: int = 0) -> None:
+        """Give a file a new key (``size``: its bytes, for storages that copy)."""
+
+    def remove(self, key: str) -> None:
+        """Delete a file; removing what is not there is no error."""
+
+    def discard_unfinished(self) -> None:
+        """On a stop: remove what store() calls still running in this process have
+        written (another thread may be in the middle of one that will never finish)."""
 
 
 def _fsync_dir(path: str) -> None:
@@ -781,12 +875,12 @@ def _pid_alive(pid: int) -> bool:
 class LocalStorage:
     """A folder on a local file system."""
 
-    def __init__(self, root: str, exclude: tuple[str, ...] = (), confined: bool = False,
-                 reap: bool = False):
+    remote: ClassVar[bool] = False
+
+    def __init__(self, root: str, confined: bool = False, reap: bool = False):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.reap = reap or confined   # remove stale temporary files of ours: only where we
                                        # write (a backup's destination, a restore target)
-        self.exclude = exclude  # absolute folders never listed (a destination inside the source)
         self.confined = confined  # refuse writes whose folder resolves outside the root
         self._ready: set[str] = set()        # folders known to exist (and be inside)
         self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
@@ -814,6 +908,21 @@ class LocalStorage:
             raise StorageError(f"folder {self.root} is not readable by this user")
         return True
 
+    def housekeeping(self) -> list[str]:
+        """Nothing to do before a run: stale temporary files are removed as the listing (and,
+        for a restore target, each folder written to) meets them."""
+        return []
+
+    def inside(self, other: Storage) -> Optional[str]:
+        if not isinstance(other, LocalStorage):
+            return None
+        relative = os.path.relpath(other.root, self.root)
+        if relative == os.curdir:
+            return ""
+        if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+            return None
+        return relative.replace(os.sep, "/")
+
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         """Regular files (and symlinks to them), depth first; our temp files are skipped and
@@ -834,7 +943,7 @@ class LocalStorage:
                     key = f"{folder}/{item.name}" if folder else item.name
                     try:
                         if item.is_dir(follow_symlinks=False):
-                            if item.path not in self.exclude and not (skip and skip(key + "/")):
+                            if not (skip and skip(key + "/")):
                                 stack.append(key)
                             continue
                         if skip and skip(key):
@@ -888,6 +997,11 @@ class LocalStorage:
             return open(self._full(key), "rb")
         except FileNotFoundError:
             raise MissingError(f"{key} no longer exists") from None
+
+    @staticmethod
+    def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
+        now = os.fstat(stream.fileno())
+        return now.st_size == entry.size and max(0, int(now.st_mtime)) == entry.mtime
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
               mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
@@ -945,15 +1059,13 @@ class LocalStorage:
         return directory
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[dict[str, OSError]]:
-        """Group small writes: store() leaves each file under its temporary name; at the end
-        one file-system sync makes them all durable, then they are renamed into place and
-        each folder is synced once.  Two flushes for the batch instead of two per file.
-
-        Yields a dict that, after the block, maps the key of each file whose rename failed
-        to its error.  If the block itself fails, none of the batch's files appears."""
+    def batch(self) -> Iterator[dict[str, BaseException]]:
+        """Small writes: store() leaves each file under its temporary name; at the end one
+        file-system sync makes them all durable, then they are renamed into place and each
+        folder is synced once.  Two flushes for the batch instead of two per file.  A file
+        whose rename fails is in the yielded dict."""
         self._pending = pending = []
-        failed: dict[str, OSError] = {}
+        failed: dict[str, BaseException] = {}
         done = 0
         try:
             yield failed
@@ -1062,8 +1174,59 @@ def s3_part_size(size: int) -> int:
     return max(S3_PART_SIZE, -(-size // S3_MAX_PARTS))
 
 
+@lru_cache(maxsize=1)
+def s3_failures() -> tuple[type[BaseException], ...]:
+    """The exceptions boto3 raises for a failed request (network, service), as opposed to
+    a mistake in how it was called (ParamValidationError, which is a bug)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+    return BotoCoreError, ClientError, Boto3Error
+
+
+@contextlib.contextmanager
+def s3_requests(missing: str = "") -> Iterator[None]:
+    """Turn boto3's request failures into ours: TransferError, or MissingError for a key
+    that is not there when ``missing`` names it."""
+    from botocore.exceptions import ParamValidationError
+    try:
+        yield
+    except ParamValidationError:
+        raise
+    except s3_failures() as exc:
+        code = s3_error_code(exc)
+        if missing and code in ("NoSuchKey", "404"):
+            raise MissingError(f"{missing} no longer exists") from None
+        raise TransferError(f"S3 error {code}" if code else f"{type(exc).__name__}: {exc}"
+                            ) from None
+
+
+class _S3Body:
+    """A GetObject body whose read errors are ours (TransferError), as for every request."""
+
+    def __init__(self, body: Any):
+        self._body = body
+
+    def read(self, size: int = -1) -> bytes:
+        with s3_requests():
+            return self._body.read(size if size is not None and size >= 0 else None)
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "_S3Body":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+_S3_CLIENT_LOCK = threading.Lock()   # one client per process, made by the first thread
+
+
 class S3Storage:
     """A bucket and optional base_path; one boto3 client per process, made on first use."""
+
+    remote: ClassVar[bool] = True
 
     def __init__(self, config: StorageConfig):
         self.config = config
@@ -1085,24 +1248,28 @@ class S3Storage:
     @property
     def client(self) -> Any:
         if self._client is None or self._pid != os.getpid():
-            import boto3
-            from botocore.config import Config
-            c = self.config
-            options: dict[str, Any] = dict(
-                retries={"mode": "adaptive", "max_attempts": 10},
-                connect_timeout=20, read_timeout=120,
-                # S3-compatible services (Backblaze, R2, older MinIO/Ceph) reject the newer
-                # default CRC checksum headers; AWS works either way.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required")
-            if c.signature_version:
-                options["signature_version"] = c.signature_version
-            self._client = boto3.session.Session().client(
-                "s3", aws_access_key_id=c.aws_access_key_id,
-                aws_secret_access_key=c.aws_secret_access_key, endpoint_url=c.endpoint_url,
-                region_name=c.region_name, config=Config(**options))
-            self._pid = os.getpid()
+            with _S3_CLIENT_LOCK:
+                if self._client is None or self._pid != os.getpid():
+                    self._client, self._pid = self._new_client(), os.getpid()
         return self._client
+
+    def _new_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+        c = self.config
+        options: dict[str, Any] = dict(
+            retries={"mode": "adaptive", "max_attempts": 10},
+            connect_timeout=20, read_timeout=120,
+            # S3-compatible services (Backblaze, R2, older MinIO/Ceph) reject the newer
+            # default CRC checksum headers; AWS works either way.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required")
+        if c.signature_version:
+            options["signature_version"] = c.signature_version
+        return boto3.session.Session().client(
+            "s3", aws_access_key_id=c.aws_access_key_id,
+            aws_secret_access_key=c.aws_secret_access_key, endpoint_url=c.endpoint_url,
+            region_name=c.region_name, config=Config(**options))
 
     def error(self, exc: Exception, doing: str) -> BackupError:
         """A one-line StorageError for a boto3/botocore exception."""
@@ -1114,7 +1281,6 @@ class S3Storage:
         return StorageError(f"{doing} {self}: {detail}" + (f"; {hint}" if hint else ""))
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
-        """Check the bucket (creating it if asked); False when it is missing and missing_ok."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
             self.client.head_bucket(Bucket=self.bucket)
@@ -1152,6 +1318,28 @@ class S3Storage:
             exc = detailed
         return self.error(exc, "cannot open bucket")
 
+    def housekeeping(self) -> list[str]:
+        """Abort the multipart uploads a killed run left (invisible, but billed)."""
+        if self.abort_stale_uploads():
+            return ["aborted unfinished uploads left by an interrupted run"]
+        return []
+
+    def abort_stale_uploads(self, older_than: float = S3_STALE_UPLOAD_SECONDS) -> int:
+        """Abort multipart uploads under our prefix started long enough ago that no live run
+        still owns them; how many."""
+        cutoff = time.time() - older_than
+        aborted = 0
+        with s3_requests():
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"].timestamp() < cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                        aborted += 1
+        return aborted
+
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -1166,28 +1354,30 @@ class S3Storage:
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
 
+    def inside(self, other: Storage) -> Optional[str]:
+        if not (isinstance(other, S3Storage) and other.bucket == self.bucket
+                and other.config.endpoint_url == self.config.endpoint_url
+                and other.prefix.startswith(self.prefix)):
+            return None
+        return other.prefix[len(self.prefix):].rstrip("/")
+
     def stat(self, key: str) -> Entry:
-        from botocore.exceptions import ClientError
-        try:
+        with s3_requests(missing=key):
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        except ClientError as exc:
-            if s3_error_code(exc) in ("NoSuchKey", "404"):
-                raise MissingError(f"{key} no longer exists") from None
-            raise
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
 
-    def open(self, key: str) -> BinaryIO:
-        from botocore.exceptions import ClientError
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
-        except ClientError as exc:
-            if s3_error_code(exc) in ("NoSuchKey", "404"):
-                raise MissingError(f"{key} no longer exists") from None
-            raise
-        return contextlib.closing(body)  # type: ignore[return-value]
+    def open(self, key: str) -> _S3Body:
+        with s3_requests(missing=key):
+            return _S3Body(self.client.get_object(Bucket=self.bucket,
+                                                  Key=self.prefix + key)["Body"])
+
+    @staticmethod
+    def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
+        """Always: a GET reads one version of an object, whatever is written meanwhile."""
+        return True
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[dict[str, OSError]]:
+    def batch(self) -> Iterator[dict[str, BaseException]]:
         """Nothing to group on S3: each upload is complete and durable when it returns."""
         yield {}
 
@@ -1202,7 +1392,7 @@ class S3Storage:
               ) -> tuple[R, str]:
         """Encode into a spool (memory, then a temp file), then upload it under its name:
         S3 makes an object visible only once its upload has completed."""
-        with spool(expect=expect) as sink:
+        with spool(expect=expect) as sink, s3_requests():
             result = fill(sink)
             key = key_of(result)
             size = sink.tell()
@@ -1214,28 +1404,13 @@ class S3Storage:
                 self._upload_parts(sink, key, size)
         return result, key
 
-    def abort_stale_uploads(self, older_than: float = S3_STALE_UPLOAD_SECONDS) -> int:
-        """Abort multipart uploads under our prefix that a killed run left behind (invisible,
-        but billed); only those started long enough ago that no live run still owns them."""
-        cutoff = time.time() - older_than
-        aborted = 0
-        pages = self.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=self.bucket, Prefix=self.prefix)
-        for page in pages:
-            for upload in page.get("Uploads", ()):
-                if upload["Initiated"].timestamp() < cutoff:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                       UploadId=upload["UploadId"])
-                    aborted += 1
-        return aborted
-
     def _abort_others(self, full_key: str, kept: str) -> None:
         """A create request retried after its answer was lost leaves an empty upload of the
         same (content-named) key behind: abort every other upload of that key."""
         listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full_key)
         for upload in listing.get("Uploads", ()):
             if upload["Key"] == full_key and upload["UploadId"] != kept:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(*s3_failures()):
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key,
                                                        UploadId=upload["UploadId"])
 
@@ -1256,30 +1431,35 @@ class S3Storage:
                                                   MultipartUpload={"Parts": parts})
             self._abort_others(where["Key"], upload)
         except BaseException:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*s3_failures()):
                 self.client.abort_multipart_upload(**where, UploadId=upload)
             raise
 
     def rename(self, old: str, new: str, size: int = 0) -> None:
         """Server-side copy, then delete the old key (multipart copy above 5 GB)."""
         source = {"Bucket": self.bucket, "Key": self.prefix + old}
-        if size < S3_COPY_LIMIT:
-            self.client.copy_object(CopySource=source, Bucket=self.bucket, Key=self.prefix + new,
-                                    **self._extra())
-        else:
-            self.client.copy(source, self.bucket, self.prefix + new,
-                             ExtraArgs=self._extra() or None)
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + old)
+        with s3_requests():
+            if size < S3_COPY_LIMIT:
+                self.client.copy_object(CopySource=source, Bucket=self.bucket,
+                                        Key=self.prefix + new, **self._extra())
+            else:
+                self.client.copy(source, self.bucket, self.prefix + new,
+                                 ExtraArgs=self._extra() or None)
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + old)
 
     def remove(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        with s3_requests():
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
-def make_storage(config: StorageConfig, exclude: tuple[str, ...] = (), confined: bool = False,
-                 reap: bool = False):
-    if config.is_s3:
+def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False
+                 ) -> Storage:
+    """The storage a configuration section names.  ``confined``: refuse writes that would
+    leave the root (a restore target); ``reap``: remove stale temporary files of killed
+    runs (where this run writes).  A new backend adds one line here."""
+    if config.s3_bucket:
         return S3Storage(config)
-    return LocalStorage(config.local_path or "", exclude, confined, reap)
+    return LocalStorage(config.local_path or "", confined=confined, reap=reap)
 
 
 # =====================================================================================
@@ -1287,9 +1467,7 @@ def make_storage(config: StorageConfig, exclude: tuple[str, ...] = (), confined:
 # =====================================================================================
 
 STORAGE_SECTIONS = ("src", "dest", "restore")
-STORAGE_KEYS = ("local_path", "aws_access_key_id", "aws_secret_access_key", "s3_bucket",
-                "base_path", "endpoint_url", "signature_version", "region_name",
-                "storage_class")
+STORAGE_KEYS = tuple(f.name for f in dataclasses.fields(StorageConfig))
 TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type")
@@ -1316,6 +1494,12 @@ class Config:
 def env_name(*parts: str) -> str:
     """``("dest", "s3_bucket")`` -> ``DEST_S3_BUCKET``."""
     return "_".join(parts).upper()
+
+
+def config_variables() -> list[str]:
+    """Every environment variable the configuration reads, in the README's order."""
+    return ([env_name(section, key) for section in STORAGE_SECTIONS for key in STORAGE_KEYS]
+            + [env_name(key) for key in TOP_KEYS])
 
 
 def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict, list[str]]:
@@ -1530,8 +1714,14 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
 
 
 # =====================================================================================
-# Planner: what a backup run must do, as a pure function of the two listings
+# Jobs: what a worker does for one file, and the Outcome it reports
 # =====================================================================================
+#
+# The planner makes jobs, the driver hands them to worker processes in Batches, and every
+# job comes back as one Outcome.  Each job kind names itself: its ``action`` and ``path``
+# (for its Outcome and the dry-run plan), the storages it ``touches`` and the one it
+# ``writes`` to, by their role in the configuration ("src", "dest", "restore"), and the
+# ``size`` of the file it carries (small files are batched).
 
 class Stored(NamedTuple):
     """One backup object on the destination and what its name says.
@@ -1560,24 +1750,120 @@ def stored_object(key: str, size: int, name: BackupName) -> Stored:
 
 @dataclass(frozen=True)
 class Upload:
+    """Back up a new or changed source file; the objects it ``replaces`` are removed only
+    once the new one is durable."""
+
     path: str
     size: int
     mtime: int
-    replaces: tuple[str, ...] = ()     # keys removed only after the new object is complete
+    replaces: tuple[str, ...] = ()
+    action: ClassVar[str] = "upload"
+    touches: ClassVar[tuple[str, ...]] = ("src", "dest")
+    writes: ClassVar[Optional[str]] = "dest"
 
 
 @dataclass(frozen=True)
 class Rename:
+    """Give an object a new name: "mark deleted" (its file is gone) or "undelete"."""
+
     old: Stored
     name: BackupName
-    why: str                           # "mark deleted" or "undelete"
+    why: str
+    size: ClassVar[int] = 0
+    touches: ClassVar[tuple[str, ...]] = ("dest",)
+    writes: ClassVar[Optional[str]] = "dest"
+
+    @property
+    def action(self) -> str:
+        return self.why
+
+    @property
+    def path(self) -> str:
+        return self.old.name.path
 
 
 @dataclass(frozen=True)
 class Remove:
-    old: Stored
-    why: str                           # "expire" or "duplicate"
+    """Delete an object: "expire" (deleted long enough ago) or "duplicate"."""
 
+    old: Stored
+    why: str
+    size: ClassVar[int] = 0
+    touches: ClassVar[tuple[str, ...]] = ("dest",)
+    writes: ClassVar[Optional[str]] = "dest"
+
+    @property
+    def action(self) -> str:
+        return self.why
+
+    @property
+    def path(self) -> str:
+        return self.old.name.path
+
+
+@dataclass(frozen=True)
+class Restore:
+    """Decode an object into its file under the restore storage."""
+
+    obj: Stored
+    action: ClassVar[str] = "restore"
+    touches: ClassVar[tuple[str, ...]] = ("dest", "restore")
+    writes: ClassVar[Optional[str]] = "restore"
+
+    @property
+    def path(self) -> str:
+        return self.obj.name.path
+
+    @property
+    def size(self) -> int:
+        return self.obj.name.size
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Decode an object and check it, keeping nothing."""
+
+    obj: Stored
+    action: ClassVar[str] = "verify"
+    touches: ClassVar[tuple[str, ...]] = ("dest",)
+    writes: ClassVar[Optional[str]] = None
+
+    @property
+    def path(self) -> str:
+        return self.obj.name.path
+
+    @property
+    def size(self) -> int:
+        return self.obj.name.size
+
+
+Job = Union[Upload, Rename, Remove, Restore, Verify]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What the worker pool runs: one job, or small-file jobs of one kind run together
+    (``grouped``), so that one flush makes what they wrote durable and, on a remote
+    storage, their requests overlap on a few threads."""
+
+    jobs: tuple[Job, ...]
+    grouped: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str               # the job's action
+    path: str
+    error: str = ""           # empty on success
+    bytes_in: int = 0
+    bytes_out: int = 0
+    key: str = ""             # the key written: an upload's new object, a restored file
+    warning: str = ""         # done, but something to tell (reported, not a failure)
+
+
+# =====================================================================================
+# Planner: what a backup run must do, as a pure function of the two listings
+# =====================================================================================
 
 @dataclass
 class Plan:
@@ -1756,47 +2042,147 @@ def safe_relpath(path: str) -> str:
 
 
 # =====================================================================================
-# Workers: one job in, one Outcome out (module-level, so a process pool can run them)
+# Stopping: Ctrl-C and SIGTERM end a run cleanly at any moment
 # =====================================================================================
+#
+# The parent.  Ctrl-C and SIGTERM raise KeyboardInterrupt where they land; main() reports
+# it and exits EXIT_INTERRUPTED.  One exception: while code that takes locks may be
+# running (the process pool's own code, a thread pool's), an exception raised between a
+# lock's acquisition and its ``with`` would leave the lock taken and the run waiting on it
+# forever.  There (deferred_stop) the signal is only noted, and the loops that wait on the
+# pool raise it at their next check_stop(), every STOP_POLL_SECONDS.  Workers are then
+# told to stop (SIGTERM), and killed if they are still cleaning up after
+# STOP_GRACE_SECONDS or when a second stop signal comes.
+#
+# A worker.  SIGTERM inside one of our jobs unwinds the job (_Stopped), which removes the
+# temporary files being written, and the process then leaves by exit_now(); outside a job
+# (in the pool's own code: the same hazard as above) it leaves by exit_now() at once.
+# exit_now() runs no exit handlers and tells the pool nothing: nothing that could wait on
+# a lock that a stopped thread holds.
 
-@dataclass(frozen=True)
-class Outcome:
-    action: str               # upload, mark deleted, undelete, expire, duplicate, restore, verify
-    path: str
-    error: str = ""           # empty on success
-    bytes_in: int = 0
-    bytes_out: int = 0
-    key: str = ""             # the key written: an upload's new object, a restored file
-    warning: str = ""         # done, but something to tell (reported, not a failure)
-
-
-@dataclass(frozen=True)
-class ParseNames:
-    keys: tuple[tuple[str, int], ...]    # (object key, object size)
-
-
-@dataclass(frozen=True)
-class Restore:
-    obj: Stored
-
-
-@dataclass(frozen=True)
-class Verify:
-    obj: Stored
+STOP_POLL_SECONDS = 0.2    # how often the parent's waiting loops look for a stop signal
+STOP_GRACE_SECONDS = 8     # a worker told to stop that is still cleaning up after this
+                           # (aborting an upload on a dead network) is killed
+_MAIN_PID = os.getpid()    # the process main() runs in (a forked worker keeps the value)
+_DEFER_STOP = False        # True while stop signals are deferred in this process
+_STOP_ASKED = False        # a stop signal came meanwhile
+_IN_JOB = False            # True while this worker runs one of our jobs
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Small uploads, restores or verifies of one kind, run together: one flush makes the
-    written files durable, and S3 requests overlap on a few threads."""
+class _Stopped(BaseException):
+    """Raised in a worker's job by SIGTERM: the job unwinds, removing its temporary files."""
 
-    jobs: tuple[Any, ...]
 
+def exit_now(code: int = EXIT_INTERRUPTED) -> NoReturn:
+    """Leave this process at once: no exit handlers, no clean-up of the pool's (see above)."""
+    os._exit(code)
+
+
+def check_stop() -> None:
+    """Raise the KeyboardInterrupt a stop signal asked for while it was deferred."""
+    global _STOP_ASKED
+    if _STOP_ASKED:
+        _STOP_ASKED = False
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_stop() -> Iterator[None]:
+    """Stop signals wait until the block ends (or the block's own check_stop() calls)."""
+    global _DEFER_STOP, _STOP_ASKED
+    deferred, _DEFER_STOP = _DEFER_STOP, True
+    try:
+        yield
+    except BaseException:
+        _STOP_ASKED = False      # the run is stopping already
+        raise
+    finally:
+        _DEFER_STOP = deferred
+    check_stop()
+
+
+def wait_polling(futures: Iterable[Any]) -> tuple[set, set]:
+    """concurrent.futures.wait(FIRST_COMPLETED), checking for a stop signal meanwhile."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    while True:
+        check_stop()
+        done, running = wait(futures, STOP_POLL_SECONDS, FIRST_COMPLETED)
+        if done:
+            return done, running
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C or SIGTERM in the parent: stop the run, or note it while stops are deferred.
+    In a worker forked a moment ago, before it set its own handler: leave (it has started
+    nothing to clean up)."""
+    global _STOP_ASKED
+    if os.getpid() != _MAIN_PID:
+        exit_now()
+    if _DEFER_STOP:
+        _STOP_ASKED = True
+    else:
+        raise KeyboardInterrupt
+
+
+def parent_stop_signals() -> None:
+    """main(): Ctrl-C and SIGTERM stop the run (a Ctrl-C that is ignored stays ignored)."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    with contextlib.suppress(ValueError):      # not in the main thread (tests): no handler
+        signal.signal(signal.SIGTERM, _on_stop_signal)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_stop_signal)
+
+
+def _stop_worker(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker: unwind the job it runs, ignoring any further SIGTERM (the pool
+    sends one too once a worker is gone) that would cut the clean-up short; outside a
+    job, leave at once."""
+    if not _IN_JOB:
+        exit_now()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Stopped
+
+
+def worker_stop_signals() -> None:
+    """A new worker: the parent handles Ctrl-C; SIGTERM is the parent telling it to stop."""
+    global _DEFER_STOP, _STOP_ASKED
+    _DEFER_STOP = _STOP_ASKED = False      # the parent's, copied by fork
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def stop_workers(pool: Any) -> None:
+    """Cancel what has not started and stop the workers (they remove their temporary
+    files on the way out), then wait for them: at most STOP_GRACE_SECONDS, or until a
+    second stop signal, after which they are killed."""
+    global _STOP_ASKED
+    pool.shutdown(wait=False, cancel_futures=True)
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in children:
+        while child.is_alive():
+            child.join(STOP_POLL_SECONDS)
+            if _STOP_ASKED or time.monotonic() > deadline:
+                for other in children:
+                    if other.is_alive():
+                        other.kill()
+    _STOP_ASKED = False
+
+
+# =====================================================================================
+# Workers: a Batch in, its Outcomes out (module-level, so a process pool can run them)
+# =====================================================================================
 
 # A worker's memory is mostly codec state: an xz encoder takes about 11 times its dictionary
 # (22 MB for a 2 MB file).  glibc keeps what is freed for reuse, so left alone a worker keeps
 # the high-water mark of every codec it ran, in every thread's arena.  Two calls keep it down.
-M_ARENA_MAX = -8     # glibc mallopt() parameter
+M_ARENA_MAX = -8       # glibc mallopt() parameter
+REMOTE_THREADS = 4     # requests a worker keeps in flight for a grouped Batch on a remote
+                       # storage: they wait on the network and the server, not on our CPU
+UPLOAD_TRIES = 3       # a file that keeps changing while read is reported after this many reads
 
 
 @lru_cache(maxsize=1)
@@ -1823,11 +2209,10 @@ def give_back_memory() -> None:
 
 
 class _Worker:
-    """Per-process state: the storages (and their S3 clients) are built once per process."""
+    """Per-process state: the storages (and their clients) are built once per process."""
 
     def __init__(self, config: Config):
         one_malloc_arena()
-        self.config = config
         self.codec = config.codec
         self.src = make_storage(config.src) if config.src else None
         self.dest = make_storage(config.dest) if config.dest else None
@@ -1836,17 +2221,14 @@ class _Worker:
         os.umask(umask)
         self.file_mode = 0o666 & ~umask
         self._threads: Any = None
-        # Threads overlap S3 round trips; the CPU work (compressing, decompressing) runs one
-        # at a time under this lock, so a process holds one codec's buffers, not one per thread.
+        # Threads overlap remote requests; the CPU work (compressing, decompressing) runs
+        # one at a time under this lock, so a process holds one codec's buffers, not one
+        # per thread.
         self.cpu = threading.Lock()
 
-    def storages_for(self, job: Any) -> tuple[Any, tuple[Any, ...]]:
-        """(the storage a job writes to or None, every storage it touches)."""
-        if isinstance(job, Upload):
-            return self.dest, (self.src, self.dest)
-        if isinstance(job, Restore):
-            return self.restore, (self.dest, self.restore)
-        return None, (self.dest,)
+    def storage(self, role: Optional[str]) -> Optional[Storage]:
+        """The storage of a configuration role ("src", "dest", "restore"); None for None."""
+        return getattr(self, role) if role else None
 
     def discard_unfinished(self) -> None:
         for storage in (self.src, self.dest, self.restore):
@@ -1854,73 +2236,20 @@ class _Worker:
                 storage.discard_unfinished()
 
     def threads(self) -> Any:
-        """This process's small thread pool for S3 requests, made on first use.  Its threads
-        are daemons: a worker told to stop never waits for them at exit."""
+        """This process's small thread pool for remote requests, made on first use.  Its
+        threads are daemons: a worker told to stop never waits for them at exit."""
         if self._threads is None:
             from multiprocessing.pool import ThreadPool
-            self._threads = ThreadPool(S3_THREADS)
+            self._threads = ThreadPool(REMOTE_THREADS)
         return self._threads
-
-
-# Stopping the parent.  Ctrl-C and SIGTERM raise KeyboardInterrupt where they land, except
-# while library code that takes locks may be running (the process pool, a thread pool):
-# raised between a lock's acquisition and its ``with``, the exception would leave it taken
-# and the run waiting on it forever.  There they are deferred to the next check_stop().
-_DEFER_STOP = False     # True while stop signals are deferred in this process
-_STOP_ASKED = False     # a stop signal came meanwhile
-STOP_POLL_SECONDS = 0.2
-
-
-def check_stop() -> None:
-    """Raise the KeyboardInterrupt a stop signal asked for while it was deferred."""
-    global _STOP_ASKED
-    if _STOP_ASKED:
-        _STOP_ASKED = False
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def deferred_stop() -> Iterator[None]:
-    """Stop signals wait until the block ends (or the block's own check_stop() calls)."""
-    global _DEFER_STOP, _STOP_ASKED
-    deferred, _DEFER_STOP = _DEFER_STOP, True
-    try:
-        yield
-    except BaseException:
-        _STOP_ASKED = False      # the run is stopping already
-        raise
-    finally:
-        _DEFER_STOP = deferred
-    check_stop()
 
 
 _WORKER: Optional[_Worker] = None
 
 
-class _Stopped(BaseException):
-    """Raised in a worker's job by SIGTERM: the job unwinds, removing its temporary files."""
-
-
-_IN_JOB = False      # True while this worker runs one of our jobs
-
-
-def _stop_worker(signum: int, frame: Any) -> None:
-    """SIGTERM from the parent.  Inside a job: unwind it (run_job then exits), ignoring any
-    further SIGTERM (the pool sends one too once a worker is gone), which would cut the
-    clean-up short.  Outside a job: exit at once.  An exception raised in the pool's own
-    code could leave one of its locks taken (between acquiring it and entering its
-    ``with``) and every worker waiting on it, and the parent waiting for them, forever."""
-    if not _IN_JOB:
-        os._exit(EXIT_INTERRUPTED)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Stopped
-
-
 def _init_worker(config: Config) -> None:
-    global _WORKER, _DEFER_STOP, _STOP_ASKED
-    _DEFER_STOP = _STOP_ASKED = False      # the parent's, copied by fork
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C
-    signal.signal(signal.SIGTERM, _stop_worker)
+    global _WORKER
+    worker_stop_signals()
     # Workers report through their results, never on stderr; a worker stopped while it
     # reads the pool's closing queue would otherwise print a traceback there.  A worker
     # that dies is reported by the parent ("a worker process died").
@@ -1928,8 +2257,31 @@ def _init_worker(config: Config) -> None:
     _WORKER = _Worker(config)
 
 
-def _describe(exc: BaseException) -> str:
-    """One line for a per-file failure; never includes secrets (they are not in messages)."""
+def in_worker(function: Callable[[_Worker, Any], R], item: Any) -> R:
+    """Run ``function(worker, item)`` with this process's worker: where every piece of
+    work starts and ends.  A file's failure comes back inside the result; a BackupError
+    that ends the run (from a listing) passes as it is; anything else is a bug and comes
+    back as a WorkerBug carrying its traceback; a stop ends the process (see Stopping)."""
+    global _IN_JOB
+    worker = _WORKER
+    assert worker is not None, "in_worker outside a worker"
+    try:
+        _IN_JOB = True
+        return function(worker, item)
+    except _Stopped:
+        worker.discard_unfinished()  # what this thread left is gone; other threads' too
+        exit_now()                   # and tell the pool nothing
+    except BackupError:
+        raise
+    except Exception:
+        raise WorkerBug(traceback.format_exc()) from None
+    finally:
+        _IN_JOB = False
+        give_back_memory()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a file's failure; never includes secrets (they are not in messages)."""
     if isinstance(exc, BackupError):
         return exc.message
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
@@ -1939,78 +2291,26 @@ def _describe(exc: BaseException) -> str:
                 "destination")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    code = s3_error_code(exc)
-    if code:
-        return f"S3 error {code}"
     return f"{type(exc).__name__}: {exc}"
 
 
-def job_label(job: Any) -> tuple[str, str]:
-    """(action, path) of a job, for its Outcome and for the dry-run plan."""
-    if isinstance(job, Upload):
-        return "upload", job.path
-    if isinstance(job, (Rename, Remove)):
-        return job.why, job.old.name.path
-    return ("restore" if isinstance(job, Restore) else "verify"), job.obj.name.path
+def failed(job: Job, exc: BaseException) -> Outcome:
+    return Outcome(job.action, job.path, error=describe(exc))
 
 
-def run_job(job: Any) -> Any:
-    """Dispatch one job to its handler; a failure comes back as data, never as an exception.
-
-    Returns one Outcome, or a list of results for a Batch or ParseNames.
-    """
-    global _IN_JOB
-    worker = _WORKER
-    assert worker is not None, "run_job outside a worker"
-    if isinstance(job, ParseNames):
-        return [(key, size, _parse_one(key, worker.codec)) for key, size in job.keys]
+def run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
+    """Run a Batch's jobs; grouped ones into one storage batch, whose replaced objects go
+    only once the batch is durable.  On a remote storage grouped jobs run on a few
+    threads, so that request round trips overlap (boto3 clients are thread-safe;
+    compression and ciphers release the GIL)."""
+    if not batch.grouped:
+        return [_run_one(worker, job) for job in batch.jobs]
+    first = batch.jobs[0]
+    target = worker.storage(first.writes)
+    remote = any(worker.storage(role).remote for role in first.touches)
+    run = functools.partial(_run_one, worker, settle=False)
     try:
-        _IN_JOB = True
-        result = _run_batch(worker, job) if isinstance(job, Batch) else _run_one(worker, job)
-    except _Stopped:
-        worker.discard_unfinished()  # what this thread left is gone; other threads' too
-        os._exit(EXIT_INTERRUPTED)   # and tell the pool nothing
-    finally:
-        _IN_JOB = False
-    give_back_memory()
-    return result
-
-
-def _run_one(worker: _Worker, job: Any, remove_old: bool = True) -> Outcome:
-    try:
-        if isinstance(job, Upload):
-            return _upload(worker, job, remove_old)
-        if isinstance(job, Rename):
-            worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
-        elif isinstance(job, Remove):
-            worker.dest.remove(job.old.key)
-        elif isinstance(job, Restore):
-            return _restore(worker, job.obj)
-        else:
-            return _verify(worker, job.obj)
-        return Outcome(*job_label(job))
-    except Exception as exc:    # one file's failure must not stop the others
-        return Outcome(*job_label(job), error=_describe(exc))
-
-
-S3_THREADS = 4    # small-object requests a worker keeps in flight on S3: they wait on the
-                  # network and the server, not on this process's CPU
-
-
-def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
-    """Run the jobs into one storage batch; replaced objects go only after it is durable.
-
-    When S3 is involved the jobs run on a few threads, so that request round trips overlap
-    (boto3 clients are thread-safe; compression and ciphers release the GIL).
-    """
-    uploads = isinstance(batch.jobs[0], Upload)
-    target, involved = worker.storages_for(batch.jobs[0])
-    remote = [s for s in involved if isinstance(s, S3Storage)]
-    for storage in remote:
-        storage.client          # made once, before any thread needs it
-    try:
-        with target.batch() if target else contextlib.nullcontext({}) as failed:
-            run = functools.partial(_run_one, worker, remove_old=False)
+        with target.batch() if target else contextlib.nullcontext({}) as lost:
             if remote:
                 # (in the parent, when it runs the jobs itself, a stop waits for the batch:
                 # raised inside the thread pool's code, it could leave one of its locks taken)
@@ -2022,30 +2322,25 @@ def _run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
                     outcomes = running.get()
             else:
                 outcomes = [run(job) for job in batch.jobs]
-    except Exception as exc:     # the batch's flush failed: none of it counts
-        return [Outcome(*job_label(job), error=_describe(exc)) for job in batch.jobs]
-    outcomes = [replace(o, error=_describe(failed[o.key]), bytes_in=0, bytes_out=0)
-                if o.key in failed else o for o in outcomes]
-    if uploads:
-        outcomes = [o if o.error else _remove_replaced(worker, job, o)
-                    for job, o in zip(batch.jobs, outcomes)]
-    return outcomes
+    except FILE_FAILURES as exc:     # the batch's flush failed: none of it counts
+        return [failed(job, exc) for job in batch.jobs]
+    outcomes = [replace(o, error=describe(lost[o.key]), bytes_in=0, bytes_out=0)
+                if o.key in lost else o for o in outcomes]
+    return [o if o.error else _settle(worker, job, o) for job, o in zip(batch.jobs, outcomes)]
 
 
-def _parse_one(key: str, codec: Codec) -> Any:
-    """A BackupName, or the message saying why the key is not one."""
+def _run_one(worker: _Worker, job: Job, settle: bool = True) -> Outcome:
+    """One job; its failure becomes its Outcome.  ``settle``: finish at once what waits
+    for the job's write to be durable (in a grouped Batch, the batch does it)."""
     try:
-        return decode_name(key, codec)
-    except BadNameError as exc:
-        return exc.message
+        outcome = HANDLERS[type(job)](worker, job)
+    except FILE_FAILURES as exc:    # one file's failure must not stop the others
+        return failed(job, exc)
+    return _settle(worker, job, outcome) if settle else outcome
 
 
-UPLOAD_TRIES = 3     # a file that keeps changing while read is reported after this many reads
-
-
-def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
-    """Back up one file; the objects it replaces are removed only once the new one is stored
-    (by the caller, with remove_old False: after its batch is durable)."""
+def _upload(worker: _Worker, job: Upload) -> Outcome:
+    """Back up one file.  The objects it replaces are removed by _settle()."""
     codec = worker.codec
     folder = "" if codec.encrypt_filenames else job.path.rpartition("/")[0]
     for attempt in range(UPLOAD_TRIES):
@@ -2058,9 +2353,8 @@ def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
 
             def key_of(result: tuple[bytes, int, int]) -> str:
                 md5, length, _ = result
-                now = os.fstat(src.fileno()) if isinstance(worker.src, LocalStorage) else None
-                if length != job.size or (now and (now.st_size != job.size or
-                                                   max(0, int(now.st_mtime)) != job.mtime)):
+                if length != job.size or not worker.src.is_unchanged(
+                        src, Entry(job.path, job.size, job.mtime)):
                     raise SourceChangedError(f"{job.path} changed while it was being read")
                 return encode_name(BackupName(job.path, job.mtime, length, md5), codec)
 
@@ -2075,21 +2369,31 @@ def _upload(worker: _Worker, job: Upload, remove_old: bool = True) -> Outcome:
                                              "next run") from None
         fresh = worker.src.stat(job.path)
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
-    outcome = Outcome("upload", job.path, bytes_in=length, bytes_out=written, key=key)
-    return _remove_replaced(worker, job, outcome) if remove_old else outcome
+    return Outcome(job.action, job.path, bytes_in=length, bytes_out=written, key=key)
 
 
-def _remove_replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
-    """Remove the objects the new one replaces.  The new object is safe already, so a
-    failure here is a warning: the next run sees the duplicate and removes it."""
-    for old in job.replaces:
+def _settle(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
+    """Once a job's write is durable: remove the objects an upload replaces.  The new
+    object is safe already, so a failure here is a warning: the next run sees the
+    duplicate and removes it."""
+    for old in getattr(job, "replaces", ()):
         if old != outcome.key:
             try:
                 worker.dest.remove(old)
-            except Exception as exc:
+            except FILE_FAILURES as exc:
                 return replace(outcome, warning=f"stored, but its old object was not removed "
-                                               f"({_describe(exc)}); the next run will")
+                                               f"({describe(exc)}); the next run will")
     return outcome
+
+
+def _rename(worker: _Worker, job: Rename) -> Outcome:
+    worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
+    return Outcome(job.action, job.path)
+
+
+def _remove(worker: _Worker, job: Remove) -> Outcome:
+    worker.dest.remove(job.old.key)
+    return Outcome(job.action, job.path)
 
 
 class _NullSink:
@@ -2100,13 +2404,15 @@ class _NullSink:
         return len(data)
 
 
-def _restore(worker: _Worker, obj: Stored) -> Outcome:
+def _restore(worker: _Worker, job: Restore) -> Outcome:
+    obj = job.obj
     name = obj.name
     path = safe_relpath(name.path)
     try:
         time.gmtime(name.mtime)
     except (OverflowError, OSError, ValueError):
         raise IntegrityError(f"its name declares an impossible mtime ({name.mtime})") from None
+
     def fill(sink: BinaryIO) -> None:
         with worker.cpu:
             decode(src, name.size, name.md5, worker.codec, sink)
@@ -2114,27 +2420,57 @@ def _restore(worker: _Worker, obj: Stored) -> Outcome:
     with worker.dest.open(obj.key) as src:
         worker.restore.store(path.rpartition("/")[0], fill, lambda _: path, mtime=name.mtime,
                              mode=worker.file_mode)
-    return Outcome("restore", name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
+    return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
 
 
-def _verify(worker: _Worker, obj: Stored) -> Outcome:
+def _verify(worker: _Worker, job: Verify) -> Outcome:
+    obj = job.obj
     name = obj.name
     with worker.dest.open(obj.key) as src, worker.cpu:
         decode(src, name.size, name.md5, worker.codec, _NullSink())
-    return Outcome("verify", name.path, bytes_in=obj.size, bytes_out=name.size)
+    return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size)
+
+
+HANDLERS: dict[type, Callable[[_Worker, Any], Outcome]] = {
+    Upload: _upload, Rename: _rename, Remove: _remove, Restore: _restore, Verify: _verify}
+
+
+def decode_names(worker: _Worker, keys: tuple[tuple[str, int], ...]
+                 ) -> list[tuple[str, int, Union[BackupName, str]]]:
+    """(key, size, BackupName or why the key is not one) of listed objects."""
+    return [(key, size, parse_name(key, worker.codec)) for key, size in keys]
+
+
+def parse_name(key: str, codec: Codec) -> Union[BackupName, str]:
+    """A BackupName, or the message saying why the key is not one."""
+    try:
+        return decode_name(key, codec)
+    except BadNameError as exc:
+        return exc.message
 
 
 # =====================================================================================
-# Driver: list, plan, run the jobs over a process pool, tally, pick the exit code
+# Reporting: log lines, the progress line, the summary
 # =====================================================================================
 
 log = logging.getLogger("encrypted_s3_backup")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
 
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified"}
+
+
+def show(path: str) -> str:
+    """A path for a log line: control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 class Progress:
@@ -2214,27 +2550,14 @@ class Tally:
                  elapsed, rate, extra={"summary": True})
 
 
-def show(path: str) -> str:
-    """A path for a log line: control characters and undecodable bytes escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+# =====================================================================================
+# Driver: list -> plan -> jobs -> worker pool -> outcomes -> summary and exit code
+# =====================================================================================
 
-
-def human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def wait_polling(futures: Iterable[Any]) -> tuple[set, set]:
-    """concurrent.futures.wait(FIRST_COMPLETED), checking for a stop signal meanwhile."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-    while True:
-        check_stop()
-        done, running = wait(futures, STOP_POLL_SECONDS, FIRST_COMPLETED)
-        if done:
-            return done, running
+BATCH_FILES = 64                  # small files written together (one flush for all) ...
+BATCH_BYTES = 8 * 1024 * 1024     # ... up to this many bytes per batch
+SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed) alone
+NAMES_PER_TASK = 16               # encrypted names decoded per task in the pool
 
 
 @contextlib.contextmanager
@@ -2242,11 +2565,7 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     """A pool of ``processes`` forked workers.  A worker that dies (killed, out of memory)
     stops the run with a clear error instead of leaving it waiting forever; on any error or
     interrupt the workers are stopped (they remove their temporary files on the way out).
-
-    Inside, stop signals do not raise where they land: an exception raised in the pool's
-    own code could leave one of its locks taken (between acquiring it and entering its
-    ``with``) and the run waiting on it forever.  The callers' loops call check_stop().
-    """
+    Inside, stop signals are deferred: the callers' loops call check_stop()."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
     methods = multiprocessing.get_all_start_methods()
@@ -2262,129 +2581,103 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
                 yield pool
                 pool.shutdown()
             except BrokenProcessPool:
-                _stop_workers(pool)
+                stop_workers(pool)
                 raise BackupError("a worker process died (killed, perhaps for lack of "
                                   "memory); what was done is safe: run again to finish") from None
             except BaseException:
-                _stop_workers(pool)
+                stop_workers(pool)
                 raise
     finally:
         gc.unfreeze()
 
 
-def run_jobs(jobs: list, processes: int, config: Config, on_result: Callable) -> None:
-    """Run jobs on a pool of worker processes (inline for one process or one job), handing
-    each result to ``on_result`` as it comes."""
+def run_in_pool(function: Callable[[_Worker, Any], R], items: list, processes: int,
+                config: Config, on_result: Callable[[R], None]) -> None:
+    """``function(worker, item)`` for every item on a pool of worker processes (here, for
+    one process or one item), each result handed to ``on_result`` as it comes."""
     global _WORKER
-    if not jobs:
+    if not items:
         return
-    if processes <= 1 or len(jobs) == 1:
+    if processes <= 1 or len(items) == 1:
         _WORKER = worker = _Worker(config)
         try:
-            for job in jobs:
-                _deliver(run_job(job), on_result)
+            for item in items:
+                on_result(in_worker(function, item))
         except BaseException:       # stopped: a thread of a batch may have been writing
             worker.discard_unfinished()
             raise
         return
-    processes = min(processes, len(jobs))
+    processes = min(processes, len(items))
     with worker_pool(processes, config) as pool:
-        queue, running = iter(jobs), set()
+        queue, running = iter(items), set()
         while True:
-            for job in itertools.islice(queue, 2 * processes - len(running)):
-                running.add(pool.submit(run_job, job))
+            for item in itertools.islice(queue, 2 * processes - len(running)):
+                running.add(pool.submit(in_worker, function, item))
             if not running:
                 break
             done, running = wait_polling(running)
             for future in done:
-                _deliver(future.result(), on_result)
+                on_result(future.result())
 
 
-def _apart(call: Callable[..., R], *args: Any) -> R:
-    """In the helper process: run the call; an unexpected error comes back as text (a
-    botocore exception may not survive the trip between processes)."""
-    try:
-        return call(*args)
-    except BackupError:
-        raise
-    except Exception:
-        import traceback
-        raise RuntimeError(traceback.format_exc()) from None
+def run_jobs(batches: list[Batch], processes: int, config: Config,
+             on_outcome: Callable[[Outcome], None]) -> None:
+    """Run the Batches on ``processes`` workers; every Outcome to ``on_outcome``."""
+    def deliver(outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            on_outcome(outcome)
+    run_in_pool(run_batch, batches, processes, config, deliver)
 
 
-def run_apart(config: Config, call: Callable[..., R], *args: Any) -> R:
-    """``call(*args)`` in a short-lived helper process when S3 is involved, else here.
+def batch_small(jobs: Iterable[Job]) -> list[Batch]:
+    """Group the jobs of small files into Batches; big ones stay single and go first."""
+    single, batches, current, total = [], [], [], 0
+    for job in jobs:
+        if job.size >= SMALL_FILE:
+            single.append(Batch((job,)))
+            continue
+        current.append(job)
+        total += job.size
+        if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
+            batches.append(Batch(tuple(current), grouped=True))
+            current, total = [], 0
+    if current:
+        batches.append(Batch(tuple(current), grouped=True))
+    return single + batches
+
+
+def alone(jobs: Iterable[Job]) -> list[Batch]:
+    """One Batch per job."""
+    return [Batch((job,)) for job in jobs]
+
+
+def _apart(worker: _Worker, call_args: tuple[Callable[..., R], tuple]) -> R:
+    call, args = call_args
+    return call(*args)
+
+
+def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R],
+              *args: Any) -> R:
+    """``call(*args)`` in a short-lived helper process when a storage is remote, else here.
 
     Listing S3 loads boto3 and an S3 client, about 30 MB.  Workers are forked from this
     process and inherit all it holds, so listing here would cost that 30 MB once per worker
     on top of the client each worker makes for itself.
     """
-    if not any(s and s.is_s3 for s in (config.src, config.dest)):
+    if not any(storage.remote for storage in storages):
         return call(*args)
     with worker_pool(1, config) as pool:
-        done, _ = wait_polling([pool.submit(_apart, call, *args)])
+        done, _ = wait_polling([pool.submit(in_worker, _apart, (call, args))])
         return done.pop().result()
 
 
-def _deliver(result: Any, on_result: Callable) -> None:
-    for item in result if isinstance(result, list) else (result,):
-        on_result(item)
-
-
-STOP_GRACE_SECONDS = 8     # a worker told to stop that is still cleaning up after this
-                           # (aborting an upload on a dead network) is killed
-
-
-def _stop_workers(pool: Any) -> None:
-    """Cancel what has not started and stop the workers (SIGTERM: they remove their
-    temporary files on the way out), then wait for them: at most STOP_GRACE_SECONDS, or
-    until a second Ctrl-C or SIGTERM, after which they are killed."""
-    global _STOP_ASKED
-    pool.shutdown(wait=False, cancel_futures=True)
-    children = multiprocessing.active_children()
-    for child in children:
-        child.terminate()
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in children:
-        while child.is_alive():
-            child.join(STOP_POLL_SECONDS)
-            if _STOP_ASKED or time.monotonic() > deadline:
-                for other in children:
-                    if other.is_alive():
-                        other.kill()
-    _STOP_ASKED = False
-
-
-BATCH_FILES = 64                  # small files written together (one flush for all) ...
-BATCH_BYTES = 8 * 1024 * 1024     # ... up to this many bytes per batch
-SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed) alone
-
-
-def batch_small(jobs: list, size_of: Callable[[Any], int]) -> list:
-    """Group the jobs of small files into Batches; big ones stay single and go first."""
-    single, batches, current, total = [], [], [], 0
-    for job in jobs:
-        size = size_of(job)
-        if size >= SMALL_FILE:
-            single.append(job)
-            continue
-        current.append(job)
-        total += size
-        if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
-            batches.append(Batch(tuple(current)))
-            current, total = [], 0
-    if current:
-        batches.append(Batch(tuple(current)))
-    return single + batches
-
-
-def list_objects(dest, report: ListReport) -> list[tuple[str, int]]:
+def list_objects(dest: Storage, report: ListReport) -> list[tuple[str, int]]:
     """(key, size) of every backup object on the destination."""
     return [(e.key, e.size) for e in dest.list_files(report) if e.key.endswith(OBJECT_SUFFIX)]
 
 
-def read_backup(dest, objects: list[tuple[str, int]], config: Config, report: ListReport
-                ) -> list[Stored]:
+def read_backup(dest: Storage, objects: list[tuple[str, int]], config: Config,
+                report: ListReport) -> list[Stored]:
     """The backup objects listed on ``dest`` with their decoded names; names that decode to
     nothing go into the report.  Encrypted names with per-object salts cost a key derivation
     each, so then they are decoded in the worker pool.
@@ -2393,12 +2686,13 @@ def read_backup(dest, objects: list[tuple[str, int]], config: Config, report: Li
     wrong: that is fatal, or a backup would upload everything again beside the old objects.
     """
     codec = config.codec
-    decoded: list = []
+    decoded: list[tuple[str, int, Union[BackupName, str]]] = []
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
-        batches = [ParseNames(tuple(objects[i:i + 16])) for i in range(0, len(objects), 16)]
-        run_jobs(batches, config.restore_processes, config, decoded.append)
+        tasks = [tuple(objects[i:i + NAMES_PER_TASK])
+                 for i in range(0, len(objects), NAMES_PER_TASK)]
+        run_in_pool(decode_names, tasks, config.restore_processes, config, decoded.extend)
     else:
-        decoded = [(key, size, _parse_one(key, codec)) for key, size in objects]
+        decoded = [(key, size, parse_name(key, codec)) for key, size in objects]
     stored = [stored_object(key, size, name) for key, size, name in decoded
               if isinstance(name, BackupName)]
     bad = [name for _, _, name in decoded if not isinstance(name, BackupName)]
@@ -2408,14 +2702,6 @@ def read_backup(dest, objects: list[tuple[str, int]], config: Config, report: Li
                           "was made with")
     report.bad_names += bad
     return stored
-
-
-def _source_storage(config: Config):
-    """The source storage, skipping the destination folder if it lies inside the source."""
-    exclude: tuple[str, ...] = ()
-    if not config.src.is_s3 and config.dest and not config.dest.is_s3:
-        exclude = (os.path.abspath(os.path.expanduser(config.dest.local_path)),)
-    return make_storage(config.src, exclude=exclude)
 
 
 def _backup_path_ok(key: str, report: ListReport) -> bool:
@@ -2432,27 +2718,43 @@ def _backup_path_ok(key: str, report: ListReport) -> bool:
         return False
 
 
-def survey_backup(src, dest, ignore_regex: tuple[str, ...], dry_run: bool
+def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...]
+                  ) -> Callable[[str], bool]:
+    """What the source listing skips: ignore_regex, and the destination when it lies
+    inside the source."""
+    ignore = [re.compile(p) for p in ignore_regex]
+    nested = src.inside(dest)
+    if nested == "":
+        raise ConfigError(f"dest ({dest}) is the source ({src}) itself; choose a destination "
+                          "outside the source")
+    inner = None if nested is None else nested + "/"
+
+    def skip(key: str) -> bool:
+        return (inner is not None and key.startswith(inner)) or any(p.match(key)
+                                                                    for p in ignore)
+    return skip
+
+
+def survey_backup(src: Storage, dest: Storage, ignore_regex: tuple[str, ...], dry_run: bool
                   ) -> tuple[list[Entry], list[tuple[str, int]], ListReport]:
     """Check both storages and list them: the source files, the (key, size) of the backup
-    objects, and what the listings met.  Also aborts multipart uploads a dead run left."""
+    objects, and what the listings met.  Also clears what killed runs left on dest."""
+    skip = source_filter(src, dest, ignore_regex)
     src.prepare(create=False)
     exists = dest.prepare(create=not dry_run, missing_ok=dry_run)
     report = ListReport()
-    if isinstance(dest, S3Storage) and not dry_run:
-        with contextlib.suppress(Exception):     # housekeeping: never a reason to stop
-            if dest.abort_stale_uploads():
-                report.notes.append("aborted unfinished uploads left by an interrupted run")
-    ignore = [re.compile(p) for p in ignore_regex]
-    source = [entry for entry in src.list_files(report, lambda key: any(
-        p.match(key) for p in ignore)) if _backup_path_ok(entry.key, report)]
+    if exists and not dry_run:
+        with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
+            report.notes += dest.housekeeping()
+    source = [entry for entry in src.list_files(report, skip)
+              if _backup_path_ok(entry.key, report)]
     return source, list_objects(dest, report) if exists else [], report
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = _source_storage(config), make_storage(config.dest, reap=True)
+    src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
-    source, objects, report = run_apart(config, survey_backup, src, dest,
+    source, objects, report = run_apart(config, (src, dest), survey_backup, src, dest,
                                         config.ignore_regex, args.dry_run)
     stored = read_backup(dest, objects, config, report)
     for note in report.notes:
@@ -2466,34 +2768,34 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     if not args.allow_mass_delete:
         check_mass_delete(plan)
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
-    jobs: list = uploads + plan.renames + plan.removes
+    jobs: list[Job] = [*uploads, *plan.renames, *plan.removes]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
                   progress=not args.quiet)
     if args.dry_run:
         for job in jobs:
-            log.info("would %s %s", *(show(x) for x in job_label(job)))
+            log.info("would %s %s", show(job.action), show(job.path))
         log.info("dry run: %d to upload, %d unchanged, %d to rename, %d to remove; nothing "
                  "was changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes))
         return EXIT_FAILED if report.problems else EXIT_OK
-    jobs = batch_small(uploads, lambda u: u.size) + plan.renames + plan.removes
-    run_jobs(jobs, config.backup_processes, config, tally.add)
+    batches = batch_small(uploads) + alone(plan.renames) + alone(plan.removes)
+    run_jobs(batches, config.backup_processes, config, tally.add)
     tally.summary("backup", [("unchanged", plan.unchanged)])
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
 
 
-def survey_restore(dest) -> tuple[list[tuple[str, int]], ListReport]:
+def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
     """Check the destination is there and list its backup objects."""
     dest.prepare(create=False)
     report = ListReport()
     return list_objects(dest, report), report
 
 
-def open_backup(config: Config) -> tuple[Any, list[Stored], list[str]]:
+def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
     reading it (each already reported; an object name that does not decode is one)."""
     dest = make_storage(config.dest)
-    objects, report = run_apart(config, survey_restore, dest)
+    objects, report = run_apart(config, (dest,), survey_restore, dest)
     stored = read_backup(dest, objects, config, report)
     problems = report.problems + report.bad_names
     for problem in problems:
@@ -2513,8 +2815,8 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
     target.prepare(create=True)
     tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
                   progress=not args.quiet)
-    jobs = batch_small([Restore(o) for o in chosen], lambda job: job.obj.name.size)
-    run_jobs(jobs, config.restore_processes, config, tally.add)
+    run_jobs(batch_small(Restore(o) for o in chosen), config.restore_processes, config,
+             tally.add)
     tally.summary("restore")
     return EXIT_FAILED if tally.failed or problems else EXIT_OK
 
@@ -2525,8 +2827,8 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     log.info("verify %s: %d objects", dest, len(stored))
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(stored),
                   size=sum(o.size for o in stored), progress=not args.quiet)
-    jobs = batch_small([Verify(o) for o in stored], lambda job: job.obj.name.size)
-    run_jobs(jobs, config.restore_processes, config, tally.add)
+    run_jobs(batch_small(Verify(o) for o in stored), config.restore_processes, config,
+             tally.add)
     tally.failed += len(problems)
     tally.summary("verify", out_word="checked")
     return EXIT_FAILED if tally.failed else EXIT_OK
@@ -2634,33 +2936,12 @@ def setup_logging(quiet: bool) -> None:
         log.addHandler(handler)
 
 
-_MAIN_PID = os.getpid()    # the process main() runs in (a forked worker keeps the value)
-
-
-def _on_stop_signal(signum: int, frame: Any) -> None:
-    """Ctrl-C or SIGTERM in the parent: stop the run, or, while the worker pool's own code
-    may be running, ask its loop to (see worker_pool).  In a worker forked a moment ago,
-    before it set its own handler: exit (it has started nothing to clean up)."""
-    global _STOP_ASKED
-    if os.getpid() != _MAIN_PID:
-        os._exit(EXIT_INTERRUPTED)
-    if _DEFER_STOP:
-        _STOP_ASKED = True
-    else:
-        raise KeyboardInterrupt
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one action; the only place where exceptions become exit codes."""
-    global _MAIN_PID
-    _MAIN_PID = os.getpid()
     args = parse_args(argv)
     setup_logging(args.quiet)
     one_malloc_arena()    # before any thread: forked workers would inherit their arenas
-    with contextlib.suppress(ValueError):      # not in the main thread (tests): no handler
-        signal.signal(signal.SIGTERM, _on_stop_signal)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not if ignored
-            signal.signal(signal.SIGINT, _on_stop_signal)
+    parent_stop_signals()
     try:
         needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
         config, warnings = load_config(args.config, needs=needs)
@@ -2675,8 +2956,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted: stopped before finishing; run again to complete")
         return EXIT_INTERRUPTED
+    except WorkerBug as exc:   # a bug in a worker: its own traceback
+        log.error("internal error, please report it with this traceback:\n%s", exc.traceback)
+        return exc.exit_code
     except Exception:   # a bug: show everything
-        import traceback
         log.error("internal error, please report it with this traceback:\n%s",
                   traceback.format_exc())
         return EXIT_BUG
@@ -2689,5 +2972,5 @@ if __name__ == "__main__":
         # handlers (thread pools' finalizers) would wait on: everything is reported, go.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
     sys.exit(code)

@@ -1,5 +1,6 @@
 """Shared fixtures: the script imported by path, the vectors, a clean environment, real S3."""
 
+import io
 import json
 import os
 import sys
@@ -65,6 +66,14 @@ def s3_config(bucket, **overrides) -> "esb.StorageConfig":
                     region_name=bucket.region)
     settings.update(overrides)
     return esb.StorageConfig(**settings)
+
+
+def decoded(src, size, md5, codec) -> bytes:
+    """esb.decode() of an object stream into memory: the original bytes, handed out only
+    once every check has passed (decode raises IntegrityError otherwise)."""
+    out = io.BytesIO()
+    esb.decode(src, size, md5, codec, out)
+    return out.getvalue()
 
 
 def run_main(capsys, *argv):

@@ -4,6 +4,7 @@ verify and list, against a local folder and a real S3 server (SeaweedFS)."""
 import datetime
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -583,6 +584,47 @@ def test_exit_code_1_when_some_files_failed_and_3_on_a_bug(local_tool, monkeypat
     assert code == esb.EXIT_BUG == 3 and "please report" in err and "ZeroDivisionError" in err
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize("action", ["backup", "--verify", "--restore"])
+def test_a_bug_in_a_worker_stops_the_run_with_its_traceback_and_exit_3(local_tool, monkeypatch,
+                                                                      action, processes):
+    """A programming error while doing a file is not that file's failure: the run stops,
+    exit 3, and the traceback from inside the worker is shown for the report."""
+    tool = local_tool
+    sample_tree(tool)
+    tool.write("big.bin", os.urandom(esb.SMALL_FILE + 1))     # a single job and a batch
+    assert tool()[0] == 0
+    tool.write("hello.txt", b"changed\n", 1_700_009_999)
+    tool.set(BACKUP_PROCESSES=processes, RESTORE_PROCESSES=processes)
+
+    def broken_encode_name(name, codec):
+        return name.no_such_attribute
+
+    def broken_decode(*args):
+        raise AttributeError("'NoneType' object has no attribute 'planted_bug'")
+
+    if action == "backup":
+        monkeypatch.setattr(esb, "encode_name", broken_encode_name)
+    else:
+        monkeypatch.setattr(esb, "decode", broken_decode)
+    code, _, err = tool(*([] if action == "backup" else [action]))
+    assert code == esb.EXIT_BUG == 3, err
+    assert "internal error, please report it with this traceback" in err
+    assert "Traceback" in err and "AttributeError" in err
+    assert ("broken_encode_name" if action == "backup" else "broken_decode") in err
+    assert "FAILED" not in err                          # not one file's failure
+    assert multiprocessing.active_children() == []
+
+
+def test_a_bug_in_the_listing_helper_process_exits_3_with_its_traceback(tool, monkeypatch):
+    """With S3 the listing runs in a helper process: a bug there is shown the same way."""
+    sample_tree(tool)
+    assert tool()[0] == 0
+    monkeypatch.setattr(esb, "list_objects", lambda dest, report: [][0])
+    code, _, err = tool("--verify")
+    assert code == esb.EXIT_BUG and "IndexError" in err and "<lambda>" in err, err
+
+
 def test_encrypted_names_too_long_for_a_local_file_system_are_explained(local_tool):
     tool = local_tool
     tool.set(ENCRYPT_FILENAMES="true")
@@ -791,14 +833,14 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error(local_tool, monkeyp
     tool = local_tool
     for name in ("a.bin", "b.bin", "c.bin"):
         tool.write(name, os.urandom(esb.SMALL_FILE + 1))    # big files: one job each
-    real_upload = esb._upload
+    real_upload = esb.HANDLERS[esb.Upload]
 
-    def die_on_b(worker, job, remove_old=True):
+    def die_on_b(worker, job):
         if job.path == "b.bin":
             os._exit(9)
-        return real_upload(worker, job, remove_old)
+        return real_upload(worker, job)
 
-    monkeypatch.setattr(esb, "_upload", die_on_b)
+    monkeypatch.setitem(esb.HANDLERS, esb.Upload, die_on_b)
     signal.alarm(60)                                   # a hang fails the test, not the suite
     try:
         code, _, err = tool()
@@ -806,7 +848,7 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error(local_tool, monkeyp
         signal.alarm(0)
     assert code == 1 and "worker process died" in err and "Traceback" not in err
     assert "b.bin" not in tool.objects()
-    monkeypatch.setattr(esb, "_upload", real_upload)
+    monkeypatch.setitem(esb.HANDLERS, esb.Upload, real_upload)
     code, out, _ = tool()
     assert code == 0 and "b.bin" in tool.objects()
 

@@ -97,7 +97,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
     assert config.src == esb.StorageConfig(local_path="/srv/data")
     assert config.dest == esb.StorageConfig(**S3_DEST)
     assert config.restore == esb.StorageConfig(**S3_RESTORE)
-    assert config.dest.is_s3 and not config.src.is_s3
+    assert config.dest.s3_bucket and not config.src.s3_bucket
     assert config.codec == esb.Codec(
         compress=False, encrypt=True, encryption_type="cha", password=PASSWORD,
         salt=bytes.fromhex(SALT), encrypt_filenames=True, lzma_level=9, gzip_level=1)
@@ -336,7 +336,7 @@ def test_defaults():
 
 def test_restore_defaults_to_a_local_folder_in_the_temp_dir():
     restore = load_env(BASE_ENV).restore
-    assert not restore.is_s3
+    assert not restore.s3_bucket
     assert restore.local_path.endswith("encrypted_s3_backup_restore")
     assert os.path.dirname(restore.local_path) == tempfile.gettempdir()
 

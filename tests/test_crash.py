@@ -674,8 +674,9 @@ def test_local_temp_files_are_0600_while_written(tmp_path, monkeypatch, capsys, 
                        str(tmp_path / "restore" / "a")}, "temp files are beside the target"
 
 
-def test_spool_rolled_over_to_disk_is_0600_and_nameless(tmp_path, open_umask):
-    with esb.spool(str(tmp_path)) as scratch:
+def test_spool_rolled_over_to_disk_is_0600_and_nameless(tmp_path, open_umask, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with esb.spool() as scratch:
         scratch.write(b"\0" * (esb.SPILL_BYTES + 1))
         assert scratch._rolled
         mode, links, _ = fd_info(scratch)
@@ -729,7 +730,7 @@ def test_a_stop_inside_the_process_pool_waits_for_a_safe_point(tmp_path, monkeyp
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
     try:
         with pytest.raises(KeyboardInterrupt):
-            esb.run_jobs(jobs, 2, config, on_result)
+            esb.run_jobs(esb.alone(jobs), 2, config, on_result)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert 3 <= len(seen) < len(jobs) and not esb._STOP_ASKED

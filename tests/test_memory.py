@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -84,10 +85,11 @@ def test_every_job_gives_memory_back(monkeypatch, tmp_path):
     monkeypatch.setattr(esb, "give_back_memory", lambda: given.append(1))
     config = local_config(tmp_path, {"a.txt": b"a" * 1000, "b.txt": b"b"})
     monkeypatch.setattr(esb, "_WORKER", esb._Worker(config))
-    jobs = [upload(config, "a.txt"), esb.Batch((upload(config, "b.txt"),))]
-    for job in jobs:
-        outcome = esb.run_job(job)
-        assert all(not o.error for o in (outcome if isinstance(outcome, list) else [outcome]))
+    batches = [esb.Batch((upload(config, "a.txt"),)),
+               esb.Batch((upload(config, "b.txt"),), grouped=True)]
+    for batch in batches:
+        outcomes = esb.in_worker(esb.run_batch, batch)
+        assert [o.error for o in outcomes] == [""]
     assert len(given) == 2
 
 
@@ -167,7 +169,8 @@ def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tm
     puts = Overlap(worker.dest.client.put_object, 0.3)
     monkeypatch.setattr(worker.dest.client, "put_object", puts)
     try:
-        outcomes = esb.run_job(esb.Batch(tuple(upload(config, name) for name in sorted(files))))
+        outcomes = esb.in_worker(esb.run_batch, esb.Batch(
+            tuple(upload(config, name) for name in sorted(files)), grouped=True))
     finally:
         worker.threads().terminate()
     assert [o.error for o in outcomes] == [""] * 8
@@ -232,13 +235,14 @@ def test_an_unexpected_error_met_apart_is_a_reported_bug(tmp_path, s3_bucket, ca
 
 # ------------------------------------------------------- big objects: never in memory
 
-def test_spool_expecting_more_than_the_spill_size_is_a_file_at_once(tmp_path):
-    with esb.spool(str(tmp_path), expect=esb.SPILL_BYTES + 1) as sink:
+def test_spool_expecting_more_than_the_spill_size_is_a_file_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with esb.spool(expect=esb.SPILL_BYTES + 1) as sink:
         sink.write(b"x")
         sink.flush()
         info = os.fstat(sink.fileno())                 # a real file from the first byte
         assert info.st_nlink == 0 and info.st_size == 1 and info.st_mode & 0o777 == 0o600
-    with esb.spool(str(tmp_path), expect=esb.SPILL_BYTES) as sink:
+    with esb.spool(expect=esb.SPILL_BYTES) as sink:
         sink.write(b"x")
         assert not sink._rolled                        # small work stays in memory
 
@@ -354,7 +358,7 @@ def test_a_stop_during_a_batch_run_in_place_does_not_wait_for_the_batch(monkeypa
     monkeypatch.setattr(esb.S3Storage, "client", property(client))
     monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
-    jobs = [esb.Batch(tuple(upload(config, name) for name in sorted(files)))]
+    jobs = [esb.Batch(tuple(upload(config, name) for name in sorted(files)), grouped=True)]
     try:
         with pytest.raises(KeyboardInterrupt):
             esb.run_jobs(jobs, 1, config, lambda outcome: None)

@@ -7,10 +7,11 @@ import io
 import lzma
 import os
 import random
+import tempfile
 import tracemalloc
 
 import pytest
-from conftest import codec_for, esb
+from conftest import codec_for, decoded, esb
 
 SALT = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 PASSWORD = "correct horse battery staple"
@@ -42,8 +43,7 @@ def encode_bytes(data, codec, size=None):
 
 
 def decode_bytes(obj, size, md5, codec):
-    with esb.decode_to_spool(io.BytesIO(obj), size, md5, codec) as out:
-        return out.read()
+    return decoded(io.BytesIO(obj), size, md5, codec)
 
 
 def test_every_vector_decodes_to_its_manifest(vector):
@@ -146,7 +146,7 @@ def test_reader_accepts_several_gzip_members_and_legacy_lzma():
         assert decode_bytes(payload, len(data), hashlib.md5(data).digest(), codec) == data
 
 
-def test_work_above_the_spill_threshold_goes_to_a_temporary_file(tmp_path):
+def test_work_above_the_spill_threshold_goes_to_a_temporary_file(tmp_path, monkeypatch):
     size = 100 * 1000 * 1000 + 1     # MISSION: work above 100 MB never stays in memory
     assert esb.SPILL_BYTES < size
     codec = make_codec("aes", compress=False)
@@ -157,12 +157,14 @@ def test_work_above_the_spill_threshold_goes_to_a_temporary_file(tmp_path):
     src.truncate(size)
     src.seek(0)
     expected = hashlib.md5(src.getbuffer()).digest()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     tracemalloc.start()
-    with esb.spool(str(tmp_path)) as sink:
+    with esb.spool() as sink:
         md5, n = esb.encode(src, size, codec, sink)
         assert sink._rolled and os.listdir(tmp_path) == []   # on disk, already unlinked
         sink.seek(0)
-        with esb.decode_to_spool(sink, size, md5, codec, str(tmp_path)) as out:
+        with esb.spool() as out:
+            esb.decode(sink, size, md5, codec, out)
             assert out._rolled
             peak = tracemalloc.get_traced_memory()[1]
             out.seek(0, os.SEEK_END)

@@ -492,9 +492,10 @@ def test_no_change_run_over_100000_files():
 def test_batch_small_groups_small_files_and_keeps_big_ones_single():
     jobs = [esb.Upload(f"f{i}", size, 0) for i, size in
             enumerate([5 * 2 ** 20] + [100] * 130 + [esb.SMALL_FILE])]
-    grouped = esb.batch_small(jobs, lambda job: job.size)
-    single = [j for j in grouped if isinstance(j, esb.Upload)]
-    batches = [j for j in grouped if isinstance(j, esb.Batch)]
+    grouped = esb.batch_small(jobs)
+    single = [b.jobs[0] for b in grouped if not b.grouped]
+    batches = [b for b in grouped if b.grouped]
+    assert all(len(b.jobs) == 1 for b in grouped if not b.grouped)
     assert [j.path for j in single] == ["f0", "f131"]
     assert [len(b.jobs) for b in batches] == [esb.BATCH_FILES, esb.BATCH_FILES, 2]
     assert sorted(j.path for b in batches for j in b.jobs) == sorted(
@@ -503,7 +504,7 @@ def test_batch_small_groups_small_files_and_keeps_big_ones_single():
 
 def test_batch_small_caps_the_bytes_of_a_batch():
     jobs = [esb.Upload(f"f{i}", esb.SMALL_FILE - 1, 0) for i in range(20)]
-    batches = esb.batch_small(jobs, lambda job: job.size)
+    batches = esb.batch_small(jobs)
     assert all(sum(j.size for j in b.jobs) < esb.BATCH_BYTES + esb.SMALL_FILE for b in batches)
     assert len(batches) == 3
 

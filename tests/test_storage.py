@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import pytest
 from botocore.exceptions import ClientError
@@ -78,13 +79,45 @@ class Boom(Exception):
     """Raised on purpose from inside store()."""
 
 
+def no_temp_files_under(root) -> bool:
+    """True when no temporary file of ours is left anywhere under a local root."""
+    return all(not temp_files(folder) for folder, _, _ in os.walk(root))
+
+
+class FlatStorage(esb.LocalStorage):
+    """A third backend, made here to prove the storage contract is the whole contract: every
+    file lies directly in the root under its percent-quoted key ("a/b.txt" is the file
+    "a%2Fb.txt"), so no folder is ever made.  ``remote`` is set by the caller: True makes
+    the driver treat it like S3 (threads in a batch, listing in a helper process)."""
+
+    def _full(self, key: str) -> str:
+        return os.path.join(self.root, urllib.parse.quote(key, safe="")) if key else self.root
+
+    def _folder(self, folder: str) -> str:
+        os.makedirs(self.root, exist_ok=True)
+        return self.root
+
+    def list_files(self, report, skip=None):
+        for entry in super().list_files(report):
+            key = urllib.parse.unquote(entry.key)
+            parts = key.split("/")
+            folders = ("/".join(parts[:i]) + "/" for i in range(1, len(parts)))
+            if not (skip and (skip(key) or any(skip(folder) for folder in folders))):
+                yield entry._replace(key=key)
+
+    def inside(self, other):
+        return None
+
+
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(params=["local", "s3", "s3-base-path"])
+@pytest.fixture(params=["local", "s3", "s3-base-path", "flat"])
 def storage(request, tmp_path):
     """A prepared, empty storage of each kind."""
     if request.param == "local":
         store = esb.LocalStorage(str(tmp_path / "root"))
+    elif request.param == "flat":
+        store = FlatStorage(str(tmp_path / "root"))
     else:
         bucket = request.getfixturevalue("s3_bucket")
         base = BASE_PATH if request.param == "s3-base-path" else None
@@ -227,8 +260,8 @@ def test_fill_failing_midway_leaves_nothing(storage):
         storage.store("dir", fill, lambda _: "dir/new.bin")
 
     assert sizes(storage) == before
-    if isinstance(storage, esb.LocalStorage):
-        assert temp_files(os.path.join(storage.root, "dir")) == []
+    if not storage.remote:
+        assert no_temp_files_under(storage.root)
 
 
 def test_key_of_failing_leaves_nothing(storage):
@@ -246,8 +279,8 @@ def test_key_of_failing_leaves_nothing(storage):
         storage.store("dir", fill, key_of)
 
     assert sizes(storage) == before
-    if isinstance(storage, esb.LocalStorage):
-        assert temp_files(os.path.join(storage.root, "dir")) == []
+    if not storage.remote:
+        assert no_temp_files_under(storage.root)
 
 
 def test_failed_store_keeps_the_previous_version(storage):
@@ -419,14 +452,39 @@ def test_local_unreadable_folder_is_reported_and_blind():
     assert len(result["problems"]) == 1 and "locked" in result["problems"][0]
 
 
-def test_local_exclude_hides_a_folder(root):
+def test_local_destination_inside_the_source_is_not_listed(root):
     (root / "data").mkdir()
     (root / "data" / "keep.txt").write_bytes(b"k")
     (root / "backup").mkdir()
     (root / "backup" / "object.enc").write_bytes(b"o")
-    storage = esb.LocalStorage(str(root), exclude=(str(root / "backup"),))
+    (root / "backup.txt").write_bytes(b"t")
+    src, dest = esb.LocalStorage(str(root)), esb.LocalStorage(str(root / "backup"))
+    assert src.inside(dest) == "backup" and dest.inside(src) is None
+    assert esb.LocalStorage(str(root) + "x").inside(src) is None
+    skip = esb.source_filter(src, dest, ())
 
-    assert sizes(storage) == {"data/keep.txt": 1}
+    keys = sorted(e.key for e in src.list_files(esb.ListReport(), skip))
+    assert keys == ["backup.txt", "data/keep.txt"]
+
+
+def test_s3_destination_inside_the_source_is_not_listed(s3_bucket):
+    src = esb.S3Storage(s3_config(s3_bucket))
+    dest = esb.S3Storage(s3_config(s3_bucket, base_path="backups/host1"))
+    src.prepare(create=True)
+    for key in ("data/keep.txt", "backups/host1/x.enc", "backups/other.txt"):
+        put(src, key, b"k")
+    assert src.inside(dest) == "backups/host1" and dest.inside(src) is None
+    assert esb.S3Storage(s3_config(s3_bucket, s3_bucket="another")).inside(dest) is None
+    skip = esb.source_filter(src, dest, ())
+
+    keys = sorted(e.key for e in src.list_files(esb.ListReport(), skip))
+    assert keys == ["backups/other.txt", "data/keep.txt"]
+
+
+def test_a_destination_that_is_the_source_is_refused(root, s3_bucket):
+    for storage in (esb.LocalStorage(str(root)), esb.S3Storage(s3_config(s3_bucket))):
+        with pytest.raises(esb.ConfigError, match="is the source"):
+            esb.source_filter(storage, storage, ())
 
 
 @pytest.mark.parametrize("key", ["escape/planted.txt", "escape/new/planted.txt"])
@@ -625,7 +683,7 @@ def test_batch_files_appear_only_when_the_batch_ends(storage):
     with storage.batch():
         put(storage, "a/one.txt", b"1")
         put(storage, "b/two.txt", b"22")
-        if isinstance(storage, esb.LocalStorage):
+        if not storage.remote:
             assert sizes(storage) == {}           # still under temporary names
     assert sizes(storage) == {"a/one.txt": 1, "b/two.txt": 2}
 
@@ -680,3 +738,52 @@ def test_s3_client_sends_only_required_checksums(s3, s3_bucket, monkeypatch):
     put(s3, "plain.bin", b"no checksum header please")
     assert sent and not any(h.lower().startswith("x-amz-checksum") or
                             h.lower() == "x-amz-sdk-checksum-algorithm" for h in sent[0])
+
+
+# ============================================================================ a third backend
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local-like", "remote-like"])
+def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
+        tmp_path, monkeypatch, capsys, remote):
+    """FlatStorage as the destination of a whole backup, restore and verify through main():
+    the driver asks nothing of a storage but the contract."""
+    dest = tmp_path / "dest"
+    monkeypatch.setattr(FlatStorage, "remote", remote)
+    real_make_storage = esb.make_storage
+
+    def make_storage(config, confined=False, reap=False):
+        if config.local_path == str(dest):
+            return FlatStorage(config.local_path, confined=confined, reap=reap)
+        return real_make_storage(config, confined, reap)
+
+    monkeypatch.setattr(esb, "make_storage", make_storage)
+    src = tmp_path / "src"
+    files = {"top.txt": b"top", "a/b/deep.txt": b"deep" * 1000, "big.bin": os.urandom(2 * MiB)}
+    for key, data in files.items():
+        (src / key).parent.mkdir(parents=True, exist_ok=True)
+        (src / key).write_bytes(data)
+    for key, value in {"SRC_LOCAL_PATH": src, "DEST_LOCAL_PATH": dest,
+                       "RESTORE_LOCAL_PATH": tmp_path / "restore", "ENCRYPTION_PASSWORD": "pw",
+                       "ENCRYPTION_SALT": "00" * 16, "BACKUP_PROCESSES": 2,
+                       "RESTORE_PROCESSES": 2}.items():
+        monkeypatch.setenv(key, str(value))
+
+    def run(*argv):
+        code = esb.main(["--quiet", *argv])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    run()
+    assert not [name for name in os.listdir(dest) if os.path.isdir(dest / name)]
+    assert "a%2Fb%2Fdeep.txt." in " ".join(os.listdir(dest))
+    (src / "top.txt").unlink()
+    run()
+    run("--verify")
+    run("--restore", "--restore-deleted")
+    restored = {p.relative_to(tmp_path / "restore").as_posix(): p.read_bytes()
+                for p in (tmp_path / "restore").rglob("*") if p.is_file()}
+    assert restored == files
+    rows = json.loads(run("--list", "--json"))
+    assert {r["path"]: bool(r["deleted"]) for r in rows} == {
+        "top.txt": True, "a/b/deep.txt": False, "big.bin": False}
