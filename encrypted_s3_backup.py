@@ -1763,78 +1763,69 @@ class Upload:
 
 
 @dataclass(frozen=True)
-class Rename:
+class _ObjectJob:
+    """A job on one backup object, ``old``, whose action is why it is done."""
+
+    old: Stored
+    size: ClassVar[int] = 0
+    touches: ClassVar[tuple[str, ...]] = ("dest",)
+    writes: ClassVar[Optional[str]] = "dest"
+
+    @property
+    def action(self) -> str:
+        return self.why      # type: ignore[attr-defined]  (every subclass has one)
+
+    @property
+    def path(self) -> str:
+        return self.old.name.path
+
+
+@dataclass(frozen=True)
+class Rename(_ObjectJob):
     """Give an object a new name: "mark deleted" (its file is gone) or "undelete"."""
 
-    old: Stored
     name: BackupName
     why: str
-    size: ClassVar[int] = 0
-    touches: ClassVar[tuple[str, ...]] = ("dest",)
-    writes: ClassVar[Optional[str]] = "dest"
-
-    @property
-    def action(self) -> str:
-        return self.why
-
-    @property
-    def path(self) -> str:
-        return self.old.name.path
 
 
 @dataclass(frozen=True)
-class Remove:
+class Remove(_ObjectJob):
     """Delete an object: "expire" (deleted long enough ago) or "duplicate"."""
 
-    old: Stored
     why: str
-    size: ClassVar[int] = 0
-    touches: ClassVar[tuple[str, ...]] = ("dest",)
-    writes: ClassVar[Optional[str]] = "dest"
-
-    @property
-    def action(self) -> str:
-        return self.why
-
-    @property
-    def path(self) -> str:
-        return self.old.name.path
 
 
 @dataclass(frozen=True)
-class Restore:
-    """Decode an object into its file under the restore storage."""
+class _ContentJob:
+    """A job that reads one backup object's content, ``obj``."""
 
     obj: Stored
+
+    @property
+    def path(self) -> str:
+        return self.obj.name.path
+
+    @property
+    def size(self) -> int:
+        return self.obj.name.size
+
+
+@dataclass(frozen=True)
+class Restore(_ContentJob):
+    """Decode an object into its file under the restore storage."""
+
     action: ClassVar[str] = "restore"
     touches: ClassVar[tuple[str, ...]] = ("dest", "restore")
     writes: ClassVar[Optional[str]] = "restore"
 
-    @property
-    def path(self) -> str:
-        return self.obj.name.path
-
-    @property
-    def size(self) -> int:
-        return self.obj.name.size
-
 
 @dataclass(frozen=True)
-class Verify:
+class Verify(_ContentJob):
     """Decode an object and check it, keeping nothing."""
 
-    obj: Stored
     action: ClassVar[str] = "verify"
     touches: ClassVar[tuple[str, ...]] = ("dest",)
     writes: ClassVar[Optional[str]] = None
-
-    @property
-    def path(self) -> str:
-        return self.obj.name.path
-
-    @property
-    def size(self) -> int:
-        return self.obj.name.size
 
 
 Job = Union[Upload, Rename, Remove, Restore, Verify]
