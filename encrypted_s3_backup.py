@@ -1535,7 +1535,12 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
             if key not in TOP_KEYS and key not in STORAGE_SECTIONS:
                 warnings.append(f"config file {file_path}: unknown key {key!r} ignored")
     elif path is not None:
-        raise ConfigError(f"config file {path} does not exist; check --config")
+        # The existing tool never opens the file while a configuration variable is set, so
+        # an old "--config /config.json" must keep working once the file is gone.
+        if not any(environ.get(name, "").strip() for name in config_variables()):
+            raise ConfigError(f"config file {path} does not exist; check --config")
+        warnings.append(f"config file {path} does not exist; using the environment "
+                        "variables alone (remove --config to silence this)")
     def from_env(*parts: str) -> Optional[str]:
         # An empty variable counts as unset (docker-compose writes "${X}" as ""), as it did
         # for the existing tool.

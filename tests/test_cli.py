@@ -249,6 +249,29 @@ def test_config_file_with_every_key(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
 
 
+def test_a_missing_config_file_with_variables_set_runs_on_the_variables(local_tool):
+    """An old cron line keeps its --config after the file was replaced by variables."""
+    tool = local_tool
+    sample_tree(tool)
+    missing = str(tool.src.parent / "config.json.gone")
+    code, out, err = tool("--config", missing)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and missing in warnings[0] and "environment" in warnings[0]
+    assert "backup done: 5 uploaded" in out
+    assert set(tool.objects()) == {"hello.txt", "empty.txt", "docs/report final.txt",
+                                   "ü dir/名前.bin", "a/b/c/deep.txt.enc"}
+
+
+def test_a_missing_config_file_without_variables_is_an_error(local_tool):
+    tool = local_tool
+    tool.set(**{name: None for name in esb.config_variables()})
+    code, out, err = tool("--config", "no-such-config.json")
+    assert code == esb.EXIT_USAGE == 2
+    assert err.count("\n") == 1 and "no-such-config.json does not exist" in err
+    assert "check --config" in err
+
+
 def test_missing_source_folder_is_an_error_and_marks_nothing(local_tool):
     tool = local_tool
     sample_tree(tool)

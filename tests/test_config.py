@@ -476,10 +476,18 @@ def test_file_holding_a_json_list_is_an_error(tmp_path):
     assert path in message and "object" in message
 
 
-def test_explicit_config_path_that_does_not_exist_is_an_error(tmp_path):
+def test_explicit_config_path_that_does_not_exist_is_an_error_without_variables(tmp_path):
     missing = str(tmp_path / "nope.json")
-    message = config_error(missing, BASE_ENV)
+    message = config_error(missing, {"HOME": "/root", "PATH": "/usr/bin"})
     assert missing in message and "--config" in message
+
+
+def test_explicit_config_path_that_does_not_exist_with_variables_uses_them(tmp_path):
+    """Like the existing tool, which never opens the file while a variable is set."""
+    missing = str(tmp_path / "nope.json")
+    config, warnings = esb.load_config(missing, BASE_ENV)
+    assert config.src == load_env(BASE_ENV).src
+    assert [w for w in warnings if missing in w and "environment" in w] == warnings != []
 
 
 def test_several_problems_are_reported_together():

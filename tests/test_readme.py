@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, esb
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```sh\n(.*?)```", README, re.S)
@@ -28,6 +28,17 @@ def test_readme_starts_with_the_two_commands():
     assert "pip install -r requirements-dev.txt" in second and "pytest" in second
     ci = (ROOT / ".ci" / "run").read_text()
     assert second.split(" && ")[-1] in ci             # CI runs exactly the README's tests
+
+
+def test_every_configuration_variable_and_flag_is_named():
+    """Users search the README for the exact name they saw in a docker run line."""
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", README))
+    assert [name for name in esb.config_variables() if name not in named] == []
+    flags = [option for action in esb.build_parser()._actions
+             for option in action.option_strings if option.startswith("--")]
+    assert len(flags) >= 12
+    assert [flag for flag in flags
+            if not re.search(re.escape(flag) + r"(?![\w-])", README)] == []
 
 
 @pytest.fixture
