@@ -32,6 +32,11 @@ On-disk format (frozen: it is the existing masterapps-au tool's format; no versi
         100,000 rounds); cha: XChaCha20-Poly1305 (IETF), key Argon2id v0x13 (utf8(password),
         salt, t=3, m=64 MiB, p=4).  Every object carries its salt; a configured salt is
         only a cache for its key.
+    history (ours only, with versions_keep_days): a version object is a replaced object
+        renamed with its deleted field set to the day it was replaced and the suffix ".ver"
+        instead of ".enc" (encrypted names: the same encrypted stem + ".ver").  The existing
+        tool reads only ".enc" objects, so it never sees them; a path keeps at most one
+        ".enc" object after a completed run.
 
 There is no state anywhere else: the destination's listing is the whole truth.
 
@@ -78,7 +83,9 @@ __version__ = "1.0.0"
 # Constants
 # =====================================================================================
 
-OBJECT_SUFFIX = ".enc"            # every backup object's name ends with this
+OBJECT_SUFFIX = ".enc"            # every backup object's name ends with this, but ...
+VERSION_SUFFIX = ".ver"           # ... a version object's (history): the existing tool reads
+                                  # only ".enc" objects, so it never sees them
 B36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 B36_FIELD_MAX = 64                # chars; longest numeric name field we accept (md5 is <= 25)
 MD5_LEN = 16                      # bytes of an MD5 digest
@@ -431,13 +438,23 @@ class BackupName(NamedTuple):
     size: int                 # bytes of the original file
     md5: bytes                # 16-byte digest of the original content
     deleted: int = 0          # YYYYMMDD of the run that first saw it missing, 0 while it exists
+                              # (of a version: the day it was replaced)
+    version: bool = False     # a version object (".ver"): a content the file had before
 
     def with_deleted(self, deleted: int) -> "BackupName":
         return self._replace(deleted=deleted)
 
+    def as_version(self, replaced: int) -> "BackupName":
+        """The name this content keeps as a version replaced on day ``replaced``."""
+        return self._replace(deleted=replaced, version=True)
+
+
+def name_suffix(name: BackupName) -> str:
+    return VERSION_SUFFIX if name.version else OBJECT_SUFFIX
+
 
 def format_plain_name(name: BackupName) -> str:
-    """``<path>.<mtime>.<size>.<md5>.<deleted>`` without the ``.enc`` suffix."""
+    """``<path>.<mtime>.<size>.<md5>.<deleted>`` without the suffix (".enc" or ".ver")."""
     fields = (name.mtime, name.size, int.from_bytes(name.md5, "big"), name.deleted)
     return name.path + "".join("." + b36_encode_int(n) for n in fields)
 
@@ -467,7 +484,7 @@ def encode_name(name: BackupName, codec: Codec) -> str:
     stem = format_plain_name(name)
     if codec.encrypt_filenames:
         stem = b36_encode_bytes(seal_with(codec, stem.encode("utf-8", "surrogateescape")))
-    return stem + OBJECT_SUFFIX
+    return stem + name_suffix(name)
 
 
 def decode_name(object_name: str, codec: Codec) -> BackupName:
@@ -475,16 +492,19 @@ def decode_name(object_name: str, codec: Codec) -> BackupName:
 
     Raises BadNameError when it is neither (the message names the object, never secrets).
     """
-    if not object_name.endswith(OBJECT_SUFFIX):
-        raise BadNameError(f"{object_name!r} does not end with {OBJECT_SUFFIX}")
-    stem = object_name[:-len(OBJECT_SUFFIX)]
+    suffix = object_name[-len(OBJECT_SUFFIX):]
+    if suffix not in (OBJECT_SUFFIX, VERSION_SUFFIX):
+        raise BadNameError(f"{object_name!r} does not end with {OBJECT_SUFFIX} or "
+                           f"{VERSION_SUFFIX}")
+    stem = object_name[:-len(suffix)]
     if codec.encrypt_filenames and "/" not in stem:
         try:
             stem = open_with(codec, b36_decode_bytes(stem)).decode("utf-8", "surrogateescape")
         except (ValueError, IntegrityError):
             pass
     try:
-        return parse_plain_name(stem)
+        name = parse_plain_name(stem)
+        return name._replace(version=True) if suffix == VERSION_SUFFIX else name
     except BadNameError as exc:
         hint = (" and does not decrypt with this password and encryption_type"
                 if codec.encrypt_filenames else "")
@@ -1470,7 +1490,7 @@ STORAGE_SECTIONS = ("src", "dest", "restore")
 STORAGE_KEYS = tuple(f.name for f in dataclasses.fields(StorageConfig))
 TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
-            "gzip_level", "compress", "encrypt", "encryption_type")
+            "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days")
 FALSE_WORDS = ("false", "no", "0", "off", "n")
 TRUE_WORDS = ("true", "yes", "1", "on", "y")
 DEFAULT_CONFIG = "config.json"
@@ -1489,6 +1509,7 @@ class Config:
     restore_processes: int = 8
     deleted_keep_days: Optional[int] = None
     ignore_regex: tuple[str, ...] = ()
+    versions_keep_days: int = 0        # 0: no history
 
 
 def env_name(*parts: str) -> str:
@@ -1712,6 +1733,7 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         backup_processes=check.integer("backup_processes", 5, 1, 256),
         restore_processes=check.integer("restore_processes", 8, 1, 256),
         deleted_keep_days=check.integer("deleted_keep_days", None, 0),
+        versions_keep_days=check.integer("versions_keep_days", 0, 0),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
@@ -1745,26 +1767,13 @@ class Stored(NamedTuple):
     def key(self) -> str:
         if self.object_key is not None:
             return self.object_key
-        return format_plain_name(self.name) + OBJECT_SUFFIX
+        return format_plain_name(self.name) + name_suffix(self.name)
 
 
 def stored_object(key: str, size: int, name: BackupName) -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
-    return Stored(None if format_plain_name(name) + OBJECT_SUFFIX == key else key, size, name)
-
-
-@dataclass(frozen=True)
-class Upload:
-    """Back up a new or changed source file; the objects it ``replaces`` are removed only
-    once the new one is durable."""
-
-    path: str
-    size: int
-    mtime: int
-    replaces: tuple[str, ...] = ()
-    action: ClassVar[str] = "upload"
-    touches: ClassVar[tuple[str, ...]] = ("src", "dest")
-    writes: ClassVar[Optional[str]] = "dest"
+    plain = format_plain_name(name) + name_suffix(name)
+    return Stored(None if plain == key else key, size, name)
 
 
 @dataclass(frozen=True)
@@ -1787,7 +1796,8 @@ class _ObjectJob:
 
 @dataclass(frozen=True)
 class Rename(_ObjectJob):
-    """Give an object a new name: "mark deleted" (its file is gone) or "undelete"."""
+    """Give an object a new name: "mark deleted" (its file is gone), "undelete", or "keep
+    version" (history)."""
 
     name: BackupName
     why: str
@@ -1795,9 +1805,26 @@ class Rename(_ObjectJob):
 
 @dataclass(frozen=True)
 class Remove(_ObjectJob):
-    """Delete an object: "expire" (deleted long enough ago) or "duplicate"."""
+    """Delete an object: "expire" (deleted long enough ago), "expire version" or
+    "duplicate"."""
 
     why: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Back up a new or changed source file.  Once the new object is durable, the objects
+    it ``replaces`` are removed, and those of its ``versions`` (with history) are renamed
+    to version objects, or removed when the new content turns out to be the same."""
+
+    path: str
+    size: int
+    mtime: int
+    replaces: tuple[str, ...] = ()
+    versions: tuple[Rename, ...] = ()
+    action: ClassVar[str] = "upload"
+    touches: ClassVar[tuple[str, ...]] = ("src", "dest")
+    writes: ClassVar[Optional[str]] = "dest"
 
 
 @dataclass(frozen=True)
@@ -1855,6 +1882,8 @@ class Outcome:
     bytes_out: int = 0
     key: str = ""             # the key written: an upload's new object, a restored file
     warning: str = ""         # done, but something to tell (reported, not a failure)
+    md5: bytes = b""          # an upload's content digest
+    versions: int = 0         # old objects an upload kept as versions
 
 
 # =====================================================================================
@@ -1869,6 +1898,7 @@ class Plan:
     unchanged: int = 0
     live: int = 0                      # paths with a live object before the run
     vanishing: int = 0                 # of those, how many this run marks deleted or removes
+    changed: int = 0                   # of those, how many this run replaces (uploads)
 
 
 def today() -> datetime.date:
@@ -1921,10 +1951,14 @@ def _stored_path(obj: Stored) -> str:
 
 
 def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
-                keep_days: Optional[int], blind: tuple[str, ...] = ()) -> Plan:
+                keep_days: Optional[int], blind: tuple[str, ...] = (),
+                versions_keep_days: int = 0) -> Plan:
     """Compare the source listing with the destination's objects and decide every action.
 
     Objects of paths in ``blind`` (unreadable files and folders) are left as they are.
+    With ``versions_keep_days`` (history), what a change or a crash would remove is kept as
+    a version object unless a version of the same content is kept already, and versions
+    expire that many days after they were replaced; without it, every version expires.
     """
     # Both listings sorted by path and walked side by side: no index of either (at a million
     # files a dict of them costs about 45 MB), and each path's objects come out together.
@@ -1932,32 +1966,61 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     objects = sorted((o for o in stored if not (blind and in_blind_spot(o.name.path, blind))),
                      key=_stored_path)
     plan, stamp = Plan(), date_number(today)
+    history = versions_keep_days > 0
+
+    def keep_or_drop(extras: Iterable[Stored], kept: set[bytes], why: str
+                     ) -> tuple[list[Rename], list[Remove]]:
+        """Objects leaving their ``.enc`` name: with history, kept as versions when no
+        version of their content is ``kept`` already; else removed for ``why``."""
+        renames, removes = [], []
+        for obj in extras:
+            if history and obj.name.md5 not in kept:
+                kept.add(obj.name.md5)
+                replaced = obj.name.deleted or stamp
+                renames.append(Rename(obj, obj.name.as_version(replaced), "keep version"))
+            else:
+                removes.append(Remove(obj, why))
+        return renames, removes
 
     def judge(path: str, group: list[Stored], entry: Optional[Entry]) -> None:
-        keeper = pick_keeper(group, entry)
-        others = [o for o in group if o is not keeper]
+        current = [o for o in group if not o.name.version]
+        kept: set[bytes] = set()
+        for version in (o for o in group if o.name.version):
+            if history and not expired(version.name.deleted, today, versions_keep_days):
+                kept.add(version.name.md5)
+            else:
+                plan.removes.append(Remove(version, "expire version"))
+        if not current:
+            if entry is not None:
+                plan.uploads.append(Upload(path, entry.size, entry.mtime))
+            return
+        keeper = pick_keeper(current, entry)
+        others = [o for o in current if o is not keeper]
         name = keeper.name
-        plan.live += any(o.name.deleted == 0 for o in group)
-        if entry is not None and _same_file(name, entry):
+        live = any(o.name.deleted == 0 for o in current)
+        plan.live += live
+        if entry is not None and not _same_file(name, entry):
+            plan.changed += live
+            renames, removes = keep_or_drop([keeper, *others], kept, "replace")
+            plan.uploads.append(Upload(path, entry.size, entry.mtime,
+                                       tuple(o.old.key for o in removes), tuple(renames)))
+            return
+        if entry is not None:
             if name.deleted:
                 plan.renames.append(Rename(keeper, name.with_deleted(0), "undelete"))
             else:
                 plan.unchanged += 1
-            plan.removes.extend(Remove(o, "duplicate") for o in others)
-        elif entry is not None:
-            plan.uploads.append(Upload(path, entry.size, entry.mtime,
-                                       tuple(o.key for o in group)))
         elif name.deleted == 0:
             plan.vanishing += 1
             if keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
             else:
                 plan.renames.append(Rename(keeper, name.with_deleted(stamp), "mark deleted"))
-            plan.removes.extend(Remove(o, "duplicate") for o in others)
-        else:
-            if expired(name.deleted, today, keep_days):
-                plan.removes.append(Remove(keeper, "expire"))
-            plan.removes.extend(Remove(o, "duplicate") for o in others)
+        elif expired(name.deleted, today, keep_days):
+            plan.removes.append(Remove(keeper, "expire"))
+        renames, removes = keep_or_drop(others, kept | {name.md5}, "duplicate")
+        plan.renames += renames
+        plan.removes += removes
 
     at = 0      # objects[:at] are decided
 
@@ -1982,7 +2045,8 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
         group = take(entry.key)
         if not group:
             plan.uploads.append(Upload(entry.key, entry.size, entry.mtime))
-        elif len(group) == 1 and not group[0].name.deleted and _same_file(group[0].name, entry):
+        elif (len(group) == 1 and not group[0].name.deleted and not group[0].name.version
+              and _same_file(group[0].name, entry)):
             plan.live += 1            # the common case, kept cheap for a million files
             plan.unchanged += 1
         else:
@@ -1992,32 +2056,108 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     return plan
 
 
-MASS_DELETE_MIN = 10     # files; fewer vanishing files never trigger the mass-deletion guard
+MASS_DELETE_MIN = 10     # files; fewer vanishing (or changed) files never trigger a guard
+
+
+def is_mass(count: int, live: int) -> bool:
+    """More than half of the live backed-up files, and more than MASS_DELETE_MIN."""
+    return count > MASS_DELETE_MIN and count * 2 > live
 
 
 def check_mass_delete(plan: Plan) -> None:
     """Refuse a run that would retire more than half of the live files (and more than 10)."""
-    if plan.vanishing > MASS_DELETE_MIN and plan.vanishing * 2 > plan.live:
+    if is_mass(plan.vanishing, plan.live):
         raise RefusedError(
             f"refusing to mark deleted or remove {plan.vanishing} of {plan.live} backed-up "
             "files: the source looks empty or unmounted. If they really were deleted, run "
             "again with --allow-mass-delete")
 
 
-def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
-                       only: tuple[str, ...] = ()) -> list[Stored]:
-    """One object per path: the live one, else (with include_deleted) the latest deleted;
-    ``only`` keeps paths equal to, under (folder prefix) or matching (glob) any pattern."""
+def check_mass_change(plan: Plan) -> None:
+    """Without history: refuse a run that would replace more than half of the live files'
+    only copies (and more than 10)."""
+    if is_mass(plan.changed, plan.live):
+        raise RefusedError(
+            f"refusing to replace {plan.changed} of {plan.live} backed-up files: that many "
+            "changed at once looks like files encrypted or rewritten in place (ransomware, "
+            "a broken script), and without history their old copies would be gone. If the "
+            "changes are wanted, run again with --allow-mass-change; to keep the old copies, "
+            "set versions_keep_days")
+
+
+def matches_only(path: str, only: tuple[str, ...]) -> bool:
+    """True with no patterns, or when ``path`` equals, lies under (a folder) or matches (a
+    glob) one of them."""
     import fnmatch
+    return not only or any(path == p or path.startswith(p.rstrip("/") + "/") or
+                           fnmatch.fnmatchcase(path, p) for p in only)
+
+
+class AsOf(NamedTuple):
+    """A moment to restore the state of: its local day (YYYYMMDD) and epoch second."""
+
+    day: int
+    moment: int
+
+
+AS_OF_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
+
+
+def parse_as_of(text: str) -> AsOf:
+    """``YYYY-MM-DD`` (the end of that day) or ``YYYY-MM-DDTHH:MM[:SS]``, local time.
+    ValueError with the message for the user when it is neither."""
+    text = text.strip()
+    when = None
+    for pattern in ("%Y-%m-%d", *AS_OF_FORMATS):
+        with contextlib.suppress(ValueError):
+            when = datetime.datetime.strptime(text, pattern)
+            if pattern == "%Y-%m-%d":
+                when = when.replace(hour=23, minute=59, second=59)
+            break
+    if when is None:
+        raise ValueError(f"{text!r} is not a date: use YYYY-MM-DD (the end of that day) or "
+                         "YYYY-MM-DDTHH:MM[:SS], in local time")
+    try:
+        moment = int(when.timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{text!r} is outside the dates this system can handle") from None
+    return AsOf(date_number(when.date()), moment)
+
+
+def state_at(objects: list[Stored], as_of: AsOf) -> Optional[Stored]:
+    """The object of one path that was current at ``as_of``, or None when the file did not
+    exist then (as far as the backup knows): of its objects not yet deleted or replaced on
+    that day (a date has day resolution) and not written after that moment (a version
+    counts from its file's mtime), the one with the latest mtime."""
+    then = [o for o in objects if (o.name.deleted == 0 or o.name.deleted > as_of.day)
+            and o.name.mtime <= as_of.moment]
+    if not then:
+        return None
+    return max(then, key=lambda o: (o.name.mtime, o.name.deleted == 0, o.name.deleted,
+                                    not o.name.version, o.key))
+
+
+def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
+                       only: tuple[str, ...] = (), as_of: Optional[AsOf] = None
+                       ) -> list[Stored]:
+    """One object per path: the live one, else (with include_deleted) the latest deleted;
+    with ``as_of``, the one current then (see state_at); only paths matching ``only``."""
     by_path: dict[str, list[Stored]] = {}
     for obj in stored:
         by_path.setdefault(obj.name.path, []).append(obj)
     chosen = []
     for path, objects in sorted(by_path.items()):
-        if only and not any(path == p or path.startswith(p.rstrip("/") + "/") or
-                            fnmatch.fnmatchcase(path, p) for p in only):
+        if not matches_only(path, only):
             continue
-        keeper = pick_keeper(objects, None)
+        if as_of is not None:
+            then = state_at(objects, as_of)
+            if then is not None:
+                chosen.append(then)
+            continue
+        current = [o for o in objects if not o.name.version]
+        if not current:
+            continue
+        keeper = pick_keeper(current, None)
         if keeper.name.deleted == 0 or include_deleted:
             chosen.append(keeper)
     return chosen
@@ -2322,21 +2462,27 @@ def run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
         return [failed(job, exc) for job in batch.jobs]
     outcomes = [replace(o, error=describe(lost[o.key]), bytes_in=0, bytes_out=0)
                 if o.key in lost else o for o in outcomes]
-    return [o if o.error else _settle(worker, job, o) for job, o in zip(batch.jobs, outcomes)]
+    return [o if o.error else settled(worker, job, o) for job, o in zip(batch.jobs, outcomes)]
 
 
 def _run_one(worker: _Worker, job: Job, settle: bool = True) -> Outcome:
     """One job; its failure becomes its Outcome.  ``settle``: finish at once what waits
     for the job's write to be durable (in a grouped Batch, the batch does it)."""
     try:
-        outcome = HANDLERS[type(job)](worker, job)
+        outcome = HANDLERS[type(job)].run(worker, job)
     except FILE_FAILURES as exc:    # one file's failure must not stop the others
         return failed(job, exc)
-    return _settle(worker, job, outcome) if settle else outcome
+    return settled(worker, job, outcome) if settle else outcome
+
+
+def settled(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
+    """The Outcome once what waits for the job's write to be durable is done."""
+    settle = HANDLERS[type(job)].settle
+    return settle(worker, job, outcome) if settle else outcome
 
 
 def _upload(worker: _Worker, job: Upload) -> Outcome:
-    """Back up one file.  The objects it replaces are removed by _settle()."""
+    """Back up one file.  What it replaces is dealt with by _replaced()."""
     codec = worker.codec
     folder = "" if codec.encrypt_filenames else job.path.rpartition("/")[0]
     for attempt in range(UPLOAD_TRIES):
@@ -2355,7 +2501,7 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
                 return encode_name(BackupName(job.path, job.mtime, length, md5), codec)
 
             try:
-                (_, length, written), key = worker.dest.store(folder, fill, key_of,
+                (md5, length, written), key = worker.dest.store(folder, fill, key_of,
                                                               expect=job.size)
                 break
             except SourceChangedError:
@@ -2365,21 +2511,32 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
                                              "next run") from None
         fresh = worker.src.stat(job.path)
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
-    return Outcome(job.action, job.path, bytes_in=length, bytes_out=written, key=key)
+    return Outcome(job.action, job.path, bytes_in=length, bytes_out=written, key=key,
+                   md5=md5)
 
 
-def _settle(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
-    """Once a job's write is durable: remove the objects an upload replaces.  The new
-    object is safe already, so a failure here is a warning: the next run sees the
-    duplicate and removes it."""
-    for old in getattr(job, "replaces", ()):
-        if old != outcome.key:
-            try:
+def _replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
+    """Once the new object is durable: remove the objects it replaces and keep the old
+    contents as versions (or remove them too when the content did not change).  The new
+    object is safe already, so a failure here is a warning: the next run sees the extra
+    object and does it."""
+    kept = 0
+    try:
+        for old in job.replaces:
+            if old != outcome.key:
                 worker.dest.remove(old)
-            except FILE_FAILURES as exc:
-                return replace(outcome, warning=f"stored, but its old object was not removed "
-                                               f"({describe(exc)}); the next run will")
-    return outcome
+        for version in job.versions:
+            if version.old.key == outcome.key:
+                continue
+            if version.old.name.md5 == outcome.md5:    # only the mtime changed
+                worker.dest.remove(version.old.key)
+            else:
+                _rename(worker, version)
+                kept += 1
+    except FILE_FAILURES as exc:
+        return replace(outcome, versions=kept, warning=f"stored, but its old object was not "
+                       f"removed or kept as a version ({describe(exc)}); the next run will")
+    return replace(outcome, versions=kept)
 
 
 def _rename(worker: _Worker, job: Rename) -> Outcome:
@@ -2427,8 +2584,17 @@ def _verify(worker: _Worker, job: Verify) -> Outcome:
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size)
 
 
-HANDLERS: dict[type, Callable[[_Worker, Any], Outcome]] = {
-    Upload: _upload, Rename: _rename, Remove: _remove, Restore: _restore, Verify: _verify}
+class Handler(NamedTuple):
+    """How a worker does one kind of job."""
+
+    run: Callable[[_Worker, Any], Outcome]
+    settle: Optional[Callable[[_Worker, Any, Outcome], Outcome]] = None
+    # ^ once what run() wrote is durable (for a grouped Batch: after the batch)
+
+
+HANDLERS: dict[type, Handler] = {
+    Upload: Handler(_upload, _replaced), Rename: Handler(_rename), Remove: Handler(_remove),
+    Restore: Handler(_restore), Verify: Handler(_verify)}
 
 
 def decode_names(worker: _Worker, keys: tuple[tuple[str, int], ...]
@@ -2453,7 +2619,8 @@ log = logging.getLogger("encrypted_s3_backup")
 
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
-              "verify": "verified"}
+              "verify": "verified", "keep version": "versions kept",
+              "expire version": "versions expired"}
 
 
 def show(path: str) -> str:
@@ -2525,6 +2692,9 @@ class Tally:
                 log.warning("warning: %s %s: %s", outcome.action, show(outcome.path),
                             outcome.warning)
             self.counts[outcome.action] = self.counts.get(outcome.action, 0) + 1
+            if outcome.versions:
+                self.counts["keep version"] = self.counts.get("keep version", 0) + \
+                    outcome.versions
             self.bytes_in += outcome.bytes_in
             self.bytes_out += outcome.bytes_out
             if self.ok_lines:
@@ -2668,8 +2838,9 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
 
 
 def list_objects(dest: Storage, report: ListReport) -> list[tuple[str, int]]:
-    """(key, size) of every backup object on the destination."""
-    return [(e.key, e.size) for e in dest.list_files(report) if e.key.endswith(OBJECT_SUFFIX)]
+    """(key, size) of every backup object (and version object) on the destination."""
+    return [(e.key, e.size) for e in dest.list_files(report)
+            if e.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX))]
 
 
 def read_backup(dest: Storage, objects: list[tuple[str, int]], config: Config,
@@ -2759,24 +2930,38 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.error("FAILED listing: %s", problem)
     for bad in report.bad_names:     # not ours, or damaged: left alone, never counted as ours
         log.warning("warning: ignored %s", bad)
+    history = config.versions_keep_days
     plan = plan_backup(source, stored, today(), config.deleted_keep_days,
-                       tuple(report.blind))
+                       tuple(report.blind), history)
     if not args.allow_mass_delete:
         check_mass_delete(plan)
+    if not (history or args.allow_mass_change):
+        check_mass_change(plan)
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
     jobs: list[Job] = [*uploads, *plan.renames, *plan.removes]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
                   progress=not args.quiet)
+    versions_kept = sum(len(u.versions) for u in uploads) + sum(
+        r.why == "keep version" for r in plan.renames)
+    versions_expired = sum(r.why == "expire version" for r in plan.removes)
     if args.dry_run:
         for job in jobs:
             log.info("would %s %s", show(job.action), show(job.path))
-        log.info("dry run: %d to upload, %d unchanged, %d to rename, %d to remove; nothing "
-                 "was changed", len(plan.uploads), plan.unchanged, len(plan.renames),
-                 len(plan.removes))
+        log.info("dry run: %d to upload, %d unchanged, %d to rename, %d to remove, up to %d "
+                 "old contents to keep as versions, %d versions to expire; nothing was "
+                 "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
+                 len(plan.removes), versions_kept, versions_expired)
         return EXIT_FAILED if report.problems else EXIT_OK
     batches = batch_small(uploads) + alone(plan.renames) + alone(plan.removes)
     run_jobs(batches, config.backup_processes, config, tally.add)
     tally.summary("backup", [("unchanged", plan.unchanged)])
+    if history and is_mass(plan.changed, plan.live):
+        log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
+                    "or rewritten in place?); their previous contents are kept as versions "
+                    "for %d days", plan.changed, plan.live, history)
+    if not history and versions_expired:
+        log.info("note: versions_keep_days is 0, so the %d version objects that earlier runs "
+                 "kept were removed", versions_expired)
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
 
 
@@ -2802,8 +2987,10 @@ def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
 def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config)
     target = make_storage(config.restore, confined=True)
-    chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()))
-    log.info("restore %s -> %s: %d files", dest, target, len(chosen))
+    chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()),
+                                args.as_of)
+    when = f" as of {args.as_of_text}" if args.as_of else ""
+    log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
     if args.dry_run:
         for obj in chosen:
             log.info("would restore %s", show(obj.name.path))
@@ -2830,11 +3017,26 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
+def object_kind(name: BackupName) -> str:
+    return "version" if name.version else "deleted" if name.deleted else "live"
+
+
 def run_list(config: Config, args: argparse.Namespace) -> int:
     _, stored, problems = open_backup(config)
-    stored = select_for_restore(stored, True, tuple(args.restore_only or ()))
+    only = tuple(args.restore_only or ())
+    if args.versions:        # every object, oldest first per path
+        chosen = sorted((o for o in stored if matches_only(o.name.path, only)),
+                        key=lambda o: (o.name.path, o.name.mtime, o.name.deleted == 0,
+                                       o.name.deleted))
+    else:
+        chosen = select_for_restore(stored, True, only, args.as_of)
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
-             "deleted": o.name.deleted or None} for o in stored]
+             "deleted": o.name.deleted or None} for o in chosen]
+    if args.versions:
+        for row, obj in zip(rows, chosen):
+            row["kind"] = object_kind(obj.name)
+            if obj.name.version:
+                row["replaced"], row["deleted"] = row["deleted"], None
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
@@ -2842,6 +3044,8 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
             when = datetime.datetime.fromtimestamp(row["mtime"]).strftime("%Y-%m-%d %H:%M:%S") \
                 if row["mtime"] < 2 ** 37 else str(row["mtime"])
             deleted = f"  deleted {row['deleted']}" if row["deleted"] else ""
+            if row.get("replaced"):
+                deleted = f"  version, replaced {row['replaced']}"
             print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}")
     return EXIT_FAILED if problems else EXIT_OK
 
@@ -2876,8 +3080,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--restore", action="store_true",
                        help="restore live files from dest to the restore storage")
     group.add_argument("--verify", action="store_true",
-                       help="decrypt and check every object (deleted ones too); write nothing; "
-                            "failures on stderr")
+                       help="decrypt and check every object (deleted ones and versions too); "
+                            "write nothing; failures on stderr")
     group.add_argument("--list", action="store_true",
                        help="list what the backup holds (path, size, mtime, deleted date) from "
                             "object names alone")
@@ -2887,11 +3091,21 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--restore-only", action="append", metavar="PATH",
                          help="with --restore or --list: only this path, folder or glob "
                               "pattern (repeatable)")
+    options.add_argument("--as-of", metavar="WHEN",
+                         help="with --restore or --list: the files as they were at WHEN, "
+                              "YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM[:SS], local "
+                              "time; uses versions (versions_keep_days) and deleted files")
+    options.add_argument("--versions", action="store_true",
+                         help="with --list: every object of every path (live, deleted, "
+                              "versions), oldest first")
     options.add_argument("--dry-run", action="store_true",
                          help="show what a backup or restore would do; change nothing")
     options.add_argument("--allow-mass-delete", action="store_true",
                          help="allow a backup that marks deleted or removes more than half of "
                               "the backed-up files")
+    options.add_argument("--allow-mass-change", action="store_true",
+                         help="allow a backup without history (versions_keep_days 0) that "
+                              "replaces more than half of the backed-up files")
     options.add_argument("--json", action="store_true", help="with --list: JSON output")
     options.add_argument("-q", "--quiet", action="store_true",
                          help="only warnings, errors and the summary")
@@ -2911,6 +3125,19 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--json needs --list")
     if args.dry_run and (args.verify or args.list):
         parser.error("--dry-run is for a backup or --restore")
+    if args.versions and not args.list:
+        parser.error("--versions needs --list")
+    args.as_of_text, args.as_of = args.as_of, None
+    if args.as_of_text is not None:
+        if not (args.restore or args.list):
+            parser.error("--as-of needs --restore or --list")
+        if args.restore_deleted or args.versions:
+            parser.error("--as-of gives the files of one moment, deleted since or not: leave "
+                         "out --restore-deleted and --versions")
+        try:
+            args.as_of = parse_as_of(args.as_of_text)
+        except ValueError as exc:
+            parser.error(f"--as-of: {exc}")
     return args
 
 

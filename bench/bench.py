@@ -33,6 +33,11 @@ What it does
          restore     --restore into an empty folder, then checked against the source:
                      same paths, sizes, whole-second mtimes and BLAKE2 hashes
          verify      --verify
+       then three steps of history (versions_keep_days 30): the no-change run (fastest of
+       3), a run in which every 10th file changed (its old object becomes a version), and
+       the no-change run again over the objects plus those 10 % versions (fastest of 3;
+       "vs_no_versions" in the JSON is its ratio to the first).  The changed files get
+       their bytes and mtimes back afterwards.
        Each step must exit 0.  Measured: wall time, files/s and MB/s (source files and bytes
        over wall time), and the peak memory of the whole process tree: every ~50 ms the sum
        of VmRSS (/proc/<pid>/status) of the tool and all its descendants (found through
@@ -371,8 +376,66 @@ def bench_target(tool, work: str, dataset: str, target: str, source: dict, serve
             if not keep:
                 shutil.rmtree(restore_dir)
         steps.append(result)
+    for result in history_steps(work, label, src_dir, env, server, target):
+        result.update(dataset=dataset, target=target)
+        steps.append(result)
     if not keep and target == "local":
         shutil.rmtree(dest_dir)
+    return steps
+
+
+HISTORY_DAYS = "30"         # versions_keep_days of the history steps
+HISTORY_SHARE = 10          # every 10th file changes: 10 % of the objects become versions
+HISTORY_RUNS = 3            # no-change runs per figure; the fastest counts (they take < 1 s)
+
+
+def history_steps(work: str, label: str, src_dir: str, env: dict, server, target: str
+                  ) -> list[dict]:
+    """What history costs a no-change run: with versions_keep_days on, the no-change run
+    (fastest of HISTORY_RUNS), then a run that changes every HISTORY_SHARE-th file (its
+    old object becomes a version), then the no-change run again, over the objects plus
+    10 % versions.  The changed files get their old bytes and mtimes back afterwards."""
+    env = dict(env, VERSIONS_KEEP_DAYS=HISTORY_DAYS)
+    paths = sorted(os.path.relpath(os.path.join(folder, name), src_dir)
+                   for folder, _, names in os.walk(src_dir) for name in names)
+    changed = paths[::HISTORY_SHARE]
+    saved = {}
+    steps = []
+
+    def step(name: str, runs: int) -> None:
+        print(f"  {label}: {name} ...", flush=True)
+        results = []
+        for run in range(runs):
+            log_path = os.path.join(work, "logs", f"{label}-{name.replace(' ', '-')}-{run}.log")
+            results.append(run_tool([], env, work, log_path,
+                                    server.pid if target == "s3" else 0))
+        best = min(results, key=lambda r: r["wall_s"])
+        best.update(step=name, runs=runs, exit_code=max(r["exit_code"] for r in results),
+                    files=len(paths), mb=0.0, files_per_s=len(paths) / best["wall_s"],
+                    mb_per_s=0.0)
+        steps.append(best)
+
+    try:
+        step("no-change, history on", HISTORY_RUNS)
+        for rel in changed:
+            path = os.path.join(src_dir, rel)
+            info = os.stat(path)
+            with open(path, "rb") as handle:
+                saved[path] = (handle.read(), info.st_atime, info.st_mtime)
+            with open(path, "ab") as handle:
+                handle.write(b"\n")
+            os.utime(path, (info.st_atime, info.st_mtime + 1))
+        step(f"change {len(changed)} files", 1)
+        step("no-change, 10% versions", HISTORY_RUNS)
+    finally:
+        for path, (data, atime, mtime) in saved.items():
+            with open(path, "wb") as handle:
+                handle.write(data)
+            os.utime(path, (atime, mtime))
+    base, versions = steps[0]["wall_s"], steps[-1]["wall_s"]
+    steps[-1]["vs_no_versions"] = versions / base
+    print(f"  {label}: no-change with 10% versions took {versions:.2f} s, {versions / base:.2f}x "
+          f"the {base:.2f} s without them", flush=True)
     return steps
 
 
@@ -430,8 +493,9 @@ def table_rows(steps: list, planner: dict) -> list[tuple]:
         ok = s["exit_code"] == 0 and not s.get("restore_problems")
         rows.append((s["dataset"], s["target"], s["step"] + ("" if ok else " FAIL"),
                      f"{s['files']}", f"{s['mb']:.1f}", f"{s['wall_s']:.2f}",
-                     f"{s['files_per_s']:.0f}", f"{s['mb_per_s']:.1f}",
-                     f"{s['floor_ratio']:.2f}", f"{s['peak_mb']:.0f}",
+                     f"{s['files_per_s']:.0f}", f"{s['mb_per_s']:.1f}" if s["mb"] else "-",
+                     f"{s['floor_ratio']:.2f}" if s["floor_ratio"] == s["floor_ratio"] else "-",
+                     f"{s['peak_mb']:.0f}",
                      f"{s['peak_pss_mb']:.0f}", f"{s['tool_cpu_s']:.1f}",
                      f"{s['server_cpu_s']:.1f}" if s["target"] == "s3" else "-"))
     if "seconds" in planner:
@@ -541,8 +605,10 @@ def main(argv=None) -> int:
             for target in args.targets:
                 for step in bench_target(tool, work, dataset, target, source, server,
                                          args.processes, args.keep):
-                    base = floor["backup_floor_s"] if step["step"] in ("backup", "no-change") \
-                        else floor["restore_floor_s"]
+                    base = {"backup": floor["backup_floor_s"],
+                            "no-change": floor["backup_floor_s"],
+                            "restore": floor["restore_floor_s"],
+                            "verify": floor["restore_floor_s"]}.get(step["step"])
                     step["floor_ratio"] = step["wall_s"] / base if base else float("nan")
                     results["steps"].append(step)
         count = max(1, round(PLANNER_ENTRIES * scale))

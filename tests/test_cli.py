@@ -861,9 +861,9 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error(local_tool, monkeyp
     def die_on_b(worker, job):
         if job.path == "b.bin":
             os._exit(9)
-        return real_upload(worker, job)
+        return real_upload.run(worker, job)
 
-    monkeypatch.setitem(esb.HANDLERS, esb.Upload, die_on_b)
+    monkeypatch.setitem(esb.HANDLERS, esb.Upload, real_upload._replace(run=die_on_b))
     signal.alarm(60)                                   # a hang fails the test, not the suite
     try:
         code, _, err = tool()

@@ -82,6 +82,7 @@ FULL = {
     "compress": False,
     "encrypt": True,
     "encryption_type": "cha",
+    "versions_keep_days": 45,
 }
 
 
@@ -102,7 +103,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
         compress=False, encrypt=True, encryption_type="cha", password=PASSWORD,
         salt=bytes.fromhex(SALT), encrypt_filenames=True, lzma_level=9, gzip_level=1)
     assert config.backup_processes == 3 and config.restore_processes == 12
-    assert config.deleted_keep_days == 30
+    assert config.deleted_keep_days == 30 and config.versions_keep_days == 45
     assert config.ignore_regex == ("^tmp/", r"\.swp$")
     assert isinstance(config.ignore_regex, tuple)
 
