@@ -15,6 +15,19 @@ sys.path.insert(0, str(TESTS))
 
 import encrypted_s3_backup as esb  # noqa: E402
 
+# PASSWORD and SALT are also the inputs of the known answers of FORMAT.md section 6
+# (test_crypto.py, test_codec.py): other values would change those answers.
+PASSWORD = "correct horse battery staple"
+SALT = "000102030405060708090a0b0c0d0e0f"          # as configured: 32 hex digits
+SALT_BYTES = bytes.fromhex(SALT)
+S3_SECRET = "AwsS3cretKey-Zq9Xw7Vv5Uu3"             # a made-up S3 secret key, easy to spot
+
+
+def make_codec(**fields) -> "esb.Codec":
+    """A Codec of PASSWORD and SALT; keyword arguments replace any field."""
+    return esb.Codec(**{"password": PASSWORD, "salt": SALT_BYTES, **fields})
+
+
 
 def load_vectors():
     """[(name, manifest, backup dir)] for every vector configuration."""

@@ -14,10 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VECTOR_LIST, codec_for, esb, run_main, s3_env, set_env
-
-SALT = "000102030405060708090a0b0c0d0e0f"
-PASSWORD = "correct horse battery staple"
+from conftest import PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb, run_main, s3_env, set_env
 
 
 class Run:
@@ -395,7 +392,7 @@ def test_subprocess_backup_restore_verify(tmp_path):
     (src / "d" / "f.txt").write_text("content\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
     env.update(SRC_LOCAL_PATH=str(src), DEST_LOCAL_PATH=str(tmp_path / "dest"),
-               RESTORE_LOCAL_PATH=str(tmp_path / "r"), ENCRYPTION_PASSWORD="pw",
+               RESTORE_LOCAL_PATH=str(tmp_path / "r"), ENCRYPTION_PASSWORD=PASSWORD,
                ENCRYPTION_TYPE="aes")
     script = str(ROOT / "encrypted_s3_backup.py")
     for argv in ([], ["--restore"], ["--verify"]):
@@ -701,7 +698,7 @@ def test_unreadable_file_as_an_unprivileged_user(tmp_path):
             with open(os.path.join(src, name), "wb") as handle:
                 handle.write(data)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
-        env.update(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD="pw",
+        env.update(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD=PASSWORD,
                    ENCRYPTION_SALT=SALT, BACKUP_PROCESSES="2")
         run = [sys.executable, str(ROOT / "encrypted_s3_backup.py")]
         assert subprocess.run(run, env=env, capture_output=True, timeout=60).returncode == 0

@@ -25,11 +25,9 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ROOT, esb
+from conftest import PASSWORD, ROOT, SALT, esb, make_codec
 
 SCRIPT = str(ROOT / "encrypted_s3_backup.py")
-PASSWORD = "crash test password"
-SALT = "0f0e0d0c0b0a09080706050403020100"
 BASE_MTIME = 1_700_000_000
 CONFIG_PREFIXES = ("SRC_", "DEST_", "RESTORE_", "ENCRYPT", "BACKUP_", "DELETED_", "IGNORE_",
                    "LZMA_", "GZIP_", "COMPRESS")
@@ -154,11 +152,6 @@ class S3Dest:
 
     def read(self, key):
         return self.bucket.client.get_object(Bucket=self.bucket.name, Key=key)["Body"].read()
-
-
-def make_codec(salt=SALT, encrypt_filenames=False):
-    return esb.Codec(password=PASSWORD, salt=bytes.fromhex(salt) if salt else None,
-                     encrypt_filenames=encrypt_filenames)
 
 
 def decode_object(dest, key, codec):

@@ -25,11 +25,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from conftest import esb
+from conftest import PASSWORD, SALT, esb
 from flaky_proxy import KINDS, FlakyProxy
 
-PASSWORD = "flaky network, solid backup"
-SALT = "0f0e0d0c0b0a09080706050403020100"
 CLIENT_TIMEOUT = 2.0              # seconds: the tool's connect and read timeouts here
 STALL_SECONDS = CLIENT_TIMEOUT + 1.5
 FLAKY = {"drop": 0.05, "cut": 0.05, "reset": 0.04, "error500": 0.04, "slowdown": 0.03,

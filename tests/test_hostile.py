@@ -19,14 +19,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import esb, run_main, set_env
+from conftest import PASSWORD, S3_SECRET, SALT, SALT_BYTES, esb, make_codec, run_main, set_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-PASSWORD = "Sup3r-S3cret-Pa55"
-SALT = "00112233445566778899aabbccddeeff"
-SALT_BYTES = bytes.fromhex(SALT)
-S3_SECRET = "AwsS3cretKey-Zq9Xw7Vv5Uu3"
 MTIME = 1_700_000_000
 GOOD = {"hello.txt": b"Hello, world!\n",
         "docs/report.txt": b"quarterly numbers\n" * 300,
@@ -519,8 +515,8 @@ def time_limit(seconds):
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-PLAIN_NAMES = esb.Codec(password=PASSWORD, salt=SALT_BYTES)
-CRYPT_NAMES = esb.Codec(password=PASSWORD, salt=SALT_BYTES, encrypt_filenames=True)
+PLAIN_NAMES = make_codec()
+CRYPT_NAMES = make_codec(encrypt_filenames=True)
 
 name_pieces = st.lists(st.sampled_from([".", "..", "/", "0", "00", "z", "Z", "a", "9",
                                         "enc", ".enc", "s44we8", "\x00", "-", " "]),
@@ -563,8 +559,7 @@ def test_plaintext_names_round_trip(path, mtime, size, md5, deleted):
     assert esb.decode_name(esb.encode_name(name, PLAIN_NAMES), PLAIN_NAMES) == name
 
 
-DECODE_CODECS = [esb.Codec(compress=c, encrypt=e, encryption_type=t, password=PASSWORD,
-                           salt=SALT_BYTES)
+DECODE_CODECS = [make_codec(compress=c, encrypt=e, encryption_type=t)
                  for c in (True, False) for e in (True, False) for t in ("aes", "cha")
                  if e or t == "aes"]
 
@@ -791,7 +786,7 @@ def test_repr_of_configuration_hides_secrets(make_tool):
     loaded = esb.load_config(None)
     config = loaded[0]
     assert config.codec.password == PASSWORD and config.src.aws_secret_access_key == S3_SECRET
-    codec = esb.Codec(password=PASSWORD, salt=SALT_BYTES)
+    codec = make_codec()
     storage = esb.StorageConfig(s3_bucket="b", aws_secret_access_key=S3_SECRET)
     for obj in (loaded, config, config.codec, config.src, codec, storage,
                 esb.make_storage(storage)):
