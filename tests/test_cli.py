@@ -11,69 +11,18 @@ import stat
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb, run_main, s3_env, set_env
-
-
-class Run:
-    """A configured tool: environment variables in, main(argv) and the stored objects out."""
-
-    def __init__(self, monkeypatch, capsys, tmp_path, dest_kind, bucket):
-        self.monkeypatch, self.capsys = monkeypatch, capsys
-        self.src, self.restore = tmp_path / "src", tmp_path / "restore"
-        self.src.mkdir()
-        self.env = {"SRC_LOCAL_PATH": str(self.src), "RESTORE_LOCAL_PATH": str(self.restore),
-                    "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT,
-                    "BACKUP_PROCESSES": "2", "RESTORE_PROCESSES": "2"}
-        self.bucket = bucket
-        if dest_kind == "local":
-            self.dest = tmp_path / "dest"
-            self.env["DEST_LOCAL_PATH"] = str(self.dest)
-        else:
-            self.env.update(s3_env("DEST", bucket, "backups/host1" if dest_kind == "s3-base"
-                                   else None))
-        self.set(**self.env)
-        monkeypatch.chdir(tmp_path)
-
-    def set(self, **env):
-        set_env(self.monkeypatch, **env)
-
-    def __call__(self, *argv):
-        code, out, err = run_main(self.capsys, *argv)
-        return code, out, err
-
-    def storage(self):
-        config, _ = esb.load_config(None, needs=("dest",))
-        return esb.make_storage(config.dest)
-
-    def objects(self):
-        """{path: BackupName} of every object on the destination."""
-        config, _ = esb.load_config(None, needs=("dest",))
-        names = [esb.decode_name(e.key, config.codec)
-                 for e in self.storage().list_files(esb.ListReport())]
-        return {n.path: n for n in names}
-
-    def keys(self):
-        return sorted(e.key for e in self.storage().list_files(esb.ListReport()))
-
-    def write(self, rel, data, mtime=1_700_000_000):
-        path = self.src / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        os.utime(path, (mtime, mtime))
+from conftest import (PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb, process_env, s3_env,
+                      set_env, snapshot, tree)
 
 
 @pytest.fixture(params=["local", "s3", "s3-base"])
-def tool(request, monkeypatch, capsys, tmp_path):
-    bucket = request.getfixturevalue("s3_bucket") if request.param != "local" else None
-    return Run(monkeypatch, capsys, tmp_path, request.param, bucket)
-
-
-@pytest.fixture
-def local_tool(monkeypatch, capsys, tmp_path):
-    return Run(monkeypatch, capsys, tmp_path, "local", None)
+def tool(request, make_tool):
+    if request.param == "local":
+        return make_tool()
+    return make_tool(request.getfixturevalue("s3_bucket"),
+                     base_path="backups/host1" if request.param == "s3-base" else None)
 
 
 def sample_tree(tool):
@@ -84,16 +33,6 @@ def sample_tree(tool):
     tool.write("a/b/c/deep.txt.enc", b"looks like a backup\n", 1_700_000_400)
 
 
-def tree(root):
-    """{relative path: (content md5, whole-second mtime)} of a folder."""
-    out = {}
-    for path in Path(root).rglob("*"):
-        if path.is_file():
-            out[path.relative_to(root).as_posix()] = (hashlib.md5(path.read_bytes()).hexdigest(),
-                                                      int(path.stat().st_mtime))
-    return out
-
-
 def test_first_backup_then_restore_gives_the_same_tree(tool):
     sample_tree(tool)
     code, out, err = tool()
@@ -102,7 +41,7 @@ def test_first_backup_then_restore_gives_the_same_tree(tool):
     assert set(tool.objects()) == set(tree(tool.src))
     code, out, err = tool("--restore")
     assert code == 0, err
-    assert tree(tool.restore) == tree(tool.src)          # contents and mtimes
+    assert tree(tool.restore, "md5+mtime") == tree(tool.src, "md5+mtime")
 
 
 def test_incremental_run_moves_only_changed_files(tool):
@@ -302,7 +241,7 @@ def test_planted_path_traversal_object_is_refused(local_tool):
     shutil.copy(good, tool.dest / "sub" / (".." + stem))          # path "sub/.."
     code, _, err = tool("--restore")
     assert code == 1 and "refusing to restore" in err
-    assert tree(tool.restore) == tree(tool.src)
+    assert tree(tool.restore, "md5+mtime") == tree(tool.src, "md5+mtime")
     assert not planted.exists()
 
 
@@ -366,8 +305,7 @@ def test_every_vector_restores_and_verifies_through_the_cli(vector_index, where,
         for obj in manifest["objects"]:
             bucket.client.upload_file(str(backup / obj), bucket.name, "v/" + obj)
         env.update(s3_env("DEST", bucket, "v"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_env(monkeypatch, **env)
     monkeypatch.chdir(tmp_path)
     assert esb.main(["--restore", "--restore-deleted"]) == 0, capsys.readouterr()
     assert esb.main(["--verify"]) == 0, capsys.readouterr()
@@ -390,10 +328,9 @@ def test_subprocess_backup_restore_verify(tmp_path):
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "f.txt").write_text("content\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
-    env.update(SRC_LOCAL_PATH=str(src), DEST_LOCAL_PATH=str(tmp_path / "dest"),
-               RESTORE_LOCAL_PATH=str(tmp_path / "r"), ENCRYPTION_PASSWORD=PASSWORD,
-               ENCRYPTION_TYPE="aes")
+    env = process_env(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=tmp_path / "dest",
+                      RESTORE_LOCAL_PATH=tmp_path / "r", ENCRYPTION_PASSWORD=PASSWORD,
+                      ENCRYPTION_TYPE="aes")
     script = str(ROOT / "encrypted_s3_backup.py")
     for argv in ([], ["--restore"], ["--verify"]):
         done = subprocess.run([sys.executable, script, *argv], env=env, cwd=tmp_path,
@@ -497,12 +434,6 @@ def test_quiet_keeps_only_the_summary_and_verbose_adds_file_lines(local_tool):
     (tool.src / "hello.txt").write_text("changed")
     code, out, _ = tool("--verbose")
     assert "upload hello.txt" in out
-
-
-def snapshot(root):
-    """Every file under root with its bytes and mtime: to prove a run changed nothing."""
-    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in Path(root).rglob("*") if p.is_file()}
 
 
 def test_dry_run_backup_prints_the_plan_and_changes_nothing(local_tool, monkeypatch):
@@ -697,9 +628,8 @@ def test_unreadable_file_as_an_unprivileged_user(tmp_path):
         for name, data in (("d/ok.txt", b"fine\n"), ("secret.txt", b"v1\n")):
             with open(os.path.join(src, name), "wb") as handle:
                 handle.write(data)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
-        env.update(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD=PASSWORD,
-                   ENCRYPTION_SALT=SALT, BACKUP_PROCESSES="2")
+        env = process_env(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD=PASSWORD,
+                          ENCRYPTION_SALT=SALT, BACKUP_PROCESSES=2)
         run = [sys.executable, str(ROOT / "encrypted_s3_backup.py")]
         assert subprocess.run(run, env=env, capture_output=True, timeout=60).returncode == 0
         with open(os.path.join(src, "secret.txt"), "wb") as handle:

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import PASSWORD, ROOT, esb, s3_config, s3_env, set_env
+from conftest import PASSWORD, ROOT, esb, process_env, s3_config, s3_env, set_env
 
 MiB = 1024 * 1024
 
@@ -194,10 +194,9 @@ def test_the_parent_process_never_loads_boto3(tmp_path, s3_bucket):
     count = esb.BATCH_FILES + 6        # more than one batch: one job alone runs in place
     for i in range(count):
         (src / f"f{i:03}.txt").write_bytes(b"%d\n" % i * 3000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEST_", "SRC_"))}
-    env.update(SRC_LOCAL_PATH=str(src), RESTORE_LOCAL_PATH=str(tmp_path / "restore"),
-               ENCRYPTION_PASSWORD=PASSWORD, BACKUP_PROCESSES="2", RESTORE_PROCESSES="2",
-               **s3_env("DEST", s3_bucket))
+    env = process_env(SRC_LOCAL_PATH=src, RESTORE_LOCAL_PATH=tmp_path / "restore",
+                      ENCRYPTION_PASSWORD=PASSWORD, BACKUP_PROCESSES=2, RESTORE_PROCESSES=2,
+                      **s3_env("DEST", s3_bucket))
     for argv in ([], [], ["--restore"], ["--verify"], ["--list"]):
         done = subprocess.run([sys.executable, "-c", PARENT_PROBE, str(ROOT), "--quiet", *argv],
                               env=env, capture_output=True, text=True, timeout=120)
