@@ -109,9 +109,7 @@ class Bucket:
 
     def listing(self) -> dict[str, str]:
         """{key: ETag} of every object."""
-        pages = self.bucket.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket.name)
-        return {item["Key"]: item["ETag"] for page in pages for item in page.get("Contents", ())}
+        return self.bucket.listing()
 
     def multipart_uploads(self) -> list[tuple[str, str]]:
         """(key, upload id) of every multipart upload still in progress."""

@@ -173,8 +173,7 @@ def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tm
     assert [o.error for o in outcomes] == [""] * 8
     assert puts.most >= 2, "S3 requests of a batch overlap"
     assert encodes.most == 1, "compression and encryption run one at a time"
-    listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
-    assert len(listed) == 8
+    assert len(s3_bucket.listing()) == 8
 
 
 # ---------------------------------------------------------------- no boto3 in the parent

@@ -91,8 +91,7 @@ def test_quick_start_environment_block(checkout, tmp_path, s3_bucket):
     block = block.replace("python3 ", f"{sys.executable} ")
     done = bash(block, checkout)
     assert done.returncode == 0, done.stderr
-    keys = [o["Key"] for o in s3_bucket.client.list_objects_v2(
-        Bucket=s3_bucket.name)["Contents"]]
+    keys = list(s3_bucket.listing())
     assert len(keys) == 1 and keys[0].startswith("www/a.txt.")
 
 

@@ -535,8 +535,7 @@ def test_s3_base_path_keeps_objects_under_the_prefix(s3_bucket):
     storage.rename("dir/file.txt", "dir/renamed.txt", 3)
     put(storage, "top.txt", b"t")
 
-    raw = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
-    assert sorted(item["Key"] for item in raw) == sorted([
+    assert sorted(s3_bucket.listing()) == sorted([
         "elsewhere/x.txt", f"{BASE_PATH}ed/y.txt",
         f"{BASE_PATH}/dir/renamed.txt", f"{BASE_PATH}/top.txt"])
     assert sizes(storage) == {"dir/renamed.txt": 3, "top.txt": 1}
@@ -544,8 +543,7 @@ def test_s3_base_path_keeps_objects_under_the_prefix(s3_bucket):
 
 def test_s3_base_path_slashes_are_ignored(s3_bucket):
     put(esb.S3Storage(s3_config(s3_bucket, base_path=f"/{BASE_PATH}/")), "f.txt", b"f")
-    raw = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
-    assert [item["Key"] for item in raw] == [f"{BASE_PATH}/f.txt"]
+    assert list(s3_bucket.listing()) == [f"{BASE_PATH}/f.txt"]
 
 
 def test_s3_storage_pickles_and_the_copy_makes_its_own_client(s3):
