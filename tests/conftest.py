@@ -1,13 +1,16 @@
 """Shared fixtures and helpers: the script imported by path, the vectors, a clean environment,
 real S3, and the one way every test file runs the tool (``Tool``) and reads a tree (``tree``)."""
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -304,6 +307,58 @@ def temp_files(root):
     """Our temporary files and folders anywhere under ``root``: sorted paths."""
     return sorted(os.path.join(folder, name) for folder, dirs, files in os.walk(root)
                   for name in dirs + files if is_temp(name))
+
+
+# ---------------------------------------------------------------------------------------
+# A folder every user can reach (for a child process that drops to "nobody")
+# ---------------------------------------------------------------------------------------
+
+NOBODY = 65534          # uid and gid of "nobody"
+
+
+def reachable_by_everyone(folder) -> bool:
+    """Whether any user may pass through ``folder`` and each folder above it."""
+    path = Path(os.path.realpath(folder))
+    for each in (path, *path.parents):
+        try:
+            mode = os.stat(each).st_mode
+        except OSError:
+            return False
+        if not stat.S_ISDIR(mode) or not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def folder_for_everyone(prefix):
+    """A fresh folder, mode 0755, in a place any user can reach; removed afterwards, with
+    whatever a test left in it, unreadable folders included.
+
+    pytest's tmp_path, and TMPDIR itself when it is a private (0700) folder, cannot be
+    reached by another user; the usual temporary folders of the machine are tried then."""
+    places = [tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"]
+    place = next((p for p in places if reachable_by_everyone(p) and os.access(p, os.W_OK)),
+                 None)
+    if place is None:
+        pytest.fail(f"no folder that every user can reach to work in (tried {places}): "
+                    "a test that drops to an unprivileged user needs one", pytrace=False)
+    folder = tempfile.mkdtemp(prefix=prefix, dir=place)
+    try:
+        os.chmod(folder, 0o755)
+        yield folder
+    finally:
+        for parent, dirs, _ in os.walk(folder):      # top-down: opened before entered
+            for path in (os.path.join(parent, name) for name in dirs):
+                if not os.path.islink(path):
+                    os.chmod(path, 0o700)
+        shutil.rmtree(folder)
+
+
+def give_to_nobody(top):
+    """Make ``top`` and everything under it belong to "nobody" (links themselves)."""
+    for folder, dirs, files in os.walk(top):
+        for path in [folder, *(os.path.join(folder, name) for name in dirs + files)]:
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
 
 
 from s3_server import s3_bucket, s3_server  # noqa: E402,F401  (fixtures: a real S3 server)

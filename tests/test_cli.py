@@ -10,11 +10,11 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 
 import pytest
-from conftest import (PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb, process_env, s3_env,
-                      set_env, snapshot, tree)
+from conftest import (NOBODY, PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb,
+                      folder_for_everyone, give_to_nobody, process_env, s3_env, set_env,
+                      snapshot, tree)
 
 
 @pytest.fixture(params=["local", "s3", "s3-base"])
@@ -612,17 +612,16 @@ assert esb.main(["--quiet"]) == 0
 shutil.rmtree(warm)
 os.environ.update(real)
 os.setgroups([])
-os.setgid(65534)
-os.setuid(65534)
+os.setgid(int(sys.argv[2]))
+os.setuid(int(sys.argv[2]))
 sys.exit(esb.main([]))
 """
 
 
-def test_unreadable_file_as_an_unprivileged_user(tmp_path):
+def test_unreadable_file_as_an_unprivileged_user():
     """A real permission problem (root reads everything, so the run drops to "nobody"):
     the file is reported, its old object kept, everything else backed up."""
-    top = tempfile.mkdtemp(prefix="esb-nobody-")      # tmp_path's parents are root-only
-    try:
+    with folder_for_everyone("esb-nobody-") as top:     # tmp_path is root-only
         src, dest = os.path.join(top, "src"), os.path.join(top, "dest")
         os.makedirs(os.path.join(src, "d"))
         for name, data in (("d/ok.txt", b"fine\n"), ("secret.txt", b"v1\n")):
@@ -636,22 +635,17 @@ def test_unreadable_file_as_an_unprivileged_user(tmp_path):
             handle.write(b"v2 changed\n")
         with open(os.path.join(src, "d", "new.txt"), "wb") as handle:
             handle.write(b"new\n")
-        for path, dirs, files in os.walk(top):
-            for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
-                os.chown(name, 65534, 65534)
+        give_to_nobody(top)
         os.chown(os.path.join(src, "secret.txt"), 0, 0)
         os.chmod(os.path.join(src, "secret.txt"), 0o000)
-        os.chmod(top, 0o755)
-        done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT)], env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT), str(NOBODY)],
+                              env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, done.stderr
         assert "FAILED upload secret.txt: Permission denied" in done.stderr
         assert "1 uploaded" in done.stdout and "Traceback" not in done.stderr
         names = sorted(os.path.relpath(os.path.join(p, f), dest).split(".")[0]
                        for p, _, files in os.walk(dest) for f in files)
         assert names == ["d/new", "d/ok", "secret"]       # the old secret.txt object stays
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
