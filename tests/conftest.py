@@ -1,9 +1,17 @@
-"""Shared fixtures: the script imported by path, the vectors, a clean environment, real S3."""
+"""Shared fixtures and helpers: the script imported by path, the vectors, a clean environment,
+real S3, and the one way every test file runs the tool (``Tool``) and reads a tree (``tree``)."""
 
+import contextlib
+import dataclasses
+import functools
+import hashlib
 import io
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +24,26 @@ sys.path.insert(0, str(TESTS))
 
 import encrypted_s3_backup as esb  # noqa: E402
 
+# ---------------------------------------------------------------------------------------
+# The test secrets
+# ---------------------------------------------------------------------------------------
+
+# PASSWORD and SALT are also the inputs of the known answers of FORMAT.md section 6
+# (test_crypto.py, test_codec.py): other values would change those answers.
+PASSWORD = "correct horse battery staple"
+SALT = "000102030405060708090a0b0c0d0e0f"          # as configured: 32 hex digits
+SALT_BYTES = bytes.fromhex(SALT)
+S3_SECRET = "AwsS3cretKey-Zq9Xw7Vv5Uu3"             # a made-up S3 secret key, easy to spot
+
+
+def make_codec(**fields) -> "esb.Codec":
+    """A Codec of PASSWORD and SALT; keyword arguments replace any field."""
+    return esb.Codec(**{"password": PASSWORD, "salt": SALT_BYTES, **fields})
+
+
+# ---------------------------------------------------------------------------------------
+# Vectors
+# ---------------------------------------------------------------------------------------
 
 def load_vectors():
     """[(name, manifest, backup dir)] for every vector configuration."""
@@ -39,6 +67,31 @@ def codec_for(manifest, **overrides) -> "esb.Codec":
     return esb.Codec(**settings)
 
 
+VECTOR_LIST = load_vectors()
+VECTOR_IDS = [name for name, _, _ in VECTOR_LIST]
+
+
+@pytest.fixture(params=VECTOR_LIST, ids=VECTOR_IDS)
+def vector(request):
+    return request.param
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration through the environment
+# ---------------------------------------------------------------------------------------
+
+# Every variable the script reads configuration from, derived from its configuration keys
+# (a key added there is covered here without a change).
+CONFIG_VARIABLES = frozenset(esb.config_variables())
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    """Our configuration comes from the environment too: no test sees a stray variable."""
+    for name in CONFIG_VARIABLES & set(os.environ):
+        monkeypatch.delenv(name)
+
+
 def set_env(monkeypatch, **env):
     """Set configuration environment variables for one test (None removes one)."""
     for key, value in env.items():
@@ -46,6 +99,14 @@ def set_env(monkeypatch, **env):
             monkeypatch.delenv(key, raising=False)
         else:
             monkeypatch.setenv(key, str(value))
+
+
+def process_env(**env) -> dict:
+    """The environment of a child process that runs the script: this process's without any
+    configuration variable, plus ``env`` (values as text; None leaves a variable out)."""
+    out = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
+    out.update({key: str(value) for key, value in env.items() if value is not None})
+    return out
 
 
 def s3_env(prefix, bucket, base_path=None):
@@ -76,6 +137,10 @@ def decoded(src, size, md5, codec) -> bytes:
     return out.getvalue()
 
 
+# ---------------------------------------------------------------------------------------
+# Running the tool
+# ---------------------------------------------------------------------------------------
+
 def run_main(capsys, *argv):
     """The tool in-process, as a user runs it: (exit code, stdout, stderr)."""
     code = esb.main(list(argv))
@@ -83,22 +148,219 @@ def run_main(capsys, *argv):
     return code, out, err
 
 
-VECTOR_LIST = load_vectors()
-VECTOR_IDS = [name for name, _, _ in VECTOR_LIST]
+class Tool:
+    """The tool configured by environment variables and run in this process as a user runs
+    it: ``tool(*argv)`` is ``(exit code, stdout, stderr)`` of ``main(argv)``, and no run may
+    print PASSWORD.  The working folder is ``tmp_path``.
+
+    Source ``tmp_path/src`` (created, empty); restore root ``tmp_path/<restore>`` (not
+    created); destination ``tmp_path/dest``, or with ``bucket`` that S3 bucket, under
+    ``base_path`` and reached at ``endpoint_url`` when given (a fault-injecting proxy, say)
+    instead of the bucket's own.  ``processes`` is used for backups and restores; the
+    encryption type and encrypt_filenames are set only when given (else the defaults);
+    ``env`` holds any further variables (None removes one)."""
+
+    def __init__(self, monkeypatch, capsys, tmp_path, bucket=None, *, base_path=None,
+                 endpoint_url=None, restore="restore", processes=2, encryption_type=None,
+                 encrypt_filenames=None, **env):
+        self.monkeypatch, self.capsys, self.tmp, self.bucket = monkeypatch, capsys, tmp_path, bucket
+        self.src, self.restore = tmp_path / "src", tmp_path / restore
+        self.src.mkdir()
+        config = {"SRC_LOCAL_PATH": self.src, "RESTORE_LOCAL_PATH": self.restore,
+                  "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT,
+                  "BACKUP_PROCESSES": processes, "RESTORE_PROCESSES": processes,
+                  "ENCRYPTION_TYPE": encryption_type}
+        if encrypt_filenames is not None:
+            config["ENCRYPT_FILENAMES"] = "true" if encrypt_filenames else "false"
+        if bucket is None:
+            self.dest = tmp_path / "dest"
+            config["DEST_LOCAL_PATH"] = self.dest
+        else:
+            self.dest = None
+            config.update(s3_env("DEST", bucket, base_path))
+            if endpoint_url:
+                config["DEST_ENDPOINT_URL"] = endpoint_url
+        config.update(env)
+        self.set(**config)
+        monkeypatch.chdir(tmp_path)
+
+    def set(self, **env):
+        set_env(self.monkeypatch, **env)
+
+    def __call__(self, *argv):
+        code, out, err = run_main(self.capsys, *argv)
+        assert PASSWORD not in out + err             # whatever the run, the password never shows
+        return code, out, err
+
+    def write(self, rel, data, mtime=1_700_000_000):
+        """A source file ``rel`` holding ``data``, modified at ``mtime``."""
+        put_file(self.src / rel, data, mtime)
+
+    def config(self) -> "esb.Config":
+        """The configuration the environment gives now (a destination is all it needs)."""
+        return esb.load_config(None, needs=("dest",))[0]
+
+    def codec(self, **changes) -> "esb.Codec":
+        """The Codec configured now; keyword arguments replace any field."""
+        return dataclasses.replace(self.config().codec, **changes)
+
+    def storage(self):
+        return esb.make_storage(self.config().dest)
+
+    def keys(self):
+        """Every object key on the destination, sorted."""
+        return sorted(e.key for e in self.storage().list_files(esb.ListReport()))
+
+    def objects(self):
+        """{path: BackupName} of every object on the destination."""
+        codec = self.codec()
+        names = [esb.decode_name(entry.key, codec)
+                 for entry in self.storage().list_files(esb.ListReport())]
+        return {name.path: name for name in names}
+
+    def restored(self):
+        """{relative path: content} of the restored files."""
+        return tree(self.restore)
 
 
-@pytest.fixture(params=VECTOR_LIST, ids=VECTOR_IDS)
-def vector(request):
-    return request.param
+@pytest.fixture
+def make_tool(monkeypatch, capsys, tmp_path):
+    """Tool(...) for this test: call it with Tool's keyword arguments."""
+    return functools.partial(Tool, monkeypatch, capsys, tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch):
-    """Our configuration comes from the environment too: no test sees a stray variable."""
-    for key in list(os.environ):
-        if key.startswith(("SRC_", "DEST_", "RESTORE_", "ENCRYPT", "BACKUP_", "DELETED_",
-                           "IGNORE_", "LZMA_", "GZIP_", "COMPRESS")):
-            monkeypatch.delenv(key)
+@pytest.fixture
+def local_tool(make_tool):
+    """The tool with a local destination and the default settings."""
+    return make_tool()
+
+
+# ---------------------------------------------------------------------------------------
+# Files and trees
+# ---------------------------------------------------------------------------------------
+
+def put_file(path, data, mtime):
+    """Write ``data`` to ``path`` (folders made as needed), modified at ``mtime``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes())
+
+
+FILE_FACTS = {
+    "bytes": lambda path, info: path.read_bytes(),
+    "sha256": lambda path, info: hashlib.sha256(path.read_bytes()).hexdigest(),
+    "md5+mtime": lambda path, info: (_md5(path).hexdigest(), int(info.st_mtime)),
+    # what a backup object's name holds
+    "size+mtime+md5": lambda path, info: (info.st_size, int(info.st_mtime), _md5(path).digest()),
+}
+
+
+def tree(root, how="bytes", *, skip_temp=False):
+    """{relative path ("/"-separated): facts} of the regular files under ``root``; symbolic
+    links are neither followed nor listed, and a missing ``root`` is an empty tree.
+
+    The facts of a file, by ``how``: "bytes" its content, "sha256" the hex SHA-256 of it,
+    "md5+mtime" (hex MD5, whole-second mtime), "size+mtime+md5" (size, whole-second mtime,
+    MD5 digest: what a backup name holds).  ``skip_temp`` leaves out our temporary files."""
+    facts = FILE_FACTS[how]
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if skip_temp and is_temp(name):
+                continue
+            path = Path(folder, name)
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                out[path.relative_to(root).as_posix()] = facts(path, info)
+    return out
+
+
+def snapshot(root, skip=None):
+    """Everything under ``root`` but the ``skip`` subtree, folders and links included:
+    {relative path: (mode, size, mtime in ns, content of a regular file)}.  Two equal
+    snapshots: nothing there was added, removed, changed or even touched."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        if skip is not None and Path(folder) == Path(skip):
+            dirs[:] = []
+            continue
+        for name in dirs + files:
+            path = Path(folder, name)
+            if skip is not None and path == Path(skip):
+                continue
+            info = os.lstat(path)
+            content = path.read_bytes() if stat.S_ISREG(info.st_mode) else None
+            out[path.relative_to(root).as_posix()] = (info.st_mode, info.st_size,
+                                                      info.st_mtime_ns, content)
+    return out
+
+
+def is_temp(name):
+    """Whether a file name (or path, or object key) is one of our temporary files."""
+    return os.path.basename(name).startswith(esb.TMP_PREFIX)
+
+
+def temp_files(root):
+    """Our temporary files and folders anywhere under ``root``: sorted paths."""
+    return sorted(os.path.join(folder, name) for folder, dirs, files in os.walk(root)
+                  for name in dirs + files if is_temp(name))
+
+
+# ---------------------------------------------------------------------------------------
+# A folder every user can reach (for a child process that drops to "nobody")
+# ---------------------------------------------------------------------------------------
+
+NOBODY = 65534          # uid and gid of "nobody"
+
+
+def reachable_by_everyone(folder) -> bool:
+    """Whether any user may pass through ``folder`` and each folder above it."""
+    path = Path(os.path.realpath(folder))
+    for each in (path, *path.parents):
+        try:
+            mode = os.stat(each).st_mode
+        except OSError:
+            return False
+        if not stat.S_ISDIR(mode) or not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def folder_for_everyone(prefix):
+    """A fresh folder, mode 0755, in a place any user can reach; removed afterwards, with
+    whatever a test left in it, unreadable folders included.
+
+    pytest's tmp_path, and TMPDIR itself when it is a private (0700) folder, cannot be
+    reached by another user; the usual temporary folders of the machine are tried then."""
+    places = [tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm"]
+    place = next((p for p in places if reachable_by_everyone(p) and os.access(p, os.W_OK)),
+                 None)
+    if place is None:
+        pytest.fail(f"no folder that every user can reach to work in (tried {places}): "
+                    "a test that drops to an unprivileged user needs one", pytrace=False)
+    folder = tempfile.mkdtemp(prefix=prefix, dir=place)
+    try:
+        os.chmod(folder, 0o755)
+        yield folder
+    finally:
+        for parent, dirs, _ in os.walk(folder):      # top-down: opened before entered
+            for path in (os.path.join(parent, name) for name in dirs):
+                if not os.path.islink(path):
+                    os.chmod(path, 0o700)
+        shutil.rmtree(folder)
+
+
+def give_to_nobody(top):
+    """Make ``top`` and everything under it belong to "nobody" (links themselves)."""
+    for folder, dirs, files in os.walk(top):
+        for path in [folder, *(os.path.join(folder, name) for name in dirs + files)]:
+            os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
 
 
 from s3_server import s3_bucket, s3_server  # noqa: E402,F401  (fixtures: a real S3 server)

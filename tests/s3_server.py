@@ -275,6 +275,11 @@ class S3Bucket:
     region: str
     client: Any  # boto3 S3 client
 
+    def listing(self) -> dict:
+        """{key: ETag} of every object in the bucket, seen directly."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name)
+        return {item["Key"]: item["ETag"] for page in pages for item in page.get("Contents", ())}
+
 
 def empty_and_delete_bucket(client: Any, name: str) -> None:
     """Abort unfinished multipart uploads, delete every object, then delete the bucket."""

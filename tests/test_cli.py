@@ -11,73 +11,19 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, VECTOR_LIST, codec_for, esb, run_main, s3_env, set_env
-
-SALT = "000102030405060708090a0b0c0d0e0f"
-PASSWORD = "correct horse battery staple"
-
-
-class Run:
-    """A configured tool: environment variables in, main(argv) and the stored objects out."""
-
-    def __init__(self, monkeypatch, capsys, tmp_path, dest_kind, bucket):
-        self.monkeypatch, self.capsys = monkeypatch, capsys
-        self.src, self.restore = tmp_path / "src", tmp_path / "restore"
-        self.src.mkdir()
-        self.env = {"SRC_LOCAL_PATH": str(self.src), "RESTORE_LOCAL_PATH": str(self.restore),
-                    "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT,
-                    "BACKUP_PROCESSES": "2", "RESTORE_PROCESSES": "2"}
-        self.bucket = bucket
-        if dest_kind == "local":
-            self.dest = tmp_path / "dest"
-            self.env["DEST_LOCAL_PATH"] = str(self.dest)
-        else:
-            self.env.update(s3_env("DEST", bucket, "backups/host1" if dest_kind == "s3-base"
-                                   else None))
-        self.set(**self.env)
-        monkeypatch.chdir(tmp_path)
-
-    def set(self, **env):
-        set_env(self.monkeypatch, **env)
-
-    def __call__(self, *argv):
-        code, out, err = run_main(self.capsys, *argv)
-        return code, out, err
-
-    def storage(self):
-        config, _ = esb.load_config(None, needs=("dest",))
-        return esb.make_storage(config.dest)
-
-    def objects(self):
-        """{path: BackupName} of every object on the destination."""
-        config, _ = esb.load_config(None, needs=("dest",))
-        names = [esb.decode_name(e.key, config.codec)
-                 for e in self.storage().list_files(esb.ListReport())]
-        return {n.path: n for n in names}
-
-    def keys(self):
-        return sorted(e.key for e in self.storage().list_files(esb.ListReport()))
-
-    def write(self, rel, data, mtime=1_700_000_000):
-        path = self.src / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        os.utime(path, (mtime, mtime))
+from conftest import (NOBODY, PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb,
+                      folder_for_everyone, give_to_nobody, process_env, s3_env, set_env,
+                      snapshot, tree)
 
 
 @pytest.fixture(params=["local", "s3", "s3-base"])
-def tool(request, monkeypatch, capsys, tmp_path):
-    bucket = request.getfixturevalue("s3_bucket") if request.param != "local" else None
-    return Run(monkeypatch, capsys, tmp_path, request.param, bucket)
-
-
-@pytest.fixture
-def local_tool(monkeypatch, capsys, tmp_path):
-    return Run(monkeypatch, capsys, tmp_path, "local", None)
+def tool(request, make_tool):
+    if request.param == "local":
+        return make_tool()
+    return make_tool(request.getfixturevalue("s3_bucket"),
+                     base_path="backups/host1" if request.param == "s3-base" else None)
 
 
 def sample_tree(tool):
@@ -88,16 +34,6 @@ def sample_tree(tool):
     tool.write("a/b/c/deep.txt.enc", b"looks like a backup\n", 1_700_000_400)
 
 
-def tree(root):
-    """{relative path: (content md5, whole-second mtime)} of a folder."""
-    out = {}
-    for path in Path(root).rglob("*"):
-        if path.is_file():
-            out[path.relative_to(root).as_posix()] = (hashlib.md5(path.read_bytes()).hexdigest(),
-                                                      int(path.stat().st_mtime))
-    return out
-
-
 def test_first_backup_then_restore_gives_the_same_tree(tool):
     sample_tree(tool)
     code, out, err = tool()
@@ -106,7 +42,7 @@ def test_first_backup_then_restore_gives_the_same_tree(tool):
     assert set(tool.objects()) == set(tree(tool.src))
     code, out, err = tool("--restore")
     assert code == 0, err
-    assert tree(tool.restore) == tree(tool.src)          # contents and mtimes
+    assert tree(tool.restore, "md5+mtime") == tree(tool.src, "md5+mtime")
 
 
 def test_incremental_run_moves_only_changed_files(tool):
@@ -329,7 +265,7 @@ def test_planted_path_traversal_object_is_refused(local_tool):
     shutil.copy(good, tool.dest / "sub" / (".." + stem))          # path "sub/.."
     code, _, err = tool("--restore")
     assert code == 1 and "refusing to restore" in err
-    assert tree(tool.restore) == tree(tool.src)
+    assert tree(tool.restore, "md5+mtime") == tree(tool.src, "md5+mtime")
     assert not planted.exists()
 
 
@@ -393,8 +329,7 @@ def test_every_vector_restores_and_verifies_through_the_cli(vector_index, where,
         for obj in manifest["objects"]:
             bucket.client.upload_file(str(backup / obj), bucket.name, "v/" + obj)
         env.update(s3_env("DEST", bucket, "v"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    set_env(monkeypatch, **env)
     monkeypatch.chdir(tmp_path)
     assert esb.main(["--restore", "--restore-deleted"]) == 0, capsys.readouterr()
     assert esb.main(["--verify"]) == 0, capsys.readouterr()
@@ -417,10 +352,9 @@ def test_subprocess_backup_restore_verify(tmp_path):
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "f.txt").write_text("content\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
-    env.update(SRC_LOCAL_PATH=str(src), DEST_LOCAL_PATH=str(tmp_path / "dest"),
-               RESTORE_LOCAL_PATH=str(tmp_path / "r"), ENCRYPTION_PASSWORD="pw",
-               ENCRYPTION_TYPE="aes")
+    env = process_env(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=tmp_path / "dest",
+                      RESTORE_LOCAL_PATH=tmp_path / "r", ENCRYPTION_PASSWORD=PASSWORD,
+                      ENCRYPTION_TYPE="aes")
     script = str(ROOT / "encrypted_s3_backup.py")
     for argv in ([], ["--restore"], ["--verify"]):
         done = subprocess.run([sys.executable, script, *argv], env=env, cwd=tmp_path,
@@ -524,12 +458,6 @@ def test_quiet_keeps_only_the_summary_and_verbose_adds_file_lines(local_tool):
     (tool.src / "hello.txt").write_text("changed")
     code, out, _ = tool("--verbose")
     assert "upload hello.txt" in out
-
-
-def snapshot(root):
-    """Every file under root with its bytes and mtime: to prove a run changed nothing."""
-    return {p.relative_to(root).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in Path(root).rglob("*") if p.is_file()}
 
 
 def test_dry_run_backup_prints_the_plan_and_changes_nothing(local_tool, monkeypatch):
@@ -749,47 +677,40 @@ assert esb.main(["--quiet"]) == 0
 shutil.rmtree(warm)
 os.environ.update(real)
 os.setgroups([])
-os.setgid(65534)
-os.setuid(65534)
+os.setgid(int(sys.argv[2]))
+os.setuid(int(sys.argv[2]))
 sys.exit(esb.main([]))
 """
 
 
-def test_unreadable_file_as_an_unprivileged_user(tmp_path):
+def test_unreadable_file_as_an_unprivileged_user():
     """A real permission problem (root reads everything, so the run drops to "nobody"):
     the file is reported, its old object kept, everything else backed up."""
-    top = tempfile.mkdtemp(prefix="esb-nobody-")      # tmp_path's parents are root-only
-    try:
+    with folder_for_everyone("esb-nobody-") as top:     # tmp_path is root-only
         src, dest = os.path.join(top, "src"), os.path.join(top, "dest")
         os.makedirs(os.path.join(src, "d"))
         for name, data in (("d/ok.txt", b"fine\n"), ("secret.txt", b"v1\n")):
             with open(os.path.join(src, name), "wb") as handle:
                 handle.write(data)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SRC_", "DEST_"))}
-        env.update(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD="pw",
-                   ENCRYPTION_SALT=SALT, BACKUP_PROCESSES="2")
+        env = process_env(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD=PASSWORD,
+                          ENCRYPTION_SALT=SALT, BACKUP_PROCESSES=2)
         run = [sys.executable, str(ROOT / "encrypted_s3_backup.py")]
         assert subprocess.run(run, env=env, capture_output=True, timeout=60).returncode == 0
         with open(os.path.join(src, "secret.txt"), "wb") as handle:
             handle.write(b"v2 changed\n")
         with open(os.path.join(src, "d", "new.txt"), "wb") as handle:
             handle.write(b"new\n")
-        for path, dirs, files in os.walk(top):
-            for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
-                os.chown(name, 65534, 65534)
+        give_to_nobody(top)
         os.chown(os.path.join(src, "secret.txt"), 0, 0)
         os.chmod(os.path.join(src, "secret.txt"), 0o000)
-        os.chmod(top, 0o755)
-        done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT)], env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT), str(NOBODY)],
+                              env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, done.stderr
         assert "FAILED upload secret.txt: Permission denied" in done.stderr
         assert "1 uploaded" in done.stdout and "Traceback" not in done.stderr
         names = sorted(os.path.relpath(os.path.join(p, f), dest).split(".")[0]
                        for p, _, files in os.walk(dest) for f in files)
         assert names == ["d/new", "d/ok", "secret"]       # the old secret.txt object stays
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")

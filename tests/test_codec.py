@@ -3,7 +3,7 @@
 import hashlib
 
 import pytest
-from conftest import codec_for, esb
+from conftest import SALT_BYTES, codec_for, esb, make_codec
 
 # FORMAT.md section 2 examples.
 INT_CASES = [(0, "0"), (35, "z"), (36, "10"), (255, "73"), (1700000000, "s44we8"),
@@ -87,9 +87,8 @@ def test_bad_names_give_typed_error(bad):
     assert bad[:8] in info.value.message
 
 
-KAT_SALT = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-KAT_PASSWORD = "correct horse battery staple"
-# FORMAT.md section 6: encrypted name of docs/hello.txt with a fixed salt and nonce.
+# FORMAT.md section 6: encrypted name of docs/hello.txt with a fixed salt and nonce (the
+# password and salt are conftest's PASSWORD and SALT).
 ENCRYPTED_NAME_KAT = {
     "aes": ("101112131415161718191a1b1c1d1e1f", "01fpon5qjw6ieyoqbogchst2p4bye41kwe55a7yo5bpa9lp80b4zyfacgfgir430v5qe5rypgyq9xqgeihafkirzujm7vl9q70h12ftrv41a1swvqwumtdokpvkkjwhdnzdk6pon8f8gzo86u4y5qh9a.enc"),  # noqa: E501
     "cha": ("202122232425262728292a2b2c2d2e2f3031323334353637", "05lbmjyckukkc6awbsb1by4j420x13lry3bolu4eej636lc55xr8tx9zwmbo5fpy6tpcuqusrgbivd37a2dtneogyv19uvy14rfhjg8znad47fi31rw7ktge9825o4g5jk4a6qkwidv38sx56laj2nnnsbncaii0n5us.enc"),  # noqa: E501
@@ -99,11 +98,10 @@ ENCRYPTED_NAME_KAT = {
 @pytest.mark.parametrize("etype", ["aes", "cha"])
 def test_encrypted_name_known_answer(etype):
     nonce, expected = ENCRYPTED_NAME_KAT[etype]
-    codec = esb.Codec(encryption_type=etype, password=KAT_PASSWORD, salt=KAT_SALT,
-                      encrypt_filenames=True)
+    codec = make_codec(encryption_type=etype, encrypt_filenames=True)
     stem = esb.format_plain_name(HELLO).encode()
     assert len(stem) == 51
-    blob = esb.seal_bytes(etype, codec.key(KAT_SALT), KAT_SALT, stem, bytes.fromhex(nonce))
+    blob = esb.seal_bytes(etype, codec.key(SALT_BYTES), SALT_BYTES, stem, bytes.fromhex(nonce))
     assert esb.b36_encode_bytes(blob) + ".enc" == expected
     assert expected.startswith("0")    # the salt's leading zero byte survives
     assert esb.decode_name(expected, codec) == HELLO
@@ -111,22 +109,21 @@ def test_encrypted_name_known_answer(etype):
 
 @pytest.mark.parametrize("etype", ["aes", "cha"])
 def test_encrypted_names_are_fresh_each_time_and_round_trip(etype):
-    codec = esb.Codec(encryption_type=etype, password=KAT_PASSWORD, salt=KAT_SALT,
-                      encrypt_filenames=True)
+    codec = make_codec(encryption_type=etype, encrypt_filenames=True)
     first, second = esb.encode_name(HELLO, codec), esb.encode_name(HELLO, codec)
     assert first != second and "/" not in first
     assert esb.decode_name(first, codec) == esb.decode_name(second, codec) == HELLO
 
 
 def test_encrypted_name_reader_falls_back_to_plaintext_names():
-    codec = esb.Codec(password=KAT_PASSWORD, salt=KAT_SALT, encrypt_filenames=True)
+    codec = make_codec(encrypt_filenames=True)
     assert esb.decode_name(NAME_CASES[0][1], codec) == HELLO
 
 
 def test_encrypted_name_with_wrong_password_is_a_typed_error():
-    codec = esb.Codec(password=KAT_PASSWORD, salt=KAT_SALT, encrypt_filenames=True)
+    codec = make_codec(encrypt_filenames=True)
     name = esb.encode_name(HELLO, codec)
-    wrong = esb.Codec(password="not it", salt=KAT_SALT, encrypt_filenames=True)
+    wrong = make_codec(password="not it", encrypt_filenames=True)
     with pytest.raises(esb.BadNameError) as info:
         esb.decode_name(name, wrong)
     assert "not it" not in info.value.message and "does not decrypt" in info.value.message

@@ -5,11 +5,7 @@ import os
 import tempfile
 
 import pytest
-from conftest import esb
-
-PASSWORD = "pw-Sesame-4c1f"                          # unique strings: easy to spot if leaked
-SECRET = "sk-wJalrXUtnFEMI-K7MDENG-bPxRfiCY"
-SALT = "00a1b2c3d4e5f60718293a4b5c6d7e8f"
+from conftest import PASSWORD, S3_SECRET, SALT, esb
 
 # The smallest valid configuration, from the environment alone.
 BASE_ENV = {"SRC_LOCAL_PATH": "/srv/data", "DEST_LOCAL_PATH": "/mnt/backup",
@@ -58,11 +54,11 @@ def config_error(path=None, environ=None, needs=("src", "dest")):
 # A JSON file with every key
 # ----------------------------------------------------------------------------------------
 
-S3_DEST = {"aws_access_key_id": "AKIADEST", "aws_secret_access_key": SECRET,
+S3_DEST = {"aws_access_key_id": "AKIADEST", "aws_secret_access_key": S3_SECRET,
            "s3_bucket": "my-backups", "base_path": "host1/", "endpoint_url": "https://s3.example",
            "signature_version": "s3v4", "region_name": "eu-central-1",
            "storage_class": "STANDARD_IA"}
-S3_RESTORE = {"aws_access_key_id": "AKIARESTORE", "aws_secret_access_key": SECRET + "-2",
+S3_RESTORE = {"aws_access_key_id": "AKIARESTORE", "aws_secret_access_key": S3_SECRET + "-2",
               "s3_bucket": "restored", "base_path": "r/", "endpoint_url": "http://127.0.0.1:9000",
               "signature_version": "s3", "region_name": "us-east-1",
               "storage_class": "GLACIER_IR"}
@@ -112,7 +108,7 @@ def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
     # The shape of the existing tool's config.json.local-to-s3-full-example.
     old = {
         "src": {"local_path": "/backup/files/from/here"},
-        "dest": {"aws_access_key_id": "my_access_key", "aws_secret_access_key": SECRET,
+        "dest": {"aws_access_key_id": "my_access_key", "aws_secret_access_key": S3_SECRET,
                  "s3_bucket": "my-s3-bucket", "base_path": None, "endpoint_url": None,
                  "signature_version": None, "region_name": None},
         "encryption_password": PASSWORD, "encryption_salt": None, "encrypt_filenames": False,
@@ -124,7 +120,7 @@ def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
     config, warnings = esb.load_config(write_config(tmp_path, old), {})
     assert warnings == []
     assert config.dest == esb.StorageConfig(aws_access_key_id="my_access_key",
-                                            aws_secret_access_key=SECRET,
+                                            aws_secret_access_key=S3_SECRET,
                                             s3_bucket="my-s3-bucket")
     assert config.codec.salt is None and config.deleted_keep_days is None
 
@@ -144,7 +140,7 @@ def test_environment_alone_is_the_config():
     config = load_env({
         "SRC_LOCAL_PATH": "/srv/data",
         "DEST_S3_BUCKET": "bucket", "DEST_AWS_ACCESS_KEY_ID": "AKIA",
-        "DEST_AWS_SECRET_ACCESS_KEY": SECRET, "DEST_BASE_PATH": "host/",
+        "DEST_AWS_SECRET_ACCESS_KEY": S3_SECRET, "DEST_BASE_PATH": "host/",
         "DEST_ENDPOINT_URL": "https://minio.example", "DEST_SIGNATURE_VERSION": "s3v4",
         "DEST_REGION_NAME": "us-east-1", "DEST_STORAGE_CLASS": "STANDARD",
         "RESTORE_LOCAL_PATH": "/restore",
@@ -155,7 +151,7 @@ def test_environment_alone_is_the_config():
     })
     assert config.src == esb.StorageConfig(local_path="/srv/data")
     assert config.dest == esb.StorageConfig(
-        aws_access_key_id="AKIA", aws_secret_access_key=SECRET, s3_bucket="bucket",
+        aws_access_key_id="AKIA", aws_secret_access_key=S3_SECRET, s3_bucket="bucket",
         base_path="host/", endpoint_url="https://minio.example", signature_version="s3v4",
         region_name="us-east-1", storage_class="STANDARD")
     assert config.restore == esb.StorageConfig(local_path="/restore")
@@ -419,7 +415,7 @@ STORAGE_PROBLEMS = [
     # only one of the two S3 keys
     ({"DEST_LOCAL_PATH": None, "DEST_S3_BUCKET": "b", "DEST_AWS_ACCESS_KEY_ID": "AKIA"},
      ["DEST_AWS_SECRET_ACCESS_KEY"]),
-    ({"DEST_LOCAL_PATH": None, "DEST_S3_BUCKET": "b", "DEST_AWS_SECRET_ACCESS_KEY": SECRET},
+    ({"DEST_LOCAL_PATH": None, "DEST_S3_BUCKET": "b", "DEST_AWS_SECRET_ACCESS_KEY": S3_SECRET},
      ["DEST_AWS_ACCESS_KEY_ID"]),
 ]
 
@@ -520,13 +516,13 @@ def s3_env(section, secret):
 def test_repr_never_shows_the_password_or_secret_keys():
     environ = {"ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT}
     for n, section in enumerate(esb.STORAGE_SECTIONS):
-        environ.update(s3_env(section, f"{SECRET}{n}"))
+        environ.update(s3_env(section, f"{S3_SECRET}{n}"))
     config = load_env(environ)
     texts = [repr(config), str(config), repr(config.codec), str(config.codec)]
     texts += [repr(getattr(config, s)) for s in esb.STORAGE_SECTIONS]
     for text in texts:
         assert PASSWORD not in text
-        assert SECRET not in text
+        assert S3_SECRET not in text
     assert "encryption_type='aes'" in repr(config.codec)    # still useful for debugging
 
 
@@ -539,18 +535,18 @@ def test_repr_never_shows_the_password_or_secret_keys():
     {"BACKUP_PROCESSES": "x", "COMPRESS": "perhaps", "IGNORE_REGEX": "(("},
 ])
 def test_config_errors_never_show_the_password_or_secret_key(changes):
-    with_secret = env(DEST_LOCAL_PATH=None, **s3_env("dest", SECRET))
+    with_secret = env(DEST_LOCAL_PATH=None, **s3_env("dest", S3_SECRET))
     message = config_error(environ=env(with_secret, **changes))
     assert PASSWORD not in message
-    assert SECRET not in message
+    assert S3_SECRET not in message
 
 
 def test_secret_under_an_unknown_storage_key_is_not_echoed(tmp_path):
     path = write_config(tmp_path, {"src": {"local_path": "/a"},
-                                   "dest": {"s3_bucket": "b", "aws_secret_key": SECRET},
+                                   "dest": {"s3_bucket": "b", "aws_secret_key": S3_SECRET},
                                    "encryption_password": PASSWORD})
     message = config_error(path)
-    assert "aws_secret_key" in message and SECRET not in message
+    assert "aws_secret_key" in message and S3_SECRET not in message
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o666])
@@ -561,11 +557,11 @@ def test_config_file_with_secrets_readable_by_others_warns(tmp_path, mode, secre
         data.update(encrypt=True, encryption_password=PASSWORD)
     else:
         data["dest"] = {"s3_bucket": "b", "aws_access_key_id": "AKIA",
-                        "aws_secret_access_key": SECRET}
+                        "aws_secret_access_key": S3_SECRET}
     path = write_config(tmp_path, data, mode=mode)
     _, warnings = esb.load_config(path, {})
     assert any("chmod 600" in w and path in w for w in warnings), warnings
-    assert not any(PASSWORD in w or SECRET in w for w in warnings)
+    assert not any(PASSWORD in w or S3_SECRET in w for w in warnings)
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400])

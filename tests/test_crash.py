@@ -9,7 +9,6 @@ by environment variables, except where a fault is injected in-process (S3 refusa
 import base64
 import contextlib
 import ctypes
-import hashlib
 import io
 import multiprocessing
 import os
@@ -25,25 +24,16 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import ROOT, esb
+from conftest import (PASSWORD, ROOT, SALT, esb, is_temp, make_codec, process_env, put_file,
+                      run_main, s3_env, set_env, temp_files, tree)
 
 SCRIPT = str(ROOT / "encrypted_s3_backup.py")
-PASSWORD = "crash test password"
-SALT = "0f0e0d0c0b0a09080706050403020100"
 BASE_MTIME = 1_700_000_000
-CONFIG_PREFIXES = ("SRC_", "DEST_", "RESTORE_", "ENCRYPT", "BACKUP_", "DELETED_", "IGNORE_",
-                   "LZMA_", "GZIP_", "COMPRESS")
 
 
 # ---------------------------------------------------------------------------------------
 # Helpers: source trees
 # ---------------------------------------------------------------------------------------
-
-def put_file(path, data, mtime):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.utime(path, (mtime, mtime))
-
 
 def text_bytes(rng, size):
     """Compressible-ish text (base64 lines of random bytes): xz works on it for real."""
@@ -82,28 +72,6 @@ def mutate_tree(root, rng, step, graveyard):
         put_file(root / "big/text.txt", text_bytes(rng, 2 << 20), mtime)
 
 
-def is_temp(name):
-    return os.path.basename(name).startswith(esb.TMP_PREFIX)
-
-
-def tree(root, skip_temp=False):
-    """{relative path: sha256} of every file under ``root``."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            if skip_temp and is_temp(name):
-                continue
-            full = os.path.join(folder, name)
-            with open(full, "rb") as handle:
-                out[os.path.relpath(full, root)] = hashlib.sha256(handle.read()).hexdigest()
-    return out
-
-
-def temp_files(root):
-    return sorted(os.path.join(f, n) for f, _, names in os.walk(root) for n in names
-                  if is_temp(n))
-
-
 # ---------------------------------------------------------------------------------------
 # Helpers: destinations seen from outside the tool
 # ---------------------------------------------------------------------------------------
@@ -139,26 +107,13 @@ class S3Dest:
         self.bucket = bucket
 
     def env(self):
-        b = self.bucket
-        return {"DEST_S3_BUCKET": b.name, "DEST_AWS_ACCESS_KEY_ID": b.access_key,
-                "DEST_AWS_SECRET_ACCESS_KEY": b.secret_key, "DEST_ENDPOINT_URL": b.endpoint_url,
-                "DEST_REGION_NAME": b.region}
+        return s3_env("DEST", self.bucket)
 
     def listing(self):
-        out = {}
-        for page in self.bucket.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket.name):
-            for item in page.get("Contents", ()):
-                out[item["Key"]] = item["ETag"]
-        return out
+        return self.bucket.listing()
 
     def read(self, key):
         return self.bucket.client.get_object(Bucket=self.bucket.name, Key=key)["Body"].read()
-
-
-def make_codec(salt=SALT, encrypt_filenames=False):
-    return esb.Codec(password=PASSWORD, salt=bytes.fromhex(salt) if salt else None,
-                     encrypt_filenames=encrypt_filenames)
 
 
 def decode_object(dest, key, codec):
@@ -206,15 +161,11 @@ def live_objects(dest, codec):
 
 def tool_env(src, dest, restore, scratch, salt=SALT, **extra):
     """The process environment: ours, cleaned of stray config, plus this configuration."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_PREFIXES)}
-    env.update(dest.env(), SRC_LOCAL_PATH=str(src), RESTORE_LOCAL_PATH=str(restore),
-               ENCRYPTION_PASSWORD=PASSWORD, BACKUP_PROCESSES="2", RESTORE_PROCESSES="2",
-               TMPDIR=str(scratch))
-    if salt:
-        env["ENCRYPTION_SALT"] = salt
-    env.update({k: str(v) for k, v in extra.items()})
+    config = {**dest.env(), "SRC_LOCAL_PATH": src, "RESTORE_LOCAL_PATH": restore,
+              "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": salt or None,
+              "BACKUP_PROCESSES": 2, "RESTORE_PROCESSES": 2, "TMPDIR": scratch, **extra}
     scratch.mkdir(exist_ok=True)
-    return env
+    return process_env(**config)
 
 
 def default_sigint():
@@ -334,18 +285,18 @@ def crash_cycles(tmp_path, dest, kills, seed, backup_window, restore_window, **e
 
         done = run(env)
         assert done.returncode == 0, f"re-run after kill {step}: {done.stderr}"
-        assert check_objects(dest, codec, checked) >= len(tree(src))
+        assert check_objects(dest, codec, checked) >= len(tree(src, "sha256"))
         if dest.kind == "local":
             assert temp_files(dest.root) == [], f"after the re-run of kill {step}"
         assert os.listdir(scratch) == [], "spool files left in TMPDIR"
 
         interrupted += kill_after(start(env, "--restore"), rng.uniform(0.0, restore_window))
-        wanted = tree(src)
-        for rel, digest in tree(restore, skip_temp=True).items():
+        wanted = tree(src, "sha256")
+        for rel, digest in tree(restore, "sha256", skip_temp=True).items():
             assert wanted.get(rel) == digest, f"partial or wrong restored file {rel}"
         done = run(env, "--restore")
         assert done.returncode == 0, f"restore after kill {step}: {done.stderr}"
-        assert tree(restore, skip_temp=True) == wanted
+        assert tree(restore, "sha256", skip_temp=True) == wanted
         shutil.rmtree(restore)
     assert interrupted >= kills // 2, "too few kills hit a running process to prove anything"
     assert dest.kind != "local" or left_behind, "no kill left a temporary file to clean up"
@@ -373,7 +324,7 @@ def test_killed_restore_leaves_no_temp_files_after_the_rerun(tmp_path, reaper):
     assert temp_files(restore), "the kill should have left a temporary file"
     done = run(env, "--restore")
     assert done.returncode == 0, done.stderr
-    assert tree(restore, skip_temp=True) == tree(src)
+    assert tree(restore, "sha256", skip_temp=True) == tree(src, "sha256")
     assert temp_files(restore) == []
 
 
@@ -516,12 +467,9 @@ def test_old_copy_kept_when_the_disk_is_full(tmp_path):
 
 def run_in_process(monkeypatch, capsys, env, *argv):
     """esb.main in this process, configured by the variables of ``env`` that are ours."""
-    for key, value in env.items():
-        if os.environ.get(key) != value:
-            monkeypatch.setenv(key, value)
-    code = esb.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    set_env(monkeypatch, **{key: value for key, value in env.items()
+                            if os.environ.get(key) != value})
+    return run_main(capsys, *argv)
 
 
 def test_old_copy_kept_when_s3_refuses_the_new_object(tmp_path, s3_bucket, monkeypatch,
@@ -616,7 +564,7 @@ def test_interrupted_restore_cleans_up_and_exits_130(tmp_path, slow_tree, signum
     err = interrupt(proc, restore, signum)
     check_interrupted(proc.returncode, err)
     assert temp_files(restore) == []
-    restored, wanted = tree(restore), tree(slow_tree / "src")
+    restored, wanted = tree(restore, "sha256"), tree(slow_tree / "src", "sha256")
     assert 1 <= len(restored) < len(wanted), "the run was not cut short"
     for rel, digest in restored.items():
         assert wanted[rel] == digest, rel

@@ -9,12 +9,9 @@ AESGCM of `cryptography`, at sizes on both sides of block and chunk boundaries.
 import os
 
 import pytest
-from conftest import esb
+from conftest import PASSWORD, SALT_BYTES, esb, make_codec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
-
-SALT = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-PASSWORD = "correct horse battery staple"
 
 KEY_KATS = [  # FORMAT.md section 6
     ("aes", PASSWORD, "8736985eadc89cfee314d74a15389705a28c73a1e48ba151f1fc29f25442352c"),
@@ -26,24 +23,24 @@ KEY_KATS = [  # FORMAT.md section 6
 
 @pytest.mark.parametrize("etype,password,key", KEY_KATS)
 def test_key_derivation_known_answers(etype, password, key):
-    assert esb.derive_key(etype, password, SALT).hex() == key
+    assert esb.derive_key(etype, password, SALT_BYTES).hex() == key
 
 
 def test_aes_password_is_latin1_not_utf8():
     wrong = "1b3e058681890b3a2969db901ec8d90b3dab5b9f409c2e25708e9c7c8e597717"
-    assert esb.derive_key("aes", "pässwörd-ß", SALT).hex() != wrong
+    assert esb.derive_key("aes", "pässwörd-ß", SALT_BYTES).hex() != wrong
 
 
 def test_aes_refuses_password_outside_latin1_without_showing_it():
     with pytest.raises(esb.ConfigError) as info:
-        esb.derive_key("aes", "pass€word", SALT)
+        esb.derive_key("aes", "pass€word", SALT_BYTES)
     assert "€" not in info.value.message and "cha" in info.value.message
 
 
 def test_key_is_derived_once_per_salt():
     esb.derive_key.cache_clear()
     for _ in range(3):
-        esb.derive_key("aes", PASSWORD, SALT)
+        esb.derive_key("aes", PASSWORD, SALT_BYTES)
     assert esb.derive_key.cache_info().misses == 1
 
 
@@ -82,13 +79,13 @@ OBJECT_KATS = {
 @pytest.mark.parametrize("etype", ["aes", "cha"])
 def test_whole_object_known_answer_one_shot_and_streamed(etype):
     nonce, expected = OBJECT_KATS[etype]
-    key = esb.derive_key(etype, PASSWORD, SALT)
+    key = esb.derive_key(etype, PASSWORD, SALT_BYTES)
     nonce = bytes.fromhex(nonce)
-    assert esb.seal_bytes(etype, key, SALT, b"hi\n", nonce).hex() == expected
+    assert esb.seal_bytes(etype, key, SALT_BYTES, b"hi\n", nonce).hex() == expected
     stream = esb.aead_stream(etype, key, nonce)
     ct = stream.update(b"h") + stream.update(b"i\n")
-    assert (SALT + nonce + stream.finalize() + ct).hex() == expected
-    codec = esb.Codec(compress=False, encryption_type=etype, password=PASSWORD, salt=SALT)
+    assert (SALT_BYTES + nonce + stream.finalize() + ct).hex() == expected
+    codec = make_codec(compress=False, encryption_type=etype)
     assert esb.open_with(codec, bytes.fromhex(expected)) == b"hi\n"
 
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CRONTAB_SH = ROOT / "crontab.sh"
 DOCKERFILE = ROOT / "Dockerfile"
 JOB_WORD = "__cron_job__"

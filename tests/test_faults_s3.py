@@ -14,7 +14,6 @@ are made small, so that a stall costs seconds.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -25,11 +24,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from conftest import esb
+from conftest import esb, put_file, temp_files, tree
 from flaky_proxy import KINDS, FlakyProxy
 
-PASSWORD = "flaky network, solid backup"
-SALT = "0f0e0d0c0b0a09080706050403020100"
 CLIENT_TIMEOUT = 2.0              # seconds: the tool's connect and read timeouts here
 STALL_SECONDS = CLIENT_TIMEOUT + 1.5
 FLAKY = {"drop": 0.05, "cut": 0.05, "reset": 0.04, "error500": 0.04, "slowdown": 0.03,
@@ -70,45 +67,13 @@ def proxy(s3_bucket):
         yield flaky
 
 
-class Tool:
-    """The tool configured by environment variables, its S3 destination behind the proxy."""
-
-    def __init__(self, monkeypatch, capsys, tmp_path: Path, bucket, proxy: FlakyProxy):
-        self.monkeypatch, self.capsys, self.bucket = monkeypatch, capsys, bucket
-        self.src, self.restore = tmp_path / "src", tmp_path / "restore"
-        self.src.mkdir()
-        self.set(SRC_LOCAL_PATH=self.src, RESTORE_LOCAL_PATH=self.restore,
-                 ENCRYPTION_PASSWORD=PASSWORD, ENCRYPTION_SALT=SALT,
-                 BACKUP_PROCESSES=2, RESTORE_PROCESSES=2,
-                 DEST_S3_BUCKET=bucket.name, DEST_AWS_ACCESS_KEY_ID=bucket.access_key,
-                 DEST_AWS_SECRET_ACCESS_KEY=bucket.secret_key,
-                 DEST_ENDPOINT_URL=proxy.endpoint_url, DEST_REGION_NAME=bucket.region)
-        monkeypatch.chdir(tmp_path)
-        self.codec = esb.load_config(None, needs=("dest",))[0].codec
-
-    def set(self, **env):
-        for key, value in env.items():
-            self.monkeypatch.setenv(key, str(value))
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        code = esb.main(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-
 @pytest.fixture
-def tool(monkeypatch, capsys, tmp_path, s3_bucket, proxy, short_timeouts, small_parts):
-    return Tool(monkeypatch, capsys, tmp_path, s3_bucket, proxy)
+def tool(make_tool, s3_bucket, proxy, short_timeouts, small_parts):
+    """The tool with its S3 destination behind the proxy."""
+    return make_tool(s3_bucket, endpoint_url=proxy.endpoint_url)
 
 
 # ---------------------------------------------------------------------------- the source
-
-def write(root: Path, rel: str, data: bytes, mtime: int) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.utime(path, (mtime, mtime))
-
 
 def text(rng: random.Random, size: int) -> bytes:
     words = [b"alpha", b"beta", b"gamma", b"delta", b"backup", b"restore", b"\n"]
@@ -126,22 +91,11 @@ def make_tree(root: Path, seed: int = 7) -> None:
         size = rng.choice([0, 1, 100, 4096, 30_000, 120_000, 200_000])
         data = text(rng, size) if i % 2 else rng.randbytes(size)
         folder = ("", "docs/", "photos/2024/", "ü dir/")[i % 4]
-        write(root, f"{folder}file {i:02d}.dat", data, 1_700_000_000 + i)
+        put_file(root / f"{folder}file {i:02d}.dat", data, 1_700_000_000 + i)
     for i, size in enumerate((1_200_000, 1_600_000, 2_100_000, 3_000_000)):
-        write(root, f"medium/m{i}.bin", rng.randbytes(size), 1_700_100_000 + i)
+        put_file(root / f"medium/m{i}.bin", rng.randbytes(size), 1_700_100_000 + i)
     for i, size in enumerate((5 * MIB + 300_000, 6 * MIB + 123, 11 * MIB + 7)):
-        write(root, f"big/b{i}.bin", rng.randbytes(size), 1_700_200_000 + i)
-
-
-def source_state(root: Path) -> dict[str, tuple[int, int, bytes]]:
-    """{relative path: (size, whole-second mtime, md5 digest)}: what a backup name holds."""
-    out = {}
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            out[path.relative_to(root).as_posix()] = (len(data), int(path.stat().st_mtime),
-                                                      hashlib.md5(data).digest())
-    return out
+        put_file(root / f"big/b{i}.bin", rng.randbytes(size), 1_700_200_000 + i)
 
 
 # ---------------------------------------------------------------------------- the bucket
@@ -155,9 +109,7 @@ class Bucket:
 
     def listing(self) -> dict[str, str]:
         """{key: ETag} of every object."""
-        pages = self.bucket.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket.name)
-        return {item["Key"]: item["ETag"] for page in pages for item in page.get("Contents", ())}
+        return self.bucket.listing()
 
     def multipart_uploads(self) -> list[tuple[str, str]]:
         """(key, upload id) of every multipart upload still in progress."""
@@ -202,11 +154,11 @@ def assert_one_line_errors(code: int, out: str, err: str) -> None:
 
 # ---------------------------------------------------------------------------- the runs
 
-def backup_until_done(tool: Tool, bucket: Bucket, gone: set[str] = frozenset()) -> int:
+def backup_until_done(tool, bucket: Bucket, gone: set[str] = frozenset()) -> int:
     """Back up again until a run exits 0; after every run check what is in the bucket.
     ``gone`` are deleted source files whose objects must end up marked deleted.
     Returns the number of runs it took."""
-    source = source_state(tool.src)
+    source = tree(tool.src, "size+mtime+md5")
     for run in range(1, MAX_RUNS + 1):
         code, out, err = tool()
         assert_one_line_errors(code, out, err)
@@ -222,22 +174,16 @@ def backup_until_done(tool: Tool, bucket: Bucket, gone: set[str] = frozenset()) 
     pytest.fail(f"backup still failing after {MAX_RUNS} runs:\n{err}")
 
 
-def restored_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in root.rglob("*") if p.is_file()} if root.exists() else {}
-
-
-def restore_until_done(tool: Tool) -> int:
+def restore_until_done(tool) -> int:
     """Restore, then restore only what failed, until a run exits 0; no run may leave a
     partial or temporary file. Returns the number of runs."""
-    wanted = {p.relative_to(tool.src).as_posix(): p.read_bytes()
-              for p in tool.src.rglob("*") if p.is_file()}
+    wanted = tree(tool.src)
     argv = ["--restore"]
     for run in range(1, MAX_RUNS + 1):
         code, out, err = tool(*argv)
         assert_one_line_errors(code, out, err)
-        got = restored_files(tool.restore)
-        assert not [p for p in got if Path(p).name.startswith(esb.TMP_PREFIX)], got.keys()
+        got = tree(tool.restore)
+        assert temp_files(tool.restore) == [], got.keys()
         wrong = [p for p, data in got.items() if wanted.get(p) != data]
         assert not wrong, f"run {run}: restored files differ from the source: {wrong}"
         named = failures(err, "restore")
@@ -268,7 +214,7 @@ def first_matching(kind: str, method: bytes, target_part: bytes, times: int = 1)
 
 
 def test_backup_restore_verify_through_a_flaky_s3(tool, proxy, s3_bucket):
-    bucket = Bucket(s3_bucket, tool.codec)
+    bucket = Bucket(s3_bucket, tool.codec())
     make_tree(tool.src)
     proxy.set_rates(**FLAKY)
 
@@ -279,22 +225,22 @@ def test_backup_restore_verify_through_a_flaky_s3(tool, proxy, s3_bucket):
     tool.set(BACKUP_PROCESSES=1)
     for rel in ("docs/file 01.dat", "file 04.dat", "medium/m1.bin", "big/b0.bin"):
         data = (tool.src / rel).read_bytes()
-        write(tool.src, rel, data[::-1] + b"changed", 1_710_000_000)
+        put_file(tool.src / rel, data[::-1] + b"changed", 1_710_000_000)
     gone = {"ü dir/file 03.dat", "photos/2024/file 06.dat", "medium/m3.bin"}
     for rel in gone:
         (tool.src / rel).unlink()
-    write(tool.src, "new/one.txt", b"one\n" * 1000, 1_710_000_001)
-    write(tool.src, "new/two.bin", os.urandom(70_000), 1_710_000_002)
+    put_file(tool.src / "new/one.txt", b"one\n" * 1000, 1_710_000_001)
+    put_file(tool.src / "new/two.bin", os.urandom(70_000), 1_710_000_002)
     backup_until_done(tool, bucket, gone)
     names = bucket.sound_names()
-    assert sorted(n.path for n in names) == sorted(set(source_state(tool.src)) | gone)
+    assert sorted(n.path for n in names) == sorted(set(tree(tool.src)) | gone)
     assert {n.path for n in names if n.deleted} == gone          # one object per path
 
     # restore and verify, faults still on (and surely one download reset midway)
     proxy.choose = first_matching("reset", b"GET", b"/big/b1.bin.")
     restore_until_done(tool)
-    source = source_state(tool.src)
-    assert source_state(tool.restore) == source                  # bytes and mtimes
+    source = tree(tool.src, "size+mtime+md5")
+    assert tree(tool.restore, "size+mtime+md5") == source     # bytes and mtimes
 
     code, out, err = tool("--verify")
     assert_one_line_errors(code, out, err)
@@ -314,16 +260,16 @@ def small_tree(root: Path) -> None:
     """5 files, f2.txt and f3.txt of 2 MiB (a download of them is read in several pieces)."""
     for i in range(5):
         data = os.urandom(2 * MIB) if i in (2, 3) else b"%d\n" % i * 1000
-        write(root, f"f{i}.txt", data, 1_700_000_000 + i)
+        put_file(root / f"f{i}.txt", data, 1_700_000_000 + i)
 
 
 def test_every_request_failing_is_one_line_and_changes_nothing(tool, proxy, s3_bucket):
-    bucket = Bucket(s3_bucket, tool.codec)
+    bucket = Bucket(s3_bucket, tool.codec())
     small_tree(tool.src)
     assert tool()[0] == 0
     before, requests_before = bucket.listing(), proxy.counts["requests"]
-    write(tool.src, "f0.txt", b"changed", 1_700_009_999)
-    write(tool.src, "new.txt", b"new", 1_700_009_999)
+    put_file(tool.src / "f0.txt", b"changed", 1_700_009_999)
+    put_file(tool.src / "new.txt", b"new", 1_700_009_999)
     (tool.src / "f1.txt").unlink()
     # connection faults only: a 500 costs a second round of retries, a SlowDown a minute
     proxy.set_rates(drop=0.5, cut=0.25, reset=0.25)
@@ -344,27 +290,27 @@ def test_a_download_broken_midway_is_one_failed_file(tool, proxy, s3_bucket, kin
     proxy.choose = first_matching(kind, b"GET", b"/f2.txt.")
     code, out, err = tool("--restore")
     assert code == 1 and failures(err) == {"f2.txt"} and "Traceback" not in err, err
-    assert sorted(restored_files(tool.restore)) == ["f0.txt", "f1.txt", "f3.txt", "f4.txt"]
+    assert sorted(tree(tool.restore)) == ["f0.txt", "f1.txt", "f3.txt", "f4.txt"]
     assert tool("--restore", "--restore-only", "f2.txt")[0] == 0
-    assert source_state(tool.restore) == source_state(tool.src)
+    assert tree(tool.restore, "size+mtime+md5") == tree(tool.src, "size+mtime+md5")
     proxy.choose = first_matching(kind, b"GET", b"/f3.txt.")
     code, out, err = tool("--verify")
     assert code == 1 and failures(err) == {"f3.txt"} and ok_lines(out) == 4, err
 
 
 def test_a_retried_create_multipart_upload_leaves_no_upload(tool, proxy, s3_bucket):
-    write(tool.src, "big.bin", os.urandom(6 * MIB), 1_700_000_000)
+    put_file(tool.src / "big.bin", os.urandom(6 * MIB), 1_700_000_000)
     proxy.choose = first_matching("cut", b"POST", b"?uploads")
     code, out, err = tool()
     assert code == 0 and proxy.counts["cut"] == 1, err
-    assert Bucket(s3_bucket, tool.codec).multipart_uploads() == []
+    assert Bucket(s3_bucket, tool.codec()).multipart_uploads() == []
 
 
 def test_a_retried_complete_multipart_upload(tool, proxy, s3_bucket):
     """The server completed the upload, the answer was lost: the object is whole, and the
     file is either counted as uploaded or reported, then found unchanged next run."""
-    bucket = Bucket(s3_bucket, tool.codec)
-    write(tool.src, "big.bin", os.urandom(6 * MIB), 1_700_000_000)
+    bucket = Bucket(s3_bucket, tool.codec())
+    put_file(tool.src / "big.bin", os.urandom(6 * MIB), 1_700_000_000)
     proxy.choose = first_matching("cut", b"POST", b"?uploadId=")
     code, out, err = tool()
     assert_one_line_errors(code, out, err)

@@ -16,17 +16,13 @@ import os
 import signal
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
-from conftest import decoded, esb, run_main, set_env
+from conftest import (PASSWORD, S3_SECRET, SALT, SALT_BYTES, decoded, esb, make_codec, snapshot,
+                      temp_files, tree)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-PASSWORD = "Sup3r-S3cret-Pa55"
-SALT = "00112233445566778899aabbccddeeff"
-SALT_BYTES = bytes.fromhex(SALT)
-S3_SECRET = "AwsS3cretKey-Zq9Xw7Vv5Uu3"
 MTIME = 1_700_000_000
 GOOD = {"hello.txt": b"Hello, world!\n",
         "docs/report.txt": b"quarterly numbers\n" * 300,
@@ -38,96 +34,46 @@ EVIL = b"planted content\n"
 # Helpers
 # ---------------------------------------------------------------------------------------
 
-class Tool:
-    """A configured tool with a local destination; the restore root sits three folders deep
+@pytest.fixture
+def make_tool(make_tool):
+    """Tools with a local destination whose restore root (created) sits three folders deep
     in tmp_path, so that an escape by ``../..`` would still land inside tmp_path."""
+    def make(**options):
+        options = {"restore": "deep/er/restore", "encryption_type": "aes",
+                   "encrypt_filenames": False, **options}
+        tool = make_tool(**options)
+        tool.restore.mkdir(parents=True)
+        return tool
+    return make
 
-    def __init__(self, monkeypatch, capsys, tmp_path, encrypt_filenames=False, etype="aes",
-                 processes=2):
-        self.monkeypatch, self.capsys, self.tmp = monkeypatch, capsys, tmp_path
-        self.src, self.dest = tmp_path / "src", tmp_path / "dest"
-        self.restore = tmp_path / "deep" / "er" / "restore"
-        self.src.mkdir()
-        self.restore.mkdir(parents=True)
-        self.set(SRC_LOCAL_PATH=self.src, DEST_LOCAL_PATH=self.dest,
-                 RESTORE_LOCAL_PATH=self.restore, ENCRYPTION_PASSWORD=PASSWORD,
-                 ENCRYPTION_SALT=SALT, ENCRYPTION_TYPE=etype,
-                 ENCRYPT_FILENAMES="true" if encrypt_filenames else "false",
-                 BACKUP_PROCESSES=processes, RESTORE_PROCESSES=processes)
-        monkeypatch.chdir(tmp_path)
 
-    def set(self, **env):
-        set_env(self.monkeypatch, **env)
+def backup_good(tool):
+    for rel, data in GOOD.items():
+        tool.write(rel, data, MTIME)
+    code, _, err = tool()
+    assert code == 0, err
 
-    def __call__(self, *argv):
-        code, out, err = run_main(self.capsys, *argv)
-        assert PASSWORD not in out + err             # whatever the run, the password never shows
-        return code, out, err
 
-    def codec(self, **changes):
-        config, _ = esb.load_config(None, needs=("dest",))
-        return esb.Codec(**{**config.codec.__dict__, **changes})
+def plant(tool, name, blob):
+    """Store ``blob`` under the object name of ``name``; returns the object's key."""
+    key = esb.encode_name(name, tool.codec())
+    target = tool.dest.joinpath(*key.split("/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(blob)
+    return key
 
-    def backup_good(self):
-        for rel, data in GOOD.items():
-            path = self.src / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            os.utime(path, (MTIME, MTIME))
-        code, _, err = self()
-        assert code == 0, err
 
-    def plant(self, name, blob):
-        """Store ``blob`` under the object name of ``name``; returns the object's key."""
-        key = esb.encode_name(name, self.codec())
-        target = self.dest.joinpath(*key.split("/"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(blob)
-        return key
-
-    def plant_file(self, path, data=EVIL, codec=None, **fields):
-        """A perfectly valid object for ``data`` whose name says ``path`` (and ``fields``)."""
-        name = esb.BackupName(path, fields.pop("mtime", MTIME), fields.pop("size", len(data)),
-                              fields.pop("md5", hashlib.md5(data).digest()), **fields)
-        return self.plant(name, object_bytes(data, codec or self.codec()))
-
-    def restored(self):
-        return tree(self.restore)
+def plant_file(tool, path, data=EVIL, codec=None, **fields):
+    """A perfectly valid object for ``data`` whose name says ``path`` (and ``fields``)."""
+    name = esb.BackupName(path, fields.pop("mtime", MTIME), fields.pop("size", len(data)),
+                          fields.pop("md5", hashlib.md5(data).digest()), **fields)
+    return plant(tool, name, object_bytes(data, codec or tool.codec()))
 
 
 def object_bytes(data, codec):
     sink = io.BytesIO()
     esb.encode(io.BytesIO(data), len(data), codec, sink)
     return sink.getvalue()
-
-
-def tree(root):
-    """{relative path: content} of the regular files under root (links not followed)."""
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = Path(folder, name)
-            if path.is_file() and not path.is_symlink():
-                out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return out
-
-
-def snapshot(root, skip):
-    """Everything under root except the ``skip`` subtree: type, size, mtime and content."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        if Path(folder) == skip:
-            dirs[:] = []
-            continue
-        for name in dirs + files:
-            path = Path(folder, name)
-            if path == skip:
-                continue
-            info = os.lstat(path)
-            content = path.read_bytes() if path.is_file() and not path.is_symlink() else None
-            out[str(path.relative_to(root))] = (info.st_mode, info.st_size, info.st_mtime_ns,
-                                                content)
-    return out
 
 
 def escaped(path):
@@ -157,15 +103,6 @@ def assert_good_restored(tool):
         assert int(os.stat(tool.restore / rel).st_mtime) == MTIME
 
 
-def no_temp_files(root):
-    return [p for p in Path(root).rglob("*") if p.name.startswith(esb.TMP_PREFIX)] == []
-
-
-@pytest.fixture
-def make_tool(monkeypatch, capsys, tmp_path):
-    return functools.partial(Tool, monkeypatch, capsys, tmp_path)
-
-
 # ---------------------------------------------------------------------------------------
 # Planted names
 # ---------------------------------------------------------------------------------------
@@ -184,7 +121,7 @@ PLAIN_HOSTILE_PATHS = ["new\nline", "\x1b[31mred", "cr\rreturn", "tab\tand\x7fde
 
 def plant_hostile(tool, paths, deleted):
     for path in paths:
-        tool.plant_file(path, deleted=deleted)
+        plant_file(tool, path, deleted=deleted)
     return list(paths)
 
 
@@ -197,7 +134,7 @@ def printable(text):
 def test_planted_names_are_refused_and_nothing_leaves_the_restore_root(
         make_tool, encrypt_filenames, deleted):
     tool = make_tool(encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    backup_good(tool)
     paths = plant_hostile(tool, HOSTILE_PATHS if encrypt_filenames else PLAIN_HOSTILE_PATHS,
                           deleted)
     before = snapshot(tool.tmp, tool.restore)
@@ -214,7 +151,7 @@ def test_planted_names_are_refused_and_nothing_leaves_the_restore_root(
     assert snapshot(tool.tmp, tool.restore) == before
     for escape in ("/etc/evil-esb-test", "/tmp/evil-esb-test", "/tmp/evil-esb-abs"):
         assert not os.path.exists(escape)
-    assert no_temp_files(tool.restore)
+    assert temp_files(tool.restore) == []
     if deleted:    # a plain --restore does not even look at deleted objects
         code, _, err = tool("--restore")
         assert code == esb.EXIT_OK, err
@@ -222,8 +159,8 @@ def test_planted_names_are_refused_and_nothing_leaves_the_restore_root(
 
 def test_planted_empty_path_is_reported_by_its_object_name(make_tool):
     tool = make_tool(encrypt_filenames=True)
-    tool.backup_good()
-    key = tool.plant(esb.BackupName("", MTIME, len(EVIL), hashlib.md5(EVIL).digest()),
+    backup_good(tool)
+    key = plant(tool, esb.BackupName("", MTIME, len(EVIL), hashlib.md5(EVIL).digest()),
                      object_bytes(EVIL, tool.codec()))
     for argv in (["--restore"], ["--verify"], ["--list"]):
         code, _, err = tool(*argv)
@@ -236,15 +173,15 @@ def test_planted_empty_path_is_reported_by_its_object_name(make_tool):
 @pytest.mark.parametrize("encrypt_filenames", [False, True], ids=["plain", "encrypted"])
 def test_symlinks_in_the_restore_root_do_not_lead_outside(make_tool, encrypt_filenames):
     tool = make_tool(encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    backup_good(tool)
     outside = tool.tmp / "outside"
     outside.mkdir()
     (outside / "target.txt").write_bytes(b"must stay\n")
     (tool.restore / "escape").symlink_to(outside, target_is_directory=True)
     (tool.restore / "deeper").symlink_to(outside, target_is_directory=True)
     (tool.restore / "hello.txt").symlink_to(outside / "target.txt")
-    tool.plant_file("escape/payload.txt")
-    tool.plant_file("deeper/new/dir/payload.txt")
+    plant_file(tool, "escape/payload.txt")
+    plant_file(tool, "deeper/new/dir/payload.txt")
     before = snapshot(tool.tmp, tool.restore)
     code, _, err = tool("--restore")
     assert_no_crash(code, err)
@@ -261,7 +198,7 @@ def test_symlinks_in_the_restore_root_do_not_lead_outside(make_tool, encrypt_fil
 def test_special_files_in_the_destination_do_not_hang_or_crash(make_tool):
     """A FIFO (opening it would block forever), /dev/zero (endless), a link loop."""
     tool = make_tool()
-    tool.backup_good()
+    backup_good(tool)
     name = functools.partial(esb.BackupName, mtime=MTIME, size=5, md5=bytes(16))
     os.mkfifo(tool.dest / esb.encode_name(name("fifo.txt"), tool.codec()))
     (tool.dest / esb.encode_name(name("zero.txt"), tool.codec())).symlink_to("/dev/zero")
@@ -290,38 +227,38 @@ def damaged_objects(tool):
     name = functools.partial(esb.BackupName, mtime=MTIME, size=len(content),
                              md5=hashlib.md5(content).digest())
     for length in (0, 1, 47):
-        tool.plant(name(f"short-{length}.bin"), os.urandom(length))
+        plant(tool, name(f"short-{length}.bin"), os.urandom(length))
         expect[f"short-{length}.bin"] = "shorter than"
     for at in (0, esb.SALT_LEN, header - esb.TAG_LEN, header, len(good) // 2, len(good) - 1):
         for bit in (0x01, 0x80):
             flipped = bytearray(good)
             flipped[at] ^= bit
-            tool.plant(name(f"flip-{at}-{bit}.bin"), bytes(flipped))
+            plant(tool, name(f"flip-{at}-{bit}.bin"), bytes(flipped))
             expect[f"flip-{at}-{bit}.bin"] = "authentication failed"
     for cut in (header, header + 3, len(good) // 2, len(good) - 1):
-        tool.plant(name(f"cut-{cut}.bin"), good[:cut])
+        plant(tool, name(f"cut-{cut}.bin"), good[:cut])
         expect[f"cut-{cut}.bin"] = "authentication failed"
-    tool.plant(name("extra-byte.bin"), good + b"\0")
+    plant(tool, name("extra-byte.bin"), good + b"\0")
     expect["extra-byte.bin"] = "authentication failed"
     # contents swapped between two names: one pair of different sizes, one of equal sizes
     for a, b, reason in ((b"alpha\n", b"beta beta\n", "declares"),
                          (b"same-1\n", b"same-2\n", "MD5")):
         pa, pb = f"swap-{a.decode().strip()}", f"swap-{b.decode().strip()}"
-        tool.plant(esb.BackupName(pa, MTIME, len(a), hashlib.md5(a).digest()),
+        plant(tool, esb.BackupName(pa, MTIME, len(a), hashlib.md5(a).digest()),
                    object_bytes(b, codec))
-        tool.plant(esb.BackupName(pb, MTIME, len(b), hashlib.md5(b).digest()),
+        plant(tool, esb.BackupName(pb, MTIME, len(b), hashlib.md5(b).digest()),
                    object_bytes(a, codec))
         expect[pa] = expect[pb] = reason
     other = tool.codec(password="not the password")
-    tool.plant(name("wrong-password.bin"), object_bytes(content, other))
+    plant(tool, name("wrong-password.bin"), object_bytes(content, other))
     expect["wrong-password.bin"] = "authentication failed"
     return expect
 
 
 @pytest.mark.parametrize("etype", ["aes", "cha"])
 def test_damaged_objects_fail_verify_one_by_one(make_tool, etype):
-    tool = make_tool(etype=etype)
-    tool.backup_good()
+    tool = make_tool(encryption_type=etype)
+    backup_good(tool)
     expect = damaged_objects(tool)
     before = snapshot(tool.tmp, tool.restore)
     code, out, err = tool("--verify")
@@ -339,8 +276,8 @@ def test_damaged_objects_fail_verify_one_by_one(make_tool, etype):
 
 @pytest.mark.parametrize("etype", ["aes", "cha"])
 def test_damaged_objects_are_not_restored_not_even_partly(make_tool, etype):
-    tool = make_tool(etype=etype)
-    tool.backup_good()
+    tool = make_tool(encryption_type=etype)
+    backup_good(tool)
     expect = damaged_objects(tool)
     code, _, err = tool("--restore")
     assert_no_crash(code, err)
@@ -349,7 +286,7 @@ def test_damaged_objects_are_not_restored_not_even_partly(make_tool, etype):
         assert_reported(err, path, reason)
     assert set(tool.restored()) == set(GOOD)           # no file, no partial file for the rest
     assert_good_restored(tool)
-    assert no_temp_files(tool.restore)
+    assert temp_files(tool.restore) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,18 +305,14 @@ def bomb_payload(kind):
     return b"".join(parts) + compressor.flush()
 
 
-def folder_bytes(root):
-    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
-
-
 @pytest.mark.parametrize("action", ["--restore", "--verify"])
 @pytest.mark.parametrize("kind", ["xz", "gzip"])
 def test_decompression_bomb_is_stopped_at_the_declared_size(make_tool, kind, action):
     tool = make_tool(processes=1)                 # in this process, so tracemalloc sees it
-    tool.backup_good()
+    backup_good(tool)
     payload = bomb_payload(kind)
     assert len(payload) < 1_000_000
-    tool.plant(esb.BackupName("bomb.bin", MTIME, BOMB_DECLARED, bytes(16)),
+    plant(tool, esb.BackupName("bomb.bin", MTIME, BOMB_DECLARED, bytes(16)),
                esb.seal_with(tool.codec(), payload))
     tracemalloc.start()
     started = time.monotonic()
@@ -395,8 +328,8 @@ def test_decompression_bomb_is_stopped_at_the_declared_size(make_tool, kind, act
     assert len(failures(err)) == 1, err
     assert elapsed < 10                            # inflating it all takes far longer
     assert peak < 48 * 1024 * 1024                 # a few chunks and the xz dictionary
-    assert folder_bytes(tool.restore) <= sum(map(len, GOOD.values()))
-    assert not (tool.restore / "bomb.bin").exists() and no_temp_files(tool.restore)
+    assert sum(map(len, tree(tool.restore).values())) <= sum(map(len, GOOD.values()))
+    assert not (tool.restore / "bomb.bin").exists() and temp_files(tool.restore) == []
     if action == "--restore":
         assert_good_restored(tool)
 
@@ -417,13 +350,13 @@ ABSURD = {"huge-size.txt": dict(size=10 ** 30),
 
 def plant_absurd(tool):
     for path, fields in ABSURD.items():
-        tool.plant_file(path, **fields)
+        plant_file(tool, path, **fields)
 
 
 @pytest.mark.parametrize("encrypt_filenames", [False, True], ids=["plain", "encrypted"])
 def test_absurd_names_in_list_and_json_list(make_tool, encrypt_filenames):
     tool = make_tool(encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    backup_good(tool)
     plant_absurd(tool)
     code, out, err = tool("--list")
     assert_no_crash(code, err)
@@ -447,7 +380,7 @@ def test_absurd_names_in_list_and_json_list(make_tool, encrypt_filenames):
 @pytest.mark.parametrize("encrypt_filenames", [False, True], ids=["plain", "encrypted"])
 def test_absurd_names_in_verify(make_tool, encrypt_filenames):
     tool = make_tool(encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    backup_good(tool)
     plant_absurd(tool)
     code, out, err = tool("--verify")
     assert_no_crash(code, err)
@@ -460,7 +393,7 @@ def test_absurd_names_in_verify(make_tool, encrypt_filenames):
 @pytest.mark.parametrize("encrypt_filenames", [False, True], ids=["plain", "encrypted"])
 def test_absurd_names_in_restore(make_tool, encrypt_filenames):
     tool = make_tool(encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    backup_good(tool)
     plant_absurd(tool)
     code, _, err = tool("--restore", "--restore-deleted")
     assert_no_crash(code, err)
@@ -475,12 +408,12 @@ def test_absurd_names_in_restore(make_tool, encrypt_filenames):
     for path in ("huge-mtime.txt", "time-t-overflow.txt"):   # beyond time_t: cannot be set
         assert_reported(err, path)
     assert_good_restored(tool)
-    assert no_temp_files(tool.restore)
+    assert temp_files(tool.restore) == []
 
 
 def test_absurd_deleted_date_does_not_crash_a_backup_with_expiry(make_tool):
     tool = make_tool()
-    tool.backup_good()
+    backup_good(tool)
     plant_absurd(tool)
     tool.set(DELETED_KEEP_DAYS=30)
     code, _, err = tool()
@@ -490,8 +423,8 @@ def test_absurd_deleted_date_does_not_crash_a_backup_with_expiry(make_tool):
 @pytest.mark.parametrize("deleted", [99_999_999, 0x7FFFFFFF])
 def test_unparseable_deleted_date_is_kept_by_a_backup_with_expiry(make_tool, deleted):
     tool = make_tool()
-    tool.backup_good()
-    key = tool.plant_file("gone.txt", deleted=deleted)
+    backup_good(tool)
+    key = plant_file(tool, "gone.txt", deleted=deleted)
     tool.set(DELETED_KEEP_DAYS=0)
     code, _, err = tool()
     assert code == esb.EXIT_OK, err
@@ -519,8 +452,8 @@ def time_limit(seconds):
 PROPERTY = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-PLAIN_NAMES = esb.Codec(password=PASSWORD, salt=SALT_BYTES)
-CRYPT_NAMES = esb.Codec(password=PASSWORD, salt=SALT_BYTES, encrypt_filenames=True)
+PLAIN_NAMES = make_codec()
+CRYPT_NAMES = make_codec(encrypt_filenames=True)
 
 name_pieces = st.lists(st.sampled_from([".", "..", "/", "0", "00", "z", "Z", "a", "9",
                                         "enc", ".enc", "s44we8", "\x00", "-", " "]),
@@ -563,8 +496,7 @@ def test_plaintext_names_round_trip(path, mtime, size, md5, deleted):
     assert esb.decode_name(esb.encode_name(name, PLAIN_NAMES), PLAIN_NAMES) == name
 
 
-DECODE_CODECS = [esb.Codec(compress=c, encrypt=e, encryption_type=t, password=PASSWORD,
-                           salt=SALT_BYTES)
+DECODE_CODECS = [make_codec(compress=c, encrypt=e, encryption_type=t)
                  for c in (True, False) for e in (True, False) for t in ("aes", "cha")
                  if e or t == "aes"]
 
@@ -711,8 +643,8 @@ def assert_no_secret(text, etype="aes"):
 @pytest.mark.parametrize("etype,encrypt_filenames", [("aes", False), ("aes", True),
                                                      ("cha", True)])
 def test_no_secret_in_the_output_of_any_run(make_tool, etype, encrypt_filenames):
-    tool = make_tool(etype=etype, encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    tool = make_tool(encryption_type=etype, encrypt_filenames=encrypt_filenames)
+    backup_good(tool)
     (tool.src / "hello.txt").write_bytes(b"changed\n")
     (tool.src / "empty.txt").unlink()
     runs = [(), ("-v",), ("--dry-run", "-v"), ("--list",), ("--list", "--json"),
@@ -731,7 +663,7 @@ def test_no_secret_in_the_output_of_any_run(make_tool, etype, encrypt_filenames)
 @pytest.mark.parametrize("encrypt_filenames", [False, True], ids=["plain", "encrypted"])
 def test_no_secret_when_the_password_is_wrong(make_tool, encrypt_filenames):
     tool = make_tool(encrypt_filenames=encrypt_filenames)
-    tool.backup_good()
+    backup_good(tool)
     tool.set(ENCRYPTION_PASSWORD=PASSWORD + "-but-wrong")
     for argv in (("--verify",), ("--restore",), ("--list",), ()):
         code, out, err = tool(*argv)
@@ -766,7 +698,7 @@ def test_no_secret_in_configuration_errors(make_tool, env):
 
 def test_no_secret_in_config_file_errors_and_warnings(make_tool):
     tool = make_tool()
-    tool.backup_good()
+    backup_good(tool)
     tool.set(ENCRYPTION_PASSWORD=None, ENCRYPTION_SALT=None)
     config = tool.tmp / "config.json"
     body = json.dumps({"encryption_password": PASSWORD, "encryption_salt": SALT,
@@ -789,7 +721,7 @@ def test_repr_of_configuration_hides_secrets(make_tool):
     loaded = esb.load_config(None)
     config = loaded[0]
     assert config.codec.password == PASSWORD and config.src.aws_secret_access_key == S3_SECRET
-    codec = esb.Codec(password=PASSWORD, salt=SALT_BYTES)
+    codec = make_codec()
     storage = esb.StorageConfig(s3_bucket="b", aws_secret_access_key=S3_SECRET)
     for obj in (loaded, config, config.codec, config.src, codec, storage,
                 esb.make_storage(storage)):
@@ -802,7 +734,7 @@ def test_repr_of_configuration_hides_secrets(make_tool):
                                             ("", "plan_backup")])
 def test_internal_error_traceback_holds_no_secret(make_tool, monkeypatch, action, patched):
     tool = make_tool(encrypt_filenames=True)
-    tool.backup_good()
+    backup_good(tool)
 
     def broken(*args, **kwargs):
         raise RuntimeError(f"unexpected state: {args!r}")   # even a careless message

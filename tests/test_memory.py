@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT, esb, s3_config, s3_env, set_env
+from conftest import PASSWORD, ROOT, esb, process_env, s3_config, s3_env, set_env
 
 MiB = 1024 * 1024
 
@@ -75,7 +75,7 @@ def test_main_asks_for_one_arena_before_anything_else(monkeypatch, tmp_path, cap
     (tmp_path / "src").mkdir()
     monkeypatch.setenv("SRC_LOCAL_PATH", str(tmp_path / "src"))
     monkeypatch.setenv("DEST_LOCAL_PATH", str(tmp_path / "dest"))
-    monkeypatch.setenv("ENCRYPTION_PASSWORD", "pw")
+    monkeypatch.setenv("ENCRYPTION_PASSWORD", PASSWORD)
     assert esb.main(["--quiet"]) == 0
     assert calls[:2] == ["arena", "config"]
 
@@ -128,7 +128,7 @@ def local_config(tmp_path, files, **extra):
     for name, data in files.items():
         (src / name).write_bytes(data)
     env = {"SRC_LOCAL_PATH": str(src), "DEST_LOCAL_PATH": str(tmp_path / "dest"),
-           "RESTORE_LOCAL_PATH": str(tmp_path / "restore"), "ENCRYPTION_PASSWORD": "pw"}
+           "RESTORE_LOCAL_PATH": str(tmp_path / "restore"), "ENCRYPTION_PASSWORD": PASSWORD}
     env.update(extra)
     (tmp_path / "dest").mkdir(exist_ok=True)
     return esb.load_config(None, env)[0]
@@ -176,8 +176,7 @@ def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tm
     assert [o.error for o in outcomes] == [""] * 8
     assert puts.most >= 2, "S3 requests of a batch overlap"
     assert encodes.most == 1, "compression and encryption run one at a time"
-    listed = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
-    assert len(listed) == 8
+    assert len(s3_bucket.listing()) == 8
 
 
 # ---------------------------------------------------------------- no boto3 in the parent
@@ -197,10 +196,9 @@ def test_the_parent_process_never_loads_boto3(tmp_path, s3_bucket):
     count = esb.BATCH_FILES + 6        # more than one batch: one job alone runs in place
     for i in range(count):
         (src / f"f{i:03}.txt").write_bytes(b"%d\n" % i * 3000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEST_", "SRC_"))}
-    env.update(SRC_LOCAL_PATH=str(src), RESTORE_LOCAL_PATH=str(tmp_path / "restore"),
-               ENCRYPTION_PASSWORD="pw", BACKUP_PROCESSES="2", RESTORE_PROCESSES="2",
-               **s3_env("DEST", s3_bucket))
+    env = process_env(SRC_LOCAL_PATH=src, RESTORE_LOCAL_PATH=tmp_path / "restore",
+                      ENCRYPTION_PASSWORD=PASSWORD, BACKUP_PROCESSES=2, RESTORE_PROCESSES=2,
+                      **s3_env("DEST", s3_bucket))
     for argv in ([], [], ["--restore"], ["--verify"], ["--list"]):
         done = subprocess.run([sys.executable, "-c", PARENT_PROBE, str(ROOT), "--quiet", *argv],
                               env=env, capture_output=True, text=True, timeout=120)
@@ -211,7 +209,7 @@ def test_the_parent_process_never_loads_boto3(tmp_path, s3_bucket):
 
 def test_an_error_met_listing_apart_comes_back_as_one_line(tmp_path, s3_bucket, capsys,
                                                            monkeypatch):
-    set_env(monkeypatch, **s3_env("DEST", s3_bucket), ENCRYPTION_PASSWORD="pw")
+    set_env(monkeypatch, **s3_env("DEST", s3_bucket), ENCRYPTION_PASSWORD=PASSWORD)
     set_env(monkeypatch, DEST_AWS_SECRET_ACCESS_KEY="wrong secret")
     code = esb.main(["--verify"])
     err = capsys.readouterr().err
@@ -221,7 +219,7 @@ def test_an_error_met_listing_apart_comes_back_as_one_line(tmp_path, s3_bucket, 
 
 def test_an_unexpected_error_met_apart_is_a_reported_bug(tmp_path, s3_bucket, capsys,
                                                          monkeypatch):
-    set_env(monkeypatch, **s3_env("DEST", s3_bucket), ENCRYPTION_PASSWORD="pw")
+    set_env(monkeypatch, **s3_env("DEST", s3_bucket), ENCRYPTION_PASSWORD=PASSWORD)
 
     def broken(dest, report):
         raise KeyError("an unforeseen state")

@@ -11,16 +11,9 @@ import tempfile
 import tracemalloc
 
 import pytest
-from conftest import codec_for, decoded, esb
+from conftest import SALT_BYTES, codec_for, decoded, esb, make_codec
 
-SALT = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-PASSWORD = "correct horse battery staple"
 XZ_MAGIC = b"\xfd7zXZ\x00"
-
-
-def make_codec(etype="aes", compress=True, encrypt=True, **kw):
-    return esb.Codec(compress=compress, encrypt=encrypt, encryption_type=etype,
-                     password=PASSWORD, salt=SALT, **kw)
 
 
 def text_like(size, seed=1):
@@ -64,7 +57,7 @@ def test_vectors_restore_under_any_salt_setting(vector):
     _, manifest, backup = vector
     if not manifest.get("encrypt", True):
         return
-    other = codec_for(manifest, salt=None if manifest.get("encryption_salt") else SALT)
+    other = codec_for(manifest, salt=None if manifest.get("encryption_salt") else SALT_BYTES)
     obj = manifest["objects"][0]
     name = esb.decode_name(obj, other)
     content = decode_bytes((backup / obj).read_bytes(), name.size, name.md5, other)
@@ -81,7 +74,7 @@ BIG_TEXT = (text_like(1 << 16) * (esb.XZ_MAX_SIZE // (1 << 16) + 1))[:esb.XZ_MAX
 @pytest.mark.parametrize("size", SIZES)
 def test_round_trip(etype, compress, size):
     data = BIG_TEXT[:size]
-    codec = make_codec(etype, compress)
+    codec = make_codec(encryption_type=etype, compress=compress)
     obj, md5, n = encode_bytes(data, codec)
     assert (md5, n) == (hashlib.md5(data).digest(), size)
     header = esb.header_len(etype)
@@ -149,7 +142,7 @@ def test_reader_accepts_several_gzip_members_and_legacy_lzma():
 def test_work_above_the_spill_threshold_goes_to_a_temporary_file(tmp_path, monkeypatch):
     size = 100 * 1000 * 1000 + 1     # MISSION: work above 100 MB never stays in memory
     assert esb.SPILL_BYTES < size
-    codec = make_codec("aes", compress=False)
+    codec = make_codec(encryption_type="aes", compress=False)
     src = io.BytesIO()
     block = os.urandom(1 << 16)
     for _ in range(size // len(block) + 1):
@@ -188,7 +181,7 @@ def tamper_cases(obj, header):
 @pytest.mark.parametrize("compress", [True, False])
 def test_tampered_objects_give_integrity_errors_and_no_plaintext(etype, compress):
     data = BIG_TEXT[:5000]
-    codec = make_codec(etype, compress)
+    codec = make_codec(encryption_type=etype, compress=compress)
     obj, md5, _ = encode_bytes(data, codec)
     for what, bad in tamper_cases(obj, esb.header_len(etype)):
         with pytest.raises(esb.IntegrityError):
@@ -199,8 +192,8 @@ def test_tampered_objects_give_integrity_errors_and_no_plaintext(etype, compress
 @pytest.mark.parametrize("etype", ["aes", "cha"])
 def test_wrong_password_is_an_integrity_error(etype):
     data = BIG_TEXT[:5000]
-    obj, md5, _ = encode_bytes(data, make_codec(etype))
-    wrong = esb.Codec(encryption_type=etype, password="wrong", salt=SALT)
+    obj, md5, _ = encode_bytes(data, make_codec(encryption_type=etype))
+    wrong = make_codec(encryption_type=etype, password="wrong")
     with pytest.raises(esb.IntegrityError) as info:
         decode_bytes(obj, len(data), md5, wrong)
     assert "authentication failed" in info.value.message

@@ -9,17 +9,15 @@ import json
 import os
 import pickle
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, esb, s3_config
+from conftest import NOBODY, ROOT, esb, folder_for_everyone, give_to_nobody, s3_config
 from s3_server import empty_and_delete_bucket
 
 BASE_PATH = "some/prefix"
@@ -405,8 +403,8 @@ import json, os, sys
 sys.path.insert(0, sys.argv[1])
 import encrypted_s3_backup as esb   # imported as root, before dropping privileges
 os.setgroups([])
-os.setgid(65534)
-os.setuid(65534)
+os.setgid(int(sys.argv[3]))
+os.setuid(int(sys.argv[3]))
 report = esb.ListReport()
 keys = sorted(entry.key for entry in esb.LocalStorage(sys.argv[2]).list_files(report))
 print(json.dumps({"keys": keys, "problems": report.problems, "blind": report.blind}))
@@ -414,22 +412,18 @@ print(json.dumps({"keys": keys, "problems": report.problems, "blind": report.bli
 
 
 def list_as_nobody(folder: str) -> dict:
-    """List ``folder`` in a child process running as uid 65534 (root reads everything)."""
-    for path, dirs, files in os.walk(folder):
-        for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
-            os.chown(name, 65534, 65534, follow_symlinks=False)
-    done = subprocess.run([sys.executable, "-c", UNREADABLE_CHILD, str(ROOT), folder],
-                          capture_output=True, text=True, timeout=60)
+    """List ``folder`` in a child process running as "nobody" (root reads everything)."""
+    give_to_nobody(folder)
+    done = subprocess.run([sys.executable, "-c", UNREADABLE_CHILD, str(ROOT), folder,
+                           str(NOBODY)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 def test_local_unreadable_folder_is_reported_and_blind():
     # As root, chmod 000 does not stop reading: the listing then runs as "nobody" in a child
-    # process, in a folder under /tmp (pytest's tmp_path sits in a root-only 0700 folder).
-    folder = tempfile.mkdtemp(prefix="esb-unreadable-")
-    try:
-        os.chmod(folder, 0o755)
+    # process, in a folder that user can reach (pytest's tmp_path is root-only).
+    with folder_for_everyone("esb-unreadable-") as folder:
         os.makedirs(os.path.join(folder, "ok"))
         os.makedirs(os.path.join(folder, "locked", "inner"))
         with open(os.path.join(folder, "ok", "a.txt"), "wb") as handle:
@@ -443,9 +437,6 @@ def test_local_unreadable_folder_is_reported_and_blind():
             report = esb.ListReport()
             keys = sorted(e.key for e in esb.LocalStorage(folder).list_files(report))
             result = {"keys": keys, "problems": report.problems, "blind": report.blind}
-    finally:
-        os.chmod(os.path.join(folder, "locked"), 0o755)
-        shutil.rmtree(folder)
 
     assert result["keys"] == ["ok/a.txt"]
     assert result["blind"] == ["locked/"]
@@ -593,8 +584,7 @@ def test_s3_base_path_keeps_objects_under_the_prefix(s3_bucket):
     storage.rename("dir/file.txt", "dir/renamed.txt", 3)
     put(storage, "top.txt", b"t")
 
-    raw = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
-    assert sorted(item["Key"] for item in raw) == sorted([
+    assert sorted(s3_bucket.listing()) == sorted([
         "elsewhere/x.txt", f"{BASE_PATH}ed/y.txt",
         f"{BASE_PATH}/dir/renamed.txt", f"{BASE_PATH}/top.txt"])
     assert sizes(storage) == {"dir/renamed.txt": 3, "top.txt": 1}
@@ -602,8 +592,7 @@ def test_s3_base_path_keeps_objects_under_the_prefix(s3_bucket):
 
 def test_s3_base_path_slashes_are_ignored(s3_bucket):
     put(esb.S3Storage(s3_config(s3_bucket, base_path=f"/{BASE_PATH}/")), "f.txt", b"f")
-    raw = s3_bucket.client.list_objects_v2(Bucket=s3_bucket.name)["Contents"]
-    assert [item["Key"] for item in raw] == [f"{BASE_PATH}/f.txt"]
+    assert list(s3_bucket.listing()) == [f"{BASE_PATH}/f.txt"]
 
 
 def test_s3_storage_pickles_and_the_copy_makes_its_own_client(s3):

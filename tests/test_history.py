@@ -1,0 +1,456 @@
+"""History: version objects (.ver), point-in-time restore (--as-of), the mass-change guard.
+
+The planner's decisions are checked case by case as pure functions; the rest end to end
+through main() against a local folder and a real S3 server, as users run it.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, esb, process_env, tree
+
+TODAY = datetime.date(2026, 11, 30)
+STAMP = esb.date_number(TODAY)
+MTIME = 1_700_000_000
+NOW = int(datetime.datetime.now().timestamp())
+YESTERDAY = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
+OLD_MD5, NEW_MD5 = hashlib.md5(b"old").digest(), hashlib.md5(b"new").digest()
+
+
+# ------------------------------------------------------------------------------- helpers
+
+def stored(path, mtime=MTIME, size=3, md5=OLD_MD5, deleted=0, version=False):
+    name = esb.BackupName(path, mtime, size, md5, deleted, version)
+    return esb.Stored(None, size + 48, name)
+
+
+def entry(path, mtime=MTIME + 60, size=3):
+    return esb.Entry(path, size, mtime)
+
+
+def plan(source, objects, versions_keep_days=30, keep_days=None, today=TODAY):
+    return esb.plan_backup(source, objects, today, keep_days, (), versions_keep_days)
+
+
+def actions(p):
+    """Every decision of a plan as comparable tuples."""
+    out = [("upload", u.path, tuple(u.replaces), tuple((v.old, v.name) for v in u.versions))
+           for u in p.uploads]
+    out += [(r.why, r.old, r.name) for r in p.renames]
+    out += [(r.why, r.old) for r in p.removes]
+    return sorted(out, key=repr)
+
+
+# ------------------------------------------------------------------------ the planner
+
+def test_a_changed_file_keeps_its_old_object_as_a_version_once_the_new_one_is_stored():
+    old = stored("a.txt")
+    p = plan([entry("a.txt")], [old])
+    assert actions(p) == [("upload", "a.txt", (), (
+        (old, old.name._replace(deleted=STAMP, version=True)),))]
+    assert p.changed == 1 and p.live == 1
+    assert esb.encode_name(p.uploads[0].versions[0].name, esb.Codec(encrypt=False)).endswith(
+        ".ver")
+
+
+def test_without_history_a_changed_file_replaces_its_old_object_as_before():
+    old = stored("a.txt")
+    p = plan([entry("a.txt")], [old], versions_keep_days=0)
+    assert actions(p) == [("upload", "a.txt", (old.key,), ())]
+    assert p.changed == 1
+
+
+@pytest.mark.parametrize("keep, age, gone", [(30, 29, False), (30, 30, True), (1, 0, False),
+                                             (1, 1, True), (0, 0, True), (0, -5, True)])
+def test_versions_expire_keep_days_after_the_day_they_were_replaced(keep, age, gone):
+    replaced = TODAY - datetime.timedelta(days=age)
+    version = stored("a.txt", md5=NEW_MD5, deleted=esb.date_number(replaced), version=True)
+    live = stored("a.txt", mtime=MTIME + 60)
+    p = plan([entry("a.txt")], [live, version], versions_keep_days=keep)
+    assert actions(p) == ([("expire version", version)] if gone else [])
+    assert p.unchanged == 1
+
+
+def test_a_deleted_file_keeps_its_versions_and_follows_deleted_keep_days():
+    version = stored("a.txt", md5=NEW_MD5, deleted=STAMP - 2, version=True)
+    live = stored("a.txt", mtime=MTIME + 60)
+    p = plan([], [live, version], keep_days=5)
+    assert actions(p) == [("mark deleted", live, live.name.with_deleted(STAMP))]
+    deleted = stored("a.txt", mtime=MTIME + 60, deleted=STAMP - 5)
+    p = plan([], [deleted, version], keep_days=5)
+    assert actions(p) == [("expire", deleted)]             # the version stays
+
+
+def test_a_file_back_with_new_content_keeps_its_deleted_object_as_a_version_of_that_day():
+    deleted = stored("a.txt", deleted=STAMP - 3)
+    p = plan([entry("a.txt")], [deleted])
+    assert actions(p) == [("upload", "a.txt", (), (
+        (deleted, deleted.name._replace(version=True)),))]
+    assert p.changed == 0            # not a live file: no part of a mass change
+
+
+def test_a_version_alone_is_not_taken_for_the_current_object():
+    version = stored("a.txt", mtime=MTIME + 60, deleted=STAMP - 1, version=True)
+    p = plan([entry("a.txt")], [version])
+    assert actions(p) == [("upload", "a.txt", (), ())] and p.live == 0
+
+
+def test_crash_leftovers_become_versions_unless_their_content_is_kept_already():
+    """A run killed between storing the new object and renaming the old one leaves two
+    .enc objects: the next run keeps the other content as a version (once), and removes
+    what is only a copy."""
+    new = stored("a.txt", mtime=MTIME + 60, md5=NEW_MD5)
+    old = stored("a.txt", md5=OLD_MD5)
+    same = stored("a.txt", mtime=MTIME + 30, md5=NEW_MD5)
+    p = plan([entry("a.txt")], [new, old, same])
+    assert actions(p) == sorted([("keep version", old, old.name.as_version(STAMP)),
+                                 ("duplicate", same)], key=repr)
+    kept = stored("a.txt", md5=OLD_MD5, deleted=STAMP - 1, version=True)
+    p = plan([entry("a.txt")], [new, old, kept])
+    assert actions(p) == [("duplicate", old)]
+    p = plan([entry("a.txt")], [new, old], versions_keep_days=0)
+    assert actions(p) == [("duplicate", old)]
+
+
+def test_a_changed_file_with_crash_leftovers_keeps_each_content_once():
+    live = stored("a.txt", mtime=MTIME + 30, md5=NEW_MD5)
+    older = stored("a.txt", md5=OLD_MD5)
+    copy = stored("a.txt", mtime=MTIME + 10, md5=NEW_MD5)
+    p = plan([entry("a.txt", mtime=MTIME + 99)], [live, older, copy])
+    upload, = p.uploads
+    assert upload.replaces == (copy.key,)
+    assert [v.old for v in upload.versions] == [live, older]
+
+
+def test_blind_paths_keep_their_versions():
+    version = stored("dir/a.txt", deleted=STAMP - 400, version=True)
+    p = esb.plan_backup([], [version], TODAY, 0, ("dir/",), 30)
+    assert actions(p) == []
+
+
+@pytest.mark.parametrize("live, changed, refused", [(100, 50, False), (100, 51, True),
+                                                    (20, 10, False), (21, 11, True),
+                                                    (22, 11, False)])
+def test_mass_change_guard(live, changed, refused):
+    source = [entry(f"f{i}", mtime=MTIME + (60 if i < changed else 0)) for i in range(live)]
+    objects = [stored(f"f{i}") for i in range(live)]
+    p = plan(source, objects, versions_keep_days=0)
+    assert (p.changed, p.live) == (changed, live)
+    if refused:
+        with pytest.raises(esb.RefusedError) as caught:
+            esb.check_mass_change(p)
+        message = caught.value.message
+        assert f"{changed} of {live}" in message and "--allow-mass-change" in message
+        assert "versions_keep_days" in message and caught.value.exit_code == 2
+    else:
+        esb.check_mass_change(p)
+
+
+# ------------------------------------------------------------------------ --as-of
+
+def at(day, hour=12):
+    return int(datetime.datetime(day.year, day.month, day.day, hour).timestamp())
+
+
+def test_state_at_picks_what_was_current_then():
+    d = [TODAY - datetime.timedelta(days=n) for n in range(10)]
+    v1 = stored("a", mtime=at(d[9]), md5=OLD_MD5, deleted=esb.date_number(d[6]), version=True)
+    v2 = stored("a", mtime=at(d[6]), md5=NEW_MD5, deleted=esb.date_number(d[3]), version=True)
+    live = stored("a", mtime=at(d[3]), md5=b"\1" * 16)
+    objects = [v1, v2, live]
+
+    def state(day, hour=23):
+        return esb.state_at(objects, esb.AsOf(esb.date_number(day), at(day, hour)))
+
+    assert state(TODAY - datetime.timedelta(days=12)) is None     # before the file existed
+    assert state(d[9]) is v1 and state(d[7]) is v1
+    assert state(d[6], hour=1) is None   # days, not times: v1 was replaced that day and v2
+                                         # written later that day
+    assert state(d[6]) is v2 and state(d[4]) is v2
+    assert state(d[3]) is live and state(d[0]) is live
+
+
+def test_state_at_leaves_out_a_file_deleted_on_or_before_that_day():
+    gone = stored("a", mtime=MTIME, deleted=STAMP - 1)
+    day_before = esb.parse_as_of((TODAY - datetime.timedelta(days=2)).isoformat())
+    assert esb.state_at([gone], day_before) is gone
+    assert esb.state_at([gone], esb.parse_as_of((TODAY - datetime.timedelta(days=1))
+                                                .isoformat())) is None
+
+
+def test_select_for_restore_ignores_versions_without_as_of():
+    version = stored("a", deleted=STAMP, version=True)
+    only_version = stored("b", deleted=STAMP, version=True)
+    live = stored("a", mtime=MTIME + 5, md5=NEW_MD5)
+    assert esb.select_for_restore([version, only_version, live], True) == [live]
+
+
+@pytest.mark.parametrize("text, day, moment", [
+    ("2026-11-02", 20261102, (2026, 11, 2, 23, 59, 59)),
+    ("2026-11-02T08:30", 20261102, (2026, 11, 2, 8, 30, 0)),
+    ("2026-11-02T08:30:15", 20261102, (2026, 11, 2, 8, 30, 15)),
+    (" 2026-11-02 08:30 ", 20261102, (2026, 11, 2, 8, 30, 0))])
+def test_parse_as_of(text, day, moment):
+    assert esb.parse_as_of(text) == (day, int(datetime.datetime(*moment).timestamp()))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--restore", "--as-of", "yesterday"], "is not a date"),
+    (["--restore", "--as-of", "2026-13-01"], "is not a date"),
+    (["--restore", "--as-of", "2026-11-31"], "is not a date"),
+    (["--list", "--as-of", "02.11.2026"], "YYYY-MM-DD"),
+    (["--verify", "--as-of", "2026-11-02"], "--as-of needs --restore or --list"),
+    (["--as-of", "2026-11-02"], "--as-of needs --restore or --list"),
+    (["--restore", "--restore-deleted", "--as-of", "2026-11-02"], "leave out"),
+    (["--list", "--versions", "--as-of", "2026-11-02"], "leave out"),
+    (["--restore", "--versions"], "--versions needs --list")])
+def test_as_of_and_versions_usage_errors_are_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        esb.main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and message in err
+    assert err.strip().splitlines()[-1].startswith("encrypted_s3_backup.py: error:")
+
+
+# ------------------------------------------------------------------------ end to end
+
+FILES = {f"docs/file{i:02d}.txt": f"the original text of file {i}\n".encode() * (i + 1)
+         for i in range(12)}
+
+
+@pytest.fixture(params=["local", "s3"])
+def tool(request, make_tool):
+    """The tool, its destination a local folder or the test's S3 bucket."""
+    if request.param == "local":
+        return make_tool()
+    return make_tool(request.getfixturevalue("s3_bucket"))
+
+
+def objects_by_kind(tool):
+    """{".enc": {path: [BackupName]}, ".ver": {...}} of the destination's objects."""
+    codec = tool.codec()
+    out = {".enc": {}, ".ver": {}}
+    for key in tool.keys():
+        name = esb.decode_name(key, codec)
+        out[key[-4:]].setdefault(name.path, []).append(name)
+    return out
+
+
+def enc_contents(tool):
+    """What the existing tool sees: the .enc objects only (it lists `*.enc`), decoded."""
+    codec, storage = tool.codec(), tool.storage()
+    out = {}
+    for key in tool.keys():
+        if key.endswith(".enc"):
+            name = esb.decode_name(key, codec)
+            assert name.path not in out, f"two .enc objects for {name.path}"
+            with storage.open(key) as src:
+                out[name.path] = decoded_bytes(src, name, codec)
+    return out
+
+
+def decoded_bytes(src, name, codec):
+    from conftest import decoded
+    return decoded(src, name.size, name.md5, codec)
+
+
+def back_up_originals(tool):
+    for rel, data in FILES.items():
+        tool.write(rel, data, MTIME)
+    code, _, err = tool()
+    assert code == 0, err
+
+
+def encrypt_in_place(tool):
+    """What ransomware does: every file rewritten with random bytes, mtime now."""
+    for rel in FILES:
+        tool.write(rel, os.urandom(200), NOW)
+
+
+def test_ransomware_is_refused_without_history_and_undone_with_it(tool):
+    back_up_originals(tool)
+    before = tool.keys()
+    encrypt_in_place(tool)
+
+    code, out, err = tool()
+    assert code == esb.EXIT_USAGE == 2
+    assert "refusing to replace 12 of 12 backed-up files" in err
+    assert "--allow-mass-change" in err and "versions_keep_days" in err
+    assert tool.keys() == before                             # nothing changed
+
+    tool.set(VERSIONS_KEEP_DAYS=30)
+    code, out, err = tool()
+    assert code == 0, err
+    assert "12 uploaded" in out and "12 versions kept" in out
+    assert "12 of 12 backed-up files changed in this run" in err
+    kinds = objects_by_kind(tool)
+    assert {p: len(n) for p, n in kinds[".enc"].items()} == {p: 1 for p in FILES}
+    assert {p: len(n) for p, n in kinds[".ver"].items()} == {p: 1 for p in FILES}
+    assert all(n[0].deleted == esb.date_number(esb.today()) for n in kinds[".ver"].values())
+    encrypted = tree(tool.src)
+    assert enc_contents(tool) == encrypted        # the existing tool sees the current state
+
+    code, out, err = tool("--restore", "--as-of", YESTERDAY)
+    assert code == 0, err
+    assert tool.restored() == FILES and f"as of {YESTERDAY}" in out
+    for rel in FILES:
+        assert int(os.stat(tool.restore / rel).st_mtime) == MTIME
+    code, _, err = tool("--restore", "--as-of", esb.today().isoformat())
+    assert code == 0, err
+    assert tool.restored() == encrypted
+    code, out, err = tool("--verify")
+    assert code == 0 and "24 verified" in out, err
+
+
+def test_allow_mass_change_lets_one_run_replace_everything_without_history(local_tool):
+    tool = local_tool
+    back_up_originals(tool)
+    encrypt_in_place(tool)
+    code, out, err = tool("--allow-mass-change")
+    assert code == 0 and "12 uploaded" in out, err
+    assert objects_by_kind(tool)[".ver"] == {} and enc_contents(tool) == tree(tool.src)
+
+
+def test_list_versions_shows_every_object_oldest_first(tool):
+    tool.set(VERSIONS_KEEP_DAYS=10)
+    tool.write("a.txt", b"one", MTIME)
+    tool.write("b.txt", b"bee", MTIME)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"two", MTIME + 100)
+    assert tool()[0] == 0
+    (tool.src / "b.txt").unlink()
+    assert tool()[0] == 0
+    code, out, err = tool("--list", "--versions", "--json")
+    assert code == 0, err
+    stamp = esb.date_number(esb.today())
+    assert json.loads(out) == [
+        {"path": "a.txt", "size": 3, "mtime": MTIME, "deleted": None, "kind": "version",
+         "replaced": stamp},
+        {"path": "a.txt", "size": 3, "mtime": MTIME + 100, "deleted": None, "kind": "live"},
+        {"path": "b.txt", "size": 3, "mtime": MTIME, "deleted": stamp, "kind": "deleted"}]
+    code, out, _ = tool("--list", "--versions", "--restore-only", "a.txt")
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and f"version, replaced {stamp}" in lines[0]
+    assert lines[0].endswith(f"a.txt  version, replaced {stamp}") and "a.txt" in lines[1]
+    code, out, _ = tool("--list", "--json")                 # without --versions: as before
+    assert [r["path"] for r in json.loads(out)] == ["a.txt", "b.txt"]
+
+
+def test_only_the_mtime_changed_keeps_no_version(local_tool):
+    tool = local_tool
+    tool.set(VERSIONS_KEEP_DAYS=30)
+    tool.write("a.txt", b"same content", MTIME)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"same content", MTIME + 3600)
+    code, out, err = tool()
+    assert code == 0 and "1 uploaded" in out and "versions kept" not in out, err
+    kinds = objects_by_kind(tool)
+    assert kinds[".ver"] == {} and kinds[".enc"]["a.txt"][0].mtime == MTIME + 3600
+
+
+def test_versions_expire_on_their_day_and_all_when_history_is_turned_off(local_tool,
+                                                                           monkeypatch):
+    tool = local_tool
+    tool.set(VERSIONS_KEEP_DAYS=3, DELETED_KEEP_DAYS=10)
+    start = esb.today()
+    tool.write("a.txt", b"one", MTIME)
+    tool.write("b.txt", b"bee", MTIME)
+    tool.write("c.txt", b"sea", MTIME)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"two", MTIME + 1)
+    tool.write("b.txt", b"bee two", MTIME + 1)
+    (tool.src / "c.txt").unlink()
+    assert tool()[0] == 0
+    assert sorted(objects_by_kind(tool)[".ver"]) == ["a.txt", "b.txt"]
+
+    monkeypatch.setattr(esb, "today", lambda: start + datetime.timedelta(days=2))
+    code, out, _ = tool()
+    assert code == 0 and "versions expired" not in out
+    assert sorted(objects_by_kind(tool)[".ver"]) == ["a.txt", "b.txt"]
+    monkeypatch.setattr(esb, "today", lambda: start + datetime.timedelta(days=3))
+    tool.write("b.txt", b"bee three", MTIME + 2)      # a new version of b, replaced today
+    code, out, _ = tool()
+    assert code == 0 and "2 versions expired" in out and "1 versions kept" in out
+    assert {p: [n.deleted for n in v] for p, v in objects_by_kind(tool)[".ver"].items()} == {
+        "b.txt": [esb.date_number(start + datetime.timedelta(days=3))]}
+    assert "c.txt" in objects_by_kind(tool)[".enc"]   # deleted files follow their own days
+
+    tool.set(VERSIONS_KEEP_DAYS=0)
+    code, out, _ = tool()
+    assert code == 0 and "1 versions expired" in out
+    assert "versions_keep_days is 0" in out
+    assert objects_by_kind(tool)[".ver"] == {}
+
+
+def test_history_with_encrypted_names(make_tool):
+    tool = make_tool(encrypt_filenames=True, VERSIONS_KEEP_DAYS=5)
+    tool.write("dir/a.txt", b"first", MTIME)
+    assert tool()[0] == 0
+    tool.write("dir/a.txt", b"second", NOW)
+    assert tool()[0] == 0
+    keys = tool.keys()
+    assert len(keys) == 2 and all("/" not in k and "a.txt" not in k for k in keys)
+    assert sorted(k[-4:] for k in keys) == [".enc", ".ver"]
+    code, _, err = tool("--restore", "--as-of", YESTERDAY)
+    assert code == 0 and tool.restored() == {"dir/a.txt": b"first"}, err
+
+
+def test_dry_run_counts_versions_and_changes_nothing(local_tool, monkeypatch):
+    tool = local_tool
+    tool.set(VERSIONS_KEEP_DAYS=2)
+    tool.write("a.txt", b"one", MTIME)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"two", MTIME + 1)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"three", MTIME + 2)
+    before = tool.keys()
+    monkeypatch.setattr(esb, "today", lambda: datetime.date.today() + datetime.timedelta(2))
+    code, out, _ = tool("--dry-run")
+    assert code == 0 and tool.keys() == before
+    assert "would upload a.txt" in out and "would expire version a.txt" in out
+    assert "up to 1 old contents to keep as versions, 1 versions to expire" in out
+
+
+CRASH_AFTER_UPLOAD = r"""
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb
+def killed(worker, job, outcome):
+    os.kill(os.getpid(), signal.SIGKILL)
+esb.HANDLERS[esb.Upload] = esb.HANDLERS[esb.Upload]._replace(settle=killed)
+sys.exit(esb.main(["--quiet"]))
+"""
+
+
+@pytest.mark.parametrize("history", [30, 0])
+def test_a_crash_between_the_upload_and_the_rename_is_repaired_by_the_next_run(
+        make_tool, history):
+    tool = make_tool(processes=1, VERSIONS_KEEP_DAYS=history)
+    tool.write("a.txt", b"good content", MTIME)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"new content!", NOW)
+    done = subprocess.run([sys.executable, "-c", CRASH_AFTER_UPLOAD, str(ROOT)],
+                          env=process_env(**{k: os.environ[k] for k in esb.config_variables()
+                                             if k in os.environ}),
+                          capture_output=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert [len(n) for n in objects_by_kind(tool)[".enc"].values()] == [2]   # both there
+
+    code, out, err = tool()
+    assert code == 0, err
+    kinds = objects_by_kind(tool)
+    assert [n.mtime for n in kinds[".enc"]["a.txt"]] == [NOW]
+    assert enc_contents(tool) == {"a.txt": b"new content!"}
+    if history:
+        assert "1 versions kept" in out
+        assert [n.mtime for n in kinds[".ver"]["a.txt"]] == [MTIME]
+        code, _, _ = tool("--restore", "--as-of", YESTERDAY)
+        assert code == 0 and tool.restored() == {"a.txt": b"good content"}
+    else:
+        assert "1 duplicates removed" in out and kinds[".ver"] == {}
