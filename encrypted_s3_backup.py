@@ -1970,13 +1970,16 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
 
     def keep_or_drop(extras: Iterable[Stored], kept: set[bytes], why: str
                      ) -> tuple[list[Rename], list[Remove]]:
-        """Objects leaving their ``.enc`` name: with history, kept as versions when no
-        version of their content is ``kept`` already; else removed for ``why``."""
+        """Objects leaving their ``.enc`` name: with history, kept as versions (replaced
+        today, or the day a deleted one was deleted) when no version of their content is
+        ``kept`` already and the version would not be expired at once; else removed for
+        ``why``."""
         renames, removes = [], []
         for obj in extras:
-            if history and obj.name.md5 not in kept:
+            replaced = obj.name.deleted or stamp
+            if history and obj.name.md5 not in kept and not expired(replaced, today,
+                                                                     versions_keep_days):
                 kept.add(obj.name.md5)
-                replaced = obj.name.deleted or stamp
                 renames.append(Rename(obj, obj.name.as_version(replaced), "keep version"))
             else:
                 removes.append(Remove(obj, why))
@@ -2012,10 +2015,14 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
                 plan.unchanged += 1
         elif name.deleted == 0:
             plan.vanishing += 1
+            marked = name.with_deleted(stamp)
+            copy = next((o for o in others if o.name == marked), None)
             if keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
+            elif copy is not None:     # a run stopped in this very rename left its copy: the
+                others = [o for o in others if o is not copy] + [keeper]   # live one goes
             else:
-                plan.renames.append(Rename(keeper, name.with_deleted(stamp), "mark deleted"))
+                plan.renames.append(Rename(keeper, marked, "mark deleted"))
         elif expired(name.deleted, today, keep_days):
             plan.removes.append(Remove(keeper, "expire"))
         renames, removes = keep_or_drop(others, kept | {name.md5}, "duplicate")

@@ -8,12 +8,15 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, esb, process_env, tree
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 TODAY = datetime.date(2026, 11, 30)
 STAMP = esb.date_number(TODAY)
@@ -304,6 +307,9 @@ def test_ransomware_is_refused_without_history_and_undone_with_it(tool):
     code, _, err = tool("--restore", "--as-of", esb.today().isoformat())
     assert code == 0, err
     assert tool.restored() == encrypted
+    shutil.rmtree(tool.restore)
+    code, _, err = tool("--restore")                   # without --as-of: as it always was
+    assert code == 0 and tool.restored() == encrypted, err
     code, out, err = tool("--verify")
     assert code == 0 and "24 verified" in out, err
 
@@ -454,3 +460,100 @@ def test_a_crash_between_the_upload_and_the_rename_is_repaired_by_the_next_run(
         assert code == 0 and tool.restored() == {"a.txt": b"good content"}
     else:
         assert "1 duplicates removed" in out and kinds[".ver"] == {}
+
+
+# ------------------------------------------------------------------------ every case at once
+
+MD5S = [hashlib.md5(bytes([i])).digest() for i in range(3)]
+NEW = hashlib.md5(b"the content of this run").digest()
+
+an_object = st.tuples(st.sampled_from([(3, MTIME), (3, MTIME + 1), (9, MTIME)]),
+                      st.sampled_from(MD5S),
+                      st.sampled_from([0, 20200101, STAMP - 1, STAMP]), st.booleans())
+a_path = st.tuples(st.one_of(st.none(), st.sampled_from([(3, MTIME), (3, MTIME + 2)])),
+                   st.lists(an_object, max_size=4))
+
+
+def key_of(name):
+    return esb.format_plain_name(name) + esb.name_suffix(name)
+
+
+def apply(objects, p):
+    """The destination after every job of plan ``p`` succeeded; uploads store NEW."""
+    after = dict(objects)
+    for upload in p.uploads:
+        new = esb.BackupName(upload.path, upload.mtime, upload.size, NEW)
+        for key in upload.replaces:
+            after.pop(key)
+        for version in upload.versions:
+            old = after.pop(version.old.key)
+            if old.md5 != NEW:
+                after[key_of(version.name)] = version.name
+        after[key_of(new)] = new
+    for rename in p.renames:
+        after.pop(rename.old.key)
+        after[key_of(rename.name)] = rename.name
+    for remove in p.removes:
+        after.pop(remove.old.key)
+    return after
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(layout=st.dictionaries(st.sampled_from(["a", "a/b", "a.b", "b"]), a_path, max_size=4),
+       versions_keep_days=st.sampled_from([0, 1, 30]),
+       keep_days=st.sampled_from([None, 0, 1, 30]))
+def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
+        layout, versions_keep_days, keep_days):
+    source, objects = [], {}
+    for path, (file, listed) in layout.items():
+        if file:
+            source.append(esb.Entry(path, *file))
+        for (size, mtime), md5, deleted, version in listed:
+            name = esb.BackupName(path, mtime, size, md5, deleted, version)
+            assume(not version or deleted)             # a version always has its day
+            objects[key_of(name)] = name
+    stored_objects = [esb.Stored(None, n.size + 48, n) for n in objects.values()]
+    p = esb.plan_backup(source, stored_objects, TODAY, keep_days, (), versions_keep_days)
+    # jobs run in parallel: no two may touch the same key (one writing what another removes)
+    touched = [key for u in p.uploads for key in u.replaces]
+    touched += [key for u in p.uploads for v in u.versions for key in (v.old.key,
+                                                                        key_of(v.name))]
+    touched += [key for r in p.renames for key in (r.old.key, key_of(r.name))]
+    touched += [r.old.key for r in p.removes]
+    assert len(touched) == len(set(touched)), sorted(touched)
+    after = apply(objects, p)
+    expired_on_purpose = {(r.old.name.path, r.old.name.md5) for r in p.removes
+                          if r.why == "expire"}
+    # a deleted object's content, as a version, would date from its deletion day
+    expired_on_purpose |= {(n.path, n.md5) for n in objects.values() if not n.version
+                           and esb.expired(n.deleted or STAMP, TODAY, versions_keep_days)}
+    files = {e.key: e for e in source}
+    for path in layout:
+        current = [n for n in after.values() if n.path == path and not n.version]
+        versions = [n for n in after.values() if n.path == path and n.version]
+        assert len(current) <= 1, (path, current)
+        if path in files:
+            name, = current
+            assert (name.deleted, name.size, name.mtime) == (0, files[path].size,
+                                                              files[path].mtime)
+        else:
+            assert all(n.deleted for n in current)
+        if not versions_keep_days:
+            assert versions == []
+            continue
+        assert all(not esb.expired(v.deleted, TODAY, versions_keep_days) for v in versions)
+        before = {n.md5 for n in objects.values() if n.path == path and not n.version}
+        now = {n.md5 for n in current + versions} | ({NEW} if path in files else set())
+        lost = {md5 for md5 in before - now if (path, md5) not in expired_on_purpose}
+        assert not lost, (path, lost)
+
+
+def test_an_interrupted_mark_deleted_rename_is_finished_without_touching_one_key_twice():
+    """A run stopped after the copy of a "mark deleted" rename (S3 copies, then deletes)
+    leaves the live object and its marked copy.  Renaming the live one again onto the
+    copy's key while removing that key as a duplicate could lose both: the copy stays."""
+    live = stored("a.txt")
+    copy = stored("a.txt", deleted=STAMP)
+    for history in (0, 30):
+        p = plan([], [live, copy], versions_keep_days=history)
+        assert actions(p) == [("duplicate", live)] and p.vanishing == 1
