@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (NOBODY, PASSWORD, ROOT, SALT, UNMEASURED, VECTOR_LIST, codec_for, esb,
-                      folder_for_everyone, give_to_nobody, process_env, s3_env, set_env,
-                      snapshot, tree)
+from conftest import (NOBODY, PASSWORD, ROOT, SALT, SALT_BYTES, UNMEASURED, VECTOR_LIST,
+                      codec_for, esb, folder_for_everyone, give_to_nobody, process_env, s3_env,
+                      set_env, snapshot, tree)
 
 
 @pytest.fixture(params=["local", "s3", "s3-base"])
@@ -355,13 +355,12 @@ def test_generate_salt_prints_a_usable_salt():
 def test_example_configs_load(example, tmp_path):
     text = (ROOT / example).read_text()
     assert "output of generate_salt.py" in text
-    salt = "00112233445566778899aabbccddeeff"
     path = tmp_path / "config.json"
-    path.write_text(text.replace("output of generate_salt.py", salt))
+    path.write_text(text.replace("output of generate_salt.py", SALT))
     path.chmod(0o600)
     config, warnings = esb.load_config(str(path), environ={})
     assert warnings == []
-    assert config.codec.salt == bytes.fromhex(salt) and config.codec.password
+    assert config.codec.salt == SALT_BYTES and config.codec.password
     assert config.src and config.dest
 
 
@@ -645,8 +644,7 @@ def test_unreadable_file_as_an_unprivileged_user():
         assert done.returncode == 1, done.stderr
         assert "FAILED upload secret.txt: Permission denied" in done.stderr
         assert "1 uploaded" in done.stdout and "Traceback" not in done.stderr
-        names = sorted(os.path.relpath(os.path.join(p, f), dest).split(".")[0]
-                       for p, _, files in os.walk(dest) for f in files)
+        names = sorted(path.split(".")[0] for path in tree(dest))
         assert names == ["d/new", "d/ok", "secret"]       # the old secret.txt object stays
 
 
