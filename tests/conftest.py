@@ -223,7 +223,7 @@ class Tool:
 
 @pytest.fixture
 def make_tool(monkeypatch, capsys, tmp_path):
-    """Tool(...) for this test: call it with Tool's keyword arguments."""
+    """``make_tool(bucket=None, **options)``: a Tool for this test (see Tool for options)."""
     return functools.partial(Tool, monkeypatch, capsys, tmp_path)
 
 
