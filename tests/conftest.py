@@ -109,10 +109,18 @@ def set_env(monkeypatch, **env):
 
 def process_env(**env) -> dict:
     """The environment of a child process that runs the script: this process's without any
-    configuration variable, plus ``env`` (values as text; None removes a variable)."""
+    configuration variable, plus ``env`` (values as text; None leaves a variable out)."""
     out = {key: value for key, value in os.environ.items() if key not in CONFIG_VARIABLES}
-    out.update({key: str(value) for key, value in env.items()})
-    return {key: value for key, value in out.items() if env.get(key, "") is not None}
+    out.update({key: str(value) for key, value in env.items() if value is not None})
+    return out
+
+
+def unmeasured(env) -> dict:
+    """``env`` for a child Python whose coverage is not measured (see .coveragerc): one
+    that drops to "nobody" could not write its data and would print a traceback at exit;
+    one killed with SIGKILL may be cut while writing it, and leave a broken data file."""
+    return {key: value for key, value in env.items()
+            if key not in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START")}
 
 
 def s3_env(prefix, bucket, base_path=None):
@@ -352,11 +360,6 @@ def folder_for_everyone(prefix):
                 if not os.path.islink(path):
                     os.chmod(path, 0o700)
         shutil.rmtree(folder)
-
-
-# For process_env: a child Python that drops to "nobody" could not write its coverage data
-# (see .coveragerc) and would print a traceback at exit; it is not measured.
-UNMEASURED = {"COVERAGE_PROCESS_CONFIG": None, "COVERAGE_PROCESS_START": None}
 
 
 def give_to_nobody(top):

@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (NOBODY, PASSWORD, ROOT, SALT, SALT_BYTES, UNMEASURED, VECTOR_LIST,
-                      codec_for, esb, folder_for_everyone, give_to_nobody, process_env, s3_env,
-                      set_env, snapshot, tree)
+from conftest import (NOBODY, PASSWORD, ROOT, SALT, SALT_BYTES, VECTOR_LIST, codec_for, esb,
+                      folder_for_everyone, give_to_nobody, process_env, s3_env, set_env,
+                      snapshot, tree, unmeasured)
 
 
 @pytest.fixture(params=["local", "s3", "s3-base"])
@@ -626,9 +626,8 @@ def test_unreadable_file_as_an_unprivileged_user():
         for name, data in (("d/ok.txt", b"fine\n"), ("secret.txt", b"v1\n")):
             with open(os.path.join(src, name), "wb") as handle:
                 handle.write(data)
-        config = dict(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD=PASSWORD,
-                      ENCRYPTION_SALT=SALT, BACKUP_PROCESSES=2)
-        env = process_env(**config)
+        env = process_env(SRC_LOCAL_PATH=src, DEST_LOCAL_PATH=dest, ENCRYPTION_PASSWORD=PASSWORD,
+                          ENCRYPTION_SALT=SALT, BACKUP_PROCESSES=2)
         run = [sys.executable, str(ROOT / "encrypted_s3_backup.py")]
         assert subprocess.run(run, env=env, capture_output=True, timeout=60).returncode == 0
         with open(os.path.join(src, "secret.txt"), "wb") as handle:
@@ -639,8 +638,7 @@ def test_unreadable_file_as_an_unprivileged_user():
         os.chown(os.path.join(src, "secret.txt"), 0, 0)
         os.chmod(os.path.join(src, "secret.txt"), 0o000)
         done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT), str(NOBODY)],
-                              env=process_env(**config, **UNMEASURED), capture_output=True,
-                              text=True, timeout=60)
+                              env=unmeasured(env), capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, done.stderr
         assert "FAILED upload secret.txt: Permission denied" in done.stderr
         assert "1 uploaded" in done.stdout and "Traceback" not in done.stderr

@@ -16,8 +16,8 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (NOBODY, ROOT, UNMEASURED, esb, folder_for_everyone, give_to_nobody,
-                      process_env, s3_config)
+from conftest import (NOBODY, ROOT, esb, folder_for_everyone, give_to_nobody, s3_config,
+                      unmeasured)
 from s3_server import empty_and_delete_bucket
 
 BASE_PATH = "some/prefix"
@@ -383,7 +383,7 @@ def list_as_nobody(folder: str) -> dict:
     """List ``folder`` in a child process running as "nobody" (root reads everything)."""
     give_to_nobody(folder)
     done = subprocess.run([sys.executable, "-c", UNREADABLE_CHILD, str(ROOT), folder,
-                           str(NOBODY)], env=process_env(**UNMEASURED), capture_output=True,
+                           str(NOBODY)], env=unmeasured(os.environ), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
