@@ -1950,6 +1950,10 @@ def _stored_path(obj: Stored) -> str:
     return obj.name.path
 
 
+def _object_key(obj: Stored) -> str:
+    return obj.key
+
+
 def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
                 keep_days: Optional[int], blind: tuple[str, ...] = (),
                 versions_keep_days: int = 0) -> Plan:
@@ -2016,7 +2020,7 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
         elif name.deleted == 0:
             plan.vanishing += 1
             marked = name.with_deleted(stamp)
-            copy = next((o for o in others if o.name == marked), None)
+            copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
             if keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
             elif copy is not None:     # a run stopped in this very rename left its copy: the

@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (NOBODY, PASSWORD, ROOT, SALT, VECTOR_LIST, codec_for, esb,
+from conftest import (NOBODY, PASSWORD, ROOT, SALT, SALT_BYTES, VECTOR_LIST, codec_for, esb,
                       folder_for_everyone, give_to_nobody, process_env, s3_env, set_env,
-                      snapshot, tree)
+                      snapshot, tree, unmeasured)
 
 
 @pytest.fixture(params=["local", "s3", "s3-base"])
@@ -379,13 +379,12 @@ def test_generate_salt_prints_a_usable_salt():
 def test_example_configs_load(example, tmp_path):
     text = (ROOT / example).read_text()
     assert "output of generate_salt.py" in text
-    salt = "00112233445566778899aabbccddeeff"
     path = tmp_path / "config.json"
-    path.write_text(text.replace("output of generate_salt.py", salt))
+    path.write_text(text.replace("output of generate_salt.py", SALT))
     path.chmod(0o600)
     config, warnings = esb.load_config(str(path), environ={})
     assert warnings == []
-    assert config.codec.salt == bytes.fromhex(salt) and config.codec.password
+    assert config.codec.salt == SALT_BYTES and config.codec.password
     assert config.src and config.dest
 
 
@@ -704,12 +703,11 @@ def test_unreadable_file_as_an_unprivileged_user():
         os.chown(os.path.join(src, "secret.txt"), 0, 0)
         os.chmod(os.path.join(src, "secret.txt"), 0o000)
         done = subprocess.run([sys.executable, "-c", AS_NOBODY, str(ROOT), str(NOBODY)],
-                              env=env, capture_output=True, text=True, timeout=60)
+                              env=unmeasured(env), capture_output=True, text=True, timeout=60)
         assert done.returncode == 1, done.stderr
         assert "FAILED upload secret.txt: Permission denied" in done.stderr
         assert "1 uploaded" in done.stdout and "Traceback" not in done.stderr
-        names = sorted(os.path.relpath(os.path.join(p, f), dest).split(".")[0]
-                       for p, _, files in os.walk(dest) for f in files)
+        names = sorted(path.split(".")[0] for path in tree(dest))
         assert names == ["d/new", "d/ok", "secret"]       # the old secret.txt object stays
 
 

@@ -25,7 +25,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 from conftest import (PASSWORD, ROOT, SALT, esb, is_temp, make_codec, process_env, put_file,
-                      run_main, s3_env, set_env, temp_files, tree)
+                      run_main, s3_env, set_env, temp_files, tree, unmeasured)
 
 SCRIPT = str(ROOT / "encrypted_s3_backup.py")
 BASE_MTIME = 1_700_000_000
@@ -274,7 +274,7 @@ def crash_cycles(tmp_path, dest, kills, seed, backup_window, restore_window, **e
             mutate_tree(src, rng, step, graveyard)
         restore = tmp_path / f"restore{step}"
         env = tool_env(src, dest, restore, scratch, **extra)
-        proc = start(env)
+        proc = start(unmeasured(env))             # SIGKILLed: see conftest.unmeasured
         if step == 0 and dest.kind == "local":   # once for sure: while temp files exist
             wait_for(lambda: temp_files(dest.root), what="a temporary file")
             interrupted += kill_after(proc, 0)
@@ -290,7 +290,8 @@ def crash_cycles(tmp_path, dest, kills, seed, backup_window, restore_window, **e
             assert temp_files(dest.root) == [], f"after the re-run of kill {step}"
         assert os.listdir(scratch) == [], "spool files left in TMPDIR"
 
-        interrupted += kill_after(start(env, "--restore"), rng.uniform(0.0, restore_window))
+        interrupted += kill_after(start(unmeasured(env), "--restore"),
+                                  rng.uniform(0.0, restore_window))
         wanted = tree(src, "sha256")
         for rel, digest in tree(restore, "sha256", skip_temp=True).items():
             assert wanted.get(rel) == digest, f"partial or wrong restored file {rel}"
@@ -318,7 +319,7 @@ def test_killed_restore_leaves_no_temp_files_after_the_rerun(tmp_path, reaper):
     make_tree(src, rng, small=60, big_random=1 << 20, big_text=4 << 20)
     env = tool_env(src, dest, restore, tmp_path / "scratch")
     assert run(env).returncode == 0
-    proc = start(env, "--restore")
+    proc = start(unmeasured(env), "--restore")
     wait_for(lambda: temp_files(restore), what="a temporary file in the restore folder")
     kill_after(proc, 0)
     assert temp_files(restore), "the kill should have left a temporary file"

@@ -17,7 +17,8 @@ import urllib.parse
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import NOBODY, ROOT, esb, folder_for_everyone, give_to_nobody, s3_config
+from conftest import (NOBODY, ROOT, esb, folder_for_everyone, give_to_nobody, s3_config,
+                      unmeasured)
 from s3_server import empty_and_delete_bucket
 
 BASE_PATH = "some/prefix"
@@ -415,7 +416,8 @@ def list_as_nobody(folder: str) -> dict:
     """List ``folder`` in a child process running as "nobody" (root reads everything)."""
     give_to_nobody(folder)
     done = subprocess.run([sys.executable, "-c", UNREADABLE_CHILD, str(ROOT), folder,
-                           str(NOBODY)], capture_output=True, text=True, timeout=60)
+                           str(NOBODY)], env=unmeasured(os.environ), capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
