@@ -54,13 +54,16 @@ import datetime
 import errno
 import functools
 import gc
+import collections
 import hashlib
+import io
 import itertools
 import json
 import logging
 import lzma
 import multiprocessing
 import os
+import queue
 import re
 import signal
 import stat
@@ -825,6 +828,10 @@ class Storage(Protocol):
     def remove(self, key: str) -> None:
         """Delete a file; removing what is not there is no error."""
 
+    def remove_many(self, keys: list[str]) -> dict[str, BaseException]:
+        """remove() of many keys, in as few requests as the storage allows; the error of
+        each key that could not be removed."""
+
     def discard_unfinished(self) -> None:
         """On a stop: remove what store() calls still running in this process have
         written (another thread may be in the middle of one that will never finish)."""
@@ -1137,11 +1144,21 @@ class LocalStorage:
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._full(key))
 
+    def remove_many(self, keys: list[str]) -> dict[str, BaseException]:
+        failed: dict[str, BaseException] = {}
+        for key in keys:
+            try:
+                self.remove(key)
+            except OSError as exc:
+                failed[key] = exc
+        return failed
+
 
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
 S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for huge objects ...
 S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per upload
+S3_DELETE_BATCH = 1000               # keys per DeleteObjects request (the S3 maximum)
 S3_STALE_UPLOAD_SECONDS = 24 * 3600   # an unfinished multipart upload this old is a dead run's
                                       # (no live upload of ours takes a day to finish)
 S3_ERROR_HINTS = {
@@ -1220,6 +1237,64 @@ def s3_requests(missing: str = "") -> Iterator[None]:
                             ) from None
 
 
+# Requests made in this process, by kind, and HTTP attempts (a retry is one more attempt).
+S3_REQUEST_KINDS = {
+    "ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "GetObject": "GET",
+    "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
+    "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
+    "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
+    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE"}
+_REQUESTS: dict[str, int] = {}
+_REQUESTS_LOCK = threading.Lock()
+EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
+                                    # "100 Continue", which costs a round trip
+
+
+def _count_request(kind: str) -> None:
+    with _REQUESTS_LOCK:
+        _REQUESTS[kind] = _REQUESTS.get(kind, 0) + 1
+
+
+def _s3_before_call(model: Any, params: dict, **kwargs: Any) -> None:
+    """Count the call; send a small body at once (botocore asks every PUT body to wait for
+    "100 Continue": worth a round trip only when the body is large)."""
+    _count_request(S3_REQUEST_KINDS.get(model.name, model.name))
+    headers = params.get("headers", {})
+    if headers.get("Expect") == "100-continue":
+        from botocore.utils import determine_content_length
+        length = determine_content_length(params.get("body"))
+        if length is not None and length < EXPECT_CONTINUE_MIN:
+            del headers["Expect"]
+
+
+def _s3_attempt(**kwargs: Any) -> None:
+    _count_request("attempts")
+
+
+def _s3_content_md5(request: Any, **kwargs: Any) -> None:
+    """DeleteObjects with a Content-MD5 header too: S3 takes the newer checksum header
+    instead, but some S3-compatible services still ask for this one."""
+    if "Content-MD5" not in request.headers and isinstance(request.body, bytes):
+        import base64
+        request.headers["Content-MD5"] = base64.b64encode(
+            hashlib.md5(request.body).digest()).decode("ascii")
+
+
+def merge_requests(counts: dict[str, int]) -> None:
+    """Add the requests another process made (its take_requests()) to this one's."""
+    with _REQUESTS_LOCK:
+        for kind, count in counts.items():
+            _REQUESTS[kind] = _REQUESTS.get(kind, 0) + count
+
+
+def take_requests() -> dict[str, int]:
+    """The requests this process made since the last call, by kind (and "attempts")."""
+    with _REQUESTS_LOCK:
+        taken = dict(_REQUESTS)
+        _REQUESTS.clear()
+    return taken
+
+
 class _S3Body:
     """A GetObject body whose read errors are ours (TransferError), as for every request."""
 
@@ -1248,8 +1323,9 @@ class S3Storage:
 
     remote: ClassVar[bool] = True
 
-    def __init__(self, config: StorageConfig):
+    def __init__(self, config: StorageConfig, requests: int = 0):
         self.config = config
+        self.requests = requests       # requests this process may have in flight at once
         self.bucket = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
@@ -1278,18 +1354,25 @@ class S3Storage:
         from botocore.config import Config
         c = self.config
         options: dict[str, Any] = dict(
-            retries={"mode": "adaptive", "max_attempts": 10},
+            retries={"mode": "standard", "max_attempts": 10},
+            parameter_validation=False,   # our own calls; saves CPU on every request
             connect_timeout=20, read_timeout=120,
+            # One connection for every request that may be in flight (botocore keeps 10).
+            max_pool_connections=max(10, self.requests),
             # S3-compatible services (Backblaze, R2, older MinIO/Ceph) reject the newer
             # default CRC checksum headers; AWS works either way.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required")
         if c.signature_version:
             options["signature_version"] = c.signature_version
-        return boto3.session.Session().client(
+        client = boto3.session.Session().client(
             "s3", aws_access_key_id=c.aws_access_key_id,
             aws_secret_access_key=c.aws_secret_access_key, endpoint_url=c.endpoint_url,
             region_name=c.region_name, config=Config(**options))
+        client.meta.events.register("before-call.s3", _s3_before_call)
+        client.meta.events.register("request-created.s3", _s3_attempt)
+        client.meta.events.register("before-sign.s3.DeleteObjects", _s3_content_md5)
+        return client
 
     def error(self, exc: Exception, doing: str) -> BackupError:
         """A one-line StorageError for a boto3/botocore exception."""
@@ -1471,14 +1554,35 @@ class S3Storage:
         with s3_requests():
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
+    def remove_many(self, keys: list[str]) -> dict[str, BaseException]:
+        """DeleteObjects, S3_DELETE_BATCH keys a request: each key's own error comes back in
+        the answer, and a request that fails fails its keys."""
+        failed: dict[str, BaseException] = {}
+        for start in range(0, len(keys), S3_DELETE_BATCH):
+            chunk = keys[start:start + S3_DELETE_BATCH]
+            try:
+                with s3_requests():
+                    answer = self.client.delete_objects(Bucket=self.bucket, Delete={
+                        "Objects": [{"Key": self.prefix + key} for key in chunk],
+                        "Quiet": True})
+            except TransferError as exc:
+                failed.update((key, exc) for key in chunk)
+                continue
+            for error in answer.get("Errors", ()):
+                key = error.get("Key", "")[len(self.prefix):]
+                if key in chunk and error.get("Code") != "NoSuchKey":
+                    failed[key] = TransferError(f"S3 error {error.get('Code', '')}".strip())
+        return failed
 
-def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False
-                 ) -> Storage:
+
+def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
+                 requests: int = 0) -> Storage:
     """The storage a configuration section names.  ``confined``: refuse writes that would
     leave the root (a restore target); ``reap``: remove stale temporary files of killed
-    runs (where this run writes).  A new backend adds one line here."""
+    runs (where this run writes); ``requests``: how many a remote storage may have in
+    flight at once in this process.  A new backend adds one line here."""
     if config.s3_bucket:
-        return S3Storage(config)
+        return S3Storage(config, requests)
     return LocalStorage(config.local_path or "", confined=confined, reap=reap)
 
 
@@ -1490,11 +1594,13 @@ STORAGE_SECTIONS = ("src", "dest", "restore")
 STORAGE_KEYS = tuple(f.name for f in dataclasses.fields(StorageConfig))
 TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
-            "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days")
+            "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
+            "requests_in_flight")
 FALSE_WORDS = ("false", "no", "0", "off", "n")
 TRUE_WORDS = ("true", "yes", "1", "on", "y")
 DEFAULT_CONFIG = "config.json"
 DEFAULT_RESTORE = os.path.join(tempfile.gettempdir(), "encrypted_s3_backup_restore")
+REQUESTS_IN_FLIGHT = 64   # default requests_in_flight (chosen by bench/bench.py --rtt)
 
 
 @dataclass(frozen=True)
@@ -1510,6 +1616,7 @@ class Config:
     deleted_keep_days: Optional[int] = None
     ignore_regex: tuple[str, ...] = ()
     versions_keep_days: int = 0        # 0: no history
+    requests_in_flight: int = REQUESTS_IN_FLIGHT   # requests a remote storage has at once
 
 
 def env_name(*parts: str) -> str:
@@ -1734,6 +1841,7 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         restore_processes=check.integer("restore_processes", 8, 1, 256),
         deleted_keep_days=check.integer("deleted_keep_days", None, 0),
         versions_keep_days=check.integer("versions_keep_days", 0, 0),
+        requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
@@ -1747,8 +1855,10 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
 # The planner makes jobs, the driver hands them to worker processes in Batches, and every
 # job comes back as one Outcome.  Each job kind names itself: its ``action`` and ``path``
 # (for its Outcome and the dry-run plan), the storages it ``touches`` and the one it
-# ``writes`` to, by their role in the configuration ("src", "dest", "restore"), and the
-# ``size`` of the file it carries (small files are batched).
+# ``writes`` to, by their role in the configuration ("src", "dest", "restore"), the
+# ``size`` of the file it carries (small files are batched), and what the Hub does for it
+# on a remote destination (``hub``: "store" what a worker encoded, "fetch" what a worker
+# decodes, make the "request" itself, or "remove" in groups).
 
 class Stored(NamedTuple):
     """One backup object on the destination and what its name says.
@@ -1784,6 +1894,7 @@ class _ObjectJob:
     size: ClassVar[int] = 0
     touches: ClassVar[tuple[str, ...]] = ("dest",)
     writes: ClassVar[Optional[str]] = "dest"
+    hub: ClassVar[str] = "request"
 
     @property
     def action(self) -> str:
@@ -1809,6 +1920,7 @@ class Remove(_ObjectJob):
     "duplicate"."""
 
     why: str
+    hub: ClassVar[str] = "remove"
 
 
 @dataclass(frozen=True)
@@ -1823,6 +1935,7 @@ class Upload:
     replaces: tuple[str, ...] = ()
     versions: tuple[Rename, ...] = ()
     action: ClassVar[str] = "upload"
+    hub: ClassVar[str] = "store"
     touches: ClassVar[tuple[str, ...]] = ("src", "dest")
     writes: ClassVar[Optional[str]] = "dest"
 
@@ -1832,6 +1945,7 @@ class _ContentJob:
     """A job that reads one backup object's content, ``obj``."""
 
     obj: Stored
+    hub: ClassVar[str] = "fetch"
 
     @property
     def path(self) -> str:
@@ -2358,12 +2472,12 @@ def give_back_memory() -> None:
 class _Worker:
     """Per-process state: the storages (and their clients) are built once per process."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, requests: int = 0):
         one_malloc_arena()
         self.codec = config.codec
-        self.src = make_storage(config.src) if config.src else None
-        self.dest = make_storage(config.dest) if config.dest else None
-        self.restore = make_storage(config.restore, confined=True)
+        self.src = make_storage(config.src, requests=requests) if config.src else None
+        self.dest = make_storage(config.dest, requests=requests) if config.dest else None
+        self.restore = make_storage(config.restore, confined=True, requests=requests)
         umask = os.umask(0o022)
         os.umask(umask)
         self.file_mode = 0o666 & ~umask
@@ -2401,20 +2515,23 @@ def _init_worker(config: Config) -> None:
     # reads the pool's closing queue would otherwise print a traceback there.  A worker
     # that dies is reported by the parent ("a worker process died").
     sys.stderr = open(os.devnull, "w")
+    take_requests()                        # the parent's, copied by fork: not ours
     _WORKER = _Worker(config)
 
 
-def in_worker(function: Callable[[_Worker, Any], R], item: Any) -> R:
+def in_worker(function: Callable[[_Worker, Any], R], item: Any
+              ) -> tuple[R, dict[str, int]]:
     """Run ``function(worker, item)`` with this process's worker: where every piece of
-    work starts and ends.  A file's failure comes back inside the result; a BackupError
-    that ends the run (from a listing) passes as it is; anything else is a bug and comes
-    back as a WorkerBug carrying its traceback; a stop ends the process (see Stopping)."""
+    work starts and ends.  Returns its result and the requests it made (take_requests()).
+    A file's failure comes back inside the result; a BackupError that ends the run (from
+    a listing) passes as it is; anything else is a bug and comes back as a WorkerBug
+    carrying its traceback; a stop ends the process (see Stopping)."""
     global _IN_JOB
     worker = _WORKER
     assert worker is not None, "in_worker outside a worker"
     try:
         _IN_JOB = True
-        return function(worker, item)
+        return function(worker, item), take_requests()
     except _Stopped:
         worker.discard_unfinished()  # what this thread left is gone; other threads' too
         exit_now()                   # and tell the pool nothing
@@ -2494,6 +2611,50 @@ def settled(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
 
 def _upload(worker: _Worker, job: Upload) -> Outcome:
     """Back up one file.  What it replaces is dealt with by _replaced()."""
+    job, (md5, length, written), key = _encode_file(worker, job, worker.dest.store)
+    return Outcome(job.action, job.path, bytes_in=length, bytes_out=written, key=key,
+                   md5=md5)
+
+
+class Encoded(NamedTuple):
+    """A small file's object, made by a worker, for the hub to store (see the Driver)."""
+
+    job: Upload
+    key: str
+    data: bytes
+    md5: bytes
+    length: int
+
+
+def encode_uploads(worker: _Worker, jobs: tuple[Upload, ...]
+                   ) -> tuple[list[Encoded], list[Outcome]]:
+    """The objects of small files, encoded in memory, and the Outcomes of those that
+    failed."""
+    out: list[Encoded] = []
+    failures: list[Outcome] = []
+    sink = io.BytesIO()
+
+    def into_memory(folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
+                    expect: int = 0) -> tuple[R, str]:
+        sink.seek(0)
+        sink.truncate()
+        result = fill(sink)
+        return result, key_of(result)
+
+    for job in jobs:
+        try:
+            job, (md5, length, _), key = _encode_file(worker, job, into_memory)
+        except FILE_FAILURES as exc:
+            failures.append(failed(job, exc))
+            continue
+        out.append(Encoded(job, key, sink.getvalue(), md5, length))
+    return out, failures
+
+
+def _encode_file(worker: _Worker, job: Upload, store: Callable[..., tuple[Any, str]]
+                 ) -> tuple[Upload, tuple[bytes, int, int], str]:
+    """Read and encode a source file through ``store`` (a storage's, or into memory):
+    (the job with the size and mtime read, (md5, length, bytes written), key)."""
     codec = worker.codec
     folder = "" if codec.encrypt_filenames else job.path.rpartition("/")[0]
     for attempt in range(UPLOAD_TRIES):
@@ -2512,9 +2673,8 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
                 return encode_name(BackupName(job.path, job.mtime, length, md5), codec)
 
             try:
-                (md5, length, written), key = worker.dest.store(folder, fill, key_of,
-                                                              expect=job.size)
-                break
+                result, key = store(folder, fill, key_of, expect=job.size)
+                return job, result, key
             except SourceChangedError:
                 if attempt == UPLOAD_TRIES - 1:
                     raise SourceChangedError(f"{job.path} kept changing while it was read "
@@ -2522,8 +2682,7 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
                                              "next run") from None
         fresh = worker.src.stat(job.path)
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
-    return Outcome(job.action, job.path, bytes_in=length, bytes_out=written, key=key,
-                   md5=md5)
+    raise AssertionError("not reached")
 
 
 def _replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
@@ -2568,7 +2727,14 @@ class _NullSink:
         return len(data)
 
 
-def _restore(worker: _Worker, job: Restore) -> Outcome:
+def _object_stream(worker: _Worker, obj: Stored, data: Optional[bytes]
+                   ) -> ContextManager[BinaryIO]:
+    """The object's bytes: fetched already by the hub (``data``), or read here."""
+    return contextlib.nullcontext(io.BytesIO(data)) if data is not None else \
+        worker.dest.open(obj.key)
+
+
+def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Outcome:
     obj = job.obj
     name = obj.name
     path = safe_relpath(name.path)
@@ -2581,16 +2747,16 @@ def _restore(worker: _Worker, job: Restore) -> Outcome:
         with worker.cpu:
             decode(src, name.size, name.md5, worker.codec, sink)
 
-    with worker.dest.open(obj.key) as src:
+    with _object_stream(worker, obj, data) as src:
         worker.restore.store(path.rpartition("/")[0], fill, lambda _: path, mtime=name.mtime,
                              mode=worker.file_mode)
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
 
 
-def _verify(worker: _Worker, job: Verify) -> Outcome:
+def _verify(worker: _Worker, job: Verify, data: Optional[bytes] = None) -> Outcome:
     obj = job.obj
     name = obj.name
-    with worker.dest.open(obj.key) as src, worker.cpu:
+    with _object_stream(worker, obj, data) as src, worker.cpu:
         decode(src, name.size, name.md5, worker.codec, _NullSink())
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size)
 
@@ -2606,6 +2772,24 @@ class Handler(NamedTuple):
 HANDLERS: dict[type, Handler] = {
     Upload: Handler(_upload, _replaced), Rename: Handler(_rename), Remove: Handler(_remove),
     Restore: Handler(_restore), Verify: Handler(_verify)}
+
+
+def decode_fetched(worker: _Worker, items: tuple[tuple[Job, bytes], ...]) -> list[Outcome]:
+    """Restore or verify objects whose bytes the hub fetched, as one grouped Batch."""
+    first = items[0][0]
+    target = worker.storage(first.writes)
+    outcomes = []
+    try:
+        with target.batch() if target else contextlib.nullcontext({}) as lost:
+            for job, data in items:
+                try:
+                    outcomes.append(HANDLERS[type(job)].run(worker, job, data))
+                except FILE_FAILURES as exc:
+                    outcomes.append(failed(job, exc))
+    except FILE_FAILURES as exc:     # the batch's flush failed: none of it counts
+        return [failed(job, exc) for job, _ in items]
+    return [replace(o, error=describe(lost[o.key]), bytes_in=0, bytes_out=0)
+            if o.key in lost else o for o in outcomes]
 
 
 def decode_names(worker: _Worker, keys: tuple[tuple[str, int], ...]
@@ -2715,6 +2899,10 @@ class Tally:
         if self.progress:
             self.progress.update(sum(self.counts.values()) + self.failed, self.bytes_in)
 
+    def warn(self, action: str, path: str, message: str) -> None:
+        """Something done, with something to tell that came after its Outcome."""
+        log.warning("warning: %s %s: %s", action, show(path), message)
+
     def summary(self, what: str, extra: Iterable[tuple[str, int]] = (),
                 out_word: str = "written") -> None:
         Progress.erase()
@@ -2725,6 +2913,14 @@ class Tally:
         log.info("%s done: %s; %s read, %s %s in %.1f s (%.1f MB/s)", what,
                  ", ".join(parts), human(self.bytes_in), human(self.bytes_out), out_word,
                  elapsed, rate, extra={"summary": True})
+        requests = take_requests()
+        attempts = requests.pop("attempts", 0)
+        if requests:
+            made = sum(requests.values())
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(
+                requests.items(), key=lambda item: (-item[1], item[0])))
+            log.info("requests: %s; %d retried", kinds, max(0, attempts - made),
+                     extra={"summary": True})
 
 
 # =====================================================================================
@@ -2751,6 +2947,7 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     # million files) until they write to them, and a full garbage collection in a worker
     # writes to every container object it inherited.  Frozen, they are never visited.
     gc.freeze()
+    give_back_memory()      # (compiling this script leaves freed heap every worker would copy)
     try:
         with deferred_stop():
             pool = ProcessPoolExecutor(processes, context, _init_worker, (config,))
@@ -2768,24 +2965,46 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
         gc.unfreeze()
 
 
+class _Here:
+    """A pool of none: submit() runs the call at once in this process (one worker process
+    is no worker process) and hands back its finished future."""
+
+    @staticmethod
+    def submit(function: Callable[..., R], *args: Any) -> Any:
+        from concurrent.futures import Future
+        future: Any = Future()
+        try:
+            future.set_result(function(*args))
+        except Exception as exc:     # a stop (BaseException) goes straight up instead
+            future.set_exception(exc)
+        return future
+
+
+@contextlib.contextmanager
+def cpu_pool(processes: int, config: Config) -> Iterator[Any]:
+    """Worker processes, or, for one process, this process itself as the worker."""
+    global _WORKER
+    if processes > 1:
+        with worker_pool(processes, config) as pool:
+            yield pool
+        return
+    _WORKER = worker = _Worker(config)
+    try:
+        with deferred_stop():
+            yield _Here()
+    except BaseException:       # stopped: a thread of a batch may have been writing
+        worker.discard_unfinished()
+        raise
+
+
 def run_in_pool(function: Callable[[_Worker, Any], R], items: list, processes: int,
                 config: Config, on_result: Callable[[R], None]) -> None:
     """``function(worker, item)`` for every item on a pool of worker processes (here, for
     one process or one item), each result handed to ``on_result`` as it comes."""
-    global _WORKER
     if not items:
         return
-    if processes <= 1 or len(items) == 1:
-        _WORKER = worker = _Worker(config)
-        try:
-            for item in items:
-                on_result(in_worker(function, item))
-        except BaseException:       # stopped: a thread of a batch may have been writing
-            worker.discard_unfinished()
-            raise
-        return
-    processes = min(processes, len(items))
-    with worker_pool(processes, config) as pool:
+    processes = 1 if len(items) == 1 else min(processes, len(items))
+    with cpu_pool(processes, config) as pool:
         queue, running = iter(items), set()
         while True:
             for item in itertools.islice(queue, 2 * processes - len(running)):
@@ -2794,16 +3013,254 @@ def run_in_pool(function: Callable[[_Worker, Any], R], items: list, processes: i
                 break
             done, running = wait_polling(running)
             for future in done:
-                on_result(future.result())
+                result, requests = future.result()
+                merge_requests(requests)
+                on_result(result)
 
 
-def run_jobs(batches: list[Batch], processes: int, config: Config,
-             on_outcome: Callable[[Outcome], None]) -> None:
-    """Run the Batches on ``processes`` workers; every Outcome to ``on_outcome``."""
+def run_jobs(jobs: list[Job], processes: int, config: Config,
+             on_outcome: Callable[[Outcome], None],
+             warn: Callable[[str, str, str], None]) -> None:
+    """Run the jobs: through the Hub when its storages are remote, else as Batches on
+    ``processes`` workers; every Outcome to ``on_outcome``, every warning to ``warn``."""
+    hub = Hub(config, processes, on_outcome, warn)
+    if any(hub.takes(job) for job in jobs):
+        hub.run(jobs)
+        return
+    batches = batch_small(job for job in jobs if job.hub in ("store", "fetch")) + \
+        alone(job for job in jobs if job.hub not in ("store", "fetch"))
+
     def deliver(outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             on_outcome(outcome)
     run_in_pool(run_batch, batches, processes, config, deliver)
+
+
+REQUESTS_AHEAD = 4             # objects encoded or fetched ahead, per request in flight ...
+BYTES_AHEAD = 64 * 1024 ** 2   # ... and at most this many bytes of them
+
+
+class Fetched(NamedTuple):
+    """An object the hub read for a worker to decode, or the Outcome of failing to."""
+
+    job: Job
+    data: bytes = b""
+    failure: Optional[Outcome] = None
+
+
+class Hub:
+    """Where the requests of a remote destination are made: ``requests_in_flight``
+    threads of this process, with one client and one connection per thread.  Worker
+    processes do the CPU work (encoding, decoding) and the local files, and small objects
+    travel between them and the hub in memory: requests in flight cost a thread, not a
+    process, and a worker needs no client at all (one still streams a big file itself).
+
+    run() drives both: small uploads are encoded by workers and stored by the hub; small
+    objects to restore or verify are fetched by the hub and decoded by workers; renames
+    and removals are the hub's alone (removals in groups: remove_many); the rest runs on
+    the workers as Batches.  The threads are made after the workers fork.
+    """
+
+    def __init__(self, config: Config, processes: int, on_outcome: Callable[[Outcome], None],
+                 warn: Callable[[str, str, str], None]):
+        # Workers only compute here: more of them than cores would only take memory.
+        self.config, self.processes = config, min(processes, os.cpu_count() or 1)
+        self.requests = config.requests_in_flight
+        self.on_outcome, self.warn = on_outcome, warn
+        self.worker = _Worker(config, requests=self.requests)   # storages, in this process
+        self.pool: Any = None
+        self.threads: Any = None
+        self.running: dict[Any, tuple[str, Callable[[Any], None]]] = {}
+        self.finished: queue.SimpleQueue = queue.SimpleQueue()   # futures, as they end
+        self.busy = {"cpu": 0, "io": 0}
+        self.ahead = 0                                      # bytes encoded or fetched
+        self.to_store: collections.deque = collections.deque()    # Encoded
+        self.fetched: list[Fetched] = []
+        self.replaced: collections.deque = collections.deque()    # (key, path) to remove
+
+    def takes(self, job: Job) -> bool:
+        """Whether the hub makes this job's requests: a small file's object on a remote
+        destination, or a rename or removal there (a remote source, or a remote restore
+        target, is left to the workers)."""
+        dest = self.worker.dest
+        return (dest is not None and dest.remote and job.size < SMALL_FILE and
+                not any(self.worker.storage(role).remote for role in job.touches
+                        if role != "dest"))
+
+    def run(self, jobs: list[Job]) -> None:
+        mine = [job for job in jobs if self.takes(job)]
+        by_kind = {kind: [job for job in mine if job.hub == kind]
+                   for kind in ("store", "fetch", "request", "remove")}
+        work: Iterator[Batch] = iter(batch_small(by_kind["store"]) + batch_small(
+            job for job in jobs if not self.takes(job)))
+        fetches = iter(by_kind["fetch"])
+        requests: Iterator[tuple[Callable[..., Any], tuple, Callable[[Any], None]]] = \
+            itertools.chain(((_run_one, (self.worker, job), self.on_outcome)
+                             for job in by_kind["request"]),
+                            ((self._remove, (chunk,), self._deliver)
+                             for chunk in chunks(by_kind["remove"], S3_DELETE_BATCH)))
+        with cpu_pool(self.processes, self.config) as pool:
+            from concurrent.futures import ThreadPoolExecutor
+            pool.submit(int)        # the first task forks every worker: before any thread
+            self.pool, self.threads = pool, ThreadPoolExecutor(self.requests)
+            try:
+                self._loop(work, fetches, requests)
+            finally:
+                self.threads.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self, work: Iterator[Batch], fetches: Iterator[Job],
+              requests: Iterator[tuple[Callable[..., Any], tuple, Callable[[Any], None]]]
+              ) -> None:
+        """Keep ``requests`` in flight and every worker busy, fetching and encoding ahead
+        no more than REQUESTS_AHEAD and BYTES_AHEAD allow, until everything is done."""
+        work_left = fetches_left = requests_left = True
+        while True:
+            while self.busy["io"] < self.requests:
+                if self.to_store:
+                    encoded = self.to_store.popleft()
+                    self.ahead -= len(encoded.data)
+                    self._io(self._store, (encoded,), self.on_outcome)
+                elif len(self.replaced) >= S3_DELETE_BATCH or (self.replaced and not (
+                        work_left or self.busy["cpu"] or self.busy["io"])):
+                    group = [self.replaced.popleft()
+                             for _ in range(min(S3_DELETE_BATCH, len(self.replaced)))]
+                    self._io(self._remove_replaced, (group,), self._warn_all)
+                elif fetches_left and self._room():
+                    job = next(fetches, None)
+                    fetches_left = job is not None
+                    if job is not None:
+                        self._io(self._fetch, (job,), self._fetched)
+                elif requests_left:
+                    request = next(requests, None)
+                    requests_left = request is not None
+                    if request is not None:
+                        self._io(*request)
+                else:
+                    break
+            while self.busy["cpu"] < 2 * self.processes:
+                if self.fetched and (self.busy["cpu"] < self.processes or not fetches_left
+                                     or len(self.fetched) >= BATCH_FILES):
+                    items = self.fetched[:BATCH_FILES]
+                    del self.fetched[:BATCH_FILES]
+                    self.ahead -= sum(len(item.data) for item in items)
+                    self._cpu(decode_fetched, tuple((i.job, i.data) for i in items),
+                              self._deliver)
+                elif work_left and self._room():
+                    batch = next(work, None)
+                    work_left = batch is not None
+                    if batch is not None and self.takes(batch.jobs[0]):
+                        self._cpu(encode_uploads, batch.jobs, self._encoded)
+                    elif batch is not None:
+                        self._cpu(run_batch, batch, self._deliver)
+                else:
+                    break
+            if not self.running:
+                return
+            for future in self._finished():
+                kind, then = self.running.pop(future)
+                self.busy[kind] -= 1
+                result = future.result()
+                if kind == "cpu":
+                    result, requests_made = result
+                    merge_requests(requests_made)
+                then(result)
+
+    def _finished(self) -> list[Any]:
+        """The futures that have ended (at least one), checking for a stop meanwhile: a
+        queue their callbacks fill, not concurrent.futures.wait(), which looks at every
+        running future each time one ends."""
+        while True:
+            check_stop()
+            try:
+                first = self.finished.get(timeout=STOP_POLL_SECONDS)
+                break
+            except queue.Empty:
+                continue
+        ended = [first]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                ended.append(self.finished.get_nowait())
+        return ended
+
+    def _room(self) -> bool:
+        """Whether more may be encoded or fetched ahead of the requests and the workers."""
+        waiting = len(self.to_store) + len(self.fetched)
+        return waiting < REQUESTS_AHEAD * self.requests and self.ahead < BYTES_AHEAD
+
+    def _cpu(self, function: Callable[[_Worker, Any], Any], item: Any,
+             then: Callable[[Any], None]) -> None:
+        self._watch(self.pool.submit(in_worker, function, item), "cpu", then)
+
+    def _io(self, function: Callable[..., Any], args: tuple, then: Callable[[Any], None]
+            ) -> None:
+        self._watch(self.threads.submit(function, *args), "io", then)
+
+    def _watch(self, future: Any, kind: str, then: Callable[[Any], None]) -> None:
+        self.running[future] = (kind, then)
+        self.busy[kind] += 1
+        future.add_done_callback(self.finished.put)
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self.on_outcome(outcome)
+
+    def _warn_all(self, warnings: list[tuple[str, str]]) -> None:
+        for path, message in warnings:
+            self.warn("upload", path, message)
+
+    def _encoded(self, results: tuple[list[Encoded], list[Outcome]]) -> None:
+        encoded, failures = results
+        self._deliver(failures)
+        self.to_store.extend(encoded)
+        self.ahead += sum(len(item.data) for item in encoded)
+
+    def _fetched(self, fetched: Fetched) -> None:
+        if fetched.failure is not None:
+            self.on_outcome(fetched.failure)
+        else:
+            self.fetched.append(fetched)
+            self.ahead += len(fetched.data)
+
+    # ------------------------------------------------------------- in the hub's threads
+
+    def _store(self, encoded: Encoded) -> Outcome:
+        """Store an encoded object, then keep what it replaces as versions; the rest of
+        what it replaces is removed in groups (_remove_replaced)."""
+        job = encoded.job
+        try:
+            self.worker.dest.store(encoded.key.rpartition("/")[0],
+                                   lambda sink: sink.write(encoded.data),
+                                   lambda _: encoded.key)
+        except FILE_FAILURES as exc:
+            return failed(job, exc)
+        outcome = Outcome(job.action, job.path, bytes_in=encoded.length,
+                          bytes_out=len(encoded.data), key=encoded.key, md5=encoded.md5)
+        self.replaced.extend((key, job.path) for key in job.replaces if key != encoded.key)
+        return _replaced(self.worker, replace(job, replaces=()), outcome)
+
+    def _remove_replaced(self, group: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove replaced objects; (path, warning) of each that stayed."""
+        failures = self.worker.dest.remove_many([key for key, _ in group])
+        return [(path, f"stored, but its old object was not removed "
+                       f"({describe(failures[key])}); the next run will")
+                for key, path in group if key in failures]
+
+    def _remove(self, jobs: list[Remove]) -> list[Outcome]:
+        failures = self.worker.dest.remove_many([job.old.key for job in jobs])
+        return [failed(job, failures[job.old.key]) if job.old.key in failures
+                else Outcome(job.action, job.path) for job in jobs]
+
+    def _fetch(self, job: Union[Restore, Verify]) -> Fetched:
+        try:
+            with self.worker.dest.open(job.obj.key) as stream:
+                return Fetched(job, stream.read())
+        except FILE_FAILURES as exc:
+            return Fetched(job, failure=failed(job, exc))
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def batch_small(jobs: Iterable[Job]) -> list[Batch]:
@@ -2845,7 +3302,9 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
         return call(*args)
     with worker_pool(1, config) as pool:
         done, _ = wait_polling([pool.submit(in_worker, _apart, (call, args))])
-        return done.pop().result()
+        result, requests = done.pop().result()
+        merge_requests(requests)
+        return result
 
 
 def list_objects(dest: Storage, report: ListReport) -> list[tuple[str, int]]:
@@ -2963,8 +3422,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                  "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes), versions_kept, versions_expired)
         return EXIT_FAILED if report.problems else EXIT_OK
-    batches = batch_small(uploads) + alone(plan.renames) + alone(plan.removes)
-    run_jobs(batches, config.backup_processes, config, tally.add)
+    run_jobs(jobs, config.backup_processes, config, tally.add, tally.warn)
     tally.summary("backup", [("unchanged", plan.unchanged)])
     if history and is_mass(plan.changed, plan.live):
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
@@ -3009,8 +3467,8 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
     target.prepare(create=True)
     tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
                   progress=not args.quiet)
-    run_jobs(batch_small(Restore(o) for o in chosen), config.restore_processes, config,
-             tally.add)
+    run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add,
+             tally.warn)
     tally.summary("restore")
     return EXIT_FAILED if tally.failed or problems else EXIT_OK
 
@@ -3021,8 +3479,8 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     log.info("verify %s: %d objects", dest, len(stored))
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(stored),
                   size=sum(o.size for o in stored), progress=not args.quiet)
-    run_jobs(batch_small(Verify(o) for o in stored), config.restore_processes, config,
-             tally.add)
+    run_jobs([Verify(o) for o in stored], config.restore_processes, config, tally.add,
+             tally.warn)
     tally.failed += len(problems)
     tally.summary("verify", out_word="checked")
     return EXIT_FAILED if tally.failed else EXIT_OK

@@ -82,6 +82,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TOOL_PATH = os.path.join(REPO, "encrypted_s3_backup.py")
 S3_SERVER_PATH = os.path.join(REPO, "tests", "s3_server.py")
+sys.path.insert(0, HERE)
+from latency_proxy import LatencyProxy  # noqa: E402  (beside this file)
 
 SEED = 20240601
 MTIME_BASE = 1_700_000_000         # fixed file mtimes keep the datasets fully deterministic
@@ -93,7 +95,7 @@ PLANNER_ENTRIES = 1_000_000
 SAMPLE_SECONDS = 0.05
 MB = 1e6
 KB = 1000
-DATASETS = ("mixed", "many-small", "big")
+DATASETS = ("mixed", "many-small", "small-5k", "big")
 TARGETS = ("local", "s3")
 
 
@@ -140,6 +142,10 @@ def dataset_files(name: str, scale: float, rng: random.Random) -> list[tuple[str
     elif name == "many-small":
         for i in range(count(20000)):
             files.append((f"d{i // 500:02d}/small-{i:05d}.txt", "text",
+                          rng.randint(1 * KB, 4 * KB)))
+    elif name == "small-5k":
+        for i in range(count(5000)):
+            files.append((f"d{i // 100:02d}/small-{i:04d}.txt", "text",
                           rng.randint(1 * KB, 4 * KB)))
     elif name == "big":
         files.append(("random-1GB.bin", "random", int(1000 * MB * scale)))
@@ -288,11 +294,26 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
     tool_cpu = (children.ru_utime - children_before.ru_utime
                 + children.ru_stime - children_before.ru_stime)
     server_cpu = cpu_seconds(server_pid) - server_before if server_pid else 0.0
-    return {"exit_code": code, "wall_s": wall, "peak_mb": peak[0][0] / MB,
+    return {"exit_code": code, "wall_s": wall, "requests": logged_requests(log_path),
+            "peak_mb": peak[0][0] / MB,
             "peak_pss_mb": peak_pss[0] / MB, "processes_at_peak": peak[0][2],
             # each process's own peak: the tool first, then its children by start order
             "process_peaks_mb": [each[p] / MB for p in sorted(each)],
             "tool_cpu_s": tool_cpu, "server_cpu_s": server_cpu}
+
+
+def logged_requests(log_path: str) -> dict[str, int]:
+    """The request counts of the tool's summary ("requests: 5000 PUT, 2 LIST; 3 retried")."""
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        lines = [line for line in log if "] requests: " in line]
+    counts: dict[str, int] = {}
+    if lines:
+        made, _, retried = lines[-1].split("] requests: ", 1)[1].partition(";")
+        for part in made.split(","):
+            number, _, kind = part.strip().partition(" ")
+            counts[kind] = int(number)
+        counts["retried"] = int(retried.split()[0]) if retried.strip() else 0
+    return counts
 
 
 def tool_env(tool, dest: dict, restore_dir: str, src_dir: str, processes: int) -> dict:
@@ -304,8 +325,9 @@ def tool_env(tool, dest: dict, restore_dir: str, src_dir: str, processes: int) -
         "SRC_LOCAL_PATH": src_dir, "RESTORE_LOCAL_PATH": restore_dir,
         "ENCRYPTION_PASSWORD": PASSWORD, "ENCRYPTION_SALT": SALT, "ENCRYPTION_TYPE": "aes",
         "LZMA_LEVEL": str(LEVEL), "GZIP_LEVEL": str(LEVEL),
-        "BACKUP_PROCESSES": str(processes), "RESTORE_PROCESSES": str(processes),
     })
+    if processes:                       # None: the tool's own defaults
+        env.update(BACKUP_PROCESSES=str(processes), RESTORE_PROCESSES=str(processes))
     env.update(dest)
     return env
 
@@ -339,14 +361,26 @@ def compare_restore(expected: dict, restored_dir: str) -> list[str]:
 
 
 def bench_target(tool, work: str, dataset: str, target: str, source: dict, server,
-                 processes: int, keep: bool) -> list[dict]:
-    """The four steps for one dataset and one target; one result dict per step."""
+                 processes: Optional[int], keep: bool, rtt: float = 0) -> list[dict]:
+    """The four steps for one dataset and one target; one result dict per step.  With
+    ``rtt`` (ms), S3 is reached through a LatencyProxy and the history steps are left out."""
+    if target == "s3" and rtt:
+        host, port = server.endpoint_url.rsplit("//", 1)[1].rsplit(":", 1)
+        with LatencyProxy(host, int(port), rtt) as proxy:
+            return _bench_target(tool, work, dataset, target, source, server, processes, keep,
+                                 proxy)
+    return _bench_target(tool, work, dataset, target, source, server, processes, keep, None)
+
+
+def _bench_target(tool, work: str, dataset: str, target: str, source: dict, server,
+                  processes: Optional[int], keep: bool, proxy) -> list[dict]:
     label = f"{dataset}-{target}"
     src_dir = os.path.join(work, "data", dataset)
     restore_dir = os.path.join(work, "restore", label)
     dest_dir = os.path.join(work, "dest", label)
     if target == "s3":
-        dest = {"DEST_S3_BUCKET": f"bench-{dataset}", "DEST_ENDPOINT_URL": server.endpoint_url,
+        endpoint = proxy.endpoint_url if proxy else server.endpoint_url
+        dest = {"DEST_S3_BUCKET": f"bench-{dataset}", "DEST_ENDPOINT_URL": endpoint,
                 "DEST_AWS_ACCESS_KEY_ID": server.access_key,
                 "DEST_AWS_SECRET_ACCESS_KEY": server.secret_key,
                 "DEST_REGION_NAME": server.region}
@@ -362,10 +396,14 @@ def bench_target(tool, work: str, dataset: str, target: str, source: dict, serve
         print(f"  {label}: {step} ...", flush=True)
         log_path = os.path.join(work, "logs", f"{label}-{step}.log")
         server_pid = server.pid if target == "s3" else 0
+        before = (proxy.connections, proxy.cpu_seconds()) if proxy else (0, 0.0)
         result = run_tool(args, env, work, log_path, server_pid)
         result.update(dataset=dataset, target=target, step=step, files=files,
                       mb=size / MB, files_per_s=files / result["wall_s"],
                       mb_per_s=size / MB / result["wall_s"], log=log_path)
+        if proxy:
+            result.update(rtt_ms=proxy.rtt * 1000, connections=proxy.connections - before[0],
+                          proxy_cpu_s=proxy.cpu_seconds() - before[1])
         if result["exit_code"] != 0:
             with open(log_path, encoding="utf-8", errors="replace") as log:
                 print(f"  FAILED (exit {result['exit_code']}):\n" + log.read()[-2000:])
@@ -376,7 +414,7 @@ def bench_target(tool, work: str, dataset: str, target: str, source: dict, serve
             if not keep:
                 shutil.rmtree(restore_dir)
         steps.append(result)
-    for result in history_steps(work, label, src_dir, env, server, target):
+    for result in () if proxy else history_steps(work, label, src_dir, env, server, target):
         result.update(dataset=dataset, target=target)
         steps.append(result)
     if not keep and target == "local":
@@ -515,6 +553,31 @@ def print_table(rows: list) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+RTT_COLUMNS = ("dataset", "step", "rtt ms", "files/s", "connections", "requests per file",
+               "retried", "CPU ms per request", "peak MB")
+
+
+def print_rtt_table(steps: list) -> None:
+    """What a run costs over a long link: requests by kind per file, TCP connections, and the
+    tool's CPU per request (every process of it)."""
+    rows = []
+    for s in steps:
+        requests = dict(s.get("requests", {}))
+        retried = requests.pop("retried", 0)
+        made = sum(requests.values())
+        per_file = ", ".join(f"{n / s['files']:.2f} {kind}" for kind, n in sorted(
+            requests.items(), key=lambda item: -item[1]))
+        rows.append((s["dataset"], s["step"], f"{s.get('rtt_ms', 0):.0f}",
+                     f"{s['files_per_s']:.0f}", f"{s.get('connections', '-')}", per_file or "-",
+                     f"{retried}", f"{1000 * s['tool_cpu_s'] / made:.2f}" if made else "-",
+                     f"{s['peak_mb']:.0f}"))
+    widths = [max(len(str(r[i])) for r in [RTT_COLUMNS] + rows) for i in range(len(RTT_COLUMNS))]
+    for n, row in enumerate([RTT_COLUMNS] + rows):
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def machine_info() -> dict:
     with open("/proc/cpuinfo") as cpuinfo:
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
@@ -538,9 +601,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--big", action="store_true", help="add the 1 GB dataset 'big'")
     parser.add_argument("--targets", default="local,s3",
                         help="comma-separated, of: " + ", ".join(TARGETS) + " (default: both)")
-    parser.add_argument("--processes", type=int, default=2,
+    parser.add_argument("--processes", type=int,
                         help="backup_processes and restore_processes; the floor is divided by "
-                             "it (default: 2)")
+                             "it (default: 2; with --rtt the tool's own defaults)")
     parser.add_argument("--json", metavar="PATH",
                         help="where to write the results (default bench/results.json, "
                              "bench/results-quick.json with --quick)")
@@ -548,8 +611,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="keep the temporary folder (datasets, backups, restores, logs)")
     parser.add_argument("--quick", action="store_true",
                         help="1/50 of every file count and large-file size: a smoke run")
+    parser.add_argument("--rtt", type=float, metavar="MS", default=0,
+                        help="reach S3 through a proxy that adds MS of round trip (half each "
+                             "way, and one round trip per new connection), without limiting "
+                             "bandwidth; S3 only, dataset small-5k unless --datasets says, the "
+                             "tool's default processes unless --processes says")
     parser.add_argument("--planner-child", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rtt:
+        args.targets = "s3"
+        if args.datasets == parser.get_default("datasets"):
+            args.datasets = "small-5k"
+    elif args.processes is None:
+        args.processes = 2
     args.datasets = [d for d in args.datasets.split(",") if d] + (["big"] if args.big else [])
     args.datasets = list(dict.fromkeys(args.datasets))
     args.targets = [t for t in args.targets.split(",") if t]
@@ -576,7 +650,9 @@ def main(argv=None) -> int:
         os.makedirs(os.path.join(work, sub))
     print(f"work folder: {work}")
     server = None
+    floor_processes = args.processes or min(os.cpu_count() or 1, 5)   # the tool's defaults
     results = {"machine": machine_info(), "scale": scale, "processes": args.processes,
+               "rtt_ms": args.rtt,
                "settings": {"lzma_level": LEVEL, "gzip_level": LEVEL, "encryption_type": "aes",
                             "encryption_salt": "fixed"},
                "datasets": {}, "steps": [], "planner": {}}
@@ -596,26 +672,27 @@ def main(argv=None) -> int:
             source = tree_digest(root)
             floor = measure_floor(root, files, tool)
             floor.update(files=len(files), mb=sum(f[2] for f in files) / MB,
-                         generate_s=made, backup_floor_s=floor["backup_cpu_s"] / args.processes,
-                         restore_floor_s=floor["restore_cpu_s"] / args.processes)
+                         generate_s=made, backup_floor_s=floor["backup_cpu_s"] / floor_processes,
+                         restore_floor_s=floor["restore_cpu_s"] / floor_processes)
             results["datasets"][dataset] = floor
             print(f"{dataset}: {len(files)} files, {floor['mb']:.1f} MB, made in {made:.1f} s; "
                   f"floor backup {floor['backup_floor_s']:.2f} s, restore "
-                  f"{floor['restore_floor_s']:.2f} s ({args.processes} processes)", flush=True)
+                  f"{floor['restore_floor_s']:.2f} s ({floor_processes} processes)", flush=True)
             for target in args.targets:
                 for step in bench_target(tool, work, dataset, target, source, server,
-                                         args.processes, args.keep):
+                                         args.processes, args.keep, args.rtt):
                     base = {"backup": floor["backup_floor_s"],
                             "no-change": floor["backup_floor_s"],
                             "restore": floor["restore_floor_s"],
                             "verify": floor["restore_floor_s"]}.get(step["step"])
                     step["floor_ratio"] = step["wall_s"] / base if base else float("nan")
                     results["steps"].append(step)
-        count = max(1, round(PLANNER_ENTRIES * scale))
-        print(f"planner: {count} synthetic entries ...", flush=True)
-        results["planner"] = run_planner(count)
-        if "error" in results["planner"]:
-            print("planner check FAILED:\n" + results["planner"]["error"])
+        if not args.rtt:
+            count = max(1, round(PLANNER_ENTRIES * scale))
+            print(f"planner: {count} synthetic entries ...", flush=True)
+            results["planner"] = run_planner(count)
+            if "error" in results["planner"]:
+                print("planner check FAILED:\n" + results["planner"]["error"])
     finally:
         if server is not None:
             server.stop()
@@ -623,6 +700,9 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print()
     print_table(table_rows(results["steps"], results["planner"]))
+    if args.rtt:
+        print()
+        print_rtt_table(results["steps"])
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)

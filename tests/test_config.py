@@ -79,6 +79,7 @@ FULL = {
     "encrypt": True,
     "encryption_type": "cha",
     "versions_keep_days": 45,
+    "requests_in_flight": 16,
 }
 
 
@@ -100,6 +101,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
         salt=bytes.fromhex(SALT), encrypt_filenames=True, lzma_level=9, gzip_level=1)
     assert config.backup_processes == 3 and config.restore_processes == 12
     assert config.deleted_keep_days == 30 and config.versions_keep_days == 45
+    assert config.requests_in_flight == 16
     assert config.ignore_regex == ("^tmp/", r"\.swp$")
     assert isinstance(config.ignore_regex, tuple)
 

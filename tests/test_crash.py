@@ -679,7 +679,8 @@ def test_a_stop_inside_the_process_pool_waits_for_a_safe_point(tmp_path, monkeyp
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
     try:
         with pytest.raises(KeyboardInterrupt):
-            esb.run_jobs(esb.alone(jobs), 2, config, on_result)
+            esb.run_in_pool(esb.run_batch, esb.alone(jobs), 2, config,
+                            lambda outcomes: [on_result(o) for o in outcomes])
     finally:
         signal.signal(signal.SIGINT, previous)
     assert 3 <= len(seen) < len(jobs) and not esb._STOP_ASKED

@@ -742,10 +742,10 @@ def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
     monkeypatch.setattr(FlatStorage, "remote", remote)
     real_make_storage = esb.make_storage
 
-    def make_storage(config, confined=False, reap=False):
+    def make_storage(config, confined=False, reap=False, requests=0):
         if config.local_path == str(dest):
             return FlatStorage(config.local_path, confined=confined, reap=reap)
-        return real_make_storage(config, confined, reap)
+        return real_make_storage(config, confined, reap, requests)
 
     monkeypatch.setattr(esb, "make_storage", make_storage)
     src = tmp_path / "src"

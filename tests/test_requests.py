@@ -1,0 +1,114 @@
+"""What a run costs on S3: requests by kind, connections kept alive, no round trip wasted.
+
+Against the real S3 server (SeaweedFS), reached directly or through the benchmark's
+latency proxy, which counts the TCP connections opened through it.
+"""
+
+import sys
+
+import pytest
+from conftest import ROOT, esb, s3_config
+
+sys.path.insert(0, str(ROOT / "bench"))
+from latency_proxy import LatencyProxy  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def summary_requests(out):
+    """{kind: count} and retries of the "requests: ..." summary line."""
+    line = next(line for line in out.splitlines() if "] requests: " in line)
+    made, _, retried = line.split("] requests: ", 1)[1].partition(";")
+    counts = {kind: int(n) for n, kind in (part.split() for part in made.split(","))}
+    return counts, int(retried.split()[0])
+
+
+def sent_headers(storage):
+    """The headers of every request the storage's client sends, as they leave."""
+    sent = []
+    storage.client.meta.events.register(
+        "before-send.s3", lambda request, **kwargs: sent.append(
+            (request.method, request.url, dict(request.headers))))
+    return sent
+
+
+def test_the_summary_counts_the_requests_of_each_kind(make_tool, s3_bucket):
+    tool = make_tool(s3_bucket)
+    for i in range(5):
+        tool.write(f"f{i}.txt", b"%d" % i * 100)
+    code, out, err = tool()
+    assert code == 0, err
+    counts, retried = summary_requests(out)
+    assert counts["PUT"] == 5 and counts["LIST"] >= 1 and retried == 0
+    (tool.src / "f0.txt").unlink()
+    tool.write("f1.txt", b"changed", 1_700_000_009)
+    code, out, err = tool()
+    counts, _ = summary_requests(out)
+    # one upload; the replaced object goes in one DeleteObjects; the mark is a copy + delete
+    assert (counts["PUT"], counts["COPY"], counts["DELETE"]) == (1, 1, 2), counts
+    code, out, err = tool("--verify")
+    assert summary_requests(out)[0]["GET"] == 5
+
+
+def test_a_local_destination_makes_no_requests(local_tool):
+    local_tool.write("a.txt", b"a")
+    code, out, _ = local_tool()
+    assert code == 0 and "requests:" not in out
+
+
+def test_connections_are_kept_alive_one_per_request_in_flight(make_tool, s3_bucket):
+    host, port = s3_bucket.endpoint_url.rsplit("//", 1)[1].rsplit(":", 1)
+    with LatencyProxy(host, int(port), rtt_ms=5) as proxy:
+        tool = make_tool(s3_bucket, endpoint_url=proxy.endpoint_url, REQUESTS_IN_FLIGHT=6)
+        for i in range(150):
+            tool.write(f"d{i % 7}/f{i:03d}.txt", b"x" * (i + 1))
+        for argv in ((), ("--restore",), ("--verify",)):
+            before = proxy.connections
+            code, out, err = tool(*argv)
+            assert code == 0, err
+            # the hub's 6, and one of the listing helper; never one per object
+            assert proxy.connections - before <= 6 + 1, (argv, proxy.connections - before)
+
+
+def test_small_bodies_do_not_wait_for_100_continue(s3_bucket):
+    storage = esb.S3Storage(s3_config(s3_bucket))
+    storage.prepare(create=True)
+    sent = sent_headers(storage)
+    for key, size in (("small", 1000), ("just-below", esb.EXPECT_CONTINUE_MIN - 1),
+                      ("large", esb.EXPECT_CONTINUE_MIN)):
+        storage.store("", lambda sink: sink.write(b"x" * size), lambda _: key)
+    expects = {url.rsplit("/", 1)[1]: headers.get("Expect") for method, url, headers in sent
+               if method == "PUT"}
+    assert expects == {"small": None, "just-below": None, "large": b"100-continue"}
+
+
+def test_remove_many_is_one_delete_objects_request_per_thousand_keys(s3_bucket, monkeypatch):
+    storage = esb.S3Storage(s3_config(s3_bucket, base_path="p"))
+    storage.prepare(create=True)
+    for i in range(5):
+        storage.store("", lambda sink: sink.write(b"x"), lambda _: f"k{i}")
+    monkeypatch.setattr(esb, "S3_DELETE_BATCH", 2)
+    sent = sent_headers(storage)
+    esb.take_requests()
+    assert storage.remove_many(["k0", "k1", "k2", "never-there", "k4"]) == {}
+    assert sorted(e.key for e in storage.list_files(esb.ListReport())) == ["k3"]
+    deletes = [headers for method, url, headers in sent if method == "POST"]
+    assert len(deletes) == 3 and esb.take_requests()["DELETE"] == 3
+    assert all("Content-MD5" in headers for headers in deletes)   # some services need it
+
+
+def test_remove_many_reports_each_key_the_service_refused(s3_bucket, monkeypatch):
+    storage = esb.S3Storage(s3_config(s3_bucket))
+    storage.prepare(create=True)
+    answer = {"Errors": [{"Key": "b", "Code": "AccessDenied"},
+                         {"Key": "gone", "Code": "NoSuchKey"}]}
+    monkeypatch.setattr(storage.client, "delete_objects", lambda **kwargs: answer)
+    failed = storage.remove_many(["a", "b", "gone"])
+    assert list(failed) == ["b"] and failed["b"].message == "S3 error AccessDenied"
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "2000", "many"])
+def test_requests_in_flight_is_checked(bad):
+    with pytest.raises(esb.ConfigError, match="REQUESTS_IN_FLIGHT"):
+        esb.load_config(None, {"DEST_LOCAL_PATH": "/d", "ENCRYPTION_PASSWORD": "pw",
+                               "REQUESTS_IN_FLIGHT": bad}, needs=("dest",))
