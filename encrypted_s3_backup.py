@@ -56,6 +56,7 @@ import functools
 import gc
 import collections
 import hashlib
+import heapq
 import io
 import itertools
 import json
@@ -1159,6 +1160,8 @@ S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
 S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for huge objects ...
 S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per upload
 S3_DELETE_BATCH = 1000               # keys per DeleteObjects request (the S3 maximum)
+S3_LIST_PAGE = 1000                  # keys per ListObjectsV2 page (the S3 maximum)
+S3_LIST_THREADS = 8                  # folders listed at once when a listing is long
 S3_STALE_UPLOAD_SECONDS = 24 * 3600   # an unfinished multipart upload this old is a dead run's
                                       # (no live upload of ours takes a day to finish)
 S3_ERROR_HINTS = {
@@ -1445,17 +1448,53 @@ class S3Storage:
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
+        """A listing longer than one page is split by the top-level folders, listed side
+        by side: over a long link a million objects are otherwise a thousand pages, each
+        waiting for the one before."""
         from botocore.exceptions import BotoCoreError, ClientError
-        pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.prefix)
         try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    key = item["Key"][len(self.prefix):]
-                    if key and not key.endswith("/") and not (skip and skip(key)):
-                        yield Entry(key, item["Size"], int(item["LastModified"].timestamp()))
+            first = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix,
+                                                MaxKeys=S3_LIST_PAGE)
+            if first.get("IsTruncated"):
+                listed = self._list_split()
+            else:
+                listed = iter(first.get("Contents", ()))
+            for item in listed:
+                key = item["Key"][len(self.prefix):]
+                if key and not key.endswith("/") and not (skip and skip(key)):
+                    yield Entry(key, item["Size"], int(item["LastModified"].timestamp()))
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
+
+    def _list_all(self, prefix: str, delimiter: str = "") -> list[dict]:
+        """Every page under ``prefix``: the objects, then (with a delimiter) the prefixes as
+        {"Prefix": ...} items."""
+        objects, prefixes = [], []
+        args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": S3_LIST_PAGE}
+        if delimiter:
+            args["Delimiter"] = delimiter
+        for page in self.client.get_paginator("list_objects_v2").paginate(**args):
+            objects += page.get("Contents", ())
+            prefixes += page.get("CommonPrefixes", ())
+        return objects + prefixes
+
+    def _list_split(self) -> Iterator[dict]:
+        """The top level with "/" as delimiter, then each folder in a thread of its own,
+        merged back in the order S3 lists keys."""
+        from concurrent.futures import ThreadPoolExecutor
+        top = self._list_all(self.prefix, "/")
+        folders = [item["Prefix"] for item in top if "Prefix" in item]
+        objects = [item for item in top if "Key" in item]
+        with ThreadPoolExecutor(S3_LIST_THREADS) as threads:
+            listed = {folder: threads.submit(self._list_all, folder) for folder in folders}
+            merged = heapq.merge(((item["Key"], item, None) for item in objects),
+                                 ((folder, None, folder) for folder in folders),
+                                 key=lambda each: each[0])
+            for _, item, folder in merged:
+                if folder is None:
+                    yield item
+                else:
+                    yield from listed[folder].result()
 
     def inside(self, other: Storage) -> Optional[str]:
         if not (isinstance(other, S3Storage) and other.bucket == self.bucket
@@ -3634,6 +3673,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(args.quiet)
     one_malloc_arena()    # before any thread: forked workers would inherit their arenas
     parent_stop_signals()
+    take_requests()       # this run's requests only (main() may run more than once)
     try:
         needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
         config, warnings = load_config(args.config, needs=needs)

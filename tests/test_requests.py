@@ -112,3 +112,23 @@ def test_requests_in_flight_is_checked(bad):
     with pytest.raises(esb.ConfigError, match="REQUESTS_IN_FLIGHT"):
         esb.load_config(None, {"DEST_LOCAL_PATH": "/d", "ENCRYPTION_PASSWORD": "pw",
                                "REQUESTS_IN_FLIGHT": bad}, needs=("dest",))
+
+
+def test_a_long_listing_is_split_by_folder_and_comes_back_the_same(s3_bucket, monkeypatch):
+    storage = esb.S3Storage(s3_config(s3_bucket, base_path="base"))
+    storage.prepare(create=True)
+    keys = ["a.txt", "a/1", "a/2/x", "a/2/y", "b", "b.d/z", "c/", "c/q", "d/e/f/g", "z",
+            "\u00e9t\u00e9/1", "\u00e9t\u00e9.txt"]
+    for key in keys:
+        storage.store(key.rpartition("/")[0], lambda sink: sink.write(b"k"), lambda _: key)
+    whole = [(e.key, e.size) for e in storage.list_files(esb.ListReport())]
+    monkeypatch.setattr(esb, "S3_LIST_PAGE", 2)              # now it is long
+    esb.take_requests()
+    split = [(e.key, e.size) for e in storage.list_files(esb.ListReport())]
+    # (the same set: SeaweedFS, unlike S3, lists a folder's files before "a.txt")
+    assert sorted(split) == sorted(whole) == sorted((key, 1) for key in keys
+                                                    if not key.endswith("/"))
+    assert esb.take_requests()["LIST"] > 6                      # the folders' own pages
+    assert sorted(e.key for e in storage.list_files(
+        esb.ListReport(), lambda k: k.startswith("a"))) == sorted(
+        key for key, _ in whole if not key.startswith("a"))
