@@ -208,16 +208,19 @@ class WorkerBug(Exception):
 _B36_RE = re.compile(r"[0-9a-zA-Z]+\Z")
 
 
+_B36_PAIRS = [high + low for high in B36_DIGITS for low in B36_DIGITS]   # "00" .. "zz"
+
+
 def b36_encode_int(n: int) -> str:
     """Plain base-36 spelling of a non-negative integer, lowercase, no leading zeros."""
     assert n >= 0, n
-    if n == 0:
-        return "0"
-    digits = []
+    if n < 36:
+        return B36_DIGITS[n]
+    pairs = []                  # two digits at a time: every name has five of these numbers
     while n:
-        n, rem = divmod(n, 36)
-        digits.append(B36_DIGITS[rem])
-    return "".join(reversed(digits))
+        n, rem = divmod(n, 1296)
+        pairs.append(_B36_PAIRS[rem])
+    return "".join(reversed(pairs)).lstrip("0")
 
 
 def b36_decode_int(text: str) -> int:
@@ -2321,7 +2324,7 @@ def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
         current = [o for o in objects if not o.name.version]
         if not current:
             continue
-        keeper = pick_keeper(current, None)
+        keeper = current[0] if len(current) == 1 else pick_keeper(current, None)
         if keeper.name.deleted == 0 or include_deleted:
             chosen.append(keeper)
     return chosen
@@ -2966,7 +2969,7 @@ class Tally:
 # Driver: list -> plan -> jobs -> worker pool -> outcomes -> summary and exit code
 # =====================================================================================
 
-BATCH_FILES = 64                  # small files written together (one flush for all) ...
+BATCH_FILES = 256                 # small files written together (one flush for all) ...
 BATCH_BYTES = 8 * 1024 * 1024     # ... up to this many bytes per batch
 SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed) alone
 NAMES_PER_TASK = 16               # encrypted names decoded per task in the pool

@@ -490,16 +490,17 @@ def test_no_change_run_over_100000_files():
 
 
 def test_batch_small_groups_small_files_and_keeps_big_ones_single():
+    small = 2 * esb.BATCH_FILES + 2
     jobs = [esb.Upload(f"f{i}", size, 0) for i, size in
-            enumerate([5 * 2 ** 20] + [100] * 130 + [esb.SMALL_FILE])]
+            enumerate([5 * 2 ** 20] + [100] * small + [esb.SMALL_FILE])]
     grouped = esb.batch_small(jobs)
     single = [b.jobs[0] for b in grouped if not b.grouped]
     batches = [b for b in grouped if b.grouped]
     assert all(len(b.jobs) == 1 for b in grouped if not b.grouped)
-    assert [j.path for j in single] == ["f0", "f131"]
+    assert [j.path for j in single] == ["f0", f"f{small + 1}"]
     assert [len(b.jobs) for b in batches] == [esb.BATCH_FILES, esb.BATCH_FILES, 2]
     assert sorted(j.path for b in batches for j in b.jobs) == sorted(
-        f"f{i}" for i in range(1, 131))
+        f"f{i}" for i in range(1, small + 1))
 
 
 def test_batch_small_caps_the_bytes_of_a_batch():
