@@ -7,6 +7,7 @@ Usage (from the repository root, with the dependencies and requirements-dev.txt 
     python bench/bench.py --quick                  the same at 1/50 scale: a smoke run
     python bench/bench.py --big                    also the 1 GB file
     python bench/bench.py --datasets many-small --targets local --keep
+    python bench/bench.py --scale 1000000 --targets local   a million tiny files instead
 
 What it does
     1. Generates deterministic datasets in a temporary folder (seeded RNG; file mtimes are
@@ -50,6 +51,13 @@ What it does
        Stored objects (a no-change run; 20,000 with --quick) and times plan_backup() on them;
        its peak memory is the subprocess's VmHWM (peak RSS, inputs included; ru_maxrss would
        include the RSS of the benchmark that forked it, as Linux keeps it across exec).
+       --planner N sets the number of entries (0: no planner figure).
+    5. Scale (--scale N, instead of the data sets): N tiny files (their number as text) in
+       up to 500 folders of 40 subfolders, at least 25 files a subfolder, written by one
+       process per core.  For each target: the first backup and the no-change run (fastest
+       of 2), with compression off (what is measured is the number of files, not their
+       bytes), and the same over a tree of one file; "bytes/file" is a step's peak memory
+       beyond the one-file run's, divided by N.
 
 Output: one table on stdout, and every figure plus machine info (nproc, Python, date) as
 JSON in --json (default bench/results.json; bench/results-quick.json with --quick).
@@ -332,6 +340,19 @@ def tool_env(tool, dest: dict, restore_dir: str, src_dir: str, processes: int) -
     return env
 
 
+def target_dest(target: str, name: str, dest_dir: str, server, proxy=None) -> dict:
+    """The DEST_* variables of a target: the folder ``dest_dir`` (made here), or the bucket
+    bench-``name`` on the S3 server (through the proxy when there is one)."""
+    if target == "s3":
+        endpoint = proxy.endpoint_url if proxy else server.endpoint_url
+        return {"DEST_S3_BUCKET": f"bench-{name}", "DEST_ENDPOINT_URL": endpoint,
+                "DEST_AWS_ACCESS_KEY_ID": server.access_key,
+                "DEST_AWS_SECRET_ACCESS_KEY": server.secret_key,
+                "DEST_REGION_NAME": server.region}
+    os.makedirs(dest_dir)
+    return {"DEST_LOCAL_PATH": dest_dir}
+
+
 def tree_digest(root: str) -> dict[str, tuple[int, int, str]]:
     """relative path -> (size, whole-second mtime, BLAKE2b hex) of every file under root."""
     result = {}
@@ -378,17 +399,9 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
     src_dir = os.path.join(work, "data", dataset)
     restore_dir = os.path.join(work, "restore", label)
     dest_dir = os.path.join(work, "dest", label)
-    if target == "s3":
-        endpoint = proxy.endpoint_url if proxy else server.endpoint_url
-        dest = {"DEST_S3_BUCKET": f"bench-{dataset}", "DEST_ENDPOINT_URL": endpoint,
-                "DEST_AWS_ACCESS_KEY_ID": server.access_key,
-                "DEST_AWS_SECRET_ACCESS_KEY": server.secret_key,
-                "DEST_REGION_NAME": server.region}
-    else:
-        os.makedirs(dest_dir)
-        dest = {"DEST_LOCAL_PATH": dest_dir}
     os.makedirs(restore_dir)
-    env = tool_env(tool, dest, restore_dir, src_dir, processes)
+    env = tool_env(tool, target_dest(target, dataset, dest_dir, server, proxy), restore_dir,
+                   src_dir, processes)
     files, size = len(source), sum(v[0] for v in source.values())
     steps = []
     for step, args in (("backup", []), ("no-change", []), ("restore", ["--restore"]),
@@ -422,6 +435,21 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
     return steps
 
 
+def fastest_run(runs: int, env: dict, work: str, log_name: str, server, target: str) -> dict:
+    """Run the tool ``runs`` times: the result of the fastest run, with the largest exit code
+    of all of them (the end of a failed run's log is printed)."""
+    results = []
+    for run in range(runs):
+        log_path = os.path.join(work, "logs", f"{log_name}-{run}.log")
+        results.append(run_tool([], env, work, log_path, server.pid if target == "s3" else 0))
+        if results[-1]["exit_code"] != 0:
+            with open(log_path, encoding="utf-8", errors="replace") as log:
+                print(f"  FAILED (exit {results[-1]['exit_code']}):\n" + log.read()[-2000:])
+    best = min(results, key=lambda r: r["wall_s"])
+    best.update(runs=runs, exit_code=max(r["exit_code"] for r in results))
+    return best
+
+
 HISTORY_DAYS = "30"         # versions_keep_days of the history steps
 HISTORY_SHARE = 10          # every 10th file changes: 10 % of the objects become versions
 HISTORY_RUNS = 3            # no-change runs per figure; the fastest counts (they take < 1 s)
@@ -442,14 +470,8 @@ def history_steps(work: str, label: str, src_dir: str, env: dict, server, target
 
     def step(name: str, runs: int) -> None:
         print(f"  {label}: {name} ...", flush=True)
-        results = []
-        for run in range(runs):
-            log_path = os.path.join(work, "logs", f"{label}-{name.replace(' ', '-')}-{run}.log")
-            results.append(run_tool([], env, work, log_path,
-                                    server.pid if target == "s3" else 0))
-        best = min(results, key=lambda r: r["wall_s"])
-        best.update(step=name, runs=runs, exit_code=max(r["exit_code"] for r in results),
-                    files=len(paths), mb=0.0, files_per_s=len(paths) / best["wall_s"],
+        best = fastest_run(runs, env, work, f"{label}-{name.replace(' ', '-')}", server, target)
+        best.update(step=name, files=len(paths), mb=0.0, files_per_s=len(paths) / best["wall_s"],
                     mb_per_s=0.0)
         steps.append(best)
 
@@ -518,6 +540,87 @@ def run_planner(count: int) -> dict:
 
 
 # =====================================================================================
+# Scale: a tree of many tiny files, the whole run end to end (--scale N)
+# =====================================================================================
+
+SCALE_FOLDERS, SCALE_SUBFOLDERS = 500, 40  # at most 500 folders of 40 subfolders each ...
+SCALE_PER_FOLDER = 25                      # ... and no fewer files than this in a subfolder
+SCALE_RUNS = 2                             # no-change runs per figure; the fastest counts
+
+
+def scale_folders(count: int) -> list[str]:
+    """The subfolders a --scale tree of ``count`` files spreads them over."""
+    leaves = max(1, min(SCALE_FOLDERS * SCALE_SUBFOLDERS, count // SCALE_PER_FOLDER))
+    return [f"d{i // SCALE_SUBFOLDERS:03d}/s{i % SCALE_SUBFOLDERS:02d}" for i in range(leaves)]
+
+
+def write_scale_part(root: str, count: int, part: int, parts: int) -> None:
+    """Every ``parts``-th subfolder of the tree from ``part`` on, with its files: file i
+    lies in subfolder i mod (subfolders) and holds its number as text (a few bytes: what
+    is measured is the count of files, not their bytes)."""
+    folders = scale_folders(count)
+    for index in range(part, len(folders), parts):
+        folder = os.path.join(root, folders[index])
+        os.makedirs(folder)
+        for i in range(index, count, len(folders)):
+            fd = os.open(os.path.join(folder, f"f{i:07d}.txt"),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, b"%d\n" % i)
+            os.close(fd)
+
+
+def make_scale_tree(root: str, count: int) -> None:
+    """``count`` tiny files under ``root``, written by one process per core."""
+    import multiprocessing
+    parts = os.cpu_count() or 1
+    with multiprocessing.get_context("fork").Pool(parts) as pool:
+        pool.starmap(write_scale_part, [(root, count, part, parts) for part in range(parts)])
+
+
+def scale_target(tool, work: str, name: str, count: int, target: str, server,
+                 processes: Optional[int]) -> list[dict]:
+    """A first backup of the tree data/``name`` (``count`` files) to the target, then the
+    no-change run (fastest of SCALE_RUNS); one result dict per step."""
+    label = f"{name}-{target}"
+    src_dir = os.path.join(work, "data", name)
+    dest_dir = os.path.join(work, "dest", label)
+    env = tool_env(tool, target_dest(target, name, dest_dir, server), os.path.join(
+        work, "restore", label), src_dir, processes)
+    env["COMPRESS"] = "false"       # tiny files: compressing them measures nothing here
+    steps = []
+    for step, runs in (("backup", 1), ("no-change", SCALE_RUNS)):
+        print(f"  {label}: {step} ...", flush=True)
+        best = fastest_run(runs, env, work, f"{label}-{step}", server, target)
+        best.update(dataset=name, target=target, step=step, files=count, mb=0.0,
+                    files_per_s=count / best["wall_s"], mb_per_s=0.0, floor_ratio=float("nan"))
+        steps.append(best)
+    if target == "local":
+        shutil.rmtree(dest_dir)
+    return steps
+
+
+def bench_scale(tool, work: str, count: int, targets: list, server,
+                processes: Optional[int]) -> list[dict]:
+    """--scale: the steps of scale_target over ``count`` tiny files and over one file; each
+    step's bytes per file are its peak memory beyond the one-file run's, per file."""
+    for name, files in (("scale-1", 1), (f"scale-{count}", count)):
+        started = time.perf_counter()
+        make_scale_tree(os.path.join(work, "data", name), files)
+        print(f"{name}: {files} files in {len(scale_folders(files))} folders, made in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+    steps = []
+    for target in targets:
+        fixed = {s["step"]: s for s in scale_target(tool, work, "scale-1", 1, target, server,
+                                                    processes)}
+        for step in scale_target(tool, work, f"scale-{count}", count, target, server,
+                                 processes):
+            step["bytes_per_file"] = max(0.0, step["peak_mb"] - fixed[step["step"]]["peak_mb"]
+                                         ) * MB / count
+            steps.append(step)
+    return steps
+
+
+# =====================================================================================
 # Report
 # =====================================================================================
 
@@ -544,13 +647,18 @@ def table_rows(steps: list, planner: dict) -> list[tuple]:
     return rows
 
 
-def print_table(rows: list) -> None:
-    widths = [max(len(str(r[i])) for r in [COLUMNS] + rows) for i in range(len(COLUMNS))]
-    for n, row in enumerate([COLUMNS] + rows):
-        print("  ".join(str(cell).ljust(w) if i < 3 else str(cell).rjust(w)
+def print_rows(columns: tuple, rows: list, left: int) -> None:
+    """A plain-text table: the first ``left`` columns aligned left, the others right."""
+    widths = [max(len(str(r[i])) for r in [columns] + rows) for i in range(len(columns))]
+    for n, row in enumerate([columns] + rows):
+        print("  ".join(str(cell).ljust(w) if i < left else str(cell).rjust(w)
                         for i, (cell, w) in enumerate(zip(row, widths))))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def print_table(rows: list) -> None:
+    print_rows(COLUMNS, rows, 3)
 
 
 RTT_COLUMNS = ("dataset", "step", "rtt ms", "files/s", "connections", "requests per file",
@@ -571,11 +679,20 @@ def print_rtt_table(steps: list) -> None:
                      f"{s['files_per_s']:.0f}", f"{s.get('connections', '-')}", per_file or "-",
                      f"{retried}", f"{1000 * s['tool_cpu_s'] / made:.2f}" if made else "-",
                      f"{s['peak_mb']:.0f}"))
-    widths = [max(len(str(r[i])) for r in [RTT_COLUMNS] + rows) for i in range(len(RTT_COLUMNS))]
-    for n, row in enumerate([RTT_COLUMNS] + rows):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    print_rows(RTT_COLUMNS, rows, len(RTT_COLUMNS))
+
+
+SCALE_COLUMNS = ("files", "target", "step", "wall s", "files/s", "peak MB", "PSS MB",
+                 "bytes/file", "CPU s", "server CPU s")
+
+
+def print_scale_table(steps: list) -> None:
+    """--scale: each step's time and memory, and its memory per file beyond a one-file run."""
+    rows = [(f"{s['files']}", s["target"], s["step"] + ("" if s["exit_code"] == 0 else " FAIL"),
+             f"{s['wall_s']:.2f}", f"{s['files_per_s']:.0f}", f"{s['peak_mb']:.0f}",
+             f"{s['peak_pss_mb']:.0f}", f"{s['bytes_per_file']:.0f}", f"{s['tool_cpu_s']:.1f}",
+             f"{s['server_cpu_s']:.1f}" if s["target"] == "s3" else "-") for s in steps]
+    print_rows(SCALE_COLUMNS, rows, 3)
 
 
 def machine_info() -> dict:
@@ -616,6 +733,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "way, and one round trip per new connection), without limiting "
                              "bandwidth; S3 only, dataset small-5k unless --datasets says, the "
                              "tool's default processes unless --processes says")
+    parser.add_argument("--scale", type=int, metavar="N",
+                        help="instead of the data sets: N tiny files in up to 500 x 40 folders, "
+                             "the first backup and the no-change run of them (and of one "
+                             "file, for the bytes per file), compression off")
+    parser.add_argument("--planner", type=int, metavar="N",
+                        help="synthetic entries for the planner figure (default 1,000,000; "
+                             "20,000 with --quick; 0: none)")
     parser.add_argument("--planner-child", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rtt:
@@ -632,7 +756,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown: {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
     if args.json is None:
-        args.json = os.path.join(HERE, "results-quick.json" if args.quick else "results.json")
+        args.json = os.path.join(HERE, "results-scale.json" if args.scale else
+                                 "results-quick.json" if args.quick else "results.json")
     return args
 
 
@@ -661,8 +786,11 @@ def main(argv=None) -> int:
             server = load_module("s3_server", S3_SERVER_PATH).SeaweedServer()
             server.start(os.path.join(work, "seaweedfs"))
             print(f"SeaweedFS at {server.endpoint_url} (started in {server.startup_seconds:.1f} s)")
-        corpus = make_corpus(random.Random(SEED))
-        for dataset in args.datasets:
+        if args.scale:
+            results["scale_steps"] = bench_scale(tool, work, args.scale, args.targets, server,
+                                           args.processes)
+        corpus = b"" if args.scale else make_corpus(random.Random(SEED))
+        for dataset in () if args.scale else args.datasets:
             rng = random.Random(f"{SEED}-{dataset}")
             files = dataset_files(dataset, scale, rng)
             root = os.path.join(work, "data", dataset)
@@ -687,8 +815,8 @@ def main(argv=None) -> int:
                             "verify": floor["restore_floor_s"]}.get(step["step"])
                     step["floor_ratio"] = step["wall_s"] / base if base else float("nan")
                     results["steps"].append(step)
-        if not args.rtt:
-            count = max(1, round(PLANNER_ENTRIES * scale))
+        count = max(1, round(PLANNER_ENTRIES * scale)) if args.planner is None else args.planner
+        if count and not args.rtt:
             print(f"planner: {count} synthetic entries ...", flush=True)
             results["planner"] = run_planner(count)
             if "error" in results["planner"]:
@@ -699,7 +827,12 @@ def main(argv=None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print()
-    print_table(table_rows(results["steps"], results["planner"]))
+    if args.scale:
+        print_scale_table(results["scale_steps"])
+        print()
+    rows = table_rows(results["steps"], results["planner"])
+    if rows:
+        print_table(rows)
     if args.rtt:
         print()
         print_rtt_table(results["steps"])
@@ -711,7 +844,8 @@ def main(argv=None) -> int:
         print(f"\nplanner: {planner['entries']} entries planned in {planner['seconds']:.2f} s; "
               f"peak {planner['peak_mb']:.0f} MB, inputs alone {planner['inputs_mb']:.0f} MB")
     print(f"results: {args.json}" + (f"; files kept in {work}" if args.keep else ""))
-    failed = any(s["exit_code"] or s.get("restore_problems") for s in results["steps"])
+    failed = any(s["exit_code"] or s.get("restore_problems")
+                 for s in results["steps"] + results.get("scale_steps", []))
     return 1 if failed or "error" in results["planner"] else 0
 
 
