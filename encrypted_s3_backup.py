@@ -76,6 +76,7 @@ import time
 import traceback
 import zlib
 import dataclasses
+from array import array
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import (Any, BinaryIO, Callable, ClassVar, ContextManager, Iterable, Iterator,
@@ -474,16 +475,22 @@ def parse_plain_name(stem: str) -> BackupName:
     parts = stem.rsplit(".", 4)
     if len(parts) != 5 or not parts[0]:
         raise BadNameError("expected <path>.<mtime>.<size>.<md5>.<deleted>.enc")
-    path, *fields = parts
-    try:
-        if any(len(f) > B36_FIELD_MAX for f in fields):
-            raise ValueError("field too long")
-        mtime, size, md5, deleted = (b36_decode_int(f) for f in fields)
-    except ValueError:
-        raise BadNameError("a numeric field is not a short base-36 number") from None
-    if md5 >> (8 * MD5_LEN):
+    path, mtime, size, md5, deleted = parts
+    digits = mtime + size + md5 + deleted       # (one check for all four: a million names)
+    if not (mtime and size and md5 and deleted and digits.isascii() and digits.isalnum()
+            and max(len(mtime), len(size), len(md5), len(deleted)) <= B36_FIELD_MAX):
+        raise BadNameError("a numeric field is not a short base-36 number")
+    digest = int(md5, 36)
+    if digest >> (8 * MD5_LEN):
         raise BadNameError("the MD5 field is larger than 128 bits")
-    return BackupName(path, mtime, size, md5.to_bytes(MD5_LEN, "big"), deleted)
+    return BackupName(path, int(mtime, 36), int(size, 36), digest.to_bytes(MD5_LEN, "big"),
+                      int(deleted, 36))
+
+
+def read_stem(stem: str, suffix: str) -> BackupName:
+    """A plaintext name without its suffix, read with the suffix (".enc" or ".ver")."""
+    name = parse_plain_name(stem)
+    return name._replace(version=True) if suffix == VERSION_SUFFIX else name
 
 
 def encode_name(name: BackupName, codec: Codec) -> str:
@@ -510,8 +517,7 @@ def decode_name(object_name: str, codec: Codec) -> BackupName:
         except (ValueError, IntegrityError):
             pass
     try:
-        name = parse_plain_name(stem)
-        return name._replace(version=True) if suffix == VERSION_SUFFIX else name
+        return read_stem(stem, suffix)
     except BadNameError as exc:
         hint = (" and does not decrypt with this password and encryption_type"
                 if codec.encrypt_filenames else "")
@@ -757,6 +763,19 @@ class ListReport:
     bad_names: list[str] = field(default_factory=list)  # .enc objects whose name does not
                                                         # decode (why, for each)
 
+    def take(self) -> "ListReport":
+        """What this report holds, leaving it empty (a listing goes on adding to it)."""
+        taken = replace(self)
+        self.problems, self.notes, self.blind, self.bad_names = [], [], [], []
+        return taken
+
+    def add(self, other: "ListReport") -> None:
+        """Add what another report (a helper process's) holds to this one."""
+        self.problems += other.problems
+        self.notes += other.notes
+        self.blind += other.blind
+        self.bad_names += other.bad_names
+
 
 @dataclass(frozen=True)
 class StorageConfig:
@@ -782,6 +801,13 @@ class Storage(Protocol):
     """True when requests wait on a network: the workers then overlap them on threads,
     and the parent lists the storage in a short-lived helper process (so that the
     workers it forks do not inherit the storage's client library)."""
+
+    ordered: ClassVar[bool]
+    """True when list_files yields keys in ascending order (Python's str order, which is
+    S3's UTF-8 byte order): a backup then plans as the listing comes, holding neither
+    listing.  The driver checks the order as it reads, and a listing that breaks it is
+    listed again and sorted, so a storage whose service only mostly keeps the order may
+    say True."""
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
         """Check the root is there and usable, creating it if ``create``; False when it is
@@ -907,6 +933,7 @@ class LocalStorage:
     """A folder on a local file system."""
 
     remote: ClassVar[bool] = False
+    ordered: ClassVar[bool] = True
 
     def __init__(self, root: str, confined: bool = False, reap: bool = False):
         self.root = os.path.abspath(os.path.expanduser(root))
@@ -956,49 +983,76 @@ class LocalStorage:
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
-        """Regular files (and symlinks to them), depth first; our temp files are skipped and
-        stale ones (their process is gone) removed.  ``skip(key)`` drops a file, and a whole
-        folder when it is true for the folder's key plus "/"."""
-        stack = [""]
-        while stack:
-            folder = stack.pop()
-            try:
-                scan = os.scandir(self._full(folder))
-            except OSError as exc:
-                report.problems.append(f"cannot read folder {self._full(folder)}: "
-                                       f"{exc.strerror}")
-                report.blind.append(folder + "/")
-                continue
-            with scan:
+        """Regular files (and symlinks to them) in key order: each folder's names sorted,
+        a folder's files where its name plus "/" sorts.  Our temp files are skipped and
+        stale ones (their process is gone) removed.  ``skip(key)`` drops a file, and a
+        whole folder when it is true for the folder's key plus "/".  Holds the names of
+        the folders it is in, not the files it has listed."""
+        walking = [self._names("", report)]
+        while walking:
+            folder, directory, names = walking[-1]
+            for name in names:
+                key = folder + name
+                if name.endswith("/"):
+                    if not (skip and skip(key)):
+                        walking.append(self._names(key, report))
+                        break
+                elif not (skip and skip(key)):
+                    entry = self._file(directory, name, key, report)
+                    if entry is not None:
+                        yield entry
+            else:
+                walking.pop()
+
+    def _names(self, folder: str, report: ListReport) -> tuple[str, str, Iterator[str]]:
+        """The folder (a key ending in "/", or "" for the root), its path, and the names
+        of what it holds in sorted order, a folder's with "/" at its end (none when it
+        cannot be read: reported)."""
+        directory = self._full(folder[:-1])
+        names = []
+        try:
+            with os.scandir(directory) as scan:
                 for item in scan:
-                    key = f"{folder}/{item.name}" if folder else item.name
                     try:
-                        if item.is_dir(follow_symlinks=False):
-                            if not (skip and skip(key + "/")):
-                                stack.append(key)
-                            continue
-                        if skip and skip(key):
-                            continue
-                        if item.name.startswith(TMP_PREFIX):
-                            if self.reap:
-                                self._reap(item.path, item.name)
-                            continue
-                        info = os.stat(item.path) if item.is_symlink() else item.stat(
-                            follow_symlinks=False)
-                    except FileNotFoundError:
-                        if item.is_symlink():
-                            report.notes.append(f"skipped {key}: dangling symbolic link")
-                        continue   # vanished between listing and stat: nothing to back up
-                    except OSError as exc:
-                        report.problems.append(f"cannot read {key}: {exc.strerror}")
-                        report.blind.append(key)
-                        continue
-                    if stat.S_ISREG(info.st_mode):
-                        yield Entry(key, info.st_size, max(0, int(info.st_mtime)))
-                    elif stat.S_ISDIR(info.st_mode):
-                        report.notes.append(f"skipped {key}: symbolic link to a folder")
-                    else:
-                        report.notes.append(f"skipped {key}: not a regular file")
+                        inner = item.is_dir(follow_symlinks=False)
+                    except OSError:
+                        inner = False      # a file then: reading it says what is wrong
+                    names.append(item.name + "/" if inner else item.name)
+        except OSError as exc:
+            report.problems.append(f"cannot read folder {directory}: {exc.strerror}")
+            report.blind.append(folder or "/")
+            names = []
+        names.sort()
+        return folder, directory + os.sep, iter(names)
+
+    def _file(self, directory: str, name: str, key: str, report: ListReport
+              ) -> Optional[Entry]:
+        """The Entry of the file ``name`` the listing met in ``directory`` (a path ending
+        in a separator), or None (skipped, vanished or unreadable: reported as such)."""
+        path = directory + name
+        if name.startswith(TMP_PREFIX):
+            if self.reap:
+                self._reap(path, name)
+            return None
+        try:
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                try:
+                    info = os.stat(path)
+                except FileNotFoundError:
+                    report.notes.append(f"skipped {key}: dangling symbolic link")
+                    return None
+        except FileNotFoundError:
+            return None     # vanished between listing and stat: nothing to back up
+        except OSError as exc:
+            report.problems.append(f"cannot read {key}: {exc.strerror}")
+            report.blind.append(key)
+            return None
+        if stat.S_ISREG(info.st_mode):
+            return Entry(key, info.st_size, max(0, int(info.st_mtime)))
+        report.notes.append(f"skipped {key}: " + ("symbolic link to a folder" if
+                            stat.S_ISDIR(info.st_mode) else "not a regular file"))
+        return None
 
     @staticmethod
     def _reap(path: str, name: str) -> None:
@@ -1164,7 +1218,10 @@ S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for hug
 S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per upload
 S3_DELETE_BATCH = 1000               # keys per DeleteObjects request (the S3 maximum)
 S3_LIST_PAGE = 1000                  # keys per ListObjectsV2 page (the S3 maximum)
-S3_LIST_THREADS = 8                  # folders listed at once when a listing is long
+S3_LIST_THREADS = 8                  # folders listed at once when a listing is long ...
+S3_LIST_AHEAD = 2                    # ... each with at most this many pages waiting
+S3_LIST_POLL = 0.2                   # seconds; how often a folder's waiting thread looks
+                                     # whether the listing was given up
 S3_STALE_UPLOAD_SECONDS = 24 * 3600   # an unfinished multipart upload this old is a dead run's
                                       # (no live upload of ours takes a day to finish)
 S3_ERROR_HINTS = {
@@ -1328,6 +1385,8 @@ class S3Storage:
     """A bucket and optional base_path; one boto3 client per process, made on first use."""
 
     remote: ClassVar[bool] = True
+    ordered: ClassVar[bool] = True     # S3 lists in UTF-8 byte order; not every S3-compatible
+                                       # service does (SeaweedFS: folder by folder)
 
     def __init__(self, config: StorageConfig, requests: int = 0):
         self.config = config
@@ -1451,9 +1510,10 @@ class S3Storage:
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
-        """A listing longer than one page is split by the top-level folders, listed side
-        by side: over a long link a million objects are otherwise a thousand pages, each
-        waiting for the one before."""
+        """In the order the service lists keys (S3: UTF-8 byte order).  A listing longer
+        than one page is split by the top-level folders, listed side by side: over a long
+        link a million objects are otherwise a thousand pages, each waiting for the one
+        before."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
             first = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix,
@@ -1469,35 +1529,56 @@ class S3Storage:
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
 
-    def _list_all(self, prefix: str, delimiter: str = "") -> list[dict]:
-        """Every page under ``prefix``: the objects, then (with a delimiter) the prefixes as
-        {"Prefix": ...} items."""
-        objects, prefixes = [], []
+    def _pages(self, prefix: str, delimiter: str = "") -> Iterator[dict]:
+        """The pages of ListObjectsV2 under ``prefix``, each asked for when it is needed."""
         args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": S3_LIST_PAGE}
         if delimiter:
             args["Delimiter"] = delimiter
-        for page in self.client.get_paginator("list_objects_v2").paginate(**args):
-            objects += page.get("Contents", ())
-            prefixes += page.get("CommonPrefixes", ())
-        return objects + prefixes
+        return iter(self.client.get_paginator("list_objects_v2").paginate(**args))
 
     def _list_split(self) -> Iterator[dict]:
-        """The top level with "/" as delimiter, then each folder in a thread of its own,
-        merged back in the order S3 lists keys."""
+        """The top level, a page at a time, with "/" as delimiter; each folder it names
+        listed in a thread (S3_LIST_THREADS at once, in order), which keeps at most
+        S3_LIST_AHEAD of its pages waiting; merged back in the order S3 lists keys."""
         from concurrent.futures import ThreadPoolExecutor
-        top = self._list_all(self.prefix, "/")
-        folders = [item["Prefix"] for item in top if "Prefix" in item]
-        objects = [item for item in top if "Key" in item]
-        with ThreadPoolExecutor(S3_LIST_THREADS) as threads:
-            listed = {folder: threads.submit(self._list_all, folder) for folder in folders}
-            merged = heapq.merge(((item["Key"], item, None) for item in objects),
-                                 ((folder, None, folder) for folder in folders),
-                                 key=lambda each: each[0])
-            for _, item, folder in merged:
-                if folder is None:
-                    yield item
-                else:
-                    yield from listed[folder].result()
+        stop = threading.Event()
+        threads = ThreadPoolExecutor(S3_LIST_THREADS)
+        try:
+            for page in self._pages(self.prefix, "/"):
+                folders = {item["Prefix"]: queue.Queue(S3_LIST_AHEAD)
+                           for item in page.get("CommonPrefixes", ())}
+                listing = {folder: threads.submit(self._list_folder, folder, pages, stop)
+                           for folder, pages in folders.items()}
+                for key, item in heapq.merge(
+                        ((item["Key"], item) for item in page.get("Contents", ())),
+                        ((folder, None) for folder in folders), key=lambda each: each[0]):
+                    if item is not None:
+                        yield item
+                        continue
+                    for contents in iter(folders[key].get, None):
+                        yield from contents
+                    listing[key].result()        # its error, if it had one
+        finally:
+            stop.set()          # (a thread in the middle of a request ends after it)
+            threads.shutdown(wait=False, cancel_futures=True)
+
+    def _list_folder(self, folder: str, pages: queue.Queue, stop: threading.Event) -> None:
+        """In a thread of _list_split: the objects of ``folder`` into ``pages``, a page's
+        at a time, then None (also after an error, which the thread's future holds);
+        waits while ``pages`` is full, and gives up when ``stop`` is set."""
+        def put(item: Optional[list]) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    pages.put(item, timeout=S3_LIST_POLL)
+                    return True
+            return False
+
+        try:
+            for page in self._pages(folder):
+                if not put(page.get("Contents", [])):
+                    return
+        finally:
+            put(None)
 
     def inside(self, other: Storage) -> Optional[str]:
         if not (isinstance(other, S3Storage) and other.bucket == self.bucket
@@ -1924,8 +2005,23 @@ class Stored(NamedTuple):
 
 def stored_object(key: str, size: int, name: BackupName) -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
-    plain = format_plain_name(name) + name_suffix(name)
-    return Stored(None if plain == key else key, size, name)
+    return Stored(None if spells(key, name) else key, size, name)
+
+
+_SPELLED_FIELDS = re.compile(r"(?:\.(?:0|[1-9a-z][0-9a-z]*)){4}\Z")   # as b36_encode_int
+
+
+def spells(key: str, name: BackupName) -> bool:
+    """Whether ``key`` is ``name``'s plaintext form (format_plain_name and the suffix),
+    found without formatting the name: the path, then four fields spelled as
+    b36_encode_int spells numbers (lowercase, no leading zero) and holding the name's
+    values, then the suffix."""
+    start, end = len(name.path), len(key) - len(name_suffix(name))
+    if not (key.startswith(name.path) and key.endswith(name_suffix(name))
+            and _SPELLED_FIELDS.match(key, start, end)):
+        return False
+    return [int(f, 36) for f in key[start + 1:end].split(".")] == [
+        name.mtime, name.size, int.from_bytes(name.md5, "big"), name.deleted]
 
 
 @dataclass(frozen=True)
@@ -2092,64 +2188,92 @@ def pick_keeper(objects: list[Stored], entry: Optional[Entry]) -> Stored:
     return max(objects, key=rank)
 
 
+class BlindSpots:
+    """What a listing could not read: keys of files, and folders ending in "/" ("/" is the
+    whole storage).  A path is in a blind spot when it is one of those files or lies under
+    one of those folders: looked up by the path's own folders, whatever the number of
+    spots.  Reads ``spots`` as it grows: a listing still going on may add to it."""
+
+    def __init__(self, spots: Iterable[str] = ()):
+        self.spots = spots if isinstance(spots, list) else list(spots)
+        self.taken = 0
+        self.files: set[str] = set()
+        self.folders: set[str] = set()
+
+    def __contains__(self, path: str) -> bool:
+        if self.taken < len(self.spots):
+            for spot in self.spots[self.taken:]:
+                (self.folders if spot.endswith("/") else self.files).add(spot)
+            self.taken = len(self.spots)
+        if path in self.files:
+            return True
+        if self.folders:
+            if "/" in self.folders:
+                return True
+            cut = path.find("/")
+            while cut >= 0:
+                if path[:cut + 1] in self.folders:
+                    return True
+                cut = path.find("/", cut + 1)
+        return False
+
+
 def in_blind_spot(path: str, blind: Iterable[str]) -> bool:
     """True when the listing could not read ``path`` or a folder above it."""
-    return any(path == b or (b.endswith("/") and (b == "/" or path.startswith(b)))
-               for b in blind)
+    return path in BlindSpots(blind)
 
 
-def _entry_path(entry: Entry) -> str:
-    return entry.key
+class Planner:
+    """The decisions of a backup run, one path at a time: ``file()`` is told each path's
+    source file (or None) and its objects, the paths in any order; ``finish()`` gives the
+    Plan, each list in the order of the paths."""
 
+    def __init__(self, today: datetime.date, keep_days: Optional[int],
+                 versions_keep_days: int = 0):
+        self.plan, self.today, self.keep_days = Plan(), today, keep_days
+        self.stamp = date_number(today)
+        self.versions_keep_days = max(0, versions_keep_days)     # (below 0: none)
 
-def _stored_path(obj: Stored) -> str:
-    return obj.name.path
+    def file(self, path: str, group: list[Stored], entry: Optional[Entry]) -> None:
+        """Decide what becomes of one path: its file (None when the source has none) and
+        every object of the path."""
+        plan = self.plan
+        if not group:
+            if entry is not None:
+                plan.uploads.append(Upload(path, entry.size, entry.mtime))
+            return
+        name = group[0].name
+        if (len(group) == 1 and entry is not None and not name.deleted and not name.version
+                and _same_file(name, entry)):
+            plan.live += 1            # the common case, kept cheap for a million files
+            plan.unchanged += 1
+            return
+        self._judge(path, group, entry)
 
-
-def _object_key(obj: Stored) -> str:
-    return obj.key
-
-
-def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
-                keep_days: Optional[int], blind: tuple[str, ...] = (),
-                versions_keep_days: int = 0) -> Plan:
-    """Compare the source listing with the destination's objects and decide every action.
-
-    Objects of paths in ``blind`` (unreadable files and folders) are left as they are.
-    With ``versions_keep_days`` (history), what a change or a crash would remove is kept as
-    a version object unless a version of the same content is kept already, and versions
-    expire that many days after they were replaced; without it, every version expires.
-    """
-    # Both listings sorted by path and walked side by side: no index of either (at a million
-    # files a dict of them costs about 45 MB), and each path's objects come out together.
-    files = sorted(source, key=_entry_path)
-    objects = sorted((o for o in stored if not (blind and in_blind_spot(o.name.path, blind))),
-                     key=_stored_path)
-    plan, stamp = Plan(), date_number(today)
-    history = versions_keep_days > 0
-
-    def keep_or_drop(extras: Iterable[Stored], kept: set[bytes], why: str
-                     ) -> tuple[list[Rename], list[Remove]]:
+    def _keep_or_drop(self, extras: Iterable[Stored], kept: set[bytes], why: str
+                      ) -> tuple[list[Rename], list[Remove]]:
         """Objects leaving their ``.enc`` name: with history, kept as versions (replaced
         today, or the day a deleted one was deleted) when no version of their content is
         ``kept`` already and the version would not be expired at once; else removed for
         ``why``."""
         renames, removes = [], []
+        history = self.versions_keep_days
         for obj in extras:
-            replaced = obj.name.deleted or stamp
-            if history and obj.name.md5 not in kept and not expired(replaced, today,
-                                                                     versions_keep_days):
+            replaced = obj.name.deleted or self.stamp
+            if history and obj.name.md5 not in kept and not expired(replaced, self.today,
+                                                                     history):
                 kept.add(obj.name.md5)
                 renames.append(Rename(obj, obj.name.as_version(replaced), "keep version"))
             else:
                 removes.append(Remove(obj, why))
         return renames, removes
 
-    def judge(path: str, group: list[Stored], entry: Optional[Entry]) -> None:
+    def _judge(self, path: str, group: list[Stored], entry: Optional[Entry]) -> None:
+        plan, today, history = self.plan, self.today, self.versions_keep_days
         current = [o for o in group if not o.name.version]
         kept: set[bytes] = set()
         for version in (o for o in group if o.name.version):
-            if history and not expired(version.name.deleted, today, versions_keep_days):
+            if history and not expired(version.name.deleted, today, history):
                 kept.add(version.name.md5)
             else:
                 plan.removes.append(Remove(version, "expire version"))
@@ -2164,7 +2288,7 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
         plan.live += live
         if entry is not None and not _same_file(name, entry):
             plan.changed += live
-            renames, removes = keep_or_drop([keeper, *others], kept, "replace")
+            renames, removes = self._keep_or_drop([keeper, *others], kept, "replace")
             plan.uploads.append(Upload(path, entry.size, entry.mtime,
                                        tuple(o.old.key for o in removes), tuple(renames)))
             return
@@ -2175,52 +2299,106 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
                 plan.unchanged += 1
         elif name.deleted == 0:
             plan.vanishing += 1
-            marked = name.with_deleted(stamp)
+            marked = name.with_deleted(self.stamp)
             copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
-            if keep_days == 0:
+            if self.keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
             elif copy is not None:     # a run stopped in this very rename left its copy: the
                 others = [o for o in others if o is not copy] + [keeper]   # live one goes
             else:
                 plan.renames.append(Rename(keeper, marked, "mark deleted"))
-        elif expired(name.deleted, today, keep_days):
+        elif expired(name.deleted, today, self.keep_days):
             plan.removes.append(Remove(keeper, "expire"))
-        renames, removes = keep_or_drop(others, kept | {name.md5}, "duplicate")
+        renames, removes = self._keep_or_drop(others, kept | {name.md5}, "duplicate")
         plan.renames += renames
         plan.removes += removes
 
-    at = 0      # objects[:at] are decided
+    def finish(self) -> Plan:
+        plan = self.plan
+        for jobs in (plan.uploads, plan.renames, plan.removes):
+            jobs.sort(key=_job_path)      # stable: a path's own jobs keep their order
+        return plan
 
-    def take(path: str) -> list[Stored]:
-        """The objects of ``path`` if they are next, now decided by the caller."""
-        nonlocal at
-        end = at
-        while end < len(objects) and objects[end].name.path == path:
-            end += 1
-        group, at = objects[at:end], end
+
+def _job_path(job: Union[Upload, Rename, Remove]) -> str:
+    return job.path
+
+
+def _entry_path(entry: Entry) -> str:
+    return entry.key
+
+
+def _stored_path(obj: Stored) -> str:
+    return obj.name.path
+
+
+def _object_key(obj: Stored) -> str:
+    return obj.key
+
+
+def plan_key(path: str) -> str:
+    """Where a path comes in plan order: ascending path + ".".  An object's key is its
+    path, a ".", and the name's fields: in this order the objects of a path come nearly
+    where a listing in key order has them (see in_plan_order)."""
+    return path + "."
+
+
+def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
+                keep_days: Optional[int], blind: Iterable[str] = (),
+                versions_keep_days: int = 0, ordered: bool = False) -> Plan:
+    """Compare the source listing with the destination's objects and decide every action.
+
+    Objects of paths in ``blind`` (unreadable files and folders; a list may still grow
+    while an ordered walk goes on) are left as they are.  With ``versions_keep_days``
+    (history), what a change or a crash would remove is kept as a version object unless a
+    version of the same content is kept already, and versions expire that many days after
+    they were replaced; without it, every version expires.
+
+    Both listings are walked side by side in one order, each path's file and objects
+    together.  ``ordered``: they come in plan order already (see plan_key), and are
+    walked as they come, neither held (at a million files, the difference between a few
+    megabytes and hundreds); else they are sorted here first.
+    """
+    if ordered:
+        files: Iterable[tuple[str, Entry]] = ((plan_key(e.key), e) for e in source)
+        objects: Iterable[tuple[str, Stored]] = ((plan_key(o.name.path), o) for o in stored)
+    else:
+        files = ((e.key, e) for e in sorted(source, key=_entry_path))
+        objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
+    return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days),
+                         BlindSpots(blind))
+
+
+def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
+                  planner: Planner, blind: BlindSpots) -> Plan:
+    """The planner's walk: ``files`` and ``objects`` as (sort key, item), in ascending
+    order of a sort key that a file and the objects of its path share.  A path's objects
+    are decided once the file listing has gone past them, so a blind spot the listing
+    finds on its way is known by then."""
+    after = iter(objects)
+    head = next(after, None)
+
+    def take(key: str) -> list[Stored]:
+        """The objects of the next sort key (``key``), now decided by the caller."""
+        nonlocal head
+        group = []
+        while head is not None and head[0] == key:
+            group.append(head[1])
+            head = next(after, None)
         return group
 
-    def vanished_before(path: Optional[str]) -> None:
-        """Decide the objects whose paths sort before ``path`` (all, for None): the source
-        has no file of theirs."""
-        while at < len(objects) and (path is None or objects[at].name.path < path):
-            gone = objects[at].name.path
-            judge(gone, take(gone), None)
+    def decide(path: str, group: list[Stored], entry: Optional[Entry]) -> None:
+        planner.file(path, [] if group and blind.spots and path in blind else group, entry)
 
-    for entry in files:
-        vanished_before(entry.key)
-        group = take(entry.key)
-        if not group:
-            plan.uploads.append(Upload(entry.key, entry.size, entry.mtime))
-        elif (len(group) == 1 and not group[0].name.deleted and not group[0].name.version
-              and _same_file(group[0].name, entry)):
-            plan.live += 1            # the common case, kept cheap for a million files
-            plan.unchanged += 1
-        else:
-            judge(entry.key, group, entry)
-    vanished_before(None)
-    plan.uploads.sort(key=lambda u: u.path)
-    return plan
+    for key, entry in files:
+        while head is not None and head[0] < key:        # their files are gone
+            group = take(head[0])
+            decide(group[0].name.path, group, None)
+        decide(entry.key, take(key), entry)
+    while head is not None:
+        group = take(head[0])
+        decide(group[0].name.path, group, None)
+    return planner.finish()
 
 
 MASS_DELETE_MIN = 10     # files; fewer vanishing (or changed) files never trigger a guard
@@ -2342,6 +2520,195 @@ def safe_relpath(path: str) -> str:
                               "'.' or '..' parts, or control characters, so it could leave "
                               "the restore folder")
     return path
+
+
+# =====================================================================================
+# Listings: what the planner walks, in plan order as it is listed, or held as columns
+# =====================================================================================
+#
+# Where a storage lists in key order (Storage.ordered), a backup walks both listings as
+# they come: in_plan_order turns key order into plan order (see plan_key) with a buffer of
+# a few entries, and nothing holds a whole listing.  Where a listing cannot come in order
+# (encrypted names, or a service that turns out to list otherwise) it is held as a
+# Listing, in compact columns, and sorted.
+
+SORT_RUN = 1 << 20          # entries sorted at a time when a Listing is put in order: the
+                            # sort's own memory (about 100 bytes an entry) stays bounded
+
+
+class OutOfOrder(Exception):
+    """A listing that should have come in key order did not (``side``: "src" or "dest"):
+    the run lists it again into a Listing, which it sorts itself."""
+
+    def __init__(self, side: str):
+        super().__init__(side)
+        self.side = side
+
+
+def in_plan_order(items: Iterable[tuple[str, str, R]], side: str) -> Iterator[R]:
+    """The items of a listing in key order, each given as (bound, plan key, item), in
+    ascending order of their plan keys (items with equal plan keys in the order they came).
+
+    An item waits in a heap until an item comes whose ``bound`` (the least plan key that
+    anything listed after it can have) is past the waiting one's plan key.  What comes out
+    is checked: when a listing was not in key order after all, OutOfOrder(side)."""
+    pending: list[tuple[str, int, R]] = []
+    last = ""
+    listed = iter(items)
+    for count in itertools.count():
+        got = next(listed, None)
+        if got is not None:
+            heapq.heappush(pending, (got[1], count, got[2]))
+        while pending and (got is None or pending[0][0] < got[0]):
+            key, _, item = heapq.heappop(pending)
+            if key < last:
+                raise OutOfOrder(side)
+            last = key
+            yield item
+        if got is None:
+            return
+
+
+def file_bound(key: str) -> str:
+    """The least plan key a file listed after ``key`` (in key order) can have: a later key
+    is greater than this one, and its plan key greater still."""
+    return key
+
+
+def object_bound(key: str) -> str:
+    """The least plan key an object listed after ``key`` (in key order) can have.  A later
+    key is greater; the path it names can only sort before this object's when it is this
+    key cut at a "." (the rest of the later key being the fields), so the least is this key
+    up to its first "." that could end a path: not its first character, nor right after a
+    "/" (no path of ours ends with "/"; a listing that has one is found out of order)."""
+    dot = key.find(".", 1)
+    while dot > 0 and key[dot - 1] == "/":
+        dot = key.find(".", dot + 1)
+    return key[:dot + 1] if dot > 0 else key
+
+
+def listed_files(entries: Iterable[Entry]) -> Iterator[tuple[str, str, Entry]]:
+    """(bound, plan key, entry) of source files listed in key order, for in_plan_order."""
+    for entry in entries:
+        yield file_bound(entry.key), plan_key(entry.key), entry
+
+
+def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
+                   ) -> Iterator[tuple[str, str, Stored]]:
+    """(bound, plan key, Stored) of the backup objects among files listed in key order,
+    for in_plan_order; a key that is not a backup name goes to ``report`` instead.  Names
+    are plaintext here (encrypted names do not come in plan order)."""
+    assert not codec.encrypt_filenames
+    for key, size, _ in entries:
+        try:
+            name = decode_name(key, codec)
+        except BadNameError as exc:
+            report.bad_names.append(exc.message)
+            continue
+        # stored_object(), knowing the name was read from this key: are its fields spelled
+        # as ours are?
+        spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - len(OBJECT_SUFFIX))
+        yield object_bound(key), plan_key(name.path), Stored(None if spelled else key, size,
+                                                             name)
+
+
+class Listing:
+    """A listing held as columns instead of an object per file: every key in one buffer,
+    sizes and mtimes in arrays, and, where an object's key is not its plaintext name (an
+    encrypted name), that name in a second buffer.  About 30 bytes an entry plus its key,
+    where an Entry takes about 200; it crosses between processes as a few byte strings.
+    Keys are kept as UTF-8 with "surrogatepass": every str comes back, and byte order is
+    str order."""
+
+    def __init__(self) -> None:
+        self.keys = bytearray()
+        self.ends = array("Q")          # where each key ends in keys
+        self.sizes = array("q")
+        self.mtimes = array("q")
+        self.names = bytearray()        # plaintext names, "" for a key that is its own ...
+        self.name_ends = array("Q")     # ... (only once a name has been given)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def append(self, key: str, size: int, mtime: int = 0, name: str = "") -> None:
+        self.keys += key.encode("utf-8", "surrogatepass")
+        self.ends.append(len(self.keys))
+        self.sizes.append(size)
+        self.mtimes.append(mtime)
+        if name and not self.name_ends:
+            self.name_ends.extend(itertools.repeat(0, len(self.ends) - 1))
+        if self.name_ends or name:
+            self.names += name.encode("utf-8", "surrogatepass")
+            self.name_ends.append(len(self.names))
+
+    def extend(self, other: "Listing") -> None:
+        """Append every entry of ``other``."""
+        count, base = len(self), len(self.keys)
+        self.keys += other.keys
+        self.ends.extend([end + base for end in other.ends])
+        self.sizes += other.sizes
+        self.mtimes += other.mtimes
+        if other.name_ends and not self.name_ends:
+            self.name_ends.extend(itertools.repeat(0, count))
+        if self.name_ends:
+            base = len(self.names)
+            self.names += other.names
+            self.name_ends.extend([end + base for end in other.name_ends] if other.name_ends
+                                  else itertools.repeat(base, len(other)))
+
+    def _bytes(self, i: int) -> bytes:
+        """Entry ``i``'s plaintext name as UTF-8: the name given with it, else its key."""
+        start, end = (self.name_ends[i - 1] if i else 0, self.name_ends[i]) if \
+            self.name_ends else (0, 0)
+        if end > start:
+            return bytes(self.names[start:end])
+        return bytes(self.keys[self.ends[i - 1] if i else 0:self.ends[i]])
+
+    def key(self, i: int) -> str:
+        return self.keys[self.ends[i - 1] if i else 0:self.ends[i]].decode(
+            "utf-8", "surrogatepass")
+
+    def name(self, i: int) -> str:
+        """The plaintext name given with entry ``i``; "" when its key is its name."""
+        if not self.name_ends:
+            return ""
+        return self.names[self.name_ends[i - 1] if i else 0:self.name_ends[i]].decode(
+            "utf-8", "surrogatepass")
+
+    def entry(self, i: int) -> Entry:
+        return Entry(self.key(i), self.sizes[i], self.mtimes[i])
+
+    def __iter__(self) -> Iterator[Entry]:
+        return map(self.entry, range(len(self)))
+
+    def stored(self, i: int) -> Stored:
+        """Entry ``i`` as a backup object: its name read again from its plaintext form."""
+        key = self.key(i)
+        text = self.name(i) or key
+        return stored_object(key, self.sizes[i],
+                             read_stem(text[:-len(OBJECT_SUFFIX)], text[-len(OBJECT_SUFFIX):]))
+
+    def files_in_order(self) -> Iterator[Entry]:
+        """Every entry, as a source file, in plan order."""
+        return map(self.entry, order_of(len(self), lambda i: self._bytes(i) + b"."))
+
+    def objects_in_order(self) -> Iterator[Stored]:
+        """Every entry, as a backup object (see stored), in plan order: by the path of
+        its plaintext name (what is left of it without the five fields at its end)."""
+        return map(self.stored, order_of(len(self),
+                                         lambda i: self._bytes(i).rsplit(b".", 5)[0] + b"."))
+
+
+def order_of(count: int, sort_key: Callable[[int], Any]) -> Iterator[int]:
+    """0 .. count - 1 in ascending order of ``sort_key`` (equal keys in index order),
+    sorted SORT_RUN at a time and then merged."""
+    runs = [array("I" if count < 1 << 32 else "Q",
+                  sorted(range(start, min(count, start + SORT_RUN)), key=sort_key))
+            for start in range(0, count, SORT_RUN)]
+    if len(runs) == 1:
+        return iter(runs[0])
+    return heapq.merge(*runs, key=sort_key)
 
 
 # =====================================================================================
@@ -3349,38 +3716,80 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
         return result
 
 
-def list_objects(dest: Storage, report: ListReport) -> list[tuple[str, int]]:
-    """(key, size) of every backup object (and version object) on the destination."""
-    return [(e.key, e.size) for e in dest.list_files(report)
-            if e.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX))]
+def list_objects(dest: Storage, report: ListReport) -> Listing:
+    """Every backup object (and version object) on the destination: key and object size."""
+    objects = Listing()
+    for entry in dest.list_files(report):
+        if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)):
+            objects.append(entry.key, entry.size)
+    return objects
 
 
-def read_backup(dest: Storage, objects: list[tuple[str, int]], config: Config,
-                report: ListReport) -> list[Stored]:
-    """The backup objects listed on ``dest`` with their decoded names; names that decode to
-    nothing go into the report.  Encrypted names with per-object salts cost a key derivation
-    each, so then they are decoded in the worker pool.
+def decode_listing(dest: Storage, objects: Listing, config: Config, report: ListReport,
+                   each: Callable[[str, int, BackupName], None]) -> None:
+    """``each(key, size, name)`` for the listed objects whose names decode; the others go
+    into the report.  Encrypted names with per-object salts cost a key derivation each, so
+    then they are decoded in the worker pool.
 
     When names are encrypted and not one of several decodes, the password (or cipher) is
     wrong: that is fatal, or a backup would upload everything again beside the old objects.
     """
     codec = config.codec
-    decoded: list[tuple[str, int, Union[BackupName, str]]] = []
+    bad: list[str] = []
+    found = 0
+
+    def take(decoded: Iterable[tuple[str, int, Union[BackupName, str]]]) -> None:
+        nonlocal found
+        for key, size, name in decoded:
+            if isinstance(name, BackupName):
+                each(key, size, name)
+                found += 1
+            else:
+                bad.append(name)
+
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
-        tasks = [tuple(objects[i:i + NAMES_PER_TASK])
+        tasks = [tuple((objects.key(j), objects.sizes[j])
+                       for j in range(i, min(i + NAMES_PER_TASK, len(objects))))
                  for i in range(0, len(objects), NAMES_PER_TASK)]
-        run_in_pool(decode_names, tasks, config.restore_processes, config, decoded.extend)
+        run_in_pool(decode_names, tasks, config.restore_processes, config, take)
     else:
-        decoded = [(key, size, parse_name(key, codec)) for key, size in objects]
-    stored = [stored_object(key, size, name) for key, size, name in decoded
-              if isinstance(name, BackupName)]
-    bad = [name for _, _, name in decoded if not isinstance(name, BackupName)]
-    if codec.encrypt_filenames and len(bad) > 1 and not stored:
+        take((entry.key, entry.size, parse_name(entry.key, codec)) for entry in objects)
+    if codec.encrypt_filenames and len(bad) > 1 and not found:
         raise ConfigError(f"none of the {len(bad)} object names in {dest} decrypts: "
                           "encryption_password or encryption_type is not the one this backup "
                           "was made with")
     report.bad_names += bad
+
+
+def read_backup(dest: Storage, objects: Listing, config: Config,
+                report: ListReport) -> list[Stored]:
+    """The backup objects listed on ``dest`` with their decoded names (see decode_listing)."""
+    stored: list[Stored] = []
+    decode_listing(dest, objects, config, report,
+                   lambda key, size, name: stored.append(stored_object(key, size, name)))
     return stored
+
+
+def reads_as(key: str, name: BackupName) -> bool:
+    """Whether ``key``, read as a plaintext name, is ``name`` (not an encrypted name)."""
+    try:
+        return read_stem(key[:-len(OBJECT_SUFFIX)], key[-len(OBJECT_SUFFIX):]) == name
+    except BadNameError:
+        return False
+
+
+def held_objects(dest: Storage, objects: Listing, config: Config,
+                 report: ListReport) -> Listing:
+    """The backup objects listed on ``dest`` (see decode_listing) as a Listing that gives
+    each object's plaintext name where its key is not that name (an encrypted name)."""
+    held = Listing()
+    encrypted = config.codec.encrypt_filenames
+
+    def hold(key: str, size: int, name: BackupName) -> None:
+        plain = encrypted and not reads_as(key, name)
+        held.append(key, size, name=format_plain_name(name) + name_suffix(name) if plain else "")
+    decode_listing(dest, objects, config, report, hold)
+    return held
 
 
 def _backup_path_ok(key: str, report: ListReport) -> bool:
@@ -3414,28 +3823,156 @@ def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...]
     return skip
 
 
-def survey_backup(src: Storage, dest: Storage, ignore_regex: tuple[str, ...], dry_run: bool
-                  ) -> tuple[list[Entry], list[tuple[str, int]], ListReport]:
-    """Check both storages and list them: the source files, the (key, size) of the backup
-    objects, and what the listings met.  Also clears what killed runs left on dest."""
+def source_listing(report: ListReport, src: Storage, dest: Storage,
+                   ignore_regex: tuple[str, ...]) -> Iterator[Optional[Entry]]:
+    """What a backup reads of its source: None once the source is there, then the files
+    it lists that a restore could write back (see _backup_path_ok)."""
     skip = source_filter(src, dest, ignore_regex)
     src.prepare(create=False)
+    yield None
+    for entry in src.list_files(report, skip):
+        if _backup_path_ok(entry.key, report):
+            yield entry
+
+
+def object_listing(report: ListReport, dest: Storage, dry_run: bool
+                   ) -> Iterator[Union[bool, Entry]]:
+    """What a backup reads of its destination: whether it exists (a dry run does not make
+    it), then the backup objects it lists (key, object size).  What killed runs left there
+    is cleared first."""
     exists = dest.prepare(create=not dry_run, missing_ok=dry_run)
-    report = ListReport()
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
-    source = [entry for entry in src.list_files(report, skip)
-              if _backup_path_ok(entry.key, report)]
-    return source, list_objects(dest, report) if exists else [], report
+    yield exists
+    if exists:
+        for entry in dest.list_files(report):
+            if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)):
+                yield entry
+
+
+LISTING_CHUNK = 4096      # entries a helper process sends at a time (see listed)
+
+
+@contextlib.contextmanager
+def listed(config: Config, storage: Storage, report: ListReport,
+           produce: Callable[..., Iterator[Any]], *args: Any) -> Iterator[Iterator[Any]]:
+    """What ``produce(report, *args)`` yields, as it comes: made here, or, when the storage
+    is remote, in a helper process (see run_apart), which sends it through a pipe
+    LISTING_CHUNK entries at a time, each chunk with what was added to its own report
+    meanwhile (added to ``report`` before the chunk's entries come out)."""
+    if not storage.remote:
+        yield produce(report, *args)
+        return
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    try:
+        with worker_pool(1, config) as pool:
+            future = pool.submit(in_worker, _apart,
+                                 (_send_listing, (produce, args, writer.fileno())))
+            writer.close()                  # the helper has its copy: its end is the end
+            try:
+                yield _received(reader, future, report)
+            finally:
+                reader.close()              # a helper still sending stops (broken pipe)
+    finally:
+        writer.close()
+        reader.close()
+
+
+def _send_listing(produce: Callable[..., Iterator[Any]], args: tuple, fd: int) -> None:
+    """In a helper process: send what ``produce`` yields through the pipe ``fd`` (see
+    listed): its first value as it is, then Listing chunks of the entries, each with its
+    report."""
+    from multiprocessing.connection import Connection
+    sink, report, chunk = Connection(fd, readable=False), ListReport(), Listing()
+    try:
+        listing = produce(report, *args)
+        sink.send(next(listing))
+        for entry in listing:
+            chunk.append(*entry)
+            if len(chunk) >= LISTING_CHUNK:
+                sink.send((chunk, report.take()))
+                chunk = Listing()
+        sink.send((chunk, report.take()))
+    finally:
+        sink.close()
+
+
+def _received(reader: Any, future: Any, report: ListReport) -> Iterator[Any]:
+    """What a helper process sends (see _send_listing), as it comes; the helper's error,
+    if it had one, once it has sent everything."""
+    first = True
+    while True:
+        while not reader.poll(STOP_POLL_SECONDS):
+            check_stop()
+        check_stop()
+        try:
+            message = reader.recv()
+        except EOFError:
+            break
+        if first:
+            first = False
+            yield message
+            continue
+        chunk, found = message
+        report.add(found)
+        yield from chunk
+    done, _ = wait_polling([future])
+    merge_requests(done.pop().result()[1])
+
+
+def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
+             ) -> tuple[Plan, ListReport]:
+    """List both storages and plan the backup.  A storage that lists in key order
+    (``ordered``) is walked as it lists, in plan order (in_plan_order); another, or one
+    found not to be in order after all (it is listed again), is held as a Listing and
+    sorted, and so are encrypted names.  The plan counts everything before anything is
+    done: the guards see every count."""
+    source_filter(src, dest, config.ignore_regex)      # its error before anything is done
+    walked = {"src": src.ordered,
+              "dest": dest.ordered and not config.codec.encrypt_filenames}
+    while True:
+        report = ListReport()
+        try:
+            with listed(config, src, report, source_listing, src, dest,
+                        config.ignore_regex) as source:
+                next(source)                 # the source is there: now the destination
+                with listed(config, dest, report, object_listing, dest, dry_run) as objects:
+                    next(objects)
+                    return plan_backup(
+                        listed_in_plan_order(source, walked["src"], "src", report, dest,
+                                             config),
+                        listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
+                                             config),
+                        today(), config.deleted_keep_days, report.blind,
+                        config.versions_keep_days, ordered=True), report
+        except OutOfOrder as exc:
+            log.info("note: %s does not list in key order: its listing is sorted here "
+                     "instead", src if exc.side == "src" else dest)
+            walked[exc.side] = False
+
+
+def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
+                         report: ListReport, dest: Storage, config: Config
+                         ) -> Iterator[Any]:
+    """One side of plan_run: source files ("src") or backup objects ("dest"), in plan
+    order, walked as listed or held and sorted."""
+    if walked and side == "src":
+        return in_plan_order(listed_files(listing), side)
+    if walked:
+        return in_plan_order(listed_objects(listing, config.codec, report), side)
+    held = Listing()
+    for entry in listing:
+        held.append(*entry)
+    if side == "src":
+        return held.files_in_order()
+    return held_objects(dest, held, config, report).objects_in_order()
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
     src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
-    source, objects, report = run_apart(config, (src, dest), survey_backup, src, dest,
-                                        config.ignore_regex, args.dry_run)
-    stored = read_backup(dest, objects, config, report)
+    plan, report = plan_run(config, src, dest, args.dry_run)
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -3443,8 +3980,6 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     for bad in report.bad_names:     # not ours, or damaged: left alone, never counted as ours
         log.warning("warning: ignored %s", bad)
     history = config.versions_keep_days
-    plan = plan_backup(source, stored, today(), config.deleted_keep_days,
-                       tuple(report.blind), history)
     if not args.allow_mass_delete:
         check_mass_delete(plan)
     if not (history or args.allow_mass_change):
