@@ -725,6 +725,8 @@ R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
 FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (or container)
                                   # is only removed when it has not been written for this long
+MEMORY_WRITE = 1024 * 1024        # bytes; a local write expected to be at most this big is
+                                  # made in memory and written with one system call
 
 
 @lru_cache(maxsize=1)
@@ -865,27 +867,45 @@ def _libc_syncfs() -> Optional[Callable[[int], int]]:
     return libc_function("syncfs")
 
 
-def _sync_files(paths: list[str]) -> None:
-    """Make these files' data durable: one syncfs() per file system they live on where the
-    platform has it (one journal commit for a whole batch), else an fsync of each."""
+def _syncfs(folders: Iterable[str]) -> bool:
+    """syncfs() once for each file system these folders live on (one journal commit for
+    everything written there); False where the platform has none, or one failed."""
     syncfs = _libc_syncfs()
-    if syncfs is not None:
-        devices = {os.stat(os.path.dirname(p)).st_dev: os.path.dirname(p) for p in paths}
-        failed = False
-        for folder in devices.values():
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                failed |= syncfs(fd) != 0
-            finally:
-                os.close(fd)
-        if not failed:
-            return
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
+    if syncfs is None:
+        return False
+    synced = True
+    for folder in {os.stat(folder).st_dev: folder for folder in folders}.values():
+        fd = os.open(folder, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            synced &= syncfs(fd) == 0
         finally:
             os.close(fd)
+    return synced
+
+
+def _sync_files(paths: list[str], folders: set[str]) -> None:
+    """Make these files' data durable (they lie in ``folders``): syncfs, else an fsync of
+    each."""
+    if not _syncfs(folders):
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _sync_folders(folders: set[str]) -> None:
+    """Make the names just given in these folders durable: syncfs, else an fsync of each
+    folder."""
+    if not _syncfs(folders):
+        for folder in folders:
+            _fsync_dir(folder)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -921,7 +941,10 @@ class LocalStorage:
         return self.root
 
     def _full(self, key: str) -> str:
-        return os.path.join(self.root, *key.split("/")) if key else self.root
+        if not key:
+            return self.root
+        return f"{self.root}/{key}" if os.sep == "/" else os.path.join(self.root,
+                                                                         *key.split("/"))
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
         """Check the root (creating it if asked); False when it is missing and missing_ok."""
@@ -1048,11 +1071,22 @@ class LocalStorage:
         self._unfinished.add(tmp)
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w+b") as sink:
-                result = fill(sink)
-                sink.flush()
-                if self._pending is None:
-                    os.fsync(sink.fileno())
+            if 0 < expect <= MEMORY_WRITE:      # made in memory, written at once
+                try:
+                    with io.BytesIO() as memory:
+                        result = fill(memory)
+                        with memory.getbuffer() as data:
+                            _write_all(fd, data)
+                    if self._pending is None:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                with os.fdopen(fd, "w+b") as sink:
+                    result = fill(sink)
+                    sink.flush()
+                    if self._pending is None:
+                        os.fsync(sink.fileno())
             key = key_of(result)
             assert key.rpartition("/")[0] == folder, (key, folder)
             if mode != 0o600:
@@ -1092,15 +1126,16 @@ class LocalStorage:
     @contextlib.contextmanager
     def batch(self) -> Iterator[dict[str, BaseException]]:
         """Small writes: store() leaves each file under its temporary name; at the end one
-        file-system sync makes them all durable, then they are renamed into place and each
-        folder is synced once.  Two flushes for the batch instead of two per file.  A file
-        whose rename fails is in the yielded dict."""
+        file-system sync makes them all durable, then they are renamed into place and one
+        more makes the new names durable.  Two flushes for the batch instead of two per
+        file.  A file whose rename fails is in the yielded dict."""
         self._pending = pending = []
         failed: dict[str, BaseException] = {}
         done = 0
         try:
             yield failed
-            _sync_files([tmp for tmp, _, _ in pending])
+            folders = {directory for _, _, directory in pending}
+            _sync_files([tmp for tmp, _, _ in pending], folders)
             for tmp, key, _ in pending:
                 try:
                     os.replace(tmp, self._full(key))
@@ -1110,8 +1145,7 @@ class LocalStorage:
                         os.remove(tmp)
                 self._unfinished.discard(tmp)
                 done += 1       # only now: a stop before this line still removes tmp
-            for directory in {d for _, _, d in pending}:
-                _fsync_dir(directory)
+            _sync_folders(folders)
         except BaseException:
             for tmp, _, _ in pending[done:]:
                 with contextlib.suppress(OSError):
@@ -2791,7 +2825,7 @@ def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Out
 
     with _object_stream(worker, obj, data) as src:
         worker.restore.store(path.rpartition("/")[0], fill, lambda _: path, mtime=name.mtime,
-                             mode=worker.file_mode)
+                             mode=worker.file_mode, expect=name.size)
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
 
 
@@ -3305,13 +3339,17 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def _job_path(job: Job) -> str:
+    return job.path
+
+
 def batch_small(jobs: Iterable[Job]) -> list[Batch]:
-    """Group the jobs of small files into Batches; big ones stay single and go first."""
-    single, batches, current, total = [], [], [], 0
-    for job in jobs:
-        if job.size >= SMALL_FILE:
-            single.append(Batch((job,)))
-            continue
+    """Group the jobs of small files into Batches, in path order (a batch then touches few
+    folders); big ones stay single, in the order given, and go first."""
+    jobs = list(jobs)
+    single = [Batch((job,)) for job in jobs if job.size >= SMALL_FILE]
+    batches, current, total = [], [], 0
+    for job in sorted((job for job in jobs if job.size < SMALL_FILE), key=_job_path):
         current.append(job)
         total += job.size
         if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
