@@ -42,8 +42,9 @@ There is no state anywhere else: the destination's listing is the whole truth.
 
 Sections, in this order (each needs only those above it)
     Constants, Errors, Base36 codec, Key derivation and streaming AEAD, Backup names,
-    Compression, Content pipeline, Storages (the contract, LocalStorage, S3Storage),
-    Configuration, Jobs, Planner, Stopping, Workers, Reporting, Driver, Command line.
+    Compression, Content pipeline, Bandwidth cap, Storages (the contract, LocalStorage,
+    S3Storage), Configuration, Jobs, Planner, Stopping, Workers, Reporting, Driver,
+    Command line.
 """
 
 from __future__ import annotations
@@ -704,11 +705,117 @@ def spool(expect: int = 0) -> BinaryIO:
 
 
 # =====================================================================================
+# Bandwidth cap: one token bucket for every process and thread of a run
+# =====================================================================================
+#
+# bandwidth_limit caps the object data read from and written to the destination.  A cap
+# per process would let five workers use five times the limit, so the bucket lives in
+# shared memory that the parent makes before it forks the workers: every process, and
+# every thread in each, draws from one budget.  The storages apply it (their ``throttle``).
+
+THROTTLE_LOCK_SECONDS = 1.0   # a process killed while it held the bucket's lock (SIGKILL)
+                              # holds up the others this long at most; then they go on
+
+
+class Throttle:
+    """A token bucket of ``rate`` bytes per second, shared by this process, the processes
+    forked from it after it was made, and all their threads.
+
+    The bucket holds at most one second of tokens (the largest burst) and starts full.
+    take(n) spends n tokens at once, going into debt when there are not enough, and sleeps
+    until its debt is paid: whoever comes meanwhile finds the debt and waits behind it, so
+    that together they never pass more than ``rate`` bytes a second after the first burst.
+    Pickled (a storage sent to a helper process), it stands for the same bucket in any
+    process forked from the one that made it.
+    """
+
+    _made: ClassVar[dict[bytes, "Throttle"]] = {}    # this process family's buckets
+
+    def __init__(self, rate: int):
+        assert rate > 0, rate
+        self.rate = rate
+        self._tokens = multiprocessing.RawValue("d", float(rate))
+        self._stamp = multiprocessing.RawValue("d", time.monotonic())
+        self._lock = multiprocessing.Lock()
+        self.ident = os.urandom(8)
+        Throttle._made[self.ident] = self
+
+    def __reduce__(self) -> tuple:
+        return _same_throttle, (self.ident, self.rate)
+
+    def take(self, size: int) -> None:
+        """Wait until ``size`` more bytes may pass."""
+        while size > 0:
+            part = min(size, self.rate)
+            locked = self._lock.acquire(timeout=THROTTLE_LOCK_SECONDS)
+            try:
+                now = time.monotonic()
+                tokens = min(float(self.rate), self._tokens.value
+                             + (now - self._stamp.value) * self.rate) - part
+                self._tokens.value, self._stamp.value = tokens, now
+            finally:
+                if locked:
+                    self._lock.release()
+            if tokens < 0:
+                time.sleep(-tokens / self.rate)
+            size -= part
+
+
+def _same_throttle(ident: bytes, rate: int) -> Throttle:
+    """The bucket a pickled Throttle stands for.  A process that was not forked from its
+    maker (a platform without fork) cannot share it, and gets a bucket of its own."""
+    return Throttle._made.get(ident) or Throttle(rate)
+
+
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """What a stream wrapper needs to be used in a ``with`` block: leaving it closes."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class Metered(Closing):
+    """A stream whose reads and writes pass through a Throttle; seek, tell and the rest go
+    to the stream itself."""
+
+    def __init__(self, stream: Any, throttle: Throttle):
+        self.stream, self.throttle = stream, throttle
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.throttle.take(len(data))
+        return data
+
+    def write(self, data: bytes) -> int:
+        self.throttle.take(len(data))
+        return self.stream.write(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+# =====================================================================================
 # Storages: one contract (the Storage protocol), a local folder and an S3 bucket
 # =====================================================================================
 #
 # The driver knows storages only through the Storage protocol below: what a storage
-# must do, and two capabilities (``remote``; ``is_unchanged``) instead of type checks.
+# must do, and two capabilities (``remote``; ``is_unchanged``) instead of type checks,
+# and one budget (``throttle``).
 # Each storage turns its own failures into our errors (MissingError, TransferError,
 # StorageError, OSError), so no caller needs to know its library.  A new backend is one
 # class here and one line in make_storage(); tests/test_storage.py runs the contract
@@ -775,6 +882,12 @@ class Storage(Protocol):
     """True when requests wait on a network: the workers then overlap them on threads,
     and the parent lists the storage in a short-lived helper process (so that the
     workers it forks do not inherit the storage's client library)."""
+
+    throttle: Optional[Throttle]
+    """The bandwidth budget (bandwidth_limit), or None.  Every byte read from a stream that
+    open() returns, and every byte store() sends or writes, passes through it, in whichever
+    process or thread; listings, stat, rename and remove do not.  Only the destination has
+    one (see make_storage)."""
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
         """Check the root is there and usable, creating it if ``create``; False when it is
@@ -897,8 +1010,10 @@ class LocalStorage:
 
     remote: ClassVar[bool] = False
 
-    def __init__(self, root: str, confined: bool = False, reap: bool = False):
+    def __init__(self, root: str, confined: bool = False, reap: bool = False,
+                 throttle: Optional[Throttle] = None):
         self.root = os.path.abspath(os.path.expanduser(root))
+        self.throttle = throttle
         self.reap = reap or confined   # remove stale temporary files of ours: only where we
                                        # write (a backup's destination, a restore target)
         self.confined = confined  # refuse writes whose folder resolves outside the root
@@ -1014,9 +1129,10 @@ class LocalStorage:
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return open(self._full(key), "rb")
+            stream = open(self._full(key), "rb")
         except FileNotFoundError:
             raise MissingError(f"{key} no longer exists") from None
+        return Metered(stream, self.throttle) if self.throttle else stream
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -1038,7 +1154,7 @@ class LocalStorage:
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w+b") as sink:
-                result = fill(sink)
+                result = fill(Metered(sink, self.throttle) if self.throttle else sink)
                 sink.flush()
                 if self._pending is None:
                     os.fsync(sink.fileno())
@@ -1220,7 +1336,7 @@ def s3_requests(missing: str = "") -> Iterator[None]:
                             ) from None
 
 
-class _S3Body:
+class _S3Body(Closing):
     """A GetObject body whose read errors are ours (TransferError), as for every request."""
 
     def __init__(self, body: Any):
@@ -1233,12 +1349,6 @@ class _S3Body:
     def close(self) -> None:
         self._body.close()
 
-    def __enter__(self) -> "_S3Body":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
 
 _S3_CLIENT_LOCK = threading.Lock()   # one client per process, made by the first thread
 
@@ -1248,8 +1358,9 @@ class S3Storage:
 
     remote: ClassVar[bool] = True
 
-    def __init__(self, config: StorageConfig):
+    def __init__(self, config: StorageConfig, throttle: Optional[Throttle] = None):
         self.config = config
+        self.throttle = throttle
         self.bucket = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
@@ -1386,10 +1497,11 @@ class S3Storage:
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
 
-    def open(self, key: str) -> _S3Body:
+    def open(self, key: str) -> Union[_S3Body, Metered]:
         with s3_requests(missing=key):
-            return _S3Body(self.client.get_object(Bucket=self.bucket,
+            body = _S3Body(self.client.get_object(Bucket=self.bucket,
                                                   Key=self.prefix + key)["Body"])
+        return Metered(body, self.throttle) if self.throttle else body
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -1417,12 +1529,30 @@ class S3Storage:
             key = key_of(result)
             size = sink.tell()
             sink.seek(0)
+            if self.throttle:
+                self._meter_uploads()
             if size < S3_MULTIPART_THRESHOLD:
                 self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=sink,
                                        **self._extra())
             else:
                 self._upload_parts(sink, key, size)
         return result, key
+
+    def _meter_uploads(self) -> None:
+        """Have this process's client send upload bodies through the throttle.  Not the
+        body store() hands it: botocore's signer reads that once for its hash before it is
+        sent (and again on every retry), and a hash is no traffic.  So the body is metered
+        where the request goes out, in botocore's before-send event (registered once per
+        client: the unique ids make a second registration nothing)."""
+        for operation in ("PutObject", "UploadPart"):
+            self.client.meta.events.register(f"before-send.s3.{operation}",
+                                             self._metered_send, unique_id=f"esb-{operation}")
+
+    def _metered_send(self, request: Any, **_: Any) -> None:
+        if hasattr(request.body, "read"):
+            request.body = Metered(request.body, self.throttle)
+        elif request.body:
+            self.throttle.take(len(request.body))
 
     def _abort_others(self, full_key: str, kept: str) -> None:
         """A create request retried after its answer was lost leaves an empty upload of the
@@ -1472,14 +1602,16 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
 
-def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False
-                 ) -> Storage:
+def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
+                 throttle: Optional[Throttle] = None) -> Storage:
     """The storage a configuration section names.  ``confined``: refuse writes that would
     leave the root (a restore target); ``reap``: remove stale temporary files of killed
-    runs (where this run writes).  A new backend adds one line here."""
+    runs (where this run writes); ``throttle``: the bandwidth budget its object data
+    passes through (the destination's).  A new backend adds one line here."""
     if config.s3_bucket:
-        return S3Storage(config)
-    return LocalStorage(config.local_path or "", confined=confined, reap=reap)
+        return S3Storage(config, throttle=throttle)
+    return LocalStorage(config.local_path or "", confined=confined, reap=reap,
+                        throttle=throttle)
 
 
 # =====================================================================================
