@@ -3031,7 +3031,7 @@ class Tally:
 
 NOTIFY_TIMEOUT = 10        # seconds a ping or webhook request may take
 NOTIFY_TRIES = 3           # tries per message (an answer 4xx but 408 and 429 is final); a
-                           # URL that fails them all gets nothing more in this run
+                           # URL whose server never answered gets nothing more in this run
 NOTIFY_BACKOFF = 2.0       # seconds before the second try, doubled before each next one
 PING_BODY_MAX = 100_000    # bytes of an end ping's body (what healthchecks.io keeps)
 WEBHOOK_FAILURES = 50      # failure lines a webhook carries: the first ones ...
@@ -3303,7 +3303,7 @@ class Monitor(logging.Handler):
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
         self.last_bytes = 0                                        # PING_BODY_MAX bytes
-        self.given_up: set[str] = set()          # URLs that failed every try
+        self.given_up: set[str] = set()          # URLs whose server never answered
         if kind is not None:
             log.addHandler(self)
 
@@ -3325,11 +3325,10 @@ class Monitor(logging.Handler):
         if self.kind is None:
             return
         self.alerts = config.alerts
+        if self.kind == "backup":
+            self.post_command = config.post_command
         self._send(config.alerts.healthcheck_url, "/start")
-        if self.kind != "backup":
-            return
-        self.post_command = config.post_command
-        if config.pre_command:
+        if self.kind == "backup" and config.pre_command:
             status, tail = run_command("pre_command", config.pre_command, dict(os.environ))
             if status:
                 said = f": {' | '.join(tail)}" if tail else " with no output"
@@ -3388,7 +3387,8 @@ class Monitor(logging.Handler):
             return
         why = deliver(with_suffix(url, suffix), body, content_type)
         if why:
-            self.given_up.add(url)
+            if not why.startswith("HTTP "):     # no answer: a dead server costs no more time
+                self.given_up.add(url)
             log.warning("warning: %s to %s failed after %d tries (%s); the run's outcome is "
                         "unchanged", what, url_origin(url), NOTIFY_TRIES, why)
 

@@ -154,7 +154,8 @@ def test_a_failing_answer_is_tried_three_times_and_a_slow_one_times_out(
     sample(pinged)
     code, _, err = run(pinged)
     assert code == 0 and "(HTTP 503)" in err
-    assert ping_server.seen() == [("GET", f"/ping/{KEY}/start")] * 3   # then given up
+    start, success = ("GET", f"/ping/{KEY}/start"), ("POST", f"/ping/{KEY}")
+    assert ping_server.seen() == [start] * 3 + [success]     # a server that answers: kept
     monkeypatch.setattr(esb, "NOTIFY_TIMEOUT", 0.2)
     ping_server.stall, ping_server.answers = 2, {}
     began = time.monotonic()
@@ -165,11 +166,11 @@ def test_a_failing_answer_is_tried_three_times_and_a_slow_one_times_out(
 
 def test_a_client_error_is_final_and_a_bad_url_is_refused_without_showing_it(
         pinged, ping_server):
-    ping_server.answers[f"/ping/{KEY}/start"] = 404
+    ping_server.answers[f"/ping/{KEY}/start"] = 404      # an Uptime Kuma push URL does this
     sample(pinged)
     code, _, err = run(pinged)
     assert code == 0 and "(HTTP 404)" in err
-    assert ping_server.seen() == [("GET", f"/ping/{KEY}/start")]
+    assert ping_server.seen() == [("GET", f"/ping/{KEY}/start"), ("POST", f"/ping/{KEY}")]
     pinged.set(HEALTHCHECK_URL=f"ftp://example.net/{KEY}", NOTIFY_URL=f"https://{KEY} x")
     code, _, err = run(pinged)
     assert code == 2
