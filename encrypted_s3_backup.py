@@ -779,8 +779,7 @@ _C = TypeVar("_C", bound="Closing")
 class Closing:
     """What a stream wrapper needs to be used in a ``with`` block: leaving it closes."""
 
-    def close(self) -> None:
-        raise NotImplementedError
+    close: Callable[[], None]      # the wrapper's own
 
     def __enter__(self: _C) -> _C:
         return self

@@ -82,6 +82,23 @@ def test_a_per_file_failure_pings_fail_with_the_failure_lines(pinged, ping_serve
     assert "FAILED upload f1.txt: Permission denied" in err
 
 
+def test_the_end_pings_body_keeps_the_summary_and_the_last_failures_that_fit(
+        pinged, ping_server, monkeypatch):
+    monkeypatch.setattr(esb, "PING_BODY_MAX", 400)
+    names = [f"f{i:02}.txt" for i in range(30)]
+    for name in names:
+        pinged.write(name, b"x")
+    fail_reading(pinged, *names)
+    code, _, err = run(pinged)
+    assert code == 1
+    failures = [line.split("] ", 1)[1] for line in err.splitlines() if "FAILED" in line]
+    assert len(failures) == 30
+    lines = ping_server.requests[-1].body.decode().splitlines()
+    assert len("\n".join(lines).encode()) < 400 and lines[0].startswith("backup done: 30 failed;")
+    assert 3 < len(lines) - 1 < 30
+    assert lines[1:] == failures[-(len(lines) - 1):]     # the last ones, in their order
+
+
 def test_a_configuration_error_pings_fail_when_the_url_is_known(pinged, ping_server):
     pinged.set(ENCRYPTION_PASSWORD=None, BACKUP_PROCESSES="many")
     code, _, err = run(pinged)
