@@ -3420,7 +3420,6 @@ def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list
     ``what`` (stdout as progress, stderr as warnings); its exit status (negative: the
     signal that killed it) and its last lines of output.  A stop (Ctrl-C, SIGTERM) stops
     the command and all it started, then goes on as a stop."""
-    import collections
     import subprocess
     last: collections.deque[str] = collections.deque(maxlen=COMMAND_TAIL)
     log.info("%s: running", what)
@@ -3583,7 +3582,6 @@ class Monitor(logging.Handler):
 
     def __init__(self, kind: Optional[str], config_path: Optional[str]):
         super().__init__(logging.INFO)
-        import collections
         self.kind, self.config_path = kind, config_path
         self.started = time.time()
         self.alerts: Optional[Alerts] = None     # known once the configuration loaded
