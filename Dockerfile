@@ -16,6 +16,10 @@
 # TZ the time zone it is read in (default UTC). A run is skipped while the previous one is still
 # going. Keep the variables in a file with `--env-file backup.env` to keep the password out of
 # your shell history. A config.json mounted at /app/config.json works too; variables override it.
+# To hear how each run went: HEALTHCHECK_URL (pinged at start and end, /fail on a failure or a
+# skipped run), NOTIFY_URL (a JSON webhook), METRICS_FILE (a Prometheus textfile in a mounted
+# folder). PRE_COMMAND and POST_COMMAND run around each backup, and BANDWIDTH_LIMIT (e.g. 2M)
+# caps its transfers. See README.md, Monitoring.
 #
 # With a command, the image runs it instead of cron (same variables):
 #   docker run --rm --env-file backup.env encrypted_s3_backup python3 /app/encrypted_s3_backup.py --verify

@@ -6,8 +6,10 @@
 #                                   "0 * * * *"), print the schedule and time zone, run `cron -f`.
 #   crontab.sh __cron_job__ [FILE]  one scheduled run (what the installed crontab line calls):
 #                                   load the env file, skip the run if the previous one still
-#                                   holds the lock, else run the backup with its output in the
-#                                   container log. "__cron_job__" is a reserved word, not a command.
+#                                   holds the lock (and report the skip to the monitors:
+#                                   the script's --report-skipped), else run the backup with its
+#                                   output in the container log. "__cron_job__" is a reserved
+#                                   word, not a command.
 #   crontab.sh COMMAND [ARG...]     run that command instead of cron, e.g.
 #                                   docker run --rm -e ... IMAGE python3 /app/encrypted_s3_backup.py --verify
 #
@@ -134,7 +136,7 @@ start_cron() {
 }
 
 run_job() {
-    local env_file=${1:-${ESB_ENV_FILE:-/app/cron.env}} rc=0
+    local env_file=${1:-${ESB_ENV_FILE:-/app/cron.env}} rc=0 why
     [[ -r $env_file ]] ||
         die 2 "no environment file $env_file: start the container without a command first, it writes the file"
     set -a
@@ -147,6 +149,11 @@ run_job() {
     exec 9>>"${ESB_LOCK_FILE:-/run/encrypted_s3_backup.lock}"
     if ! flock -n 9; then
         log "previous backup still running; skipping this run"
+        # A run that did not happen is a failure to the monitors (HEALTHCHECK_URL's /fail
+        # ping, NOTIFY_URL): a backup stuck for days must not look like a quiet success.
+        why="previous run still going: the backup due at $(date '+%Y-%m-%dT%H:%M:%S') was skipped"
+        "${ESB_PYTHON:-python3}" -u "${ESB_SCRIPT:-/app/encrypted_s3_backup.py}" \
+            --report-skipped "$why" || true
         exit 0
     fi
     "${ESB_PYTHON:-python3}" -u "${ESB_SCRIPT:-/app/encrypted_s3_backup.py}" || rc=$?

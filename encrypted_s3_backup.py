@@ -42,8 +42,9 @@ There is no state anywhere else: the destination's listing is the whole truth.
 
 Sections, in this order (each needs only those above it)
     Constants, Errors, Base36 codec, Key derivation and streaming AEAD, Backup names,
-    Compression, Content pipeline, Storages (the contract, LocalStorage, S3Storage),
-    Configuration, Jobs, Planner, Stopping, Workers, Reporting, Driver, Command line.
+    Compression, Content pipeline, Bandwidth cap, Storages (the contract, LocalStorage,
+    S3Storage), Configuration, Jobs, Planner, Stopping, Workers, Reporting, Monitoring,
+    Driver, Command line.
 """
 
 from __future__ import annotations
@@ -182,6 +183,12 @@ class TransferError(BackupError):
 
 class RefusedError(BackupError):
     """A run that looks like a mistake (mass deletion) was refused; nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
+
+class CommandError(BackupError):
+    """The pre_command failed, so the backup did not start; nothing was changed."""
 
     exit_code = EXIT_USAGE
 
@@ -488,9 +495,13 @@ def parse_plain_name(stem: str) -> BackupName:
 
 
 def read_stem(stem: str, suffix: str) -> BackupName:
-    """A plaintext name without its suffix, read with the suffix (".enc" or ".ver")."""
-    name = parse_plain_name(stem)
-    return name._replace(version=True) if suffix == VERSION_SUFFIX else name
+    """A plaintext name without its suffix, read with the suffix (".enc" or ".ver"; another
+    is a BadNameError)."""
+    if suffix == OBJECT_SUFFIX:
+        return parse_plain_name(stem)
+    if suffix == VERSION_SUFFIX:
+        return parse_plain_name(stem)._replace(version=True)
+    raise BadNameError(f"does not end with {OBJECT_SUFFIX} or {VERSION_SUFFIX}")
 
 
 def encode_name(name: BackupName, codec: Codec) -> str:
@@ -717,11 +728,116 @@ def spool(expect: int = 0) -> BinaryIO:
 
 
 # =====================================================================================
+# Bandwidth cap: one token bucket for every process and thread of a run
+# =====================================================================================
+#
+# bandwidth_limit caps the object data read from and written to the destination.  A cap
+# per process would let five workers use five times the limit, so the bucket lives in
+# shared memory that the parent makes before it forks the workers: every process, and
+# every thread in each, draws from one budget.  The storages apply it (their ``throttle``).
+
+THROTTLE_LOCK_SECONDS = 1.0   # a process killed while it held the bucket's lock (SIGKILL)
+                              # holds up the others this long at most; then they go on
+
+
+class Throttle:
+    """A token bucket of ``rate`` bytes per second, shared by this process, the processes
+    forked from it after it was made, and all their threads.
+
+    The bucket holds at most one second of tokens (the largest burst) and starts full.
+    take(n) spends n tokens at once, going into debt when there are not enough, and sleeps
+    until its debt is paid: whoever comes meanwhile finds the debt and waits behind it, so
+    that together they never pass more than ``rate`` bytes a second after the first burst.
+    Pickled (a storage sent to a helper process), it stands for the same bucket in any
+    process forked from the one that made it.
+    """
+
+    _made: ClassVar[dict[bytes, "Throttle"]] = {}    # this process family's buckets
+
+    def __init__(self, rate: int):
+        assert rate > 0, rate
+        self.rate = rate
+        self._tokens = multiprocessing.RawValue("d", float(rate))
+        self._stamp = multiprocessing.RawValue("d", time.monotonic())
+        self._lock = multiprocessing.Lock()
+        self.ident = os.urandom(8)
+        Throttle._made[self.ident] = self
+
+    def __reduce__(self) -> tuple:
+        return _same_throttle, (self.ident, self.rate)
+
+    def take(self, size: int) -> None:
+        """Wait until ``size`` more bytes may pass."""
+        while size > 0:
+            part = min(size, self.rate)
+            locked = self._lock.acquire(timeout=THROTTLE_LOCK_SECONDS)
+            try:
+                now = time.monotonic()
+                tokens = min(float(self.rate), self._tokens.value
+                             + (now - self._stamp.value) * self.rate) - part
+                self._tokens.value, self._stamp.value = tokens, now
+            finally:
+                if locked:
+                    self._lock.release()
+            if tokens < 0:
+                time.sleep(-tokens / self.rate)
+            size -= part
+
+
+def _same_throttle(ident: bytes, rate: int) -> Throttle:
+    """The bucket a pickled Throttle stands for.  A process that was not forked from its
+    maker (a platform without fork) cannot share it, and gets a bucket of its own."""
+    return Throttle._made.get(ident) or Throttle(rate)
+
+
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """What a stream wrapper needs to be used in a ``with`` block: leaving it closes."""
+
+    close: Callable[[], None]      # the wrapper's own
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class Metered(Closing):
+    """A stream whose reads and writes pass through a Throttle; seek, tell and the rest go
+    to the stream itself."""
+
+    def __init__(self, stream: Any, throttle: Throttle):
+        self.stream, self.throttle = stream, throttle
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.throttle.take(len(data))
+        return data
+
+    def write(self, data: bytes) -> int:
+        self.throttle.take(len(data))
+        return self.stream.write(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+# =====================================================================================
 # Storages: one contract (the Storage protocol), a local folder and an S3 bucket
 # =====================================================================================
 #
 # The driver knows storages only through the Storage protocol below: what a storage
-# must do, and two capabilities (``remote``; ``is_unchanged``) instead of type checks.
+# must do, and two capabilities (``remote``; ``is_unchanged``) instead of type checks,
+# and one budget (``throttle``).
 # Each storage turns its own failures into our errors (MissingError, TransferError,
 # StorageError, OSError), so no caller needs to know its library.  A new backend is one
 # class here and one line in make_storage(); tests/test_storage.py runs the contract
@@ -731,6 +847,8 @@ R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
 FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (or container)
                                   # is only removed when it has not been written for this long
+MEMORY_WRITE = 1024 * 1024        # bytes; a local write expected to be at most this big is
+                                  # made in memory and written with one system call
 
 
 @lru_cache(maxsize=1)
@@ -808,6 +926,12 @@ class Storage(Protocol):
     listing.  The driver checks the order as it reads, and a listing that breaks it is
     listed again and sorted, so a storage whose service only mostly keeps the order may
     say True."""
+
+    throttle: Optional[Throttle]
+    """The bandwidth budget (bandwidth_limit), or None.  Every byte read from a stream that
+    open() returns, and every byte store() sends or writes, passes through it, in whichever
+    process or thread; listings, stat, rename and remove do not.  Only the destination has
+    one (see make_storage)."""
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
         """Check the root is there and usable, creating it if ``create``; False when it is
@@ -891,27 +1015,45 @@ def _libc_syncfs() -> Optional[Callable[[int], int]]:
     return libc_function("syncfs")
 
 
-def _sync_files(paths: list[str]) -> None:
-    """Make these files' data durable: one syncfs() per file system they live on where the
-    platform has it (one journal commit for a whole batch), else an fsync of each."""
+def _syncfs(folders: Iterable[str]) -> bool:
+    """syncfs() once for each file system these folders live on (one journal commit for
+    everything written there); False where the platform has none, or one failed."""
     syncfs = _libc_syncfs()
-    if syncfs is not None:
-        devices = {os.stat(os.path.dirname(p)).st_dev: os.path.dirname(p) for p in paths}
-        failed = False
-        for folder in devices.values():
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                failed |= syncfs(fd) != 0
-            finally:
-                os.close(fd)
-        if not failed:
-            return
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
+    if syncfs is None:
+        return False
+    synced = True
+    for folder in {os.stat(folder).st_dev: folder for folder in folders}.values():
+        fd = os.open(folder, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            synced &= syncfs(fd) == 0
         finally:
             os.close(fd)
+    return synced
+
+
+def _sync_files(paths: list[str], folders: set[str]) -> None:
+    """Make these files' data durable (they lie in ``folders``): syncfs, else an fsync of
+    each."""
+    if not _syncfs(folders):
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _sync_folders(folders: set[str]) -> None:
+    """Make the names just given in these folders durable: syncfs, else an fsync of each
+    folder."""
+    if not _syncfs(folders):
+        for folder in folders:
+            _fsync_dir(folder)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -935,8 +1077,10 @@ class LocalStorage:
     remote: ClassVar[bool] = False
     ordered: ClassVar[bool] = True
 
-    def __init__(self, root: str, confined: bool = False, reap: bool = False):
+    def __init__(self, root: str, confined: bool = False, reap: bool = False,
+                 throttle: Optional[Throttle] = None):
         self.root = os.path.abspath(os.path.expanduser(root))
+        self.throttle = throttle
         self.reap = reap or confined   # remove stale temporary files of ours: only where we
                                        # write (a backup's destination, a restore target)
         self.confined = confined  # refuse writes whose folder resolves outside the root
@@ -948,7 +1092,10 @@ class LocalStorage:
         return self.root
 
     def _full(self, key: str) -> str:
-        return os.path.join(self.root, *key.split("/")) if key else self.root
+        if not key:
+            return self.root
+        return f"{self.root}/{key}" if os.sep == "/" else os.path.join(self.root,
+                                                                         *key.split("/"))
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
         """Check the root (creating it if asked); False when it is missing and missing_ok."""
@@ -1079,9 +1226,10 @@ class LocalStorage:
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return open(self._full(key), "rb")
+            stream = open(self._full(key), "rb")
         except FileNotFoundError:
             raise MissingError(f"{key} no longer exists") from None
+        return Metered(stream, self.throttle) if self.throttle else stream
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -1102,11 +1250,24 @@ class LocalStorage:
         self._unfinished.add(tmp)
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w+b") as sink:
-                result = fill(sink)
-                sink.flush()
-                if self._pending is None:
-                    os.fsync(sink.fileno())
+            if 0 < expect <= MEMORY_WRITE:      # made in memory, written at once
+                try:
+                    with io.BytesIO() as memory:
+                        result = fill(memory)
+                        with memory.getbuffer() as data:
+                            if self.throttle:
+                                self.throttle.take(len(data))
+                            _write_all(fd, data)
+                    if self._pending is None:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                with os.fdopen(fd, "w+b") as sink:
+                    result = fill(Metered(sink, self.throttle) if self.throttle else sink)
+                    sink.flush()
+                    if self._pending is None:
+                        os.fsync(sink.fileno())
             key = key_of(result)
             assert key.rpartition("/")[0] == folder, (key, folder)
             if mode != 0o600:
@@ -1146,15 +1307,16 @@ class LocalStorage:
     @contextlib.contextmanager
     def batch(self) -> Iterator[dict[str, BaseException]]:
         """Small writes: store() leaves each file under its temporary name; at the end one
-        file-system sync makes them all durable, then they are renamed into place and each
-        folder is synced once.  Two flushes for the batch instead of two per file.  A file
-        whose rename fails is in the yielded dict."""
+        file-system sync makes them all durable, then they are renamed into place and one
+        more makes the new names durable.  Two flushes for the batch instead of two per
+        file.  A file whose rename fails is in the yielded dict."""
         self._pending = pending = []
         failed: dict[str, BaseException] = {}
         done = 0
         try:
             yield failed
-            _sync_files([tmp for tmp, _, _ in pending])
+            folders = {directory for _, _, directory in pending}
+            _sync_files([tmp for tmp, _, _ in pending], folders)
             for tmp, key, _ in pending:
                 try:
                     os.replace(tmp, self._full(key))
@@ -1164,8 +1326,7 @@ class LocalStorage:
                         os.remove(tmp)
                 self._unfinished.discard(tmp)
                 done += 1       # only now: a stop before this line still removes tmp
-            for directory in {d for _, _, d in pending}:
-                _fsync_dir(directory)
+            _sync_folders(folders)
         except BaseException:
             for tmp, _, _ in pending[done:]:
                 with contextlib.suppress(OSError):
@@ -1335,12 +1496,26 @@ def _s3_attempt(**kwargs: Any) -> None:
 
 
 def _s3_content_md5(request: Any, **kwargs: Any) -> None:
-    """DeleteObjects with a Content-MD5 header too: S3 takes the newer checksum header
-    instead, but some S3-compatible services still ask for this one."""
-    if "Content-MD5" not in request.headers and isinstance(request.body, bytes):
-        import base64
-        request.headers["Content-MD5"] = base64.b64encode(
-            hashlib.md5(request.body).digest()).decode("ascii")
+    """A Content-MD5 header on every request that sends data (PutObject, UploadPart,
+    DeleteObjects): the service checks the body it got against it.  So an upload whose
+    process dies after its headers went out stores nothing, even on a service that would
+    otherwise keep the body it got so far (SeaweedFS stores an empty object); and some
+    S3-compatible services ask for it on DeleteObjects."""
+    body = request.body
+    if "Content-MD5" in request.headers or body is None:
+        return
+    digest = hashlib.md5()
+    if isinstance(body, (bytes, bytearray)):
+        digest.update(body)
+    elif hasattr(body, "read") and hasattr(body, "seek"):
+        start = body.tell()
+        for chunk in iter(functools.partial(body.read, CHUNK), b""):
+            digest.update(chunk)
+        body.seek(start)
+    else:
+        return
+    import base64
+    request.headers["Content-MD5"] = base64.b64encode(digest.digest()).decode("ascii")
 
 
 def merge_requests(counts: dict[str, int]) -> None:
@@ -1358,7 +1533,7 @@ def take_requests() -> dict[str, int]:
     return taken
 
 
-class _S3Body:
+class _S3Body(Closing):
     """A GetObject body whose read errors are ours (TransferError), as for every request."""
 
     def __init__(self, body: Any):
@@ -1371,12 +1546,6 @@ class _S3Body:
     def close(self) -> None:
         self._body.close()
 
-    def __enter__(self) -> "_S3Body":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
 
 _S3_CLIENT_LOCK = threading.Lock()   # one client per process, made by the first thread
 
@@ -1388,9 +1557,11 @@ class S3Storage:
     ordered: ClassVar[bool] = True     # S3 lists in UTF-8 byte order; not every S3-compatible
                                        # service does (SeaweedFS: folder by folder)
 
-    def __init__(self, config: StorageConfig, requests: int = 0):
+    def __init__(self, config: StorageConfig, requests: int = 0,
+                 throttle: Optional[Throttle] = None):
         self.config = config
         self.requests = requests       # requests this process may have in flight at once
+        self.throttle = throttle
         self.bucket = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
@@ -1436,7 +1607,8 @@ class S3Storage:
             region_name=c.region_name, config=Config(**options))
         client.meta.events.register("before-call.s3", _s3_before_call)
         client.meta.events.register("request-created.s3", _s3_attempt)
-        client.meta.events.register("before-sign.s3.DeleteObjects", _s3_content_md5)
+        for operation in ("PutObject", "UploadPart", "DeleteObjects"):
+            client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
         return client
 
     def error(self, exc: Exception, doing: str) -> BackupError:
@@ -1592,10 +1764,11 @@ class S3Storage:
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
 
-    def open(self, key: str) -> _S3Body:
+    def open(self, key: str) -> Union[_S3Body, Metered]:
         with s3_requests(missing=key):
-            return _S3Body(self.client.get_object(Bucket=self.bucket,
+            body = _S3Body(self.client.get_object(Bucket=self.bucket,
                                                   Key=self.prefix + key)["Body"])
+        return Metered(body, self.throttle) if self.throttle else body
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -1623,12 +1796,30 @@ class S3Storage:
             key = key_of(result)
             size = sink.tell()
             sink.seek(0)
+            if self.throttle:
+                self._meter_uploads()
             if size < S3_MULTIPART_THRESHOLD:
                 self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=sink,
                                        **self._extra())
             else:
                 self._upload_parts(sink, key, size)
         return result, key
+
+    def _meter_uploads(self) -> None:
+        """Have this process's client send upload bodies through the throttle.  Not the
+        body store() hands it: botocore's signer reads that once for its hash before it is
+        sent (and again on every retry), and a hash is no traffic.  So the body is metered
+        where the request goes out, in botocore's before-send event (registered once per
+        client: the unique ids make a second registration nothing)."""
+        for operation in ("PutObject", "UploadPart"):
+            self.client.meta.events.register(f"before-send.s3.{operation}",
+                                             self._metered_send, unique_id=f"esb-{operation}")
+
+    def _metered_send(self, request: Any, **_: Any) -> None:
+        if hasattr(request.body, "read"):
+            request.body = Metered(request.body, self.throttle)
+        elif request.body:
+            self.throttle.take(len(request.body))
 
     def _abort_others(self, full_key: str, kept: str) -> None:
         """A create request retried after its answer was lost leaves an empty upload of the
@@ -1699,14 +1890,16 @@ class S3Storage:
 
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
-                 requests: int = 0) -> Storage:
+                 requests: int = 0, throttle: Optional[Throttle] = None) -> Storage:
     """The storage a configuration section names.  ``confined``: refuse writes that would
     leave the root (a restore target); ``reap``: remove stale temporary files of killed
     runs (where this run writes); ``requests``: how many a remote storage may have in
-    flight at once in this process.  A new backend adds one line here."""
+    flight at once in this process; ``throttle``: the bandwidth budget its object data
+    passes through (the destination's).  A new backend adds one line here."""
     if config.s3_bucket:
-        return S3Storage(config, requests)
-    return LocalStorage(config.local_path or "", confined=confined, reap=reap)
+        return S3Storage(config, requests, throttle=throttle)
+    return LocalStorage(config.local_path or "", confined=confined, reap=reap,
+                        throttle=throttle)
 
 
 # =====================================================================================
@@ -1715,15 +1908,31 @@ def make_storage(config: StorageConfig, confined: bool = False, reap: bool = Fal
 
 STORAGE_SECTIONS = ("src", "dest", "restore")
 STORAGE_KEYS = tuple(f.name for f in dataclasses.fields(StorageConfig))
+ALERT_KEYS = ("healthcheck_url", "notify_url", "notify_on", "metrics_file")
 TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
-            "requests_in_flight")
+            "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
+            "bandwidth_limit")
+NOTIFY_ON = ("failure", "always")   # when the webhook is sent
+RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
+                                    # (powers of 1024, as in rclone's --bwlimit)
 FALSE_WORDS = ("false", "no", "0", "off", "n")
 TRUE_WORDS = ("true", "yes", "1", "on", "y")
 DEFAULT_CONFIG = "config.json"
 DEFAULT_RESTORE = os.path.join(tempfile.gettempdir(), "encrypted_s3_backup_restore")
 REQUESTS_IN_FLIGHT = 64   # default requests_in_flight (chosen by bench/bench.py --rtt)
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where a run reports how it went (see Monitoring).  The URLs carry their checks'
+    keys: they are secrets, never shown whole (repr leaves them out)."""
+
+    healthcheck_url: Optional[str] = field(default=None, repr=False)
+    notify_url: Optional[str] = field(default=None, repr=False)
+    notify_on: str = "failure"         # or "always"
+    metrics_file: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -1740,6 +1949,13 @@ class Config:
     ignore_regex: tuple[str, ...] = ()
     versions_keep_days: int = 0        # 0: no history
     requests_in_flight: int = REQUESTS_IN_FLIGHT   # requests a remote storage has at once
+    alerts: Alerts = field(default_factory=Alerts)
+    pre_command: Optional[str] = None  # shell commands run before and after a backup
+    post_command: Optional[str] = None
+    bandwidth_limit: int = 0           # bytes per second of the destination's object data;
+                                       # 0: no limit
+    throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
+    # ^ the shared bucket of bandwidth_limit: main() makes it before any worker is forked
 
 
 def env_name(*parts: str) -> str:
@@ -1861,6 +2077,54 @@ class _Checker:
             return None
         return str(value)
 
+    def url(self, key: str) -> Optional[str]:
+        """An http:// or https:// URL.  The problem never quotes it: it holds a key."""
+        import urllib.parse
+        text = self.text(key)
+        if text is None:
+            return None
+        parts = urllib.parse.urlsplit(text.strip())
+        try:
+            good = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (
+                parts.port is None or parts.port > 0)    # (a port not a number: ValueError)
+        except ValueError:
+            good = False
+        if not good or re.search(r"[\s\x00-\x1f\x7f]", text.strip()):
+            self.problem(key, "must be an http:// or https:// URL without spaces (the value "
+                              "is not shown: it holds a key)")
+            return None
+        return text.strip()
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        """One of ``choices``; the first is the default."""
+        text = (self.text(key) or choices[0]).strip().lower()
+        if text not in choices:
+            self.problem(key, f"{text!r} is not one of: {', '.join(choices)}")
+            return choices[0]
+        return text
+
+    def rate(self, key: str) -> int:
+        """Bytes per second (see parse_rate); 0 when unset."""
+        text = self.text(key)
+        try:
+            return parse_rate(text) if text is not None else 0
+        except ValueError as exc:
+            self.problem(key, str(exc))
+            return 0
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second from "4M", "512K", "1.5G" or "250000" (K, M and G are powers of
+    1024; a trailing "B", "iB" or "/s" is allowed; 0 means no limit).  ValueError with the
+    message for the user when it is none of these."""
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmg]?)(?:i?b)?(?:/s)?", str(text).strip(),
+                         re.IGNORECASE)
+    rate = int(float(match[1]) * RATE_UNITS[match[2].lower()]) if match else -1
+    if rate < 0 or (rate == 0 and float(match[1]) > 0):
+        raise ValueError(f"{text!r} is not a rate: bytes per second as a number with an "
+                         "optional K, M or G (powers of 1024), e.g. 4M; 0 for no limit")
+    return rate
+
 
 def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[StorageConfig]:
     if not values:
@@ -1909,13 +2173,16 @@ def _ignore_patterns(value: Any, check: _Checker) -> tuple[str, ...]:
 
 
 def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
-                needs: tuple[str, ...] = ("src", "dest")) -> tuple[Config, list[str]]:
-    """Resolve the configuration: defaults < JSON file < environment variables.
+                needs: tuple[str, ...] = ("src", "dest"), flags: Optional[dict[str, Any]] = None
+                ) -> tuple[Config, list[str]]:
+    """Resolve the configuration: defaults < JSON file < environment variables < ``flags``.
 
-    (Command-line flags choose the action, never a config value.)  Every problem is
-    collected and reported together, one line each, as a ConfigError.
+    (Command-line flags mostly choose the action; the few that set a config value, like
+    --bwlimit for bandwidth_limit, come in ``flags`` by key.)  Every problem is collected
+    and reported together, one line each, as a ConfigError.
     """
     raw, warnings = read_raw_config(path, dict(os.environ if environ is None else environ))
+    raw.update(flags or {})
     check = _Checker(raw)
     storages = {s: _storage(s, raw.get(s), check) for s in STORAGE_SECTIONS}
     for section in needs:
@@ -1965,10 +2232,31 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         deleted_keep_days=check.integer("deleted_keep_days", None, 0),
         versions_keep_days=check.integer("versions_keep_days", 0, 0),
         requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
-        ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check))
+        ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
+        alerts=_alerts(check), pre_command=check.text("pre_command"),
+        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
+
+
+def _alerts(check: _Checker) -> Alerts:
+    return Alerts(healthcheck_url=check.url("healthcheck_url"),
+                  notify_url=check.url("notify_url"),
+                  notify_on=check.choice("notify_on", NOTIFY_ON),
+                  metrics_file=check.text("metrics_file"))
+
+
+def alerts_anyway(path: Optional[str], environ: Optional[dict[str, str]] = None) -> Alerts:
+    """The alert settings of a configuration that does not load, as far as they are valid
+    themselves: a configuration error still reaches the monitors that can be known."""
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        raw, _ = read_raw_config(path, environ)
+    except ConfigError:      # the file is unreadable: the environment alone
+        raw = {key: environ[env_name(key)] for key in ALERT_KEYS
+               if environ.get(env_name(key), "").strip()}
+    return _alerts(_Checker(raw))
 
 
 # =====================================================================================
@@ -2151,6 +2439,10 @@ class Plan:
     live: int = 0                      # paths with a live object before the run
     vanishing: int = 0                 # of those, how many this run marks deleted or removes
     changed: int = 0                   # of those, how many this run replaces (uploads)
+    objects: int = 0                   # backup and version objects listed on the destination
+    object_bytes: int = 0              # ... and their sizes
+    replaced: dict[str, tuple[int, int]] = field(default_factory=dict)   # path of an upload:
+                                       # the objects (count, bytes) it replaces
 
 
 def today() -> datetime.date:
@@ -2248,6 +2540,8 @@ class Planner:
             plan.live += 1            # the common case, kept cheap for a million files
             plan.unchanged += 1
             return
+        if len(group) > 1:          # the same decisions in whichever order a listing came
+            group = sorted(group, key=_object_key)
         self._judge(path, group, entry)
 
     def _keep_or_drop(self, extras: Iterable[Stored], kept: set[bytes], why: str
@@ -2291,6 +2585,8 @@ class Planner:
             renames, removes = self._keep_or_drop([keeper, *others], kept, "replace")
             plan.uploads.append(Upload(path, entry.size, entry.mtime,
                                        tuple(o.old.key for o in removes), tuple(renames)))
+            if removes:
+                plan.replaced[path] = len(removes), sum(o.old.size for o in removes)
             return
         if entry is not None:
             if name.deleted:
@@ -2345,7 +2641,7 @@ def plan_key(path: str) -> str:
 
 def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
                 keep_days: Optional[int], blind: Iterable[str] = (),
-                versions_keep_days: int = 0, ordered: bool = False) -> Plan:
+                versions_keep_days: int = 0) -> Plan:
     """Compare the source listing with the destination's objects and decide every action.
 
     Objects of paths in ``blind`` (unreadable files and folders; a list may still grow
@@ -2354,17 +2650,20 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     version of the same content is kept already, and versions expire that many days after
     they were replaced; without it, every version expires.
 
-    Both listings are walked side by side in one order, each path's file and objects
-    together.  ``ordered``: they come in plan order already (see plan_key), and are
-    walked as they come, neither held (at a million files, the difference between a few
-    megabytes and hundreds); else they are sorted here first.
+    Both listings are sorted by path and walked side by side (see plan_walked).
     """
-    if ordered:
-        files: Iterable[tuple[str, Entry]] = ((plan_key(e.key), e) for e in source)
-        objects: Iterable[tuple[str, Stored]] = ((plan_key(o.name.path), o) for o in stored)
-    else:
-        files = ((e.key, e) for e in sorted(source, key=_entry_path))
-        objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
+    files = ((e.key, e) for e in sorted(source, key=_entry_path))
+    objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
+    return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days),
+                         BlindSpots(blind))
+
+
+def plan_walked(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
+                today: datetime.date, keep_days: Optional[int], blind: Iterable[str] = (),
+                versions_keep_days: int = 0) -> Plan:
+    """plan_backup of listings that come as (plan key, item) in plan order (see plan_key
+    and in_plan_order): walked as they come, neither held (at a million files, the
+    difference between a few megabytes and hundreds)."""
     return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days),
                          BlindSpots(blind))
 
@@ -2387,14 +2686,19 @@ def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[st
             head = next(after, None)
         return group
 
+    plan, file = planner.plan, planner.file
+
     def decide(path: str, group: list[Stored], entry: Optional[Entry]) -> None:
-        planner.file(path, [] if group and blind.spots and path in blind else group, entry)
+        plan.objects += len(group)
+        for obj in group:
+            plan.object_bytes += obj.size
+        file(path, [] if group and blind.spots and path in blind else group, entry)
 
     for key, entry in files:
         while head is not None and head[0] < key:        # their files are gone
             group = take(head[0])
             decide(group[0].name.path, group, None)
-        decide(entry.key, take(key), entry)
+        decide(entry.key, take(key) if head is not None and head[0] == key else [], entry)
     while head is not None:
         group = take(head[0])
         decide(group[0].name.path, group, None)
@@ -2508,6 +2812,51 @@ def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
     return chosen
 
 
+class Subset(NamedTuple):
+    """What --verify --subset checks: slice ``part`` of ``parts`` ("N/T"), or ``percent``
+    of the objects picked at random ("P%")."""
+
+    part: int = 0
+    parts: int = 0
+    percent: float = 0.0
+
+    def __str__(self) -> str:
+        return f"{self.part}/{self.parts}" if self.parts else f"{self.percent:g}%"
+
+
+def parse_subset(text: str) -> Subset:
+    """``N/T`` (1 <= N <= T) or ``P%`` (0 < P <= 100).  ValueError with the message for the
+    user when it is neither."""
+    text = text.strip()
+    slice_match = re.fullmatch(r"(\d+)\s*/\s*(\d+)", text)
+    if slice_match and 1 <= int(slice_match[1]) <= int(slice_match[2]):
+        return Subset(part=int(slice_match[1]), parts=int(slice_match[2]))
+    percent_match = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*%", text)
+    if percent_match and 0 < float(percent_match[1]) <= 100:
+        return Subset(percent=float(percent_match[1]))
+    raise ValueError(f"{text!r} is neither a slice N/T with 1 <= N <= T (e.g. 3/7) nor a "
+                     "percentage P% with 0 < P <= 100 (e.g. 10%)")
+
+
+def key_slice(key: str, parts: int) -> int:
+    """The slice (0 to parts - 1) an object key falls in: the same on every run and machine,
+    since it comes from the key's SHA-256 (not from Python's salted hash())."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % parts
+
+
+def select_subset(objects: list[Stored], subset: Subset) -> list[Stored]:
+    """The objects a verify of ``subset`` checks, in their order: those of its slice, or a
+    random sample of its percentage (rounded up, so at least one of a non-empty list)."""
+    if subset.parts:
+        return [o for o in objects if key_slice(o.key, subset.parts) == subset.part - 1]
+    import math
+    import random
+    count = min(len(objects), math.ceil(len(objects) * subset.percent / 100))
+    chosen = set(random.sample(range(len(objects)), count))
+    return [o for i, o in enumerate(objects) if i in chosen]
+
+
 _UNSAFE_PATH_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -2545,28 +2894,33 @@ class OutOfOrder(Exception):
         self.side = side
 
 
-def in_plan_order(items: Iterable[tuple[str, str, R]], side: str) -> Iterator[R]:
-    """The items of a listing in key order, each given as (bound, plan key, item), in
-    ascending order of their plan keys (items with equal plan keys in the order they came).
+def in_plan_order(items: Iterable[tuple[str, str, R]], side: str
+                  ) -> Iterator[tuple[str, R]]:
+    """The items of a listing in key order, each given as (bound, plan key, item), as
+    (plan key, item) in ascending order of their plan keys (equal plan keys in the order
+    they came).
 
     An item waits in a heap until an item comes whose ``bound`` (the least plan key that
     anything listed after it can have) is past the waiting one's plan key.  What comes out
     is checked: when a listing was not in key order after all, OutOfOrder(side)."""
     pending: list[tuple[str, int, R]] = []
-    last = ""
-    listed = iter(items)
-    for count in itertools.count():
-        got = next(listed, None)
-        if got is not None:
-            heapq.heappush(pending, (got[1], count, got[2]))
-        while pending and (got is None or pending[0][0] < got[0]):
-            key, _, item = heapq.heappop(pending)
-            if key < last:
+    push, pop = heapq.heappush, heapq.heappop
+    last, count = "", 0
+    for bound, key, item in items:
+        while pending and pending[0][0] < bound:
+            ready, _, done = pop(pending)
+            if ready < last:
                 raise OutOfOrder(side)
-            last = key
-            yield item
-        if got is None:
-            return
+            last = ready
+            yield ready, done
+        count += 1
+        push(pending, (key, count, item))
+    while pending:
+        ready, _, done = pop(pending)
+        if ready < last:
+            raise OutOfOrder(side)
+        last = ready
+        yield ready, done
 
 
 def file_bound(key: str) -> str:
@@ -2590,7 +2944,8 @@ def object_bound(key: str) -> str:
 def listed_files(entries: Iterable[Entry]) -> Iterator[tuple[str, str, Entry]]:
     """(bound, plan key, entry) of source files listed in key order, for in_plan_order."""
     for entry in entries:
-        yield file_bound(entry.key), plan_key(entry.key), entry
+        yield entry.key, entry.key + ".", entry      # file_bound, plan_key (inlined: a
+                                                     # million files)
 
 
 def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
@@ -2599,11 +2954,15 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
     for in_plan_order; a key that is not a backup name goes to ``report`` instead.  Names
     are plaintext here (encrypted names do not come in plan order)."""
     assert not codec.encrypt_filenames
+    suffix_length = len(OBJECT_SUFFIX)
     for key, size, _ in entries:
-        try:
-            name = decode_name(key, codec)
-        except BadNameError as exc:
-            report.bad_names.append(exc.message)
+        try:        # (decode_name for a plaintext name, inlined: a million names)
+            name = read_stem(key[:-suffix_length], key[-suffix_length:])
+        except BadNameError:
+            try:
+                decode_name(key, codec)           # its message
+            except BadNameError as exc:
+                report.bad_names.append(exc.message)
             continue
         # stored_object(), knowing the name was read from this key: are its fields spelled
         # as ours are?
@@ -2689,15 +3048,19 @@ class Listing:
         return stored_object(key, self.sizes[i],
                              read_stem(text[:-len(OBJECT_SUFFIX)], text[-len(OBJECT_SUFFIX):]))
 
-    def files_in_order(self) -> Iterator[Entry]:
-        """Every entry, as a source file, in plan order."""
-        return map(self.entry, order_of(len(self), lambda i: self._bytes(i) + b"."))
+    def files_in_order(self) -> Iterator[tuple[str, Entry]]:
+        """Every entry, as a source file, in plan order, with its plan key."""
+        for i in order_of(len(self), lambda i: self._bytes(i) + b"."):
+            entry = self.entry(i)
+            yield plan_key(entry.key), entry
 
-    def objects_in_order(self) -> Iterator[Stored]:
-        """Every entry, as a backup object (see stored), in plan order: by the path of
-        its plaintext name (what is left of it without the five fields at its end)."""
-        return map(self.stored, order_of(len(self),
-                                         lambda i: self._bytes(i).rsplit(b".", 5)[0] + b"."))
+    def objects_in_order(self) -> Iterator[tuple[str, Stored]]:
+        """Every entry, as a backup object (see stored), in plan order, with its plan key:
+        by the path of its plaintext name (what is left of it without the five fields at
+        its end)."""
+        for i in order_of(len(self), lambda i: self._bytes(i).rsplit(b".", 5)[0] + b"."):
+            obj = self.stored(i)
+            yield plan_key(obj.name.path), obj
 
 
 def order_of(count: int, sort_key: Callable[[int], Any]) -> Iterator[int]:
@@ -2885,7 +3248,8 @@ class _Worker:
         one_malloc_arena()
         self.codec = config.codec
         self.src = make_storage(config.src, requests=requests) if config.src else None
-        self.dest = make_storage(config.dest, requests=requests) if config.dest else None
+        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle) \
+            if config.dest else None
         self.restore = make_storage(config.restore, confined=True, requests=requests)
         umask = os.umask(0o022)
         os.umask(umask)
@@ -3158,7 +3522,7 @@ def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Out
 
     with _object_stream(worker, obj, data) as src:
         worker.restore.store(path.rpartition("/")[0], fill, lambda _: path, mtime=name.mtime,
-                             mode=worker.file_mode)
+                             mode=worker.file_mode, expect=name.size)
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
 
 
@@ -3313,15 +3677,26 @@ class Tally:
         log.warning("warning: %s %s: %s", action, show(path), message)
 
     def summary(self, what: str, extra: Iterable[tuple[str, int]] = (),
-                out_word: str = "written") -> None:
+                out_word: str = "written", destination: Optional[tuple[int, int]] = None
+                ) -> None:
+        """The summary line.  Its record also carries every figure by a snake_case name
+        (``figures``, for the monitors), and ``destination``: (objects, bytes) of the
+        backup objects the destination holds now, as far as the run knows."""
         Progress.erase()
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        parts = [f"{n} {DONE_WORDS.get(k, k)}" for k, n in (*self.counts.items(), *extra) if n]
+        done = [(DONE_WORDS.get(k, k), n) for k, n in (*self.counts.items(), *extra)]
+        parts = [f"{n} {word}" for word, n in done if n]
         parts.append(f"{self.failed} failed")
         rate = self.bytes_in / elapsed / 1e6
+        figures = {word.replace(" ", "_"): n for word, n in done}
+        figures.update({"failed": self.failed, "bytes_read": self.bytes_in,
+                        f"bytes_{out_word}": self.bytes_out, "seconds": round(elapsed, 3),
+                        "mb_per_s": round(rate, 3)})
+        if destination is not None:
+            figures["destination_objects"], figures["destination_bytes"] = destination
         log.info("%s done: %s; %s read, %s %s in %.1f s (%.1f MB/s)", what,
                  ", ".join(parts), human(self.bytes_in), human(self.bytes_out), out_word,
-                 elapsed, rate, extra={"summary": True})
+                 elapsed, rate, extra={"summary": True, "figures": figures})
         requests = take_requests()
         attempts = requests.pop("attempts", 0)
         if requests:
@@ -3330,6 +3705,409 @@ class Tally:
                 requests.items(), key=lambda item: (-item[1], item[0])))
             log.info("requests: %s; %d retried", kinds, max(0, attempts - made),
                      extra={"summary": True})
+
+
+# =====================================================================================
+# Monitoring: health pings, the webhook, the metrics file, pre/post commands
+# =====================================================================================
+#
+# An unattended run tells how it went.  A health check URL is pinged when it starts and
+# when it ends (<url>/start, then <url> on success or <url>/fail: the convention of
+# healthchecks.io, Uptime Kuma and Cronitor-like services), a webhook gets the outcome
+# as JSON, and a Prometheus textfile keeps the last figures of each kind of run.  A
+# backup can run a shell command before it (a database dump) and after it.  The Monitor
+# sees a run only from outside, through the log records (the failure lines, the
+# summary's figures) and the exit code main() picks; nothing it does changes that code.
+
+NOTIFY_TIMEOUT = 10        # seconds a ping or webhook request may take
+NOTIFY_TRIES = 3           # tries per message (an answer 4xx but 408 and 429 is final); a
+                           # URL whose server never answered gets nothing more in this run
+NOTIFY_BACKOFF = 2.0       # seconds before the second try, doubled before each next one
+PING_BODY_MAX = 100_000    # bytes of an end ping's body (what healthchecks.io keeps)
+WEBHOOK_FAILURES = 50      # failure lines a webhook carries: the first ones ...
+MESSAGE_FAILURES = 10      # ... of which its short "message" repeats this many
+COMMAND_TAIL = 5           # last output lines of a failed pre_command quoted in the error
+COMMAND_LINE_MAX = 200     # characters of each of them
+METRIC_PREFIX = "encrypted_s3_backup_"
+FIGURES = {                # the summary figures of each kind of run; a webhook sends them
+    "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
+               "duplicates_removed", "versions_kept", "versions_expired", "failed",
+               "bytes_read", "bytes_written"),
+    "restore": ("restored", "failed", "bytes_read", "bytes_written"),
+    "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
+}
+METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled kind="backup"...
+    ("last_start_timestamp_seconds", "When the last run of this kind started (Unix time)."),
+    ("last_end_timestamp_seconds", "When the last run of this kind ended (Unix time)."),
+    ("last_success_timestamp_seconds",
+     "When the last run of this kind that exited 0 ended (Unix time)."),
+    ("last_exit_code", "Exit code of the last run of this kind (0 success, 1 some files "
+                       "failed, 2 configuration, storage or refused, 3 bug, 130 interrupted)."),
+    ("last_duration_seconds", "How long the last run of this kind took."),
+    ("last_files", "Files of the last run of this kind by result: read and written in full, "
+                   "unchanged, failed, skipped (verify --subset)."),
+    ("last_bytes", "Bytes the last run of this kind read and wrote (a verify writes none)."),
+    ("destination_objects", "Backup objects on the destination after the last run of this "
+                            "kind (that got as far as listing it)."),
+    ("destination_bytes", "Bytes of those backup objects."),
+)
+FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
+    "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged"},
+    "restore": {"read": "restored", "written": "restored"},
+    "verify": {"read": "verified", "skipped": "skipped"},
+}
+KEPT_METRICS = ("last_success_timestamp_seconds", "destination_objects", "destination_bytes")
+# ^ a run that does not know these leaves the last values in the file
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]   # (name, labels): value
+
+
+def url_origin(url: str) -> str:
+    """All that output may show of a URL (its path and query carry a key): scheme and host."""
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"   # no user or password
+
+
+def with_suffix(url: str, suffix: str) -> str:
+    """``url`` with ``suffix`` ("/start", "/fail") added to its path, before any query."""
+    import urllib.parse
+    if not suffix:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
+
+
+def deliver(url: str, body: Optional[bytes] = None,
+            content_type: str = "text/plain; charset=utf-8") -> str:
+    """One message: a GET without a body, a POST with one.  "" once it was accepted, else
+    why not, after NOTIFY_TRIES tries NOTIFY_TIMEOUT long each with a growing pause
+    between them.  The reason never holds the URL."""
+    import http.client
+    import urllib.error
+    import urllib.request
+    headers = {"User-Agent": f"encrypted_s3_backup/{__version__}"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    why = ""
+    for attempt in range(NOTIFY_TRIES):
+        if attempt:
+            time.sleep(NOTIFY_BACKOFF * 2 ** (attempt - 1))
+        try:
+            request = urllib.request.Request(url, data=body, headers=headers,
+                                             method="GET" if body is None else "POST")
+            with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT) as answer:
+                answer.read(64 * 1024)
+            return ""
+        except urllib.error.HTTPError as exc:
+            why = f"HTTP {exc.code}"
+            exc.close()
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                break                    # asking again gets the same answer
+        except urllib.error.URLError as exc:
+            why = str(exc.reason)
+        except (OSError, http.client.HTTPException) as exc:
+            why = str(exc) or type(exc).__name__
+        except ValueError:
+            return "not a URL that can be requested"
+    return why.replace(url, url_origin(url))
+
+
+def command_status(status: int) -> str:
+    return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+
+
+def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run a shell command with its output in the log as it comes, each line prefixed with
+    ``what`` (stdout as progress, stderr as warnings); its exit status (negative: the
+    signal that killed it) and its last lines of output.  A stop (Ctrl-C, SIGTERM) stops
+    the command and all it started, then goes on as a stop."""
+    import subprocess
+    last: collections.deque[str] = collections.deque(maxlen=COMMAND_TAIL)
+    log.info("%s: running", what)
+    try:
+        process = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+    except OSError as exc:
+        return 127, [f"cannot start a shell: {exc.strerror}"]
+
+    def pump(stream: BinaryIO, level: int) -> None:
+        for raw in stream:
+            line = show(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            last.append(line[:COMMAND_LINE_MAX])
+            log.log(level, "%s: %s", what, line)
+
+    errors = threading.Thread(target=pump, args=(process.stderr, logging.WARNING), daemon=True)
+    errors.start()
+    try:
+        pump(process.stdout, logging.INFO)
+        errors.join()
+        return process.wait(), list(last)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        raise
+
+
+class Holdings:
+    """The backup objects on the destination, counted and summed: the listing's, then
+    changed by each outcome of the run.  An upload adds its object and removes the ones it
+    replaces (and an old object it would keep as a version when the content is the same,
+    see _replaced); a removal removes one; renames change neither."""
+
+    def __init__(self, plan: Plan):
+        self.objects, self.bytes = plan.objects, plan.object_bytes
+        self._removed: dict[tuple[str, str], list[int]] = {}   # (action, path): sizes
+        for job in plan.removes:
+            self._removed.setdefault((job.action, job.path), []).append(job.old.size)
+        self._replaced = dict(plan.replaced)                   # path: (objects, bytes)
+        self._versions = {u.path: u.versions for u in plan.uploads if u.versions}
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.error:
+            return
+        if outcome.action == "upload":
+            count, size = self._replaced.pop(outcome.path, (0, 0))
+            for version in self._versions.pop(outcome.path, ()):
+                if version.old.key == outcome.key or version.old.name.md5 == outcome.md5:
+                    count, size = count + 1, size + version.old.size
+            self.objects += 1 - count
+            self.bytes += outcome.bytes_out - size
+        elif self._removed.get((outcome.action, outcome.path)):
+            self.objects -= 1
+            self.bytes -= self._removed[outcome.action, outcome.path].pop()
+
+    def figures(self) -> tuple[int, int]:
+        return self.objects, self.bytes
+
+
+def _metric_line(name: str, labels: tuple[tuple[str, str], ...], value: float) -> str:
+    text = ",".join(f'{key}="{word}"' for key, word in labels)
+    number = str(int(value)) if float(value).is_integer() else repr(float(value))
+    return f"{METRIC_PREFIX}{name}{{{text}}} {number}"
+
+
+def read_metrics(path: str) -> Samples:
+    """The samples of a metrics file this tool wrote, {(name, labels): value}; lines it
+    does not recognise are dropped."""
+    samples = {}
+    with contextlib.suppress(FileNotFoundError):
+        with open(path, encoding="utf-8", errors="replace") as text:
+            for line in text:
+                match = re.fullmatch(re.escape(METRIC_PREFIX) + r"(\w+)\{(.*)\} (\S+)\n?", line)
+                if match and match[1] in dict(METRICS):
+                    with contextlib.suppress(ValueError):
+                        samples[match[1], tuple(re.findall(r'(\w+)="([\w ]*)"', match[2]))] = \
+                            float(match[3])
+    return samples
+
+
+def write_metrics(path: str, kind: str, samples: Samples) -> None:
+    """Put ``kind``'s samples into the textfile at ``path``, keeping the other kinds' and,
+    when ``samples`` lacks one of KEPT_METRICS, its last value.  The file is replaced
+    whole (a temporary file beside it, renamed), so a reader never sees part of one; the
+    folder is locked meanwhile, so that runs ending together keep each other's lines."""
+    import fcntl
+    folder = os.path.dirname(os.path.abspath(path))
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = {key: value for key, value in read_metrics(path).items()
+                  if ("kind", kind) not in key[1] or (
+                      key[0] in KEPT_METRICS and not any(k[0] == key[0] for k in samples))}
+        merged.update(samples)
+        lines = []
+        for name, text in METRICS:
+            lines += [f"# HELP {METRIC_PREFIX}{name} {text}",
+                      f"# TYPE {METRIC_PREFIX}{name} gauge"]
+            lines += [_metric_line(name, labels, merged[name, labels])
+                      for metric, labels in sorted(merged) if metric == name]
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            umask = os.umask(0o022)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)      # node-exporter may run as another user
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+    finally:
+        os.close(lock)
+
+
+def metric_samples(kind: str, code: int, started: float, ended: float,
+                   figures: dict[str, Any]) -> Samples:
+    """A run's samples for the metrics file."""
+    by_kind = (("kind", kind),)
+    samples = {("last_start_timestamp_seconds", by_kind): started,
+               ("last_end_timestamp_seconds", by_kind): ended,
+               ("last_exit_code", by_kind): code,
+               ("last_duration_seconds", by_kind): round(ended - started, 3)}
+    if code == EXIT_OK:
+        samples["last_success_timestamp_seconds", by_kind] = ended
+    counted = {**FILE_RESULTS[kind], "failed": "failed"}
+    for result in ("read", "written", "unchanged", "failed", "skipped"):
+        samples["last_files", by_kind + (("result", result),)] = \
+            figures.get(counted.get(result, ""), 0)
+    for result in ("read", "written"):
+        samples["last_bytes", by_kind + (("result", result),)] = \
+            figures.get(f"bytes_{result}", 0)
+    for name in ("destination_objects", "destination_bytes"):
+        if name in figures:
+            samples[name, by_kind] = figures[name]
+    return samples
+
+
+def iso_time(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+
+
+class Monitor(logging.Handler):
+    """One run as the world outside sees it.  Attached to the log, it keeps the summary's
+    figures and the failure lines (the errors).  begin() sends the start ping and, before
+    a backup, runs the pre_command; end() runs the post_command and reports the outcome:
+    the metrics file, the webhook, the end ping.  For ``kind`` None (a list, a dry run)
+    it does nothing."""
+
+    def __init__(self, kind: Optional[str], config_path: Optional[str]):
+        super().__init__(logging.INFO)
+        self.kind, self.config_path = kind, config_path
+        self.started = time.time()
+        self.alerts: Optional[Alerts] = None     # known once the configuration loaded
+        self.post_command: Optional[str] = None  # set once a backup is under way
+        self.summary, self.figures = "", {}
+        self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
+        self.last: collections.deque[str] = collections.deque()  # the last ones, within
+        self.last_bytes = 0                                        # PING_BODY_MAX bytes
+        self.given_up: set[str] = set()          # URLs whose server never answered
+        if kind is not None:
+            log.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            for line in record.getMessage().splitlines():
+                if len(self.first) < WEBHOOK_FAILURES:
+                    self.first.append(line)
+                self.last.append(line)
+                self.last_bytes += len(line.encode("utf-8", "replace")) + 1
+                while self.last_bytes > PING_BODY_MAX:
+                    self.last_bytes -= len(self.last.popleft().encode("utf-8", "replace")) + 1
+        elif getattr(record, "figures", None) is not None:
+            self.summary, self.figures = record.getMessage(), record.figures
+
+    def begin(self, config: Config) -> None:
+        """The run starts: the start ping; before a backup, the pre_command (CommandError
+        when it fails: the backup then does not start)."""
+        if self.kind is None:
+            return
+        self.alerts = config.alerts
+        if self.kind == "backup":
+            self.post_command = config.post_command
+        self._send(config.alerts.healthcheck_url, "/start")
+        if self.kind == "backup" and config.pre_command:
+            status, tail = run_command("pre_command", config.pre_command, dict(os.environ))
+            if status:
+                said = f": {' | '.join(tail)}" if tail else " with no output"
+                raise CommandError(
+                    f"pre_command failed ({command_status(status)}){said}; the backup did not "
+                    "start and nothing was changed. Fix the command, or unset pre_command "
+                    "(environment PRE_COMMAND)")
+
+    def end(self, code: int) -> None:
+        """The run is over with exit ``code``: the post_command, then the reports."""
+        if self.kind is None:
+            return
+        try:
+            if self.post_command:
+                status, _ = run_command("post_command", self.post_command,
+                                        {**os.environ, "BACKUP_EXIT_CODE": str(code)})
+                if status:
+                    log.warning("warning: post_command failed (%s); the backup's outcome is "
+                                "unchanged", command_status(status))
+            self._report("success" if code == EXIT_OK else "failure", code)
+        except KeyboardInterrupt:
+            log.warning("warning: interrupted while reporting the run's outcome")
+        finally:
+            log.removeHandler(self)
+
+    def skipped(self, why: str) -> None:
+        """A backup that did not run (the Docker image's overlap guard): the /fail ping with
+        ``why`` as its body, and the webhook."""
+        self.summary = why
+        try:
+            self._report("skipped", None)
+        finally:
+            log.removeHandler(self)
+
+    def _report(self, status: str, code: Optional[int]) -> None:
+        alerts = self.alerts or alerts_anyway(self.config_path)
+        ended = time.time()
+        if alerts.metrics_file and code is not None:
+            try:
+                write_metrics(alerts.metrics_file, self.kind, metric_samples(
+                    self.kind, code, self.started, ended, self.figures))
+            except OSError as exc:
+                log.warning("warning: cannot write the metrics file %s: %s",
+                            alerts.metrics_file, exc.strerror or exc)
+        if alerts.notify_url and (status != "success" or alerts.notify_on == "always"):
+            self._send(alerts.notify_url, "", self._webhook(status, code, ended),
+                       "application/json", "webhook")
+        if alerts.healthcheck_url:
+            self._send(alerts.healthcheck_url, "" if status == "success" else "/fail",
+                       self._ping_body(code))
+
+    def _send(self, url: Optional[str], suffix: str, body: Optional[bytes] = None,
+              content_type: str = "text/plain; charset=utf-8",
+              what: str = "health check ping") -> None:
+        if not url or url in self.given_up:
+            return
+        why = deliver(with_suffix(url, suffix), body, content_type)
+        if why:
+            if not why.startswith("HTTP "):     # no answer: a dead server costs no more time
+                self.given_up.add(url)
+            log.warning("warning: %s to %s failed after %d tries (%s); the run's outcome is "
+                        "unchanged", what, url_origin(url), NOTIFY_TRIES, why)
+
+    def _headline(self, code: Optional[int]) -> str:
+        return self.summary or f"{self.kind} ended with exit code {code}"
+
+    def _ping_body(self, code: Optional[int]) -> bytes:
+        """The summary, then as many of the last failure lines as PING_BODY_MAX holds."""
+        head = self._headline(code) + "\n"
+        room = PING_BODY_MAX - len(head.encode("utf-8", "replace"))
+        tail: list[str] = []
+        for line in reversed(self.last):
+            room -= len(line.encode("utf-8", "replace")) + 1
+            if room < 0:
+                break
+            tail.append(line + "\n")
+        return (head + "".join(reversed(tail))).encode("utf-8", "replace")
+
+    def _webhook(self, status: str, code: Optional[int], ended: float) -> bytes:
+        import socket
+        host = socket.gethostname()
+        said = {"success": "succeeded", "failure": "failed", "skipped": "was skipped"}[status]
+        figures: dict[str, Any] = dict.fromkeys(FIGURES[self.kind], 0)
+        figures.update(seconds=round(ended - self.started, 3), mb_per_s=0,
+                       destination_objects=None, destination_bytes=None)
+        figures.update(self.figures)
+        message = [self.summary] if self.summary else []
+        message += self.first[:MESSAGE_FAILURES]
+        return json.dumps({
+            "title": f"encrypted_s3_backup: {self.kind} {said} on {host}",
+            "message": "\n".join(message or [self._headline(code)]),
+            "tool": "encrypted_s3_backup", "version": __version__, "kind": self.kind,
+            "status": status, "exit_code": code, "host": host,
+            "started": iso_time(self.started), "ended": iso_time(ended),
+            "summary": self.summary, **figures, "failures": self.first,
+        }, ensure_ascii=False).encode("utf-8")
 
 
 # =====================================================================================
@@ -3672,13 +4450,17 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
+def _job_path(job: Job) -> str:
+    return job.path
+
+
 def batch_small(jobs: Iterable[Job]) -> list[Batch]:
-    """Group the jobs of small files into Batches; big ones stay single and go first."""
-    single, batches, current, total = [], [], [], 0
-    for job in jobs:
-        if job.size >= SMALL_FILE:
-            single.append(Batch((job,)))
-            continue
+    """Group the jobs of small files into Batches, in path order (a batch then touches few
+    folders); big ones stay single, in the order given, and go first."""
+    jobs = list(jobs)
+    single = [Batch((job,)) for job in jobs if job.size >= SMALL_FILE]
+    batches, current, total = [], [], 0
+    for job in sorted((job for job in jobs if job.size < SMALL_FILE), key=_job_path):
         current.append(job)
         total += job.size
         if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
@@ -3855,13 +4637,13 @@ LISTING_CHUNK = 4096      # entries a helper process sends at a time (see listed
 
 
 @contextlib.contextmanager
-def listed(config: Config, storage: Storage, report: ListReport,
+def listed(config: Config, apart: bool, report: ListReport,
            produce: Callable[..., Iterator[Any]], *args: Any) -> Iterator[Iterator[Any]]:
-    """What ``produce(report, *args)`` yields, as it comes: made here, or, when the storage
-    is remote, in a helper process (see run_apart), which sends it through a pipe
-    LISTING_CHUNK entries at a time, each chunk with what was added to its own report
-    meanwhile (added to ``report`` before the chunk's entries come out)."""
-    if not storage.remote:
+    """What ``produce(report, *args)`` yields, as it comes: made here, or, ``apart``, in a
+    helper process (see run_apart), which sends it through a pipe LISTING_CHUNK entries at
+    a time, each chunk with what was added to its own report meanwhile (added to
+    ``report`` before the chunk's entries come out)."""
+    if not apart:
         yield produce(report, *args)
         return
     reader, writer = multiprocessing.Pipe(duplex=False)
@@ -3934,18 +4716,21 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
     while True:
         report = ListReport()
         try:
-            with listed(config, src, report, source_listing, src, dest,
-                        config.ignore_regex) as source:
+            # A remote storage is listed apart (see Storage.remote); with two local ones, the
+            # source is, so that the walks of both run on two cores.
+            with listed(config, src.remote or not dest.remote, report, source_listing, src,
+                        dest, config.ignore_regex) as source:
                 next(source)                 # the source is there: now the destination
-                with listed(config, dest, report, object_listing, dest, dry_run) as objects:
+                with listed(config, dest.remote, report, object_listing, dest,
+                            dry_run) as objects:
                     next(objects)
-                    return plan_backup(
+                    return plan_walked(
                         listed_in_plan_order(source, walked["src"], "src", report, dest,
                                              config),
                         listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
                                              config),
                         today(), config.deleted_keep_days, report.blind,
-                        config.versions_keep_days, ordered=True), report
+                        config.versions_keep_days), report
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
@@ -3954,9 +4739,9 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
 
 def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
                          report: ListReport, dest: Storage, config: Config
-                         ) -> Iterator[Any]:
-    """One side of plan_run: source files ("src") or backup objects ("dest"), in plan
-    order, walked as listed or held and sorted."""
+                         ) -> Iterator[tuple[str, Any]]:
+    """One side of plan_run: source files ("src") or backup objects ("dest") with their
+    plan keys, in plan order, walked as listed or held and sorted."""
     if walked and side == "src":
         return in_plan_order(listed_files(listing), side)
     if walked:
@@ -3999,8 +4784,13 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                  "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes), versions_kept, versions_expired)
         return EXIT_FAILED if report.problems else EXIT_OK
-    run_jobs(jobs, config.backup_processes, config, tally.add, tally.warn)
-    tally.summary("backup", [("unchanged", plan.unchanged)])
+    holdings = Holdings(plan)
+
+    def on_outcome(outcome: Outcome) -> None:
+        holdings.add(outcome)
+        tally.add(outcome)
+    run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
+    tally.summary("backup", [("unchanged", plan.unchanged)], destination=holdings.figures())
     if history and is_mass(plan.changed, plan.live):
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
                     "or rewritten in place?); their previous contents are kept as versions "
@@ -4046,20 +4836,25 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
                   progress=not args.quiet)
     run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
-    tally.summary("restore")
+    tally.summary("restore", destination=(len(stored), sum(o.size for o in stored)))
     return EXIT_FAILED if tally.failed or problems else EXIT_OK
 
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config)
     stored.sort(key=lambda o: o.name.path)
-    log.info("verify %s: %d objects", dest, len(stored))
-    tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(stored),
-                  size=sum(o.size for o in stored), progress=not args.quiet)
-    run_jobs([Verify(o) for o in stored], config.restore_processes, config, tally.add,
+    chosen = select_subset(stored, args.subset) if args.subset else stored
+    skipped = len(stored) - len(chosen)
+    which = f" (subset {args.subset}: {len(chosen)} checked, {skipped} skipped)" \
+        if args.subset else ""
+    log.info("verify %s: %d objects%s", dest, len(stored), which)
+    tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(chosen),
+                  size=sum(o.size for o in chosen), progress=not args.quiet)
+    run_jobs([Verify(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
     tally.failed += len(problems)
-    tally.summary("verify", out_word="checked")
+    tally.summary("verify", [("skipped", skipped)], out_word="checked",
+                  destination=(len(stored), sum(o.size for o in stored)))
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
@@ -4105,6 +4900,7 @@ EPILOG = """examples:
   python3 encrypted_s3_backup.py --restore            restore live files to "restore"
   python3 encrypted_s3_backup.py --restore --restore-only docs/report.txt
   python3 encrypted_s3_backup.py --verify 2> errors.log
+  python3 encrypted_s3_backup.py --verify --subset 3/7    one seventh of the objects (slice 3)
   SRC_LOCAL_PATH=/data DEST_LOCAL_PATH=/mnt/backup ENCRYPTION_PASSWORD=... \\
       python3 encrypted_s3_backup.py                  configuration from the environment
 
@@ -4131,6 +4927,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--list", action="store_true",
                        help="list what the backup holds (path, size, mtime, deleted date) from "
                             "object names alone")
+    group.add_argument("--report-skipped", metavar="WHY",
+                       help="report a backup that did not run (the Docker image's overlap "
+                            "guard uses it): the health check's /fail ping with WHY as its "
+                            "body, and the webhook; nothing else is done")
     options = parser.add_argument_group("options")
     options.add_argument("--restore-deleted", action="store_true",
                          help="with --restore: include files marked deleted")
@@ -4144,6 +4944,15 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--versions", action="store_true",
                          help="with --list: every object of every path (live, deleted, "
                               "versions), oldest first")
+    options.add_argument("--subset", metavar="N/T|P%",
+                         help="with --verify: only the objects whose key falls in slice N of "
+                              "T (the same slices on every run and machine: T runs with N = "
+                              "1..T check everything once), or a random P percent of them")
+    options.add_argument("--bwlimit", metavar="RATE", type=rate_argument,
+                         help="at most RATE bytes per second of object data to and from the "
+                              "destination, for all processes together; K, M, G suffixes "
+                              "(powers of 1024), e.g. 4M; 0 for no limit (overrides "
+                              "bandwidth_limit)")
     options.add_argument("--dry-run", action="store_true",
                          help="show what a backup or restore would do; change nothing")
     options.add_argument("--allow-mass-delete", action="store_true",
@@ -4160,6 +4969,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def rate_argument(text: str) -> int:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -4173,6 +4989,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--dry-run is for a backup or --restore")
     if args.versions and not args.list:
         parser.error("--versions needs --list")
+    if args.subset is not None:
+        if not args.verify:
+            parser.error("--subset needs --verify")
+        try:
+            args.subset = parse_subset(args.subset)
+        except ValueError as exc:
+            parser.error(f"--subset: {exc}")
+    if args.dry_run and args.report_skipped is not None:
+        parser.error("--dry-run is for a backup or --restore")
     args.as_of_text, args.as_of = args.as_of, None
     if args.as_of_text is not None:
         if not (args.restore or args.list):
@@ -4205,6 +5030,14 @@ def setup_logging(quiet: bool) -> None:
         log.addHandler(handler)
 
 
+def run_kind(args: argparse.Namespace) -> Optional[str]:
+    """What the monitors call this run; None for what they do not watch (a list, a dry
+    run)."""
+    if args.list or args.dry_run:
+        return None
+    return "restore" if args.restore else "verify" if args.verify else "backup"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one action; the only place where exceptions become exit codes."""
     args = parse_args(argv)
@@ -4212,27 +5045,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     one_malloc_arena()    # before any thread: forked workers would inherit their arenas
     parent_stop_signals()
     take_requests()       # this run's requests only (main() may run more than once)
+    monitor = Monitor(run_kind(args), args.config)
+    if args.report_skipped is not None:
+        monitor.skipped(args.report_skipped)
+        return EXIT_OK
     try:
         needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
-        config, warnings = load_config(args.config, needs=needs)
+        flags = {"bandwidth_limit": args.bwlimit} if args.bwlimit is not None else {}
+        config, warnings = load_config(args.config, needs=needs, flags=flags)
         for warning in warnings:
             log.warning("warning: %s", warning)
+        if config.bandwidth_limit:    # one bucket, made before any worker is forked
+            config = replace(config, throttle=Throttle(config.bandwidth_limit))
+        monitor.begin(config)
         action = run_restore if args.restore else run_verify if args.verify else \
             run_list if args.list else run_backup
-        return action(config, args)
+        code = action(config, args)
     except BackupError as exc:
         log.error("error: %s", exc.message)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
         log.error("interrupted: stopped before finishing; run again to complete")
-        return EXIT_INTERRUPTED
+        code = EXIT_INTERRUPTED
     except WorkerBug as exc:   # a bug in a worker: its own traceback
         log.error("internal error, please report it with this traceback:\n%s", exc.traceback)
-        return exc.exit_code
+        code = exc.exit_code
     except Exception:   # a bug: show everything
         log.error("internal error, please report it with this traceback:\n%s",
                   traceback.format_exc())
-        return EXIT_BUG
+        code = EXIT_BUG
+    monitor.end(code)
+    return code
 
 
 if __name__ == "__main__":

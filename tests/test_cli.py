@@ -529,7 +529,7 @@ def test_exit_code_1_when_some_files_failed_and_3_on_a_bug(local_tool, monkeypat
     victim.write_bytes(b"garbage")
     assert tool("--restore")[0] == esb.EXIT_FAILED == 1
     assert (tool.restore / "empty.txt").exists()          # the rest was done
-    monkeypatch.setattr(esb, "plan_backup", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(esb, "plan_walked", lambda *a, **k: 1 / 0)
     code, _, err = tool()
     assert code == esb.EXIT_BUG == 3 and "please report" in err and "ZeroDivisionError" in err
 

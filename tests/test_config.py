@@ -80,6 +80,13 @@ FULL = {
     "encryption_type": "cha",
     "versions_keep_days": 45,
     "requests_in_flight": 16,
+    "healthcheck_url": "https://hc-ping.com/0f5e-check-key",
+    "notify_url": "https://ntfy.sh/backups?tpl=1",
+    "notify_on": "always",
+    "metrics_file": "/var/lib/node_exporter/textfile/esb.prom",
+    "pre_command": "pg_dump -f /data/db.sql app",
+    "post_command": "rm -f /data/db.sql",
+    "bandwidth_limit": "2M",
 }
 
 
@@ -104,6 +111,13 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
     assert config.requests_in_flight == 16
     assert config.ignore_regex == ("^tmp/", r"\.swp$")
     assert isinstance(config.ignore_regex, tuple)
+    assert config.alerts == esb.Alerts(
+        healthcheck_url="https://hc-ping.com/0f5e-check-key",
+        notify_url="https://ntfy.sh/backups?tpl=1", notify_on="always",
+        metrics_file="/var/lib/node_exporter/textfile/esb.prom")
+    assert config.pre_command == "pg_dump -f /data/db.sql app"
+    assert config.post_command == "rm -f /data/db.sql"
+    assert config.bandwidth_limit == 2 * 1024 * 1024 and config.throttle is None
 
 
 def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
@@ -331,6 +345,28 @@ def test_defaults():
     assert config.codec == esb.Codec(compress=True, encrypt=True, encryption_type="aes",
                                      password=PASSWORD, salt=None, encrypt_filenames=False,
                                      lzma_level=6, gzip_level=6)
+    assert config.alerts == esb.Alerts(None, None, "failure", None)
+    assert config.pre_command is config.post_command is None
+    assert config.bandwidth_limit == 0
+
+
+def test_a_flag_overrides_the_environment_and_the_file(tmp_path):
+    path = write_config(tmp_path, {"bandwidth_limit": 1000})
+    assert esb.load_config(path, BASE_ENV)[0].bandwidth_limit == 1000
+    assert esb.load_config(path, env(BANDWIDTH_LIMIT="2K"))[0].bandwidth_limit == 2048
+    assert esb.load_config(path, env(BANDWIDTH_LIMIT="2K"),
+                           flags={"bandwidth_limit": 0})[0].bandwidth_limit == 0
+
+
+def test_notify_on_and_urls_are_read_leniently_when_the_rest_is_broken(tmp_path):
+    """A configuration that does not load still tells where to report that."""
+    broken = env(ENCRYPTION_PASSWORD=None, HEALTHCHECK_URL="http://hc.example/k3y",
+                 NOTIFY_ON="ALWAYS", METRICS_FILE="/m.prom", NOTIFY_URL="not a url")
+    config_error(environ=broken)
+    alerts = esb.alerts_anyway(None, broken)
+    assert alerts == esb.Alerts("http://hc.example/k3y", None, "always", "/m.prom")
+    bad_file = write_config(tmp_path, "{broken")
+    assert esb.alerts_anyway(bad_file, broken).healthcheck_url == "http://hc.example/k3y"
 
 
 def test_restore_defaults_to_a_local_folder_in_the_temp_dir():
@@ -390,6 +426,12 @@ def test_needs_only_what_the_action_uses():
     ({"IGNORE_REGEX": '["broken json"'}, "ignore_regex", "IGNORE_REGEX"),
     ({"SRC_LOCAL_PATH": None}, "src", "SRC_LOCAL_PATH"),
     ({"DEST_LOCAL_PATH": None}, "dest", "DEST_S3_BUCKET"),
+    ({"HEALTHCHECK_URL": "hc-ping.com/key"}, "healthcheck_url", "HEALTHCHECK_URL"),
+    ({"NOTIFY_URL": "http:///no-host"}, "notify_url", "NOTIFY_URL"),
+    ({"NOTIFY_URL": "https://host:port/x"}, "notify_url", "NOTIFY_URL"),
+    ({"NOTIFY_ON": "never"}, "notify_on", "NOTIFY_ON"),
+    ({"BANDWIDTH_LIMIT": "fast"}, "bandwidth_limit", "BANDWIDTH_LIMIT"),
+    ({"BANDWIDTH_LIMIT": "-5M"}, "bandwidth_limit", "BANDWIDTH_LIMIT"),
 ])
 def test_validation_problem_names_key_and_variable(changes, key, variable):
     message = config_error(environ=env(**changes))
@@ -535,6 +577,8 @@ def test_repr_never_shows_the_password_or_secret_keys():
     {"DEST_AWS_ACCESS_KEY_ID": None},                               # secret without its key id
     {"DEST_LOCAL_PATH": "/also"},                                   # both kinds of storage
     {"BACKUP_PROCESSES": "x", "COMPRESS": "perhaps", "IGNORE_REGEX": "(("},
+    {"HEALTHCHECK_URL": f"htps://hc.example/{S3_SECRET}",                 # URLs hold keys
+     "NOTIFY_URL": f"https://ntfy.example/{S3_SECRET} topic"},
 ])
 def test_config_errors_never_show_the_password_or_secret_key(changes):
     with_secret = env(DEST_LOCAL_PATH=None, **s3_env("dest", S3_SECRET))

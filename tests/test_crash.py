@@ -576,8 +576,8 @@ def test_interrupted_restore_cleans_up_and_exits_130(tmp_path, slow_tree, signum
 # ---------------------------------------------------------------------------------------
 
 def fd_info(handle):
-    """(mode bits, link count, path) of an open file."""
-    fd = handle.fileno()
+    """(mode bits, link count, path) of an open file (a file object or a descriptor)."""
+    fd = handle if isinstance(handle, int) else handle.fileno()
     info = os.fstat(fd)
     return stat_mode(info), info.st_nlink, os.readlink(f"/proc/self/fd/{fd}")
 
@@ -598,22 +598,34 @@ def test_local_temp_files_are_0600_while_written(tmp_path, monkeypatch, capsys, 
     src, dest = tmp_path / "src", tmp_path / "dest"
     put_file(src / "a/one.txt", b"one\n" * 1000, BASE_MTIME)
     put_file(src / "two.bin", os.urandom(2 << 20), BASE_MTIME)
-    seen, encode, decode = [], esb.encode, esb.decode
+    seen, encode, decode, write_all = [], esb.encode, esb.decode, esb._write_all
+
+    def on_disk(sink):
+        return not isinstance(sink, io.BytesIO)
 
     def watching_encode(source, size, codec, sink):
-        seen.append(fd_info(sink))
+        if on_disk(sink):                           # a big file: written as it is made
+            seen.append(fd_info(sink))
         return encode(source, size, codec, sink)
 
     def watching_decode(source, size, md5, codec, sink):
-        seen.append(fd_info(sink))
+        if on_disk(sink):
+            seen.append(fd_info(sink))
         return decode(source, size, md5, codec, sink)
+
+    def watching_write_all(fd, data):               # a small one: made in memory first
+        seen.append(fd_info(fd))
+        return write_all(fd, data)
 
     monkeypatch.setattr(esb, "encode", watching_encode)
     monkeypatch.setattr(esb, "decode", watching_decode)
+    monkeypatch.setattr(esb, "_write_all", watching_write_all)
     env = tool_env(src, LocalDest(dest), tmp_path / "restore", tmp_path / "scratch",
                    BACKUP_PROCESSES=1, RESTORE_PROCESSES=1)
-    assert run_in_process(monkeypatch, capsys, env)[0] == 0
-    assert run_in_process(monkeypatch, capsys, env, "--restore")[0] == 0
+    code, _, err = run_in_process(monkeypatch, capsys, env)
+    assert code == 0, err
+    code, _, err = run_in_process(monkeypatch, capsys, env, "--restore")
+    assert code == 0, err
     assert len(seen) == 4
     for mode, links, path in seen:
         assert mode == 0o600, (oct(mode), path)

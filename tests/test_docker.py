@@ -342,7 +342,10 @@ def test_a_run_never_overlaps_the_previous_one(box):
         assert time.monotonic() - began < 1.5
         assert second.returncode == 0, second.stderr
         assert first.poll() is None   # the first run is still going
-        assert len(box.runs()) == 1
+        # the skipped run only reports itself to the monitors
+        [_, report] = box.runs()
+        assert report["argv"][0] == "--report-skipped"
+        assert report["argv"][1].startswith("previous run still going: the backup due at ")
         out = box.log_out.read_text(encoding="utf-8")
         assert re.search(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\] previous backup still running; "
                          r"skipping this run$", out, re.M)
@@ -350,7 +353,33 @@ def test_a_run_never_overlaps_the_previous_one(box):
         assert first.wait(timeout=10) == 0
     third = box.run_installed_job()
     assert third.returncode == 0, third.stderr
-    assert len(box.runs()) == 2
+    assert [run["argv"] for run in box.runs()][2] == []
+
+
+def test_a_skipped_run_sends_the_fail_ping_with_its_reason(box, ping_server):
+    """The real script reports the skip: a /fail ping whose body says why, and the URL's
+    key is not in the container log."""
+    box.start(HEALTHCHECK_URL=ping_server.url("/ping/sk1p-key"))
+    first = subprocess.Popen([str(CRONTAB_SH), JOB_WORD], env={**box.env, "STUB_SLEEP": "2"})
+    try:
+        deadline = time.monotonic() + 10
+        while not box.runs():
+            assert time.monotonic() < deadline, "the first job never started the script"
+            time.sleep(0.02)
+        real = box.tmp / "real.env"     # the same environment, with the real script
+        script = shlex.quote(str(ROOT / "encrypted_s3_backup.py"))
+        real.write_text(box.env_file.read_text(encoding="utf-8")
+                        + f"export ESB_SCRIPT={script}\n", encoding="utf-8")
+        second = box.run(JOB_WORD, str(real), timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert first.poll() is None
+    finally:
+        assert first.wait(timeout=10) == 0
+    assert ping_server.seen() == [("POST", "/ping/sk1p-key/fail")]
+    body = ping_server.requests[0].body.decode()
+    assert body.startswith("previous run still going: the backup due at ")
+    logged = box.log_out.read_text(encoding="utf-8") + box.log_err.read_text(encoding="utf-8")
+    assert "sk1p-key" not in logged and "previous backup still running" in logged
 
 
 # --- the Dockerfile -------------------------------------------------------------------------------

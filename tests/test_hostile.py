@@ -731,7 +731,7 @@ def test_repr_of_configuration_hides_secrets(make_tool):
 
 @pytest.mark.parametrize("action,patched", [("--verify", "read_backup"),
                                             ("--restore", "select_for_restore"),
-                                            ("", "plan_backup")])
+                                            ("", "plan_walked")])
 def test_internal_error_traceback_holds_no_secret(make_tool, monkeypatch, action, patched):
     tool = make_tool(encrypt_filenames=True)
     backup_good(tool)

@@ -141,3 +141,17 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     assert len(backup["process_peaks_mb"]) == 3          # the tool and its 2 workers
     assert sum(map(whole_bytes, backup["process_peaks_mb"])) >= whole_bytes(backup["peak_mb"]) > 0
     assert results["planner"]["entries"] == 20_000 and "error" not in results["planner"]
+
+
+def test_the_monitoring_examples_match_what_the_tool_sends(local_tool, ping_server):
+    """The webhook example has exactly the fields a backup's webhook has, and the metrics
+    table names every metric."""
+    monitoring = README[README.index("## Monitoring"):README.index("## Performance")]
+    example = json.loads(re.search(r"```json\n(.*?)```", monitoring, re.S).group(1))
+    local_tool.set(NOTIFY_URL=ping_server.url("/hook"), BACKUP_PROCESSES="many")
+    assert local_tool()[0] == 2                    # a configuration error, reported
+    sent = ping_server.requests[0].json()
+    assert set(sent) == set(example)
+    assert example["kind"] == "backup" and example["status"] == "failure"
+    for name, _ in esb.METRICS:
+        assert f"`{name}" in monitoring

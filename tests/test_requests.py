@@ -132,3 +132,24 @@ def test_a_long_listing_is_split_by_folder_and_comes_back_the_same(s3_bucket, mo
     assert sorted(e.key for e in storage.list_files(
         esb.ListReport(), lambda k: k.startswith("a"))) == sorted(
         key for key, _ in whole if not key.startswith("a"))
+
+
+def test_every_body_sent_carries_its_md5(s3_bucket, monkeypatch):
+    """The service checks what it got: an upload cut short (the process killed after its
+    headers went out) stores nothing; SeaweedFS would keep an empty object."""
+    import base64
+    import hashlib
+    monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
+    monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
+    storage = esb.S3Storage(s3_config(s3_bucket))
+    storage.prepare(create=True)
+    sent = []
+    storage.client.meta.events.register(
+        "before-send.s3", lambda request, **kwargs: sent.append(
+            (request.method, request.headers.get("Content-MD5"), request.body)))
+    small, big = b"small body", bytes(range(256)) * (6 * MiB // 256)
+    for key, data in (("small", small), ("big", big)):
+        storage.store("", lambda sink: sink.write(data), lambda _: key)
+    md5s = [md5 for method, md5, _ in sent if method == "PUT"]
+    expected = [small, big[:5 * MiB], big[5 * MiB:]]
+    assert md5s == [base64.b64encode(hashlib.md5(d).digest()) for d in expected]

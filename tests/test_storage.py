@@ -668,6 +668,53 @@ def test_s3_small_store_is_a_single_put(s3, s3_bucket):
     assert "-" not in head["ETag"].strip('"')
 
 
+# --- the bandwidth budget: object data only, each byte once ----------------------------
+
+class CountingThrottle:
+    """Stands in for esb.Throttle: counts the bytes that pass instead of making them wait."""
+
+    def __init__(self):
+        self.taken = 0
+
+    def take(self, size):
+        self.taken += size
+
+
+def test_throttle_meters_the_bytes_stored_and_read_once_and_nothing_else(storage):
+    storage.throttle = counting = CountingThrottle()
+    data = os.urandom(3 * MiB + 5)
+    put(storage, "a/t.bin", data)
+    assert counting.taken == len(data)   # on S3, not the signer's read of it for its hash
+    counting.taken = 0
+    assert read(storage, "a/t.bin") == data
+    assert counting.taken == len(data)
+    counting.taken = 0
+    assert set(listing(storage)) == {"a/t.bin"}
+    storage.stat("a/t.bin")
+    storage.rename("a/t.bin", "a/u.bin", len(data))
+    storage.remove("a/u.bin")
+    assert counting.taken == 0
+
+
+def test_throttle_meters_each_part_of_a_multipart_upload_once(s3, monkeypatch):
+    monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
+    monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
+    s3.throttle = counting = CountingThrottle()
+    data = os.urandom(11 * MiB + 1)
+    put(s3, "big.bin", data)
+    assert counting.taken == len(data)
+
+
+def test_make_storage_gives_the_throttle_to_either_kind(tmp_path, s3_bucket):
+    throttle = esb.Throttle(MiB)
+    assert esb.make_storage(esb.StorageConfig(local_path=str(tmp_path)),
+                            throttle=throttle).throttle is throttle
+    assert esb.make_storage(s3_config(s3_bucket), throttle=throttle).throttle is throttle
+    assert esb.make_storage(s3_config(s3_bucket)).throttle is None
+    s3 = esb.make_storage(s3_config(s3_bucket), throttle=throttle)
+    assert pickle.loads(pickle.dumps(s3)).throttle is throttle   # the run's one bucket
+
+
 # --- batches: one flush for many small files -------------------------------------------
 
 def test_batch_files_appear_only_when_the_batch_ends(storage):
@@ -742,10 +789,11 @@ def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
     monkeypatch.setattr(FlatStorage, "remote", remote)
     real_make_storage = esb.make_storage
 
-    def make_storage(config, confined=False, reap=False, requests=0):
+    def make_storage(config, confined=False, reap=False, requests=0, throttle=None):
         if config.local_path == str(dest):
-            return FlatStorage(config.local_path, confined=confined, reap=reap)
-        return real_make_storage(config, confined, reap, requests)
+            return FlatStorage(config.local_path, confined=confined, reap=reap,
+                               throttle=throttle)
+        return real_make_storage(config, confined, reap, requests, throttle)
 
     monkeypatch.setattr(esb, "make_storage", make_storage)
     src = tmp_path / "src"
