@@ -47,11 +47,13 @@ What it does
        (/proc/<pid>/smaps_rollup: shared pages split between their users), the real share.
        The JSON also has each process's own peak RSS (process_peaks_mb: the tool, then its
        helper and workers in the order they started).
-    4. Planner scale: a subprocess builds 1,000,000 synthetic Entry objects and the matching
-       Stored objects (a no-change run; 20,000 with --quick) and times plan_backup() on them;
-       its peak memory is the subprocess's VmHWM (peak RSS, inputs included; ru_maxrss would
-       include the RSS of the benchmark that forked it, as Linux keeps it across exec).
-       --planner N sets the number of entries (0: no planner figure).
+    4. Planner scale: a subprocess plans a no-change run of 1,000,000 synthetic files (20,000
+       with --quick) from listings generated in key order, as a run does: "held", both held
+       as the tool's compact Listing columns and sorted (encrypted names, or a storage that
+       does not list in order: the figure that bounds a run's memory), and "streamed", both
+       walked as they come.  Its peak memory is the subprocess's VmHWM (peak RSS, inputs
+       included; ru_maxrss would include the RSS of the benchmark that forked it, as Linux
+       keeps it across exec).  --planner N sets the number of entries (0: no planner figure).
     5. Scale (--scale N, instead of the data sets): N tiny files (their number as text) in
        up to 500 folders of 40 subfolders, at least 25 files a subfolder, written by one
        process per core.  For each target: the first backup and the no-change run (fastest
@@ -509,33 +511,66 @@ def proc_status_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
-def planner_child(count: int) -> None:
-    """Plan a no-change backup of ``count`` synthetic files; print seconds and memory as JSON."""
+PLANNER_MODES = ("held", "streamed")
+
+
+def synthetic_listings(tool, count: int):
+    """Two generators over ``count`` synthetic files of a no-change run, both in key order:
+    the source's Entry objects, and the destination's (key, object size, 0) of their backup
+    objects with plaintext names, as the tool's listings give them."""
+    def paths():
+        per_folder = -(-count // 1000)
+        for i in range(count):
+            yield i, f"dir{i // per_folder:04d}/file-{i:08d}.dat"
+
+    def files():
+        for i, path in paths():
+            yield tool.Entry(path, 1000 + i % 50000, MTIME_BASE + i)
+
+    def objects():
+        for i, path in paths():
+            name = tool.BackupName(path, MTIME_BASE + i, 1000 + i % 50000,
+                                   hashlib.md5(path.encode()).digest())
+            yield tool.Entry(tool.format_plain_name(name) + tool.OBJECT_SUFFIX,
+                             1060 + i % 50000, 0)
+    return files(), objects()
+
+
+def planner_child(count: int, mode: str) -> None:
+    """Plan a no-change backup of ``count`` synthetic files the way a run does; print seconds
+    and memory as JSON.  "streamed": both listings walked as they come in key order (a
+    plaintext-name destination); "held": both held as the tool's compact Listing columns
+    and sorted (encrypted names, or a storage that does not list in order), the figure
+    that bounds a run's memory."""
     tool = load_module("encrypted_s3_backup", TOOL_PATH)
-    entries = [tool.Entry(f"dir{i % 1000:03d}/file-{i:07d}.dat", 1000 + i % 50000,
-                          MTIME_BASE + i) for i in range(count)]
-    stored = []
-    for entry in entries:
-        name = tool.BackupName(entry.key, entry.mtime, entry.size,
-                               hashlib.md5(entry.key.encode()).digest())
-        stored.append(tool.stored_object(tool.format_plain_name(name) + tool.OBJECT_SUFFIX,
-                                  entry.size + 60, name))
-    inputs_kb = proc_status_kb("VmRSS")
+    files, objects = synthetic_listings(tool, count)
     start = time.perf_counter()
-    plan = tool.plan_backup(entries, stored, datetime.date.today(), None)
+    if mode == "streamed":
+        report = tool.ListReport()
+        source = tool.in_plan_order(tool.listed_files(files), "src")
+        stored = tool.in_plan_order(tool.listed_objects(objects, tool.Codec(), report), "dest")
+    else:
+        held_files, held_objects = tool.Listing(), tool.Listing()
+        for entry in files:
+            held_files.append(*entry)
+        for entry in objects:
+            held_objects.append(entry.key, entry.size)
+        source, stored = held_files.files_in_order(), held_objects.objects_in_order()
+    plan = tool.plan_walked(source, stored, datetime.date.today(), None)
     seconds = time.perf_counter() - start
     if plan.unchanged != count or plan.uploads or plan.renames or plan.removes:
         raise SystemExit(f"planner check: expected {count} unchanged, got {plan}")
     peak_kb = proc_status_kb("VmHWM")   # not ru_maxrss: Linux carries that across exec()
-    print(json.dumps({"entries": count, "seconds": seconds, "inputs_mb": inputs_kb * 1024 / MB,
+    print(json.dumps({"mode": mode, "entries": count, "seconds": seconds,
                       "peak_mb": peak_kb * 1024 / MB}))
 
 
-def run_planner(count: int) -> dict:
+def run_planner(count: int, mode: str) -> dict:
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--planner-child",
-                          str(count)], capture_output=True, text=True)
+                          str(count), "--planner-mode", mode], capture_output=True, text=True)
     if out.returncode != 0:
-        return {"entries": count, "error": out.stderr[-2000:] or out.stdout[-2000:]}
+        return {"mode": mode, "entries": count,
+                "error": out.stderr[-2000:] or out.stdout[-2000:]}
     return json.loads(out.stdout)
 
 
@@ -628,7 +663,7 @@ COLUMNS = ("dataset", "target", "step", "files", "MB", "wall s", "files/s", "MB/
            "x floor", "peak MB", "PSS MB", "CPU s", "server CPU s")
 
 
-def table_rows(steps: list, planner: dict) -> list[tuple]:
+def table_rows(steps: list, planners: list) -> list[tuple]:
     rows = []
     for s in steps:
         ok = s["exit_code"] == 0 and not s.get("restore_problems")
@@ -639,8 +674,8 @@ def table_rows(steps: list, planner: dict) -> list[tuple]:
                      f"{s['peak_mb']:.0f}",
                      f"{s['peak_pss_mb']:.0f}", f"{s['tool_cpu_s']:.1f}",
                      f"{s['server_cpu_s']:.1f}" if s["target"] == "s3" else "-"))
-    if "seconds" in planner:
-        rows.append(("synthetic", "-", "plan no-change", f"{planner['entries']}", "-",
+    for planner in (p for p in planners if "seconds" in p):
+        rows.append(("synthetic", "-", f"plan {planner['mode']}", f"{planner['entries']}", "-",
                      f"{planner['seconds']:.2f}",
                      f"{planner['entries'] / planner['seconds']:.0f}", "-", "-",
                      f"{planner['peak_mb']:.0f}", "-", "-", "-"))
@@ -741,6 +776,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="synthetic entries for the planner figure (default 1,000,000; "
                              "20,000 with --quick; 0: none)")
     parser.add_argument("--planner-child", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--planner-mode", choices=PLANNER_MODES, default="held",
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rtt:
         args.targets = "s3"
@@ -764,7 +801,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.planner_child:
-        planner_child(args.planner_child)
+        planner_child(args.planner_child, args.planner_mode)
         return 0
     if not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"):
         raise SystemExit("this kernel has no /proc/<pid>/task/<tid>/children; cannot measure")
@@ -780,7 +817,7 @@ def main(argv=None) -> int:
                "rtt_ms": args.rtt,
                "settings": {"lzma_level": LEVEL, "gzip_level": LEVEL, "encryption_type": "aes",
                             "encryption_salt": "fixed"},
-               "datasets": {}, "steps": [], "planner": {}}
+               "datasets": {}, "steps": [], "planner": []}
     try:
         if "s3" in args.targets:
             server = load_module("s3_server", S3_SERVER_PATH).SeaweedServer()
@@ -817,10 +854,11 @@ def main(argv=None) -> int:
                     results["steps"].append(step)
         count = max(1, round(PLANNER_ENTRIES * scale)) if args.planner is None else args.planner
         if count and not args.rtt:
-            print(f"planner: {count} synthetic entries ...", flush=True)
-            results["planner"] = run_planner(count)
-            if "error" in results["planner"]:
-                print("planner check FAILED:\n" + results["planner"]["error"])
+            for mode in PLANNER_MODES:
+                print(f"planner: {count} synthetic entries, {mode} ...", flush=True)
+                results["planner"].append(run_planner(count, mode))
+                if "error" in results["planner"][-1]:
+                    print("planner check FAILED:\n" + results["planner"][-1]["error"])
     finally:
         if server is not None:
             server.stop()
@@ -839,14 +877,13 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as handle:
         json.dump(results, handle, indent=1)
-    planner = results["planner"]
-    if "seconds" in planner:
-        print(f"\nplanner: {planner['entries']} entries planned in {planner['seconds']:.2f} s; "
-              f"peak {planner['peak_mb']:.0f} MB, inputs alone {planner['inputs_mb']:.0f} MB")
+    for planner in (p for p in results["planner"] if "seconds" in p):
+        print(f"planner, {planner['mode']}: {planner['entries']} entries planned in "
+              f"{planner['seconds']:.2f} s; peak {planner['peak_mb']:.0f} MB")
     print(f"results: {args.json}" + (f"; files kept in {work}" if args.keep else ""))
     failed = any(s["exit_code"] or s.get("restore_problems")
                  for s in results["steps"] + results.get("scale_steps", []))
-    return 1 if failed or "error" in results["planner"] else 0
+    return 1 if failed or any("error" in p for p in results["planner"]) else 0
 
 
 if __name__ == "__main__":

@@ -42,6 +42,43 @@ def make_codec(**fields) -> "esb.Codec":
 
 
 # ---------------------------------------------------------------------------------------
+# The planner, three ways: as it plans held lists, walked listings and compact columns
+# ---------------------------------------------------------------------------------------
+
+def plan_three_ways(source, objects, today, keep_days, blind=(), versions_keep_days=0):
+    """esb.plan_backup of the listings, checked to be exactly the plan a run makes when it
+    walks the listings as they come in key order (in_plan_order, plan_walked), and the
+    one it makes from compact Listing columns (encrypted names, or a storage that does not
+    list in order).  Objects whose key is not their plaintext name (an encrypted name)
+    cannot be walked in order: for those only the columns are compared."""
+    source = list(source)
+    objects = [esb.stored_object(o.key, o.size, o.name) for o in objects]
+    expected = esb.plan_backup(source, objects, today, keep_days, blind, versions_keep_days)
+
+    def planned(files, stored):
+        return esb.plan_walked(files, stored, today, keep_days, list(blind),
+                               versions_keep_days)
+
+    files, held = esb.Listing(), esb.Listing()
+    for entry in source:
+        files.append(*entry)
+    plain = all(esb.reads_as(o.key, o.name) for o in objects)
+    for obj in objects:
+        name = "" if plain else esb.format_plain_name(obj.name) + esb.name_suffix(obj.name)
+        held.append(obj.key, obj.size, name=name)
+    assert planned(files.files_in_order(), held.objects_in_order()) == expected
+    if plain:
+        report = esb.ListReport()
+        walked = planned(
+            esb.in_plan_order(esb.listed_files(sorted(source, key=lambda e: e.key)), "src"),
+            esb.in_plan_order(esb.listed_objects(
+                (esb.Entry(o.key, o.size, 0) for o in sorted(objects, key=lambda o: o.key)),
+                esb.Codec(), report), "dest"))
+        assert walked == expected and report == esb.ListReport()
+    return expected
+
+
+# ---------------------------------------------------------------------------------------
 # Vectors
 # ---------------------------------------------------------------------------------------
 

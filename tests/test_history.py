@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, esb, process_env, tree
+from conftest import ROOT, esb, plan_three_ways, process_env, tree
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +38,7 @@ def entry(path, mtime=MTIME + 60, size=3):
 
 
 def plan(source, objects, versions_keep_days=30, keep_days=None, today=TODAY):
-    return esb.plan_backup(source, objects, today, keep_days, (), versions_keep_days)
+    return plan_three_ways(source, objects, today, keep_days, (), versions_keep_days)
 
 
 def actions(p):
@@ -133,7 +133,7 @@ def test_a_changed_file_with_crash_leftovers_keeps_each_content_once():
 
 def test_blind_paths_keep_their_versions():
     version = stored("dir/a.txt", deleted=STAMP - 400, version=True)
-    p = esb.plan_backup([], [version], TODAY, 0, ("dir/",), 30)
+    p = plan_three_ways([], [version], TODAY, 0, ("dir/",), 30)
     assert actions(p) == []
 
 
@@ -513,7 +513,7 @@ def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
             assume(not version or deleted)             # a version always has its day
             objects[key_of(name)] = name
     stored_objects = [esb.Stored(None, n.size + 48, n) for n in objects.values()]
-    p = esb.plan_backup(source, stored_objects, TODAY, keep_days, (), versions_keep_days)
+    p = plan_three_ways(source, stored_objects, TODAY, keep_days, (), versions_keep_days)
     # jobs run in parallel: no two may touch the same key (one writing what another removes)
     touched = [key for u in p.uploads for key in u.replaces]
     touched += [key for u in p.uploads for v in u.versions for key in (v.old.key,

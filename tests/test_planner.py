@@ -6,7 +6,7 @@ Every case is built by hand from small Entry / Stored / BackupName values.
 import datetime
 
 import pytest
-from conftest import esb
+from conftest import esb, plan_three_ways
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,11 +23,12 @@ def entry(path, size=100, mtime=MTIME):
 def stored(path, size=100, mtime=MTIME, deleted=0, key=None):
     """An object whose name says path/size/mtime/deleted; its key is the real plaintext name."""
     name = esb.BackupName(path, mtime, size, MD5, deleted)
-    return esb.Stored(key or esb.format_plain_name(name) + esb.OBJECT_SUFFIX, size + 48, name)
+    return esb.stored_object(key or esb.format_plain_name(name) + esb.OBJECT_SUFFIX, size + 48,
+                             name)
 
 
 def plan(source=(), objects=(), today=TODAY, keep_days=None, blind=()):
-    return esb.plan_backup(list(source), list(objects), today, keep_days, blind)
+    return plan_three_ways(source, objects, today, keep_days, blind)
 
 
 def is_empty(p):
@@ -484,7 +485,7 @@ def test_no_change_run_over_100000_files():
     objects = [esb.Stored(f"k{i}", i + 48,
                           esb.BackupName(f"dir{i % 100}/file{i}", MTIME + i, i, MD5))
                for i in range(count)]
-    p = esb.plan_backup(source, objects, TODAY, 30)
+    p = plan_three_ways(source, objects, TODAY, 30)
     assert p.unchanged == count and p.live == count
     assert is_empty(p)
 

@@ -138,9 +138,12 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     assert versions["runs"] == 3 and versions["vs_no_versions"] > 0
     assert all(s["exit_code"] == 0 and s["peak_mb"] > 0 for s in results["steps"])
     backup = next(s for s in results["steps"] if s["step"] == "backup")
-    assert len(backup["process_peaks_mb"]) == 3          # the tool and its 2 workers
+    # the tool, its 2 workers and, when the sampler saw it, the helper that walks the source
+    assert len(backup["process_peaks_mb"]) in (3, 4)
     assert sum(map(whole_bytes, backup["process_peaks_mb"])) >= whole_bytes(backup["peak_mb"]) > 0
-    assert results["planner"]["entries"] == 20_000 and "error" not in results["planner"]
+    assert [(p["mode"], p["entries"]) for p in results["planner"]] == [
+        ("held", 20_000), ("streamed", 20_000)]
+    assert not any("error" in p for p in results["planner"])
 
 
 def test_the_monitoring_examples_match_what_the_tool_sends(local_tool, ping_server):
