@@ -122,6 +122,8 @@ EXIT_OK = 0            # everything was done
 EXIT_FAILED = 1        # some files failed (each named on stderr); all others were done
 EXIT_USAGE = 2         # usage, configuration or storage error, or a refused run: nothing done
 EXIT_BUG = 3           # internal error: a traceback to report
+EXIT_THAWING = 4       # restore or verify did everything readable; the rest is in an archive
+                       # storage class, asked to thaw (or left, --no-thaw): run again later
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -857,6 +859,25 @@ class Entry(NamedTuple):
     key: str     # "/"-separated path relative to the storage root
     size: int    # bytes
     mtime: int   # whole seconds
+    storage_class: str = ""   # as the listing names it; "" for STANDARD, or where a
+                              # storage has no classes
+
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")   # S3 storage classes whose objects can be
+                                  # neither read nor copied (renamed) until thawed for some
+                                  # days by a RestoreObject request; GLACIER_IR reads at once
+
+
+def other_class(storage_class: Optional[str]) -> str:
+    """An S3 storage class as an Entry holds it: "" for STANDARD (or none said)."""
+    return "" if storage_class in (None, "", "STANDARD") else sys.intern(storage_class)
+
+
+class Thaw(NamedTuple):
+    """Whether an object of an archive class can be read now."""
+
+    state: str         # "archived" (no thaw asked), "thawing" (under way) or "thawed"
+    until: str = ""    # when a thawed copy goes away: ISO 8601, UTC ("" when not said)
 
 
 @dataclass
@@ -870,6 +891,8 @@ class ListReport:
                                                         # that could not be read
     bad_names: list[str] = field(default_factory=list)  # .enc objects whose name does not
                                                         # decode (why, for each)
+    classes: dict[str, str] = field(default_factory=dict)   # key: storage class, of the
+                                                        # backup objects not in STANDARD
 
 
 @dataclass(frozen=True)
@@ -959,6 +982,14 @@ class Storage(Protocol):
     def discard_unfinished(self) -> None:
         """On a stop: remove what store() calls still running in this process have
         written (another thread may be in the middle of one that will never finish)."""
+
+    def thaw_state(self, key: str) -> Thaw:
+        """For a file listed in an archive class (ARCHIVE_CLASSES): whether a thaw was asked
+        for, and whether it is done (the file can then be read and renamed)."""
+
+    def thaw(self, key: str, days: int, tier: str) -> bool:
+        """Ask for an archived file to be thawed, readable for ``days``, at ``tier`` (Bulk,
+        Standard or Expedited); False when a thaw of it was under way already."""
 
 
 def _fsync_dir(path: str) -> None:
@@ -1314,6 +1345,15 @@ class LocalStorage:
                 failed[key] = exc
         return failed
 
+    @staticmethod
+    def thaw_state(key: str) -> Thaw:
+        """Nothing in a folder is ever archived: always readable."""
+        return Thaw("thawed")
+
+    @staticmethod
+    def thaw(key: str, days: int, tier: str) -> bool:
+        return False
+
 
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
@@ -1322,6 +1362,8 @@ S3_MAX_PARTS = 10_000                 # ... since S3 allows this many parts per 
 S3_DELETE_BATCH = 1000               # keys per DeleteObjects request (the S3 maximum)
 S3_LIST_PAGE = 1000                  # keys per ListObjectsV2 page (the S3 maximum)
 S3_LIST_THREADS = 8                  # folders listed at once when a listing is long
+S3_ARCHIVE_ERRORS = ("InvalidObjectState", "ObjectNotInActiveTierError")  # reading or
+                                      # copying an archived object that is not thawed
 S3_STALE_UPLOAD_SECONDS = 24 * 3600   # an unfinished multipart upload this old is a dead run's
                                       # (no live upload of ours takes a day to finish)
 S3_ERROR_HINTS = {
@@ -1396,6 +1438,10 @@ def s3_requests(missing: str = "") -> Iterator[None]:
         code = s3_error_code(exc)
         if missing and code in ("NoSuchKey", "404"):
             raise MissingError(f"{missing} no longer exists") from None
+        if code in S3_ARCHIVE_ERRORS:
+            raise TransferError(f"S3 error {code}: the object is in an archive storage class "
+                                "and not thawed (--restore and --verify ask for thaws)"
+                                ) from None
         raise TransferError(f"S3 error {code}" if code else f"{type(exc).__name__}: {exc}"
                             ) from None
 
@@ -1406,7 +1452,7 @@ S3_REQUEST_KINDS = {
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
-    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE"}
+    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE"}
 _REQUESTS: dict[str, int] = {}
 _REQUESTS_LOCK = threading.Lock()
 EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
@@ -1633,7 +1679,8 @@ class S3Storage:
             for item in listed:
                 key = item["Key"][len(self.prefix):]
                 if key and not key.endswith("/") and not (skip and skip(key)):
-                    yield Entry(key, item["Size"], int(item["LastModified"].timestamp()))
+                    yield Entry(key, item["Size"], int(item["LastModified"].timestamp()),
+                                other_class(item.get("StorageClass")))
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
 
@@ -1677,7 +1724,8 @@ class S3Storage:
     def stat(self, key: str) -> Entry:
         with s3_requests(missing=key):
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
+        return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()),
+                     other_class(head.get("StorageClass")))
 
     def open(self, key: str) -> Union[_S3Body, Metered]:
         with s3_requests(missing=key):
@@ -1783,6 +1831,27 @@ class S3Storage:
         with s3_requests():
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
+    def thaw_state(self, key: str) -> Thaw:
+        """HeadObject's Restore header says it (see parse_restore_header)."""
+        with s3_requests(missing=key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        return parse_restore_header(head.get("Restore"))
+
+    def thaw(self, key: str, days: int, tier: str) -> bool:
+        """RestoreObject: a thawed copy for ``days``; S3 answers RestoreAlreadyInProgress
+        while one is under way (asked again once thawed, it only extends the days)."""
+        from botocore.exceptions import ClientError
+        with s3_requests(missing=key):
+            try:
+                self.client.restore_object(
+                    Bucket=self.bucket, Key=self.prefix + key, RestoreRequest={
+                        "Days": days, "GlacierJobParameters": {"Tier": tier}})
+            except ClientError as exc:
+                if s3_error_code(exc) != "RestoreAlreadyInProgress":
+                    raise
+                return False
+        return True
+
     def remove_many(self, keys: list[str]) -> dict[str, BaseException]:
         """DeleteObjects, S3_DELETE_BATCH keys a request: each key's own error comes back in
         the answer, and a request that fails fails its keys."""
@@ -1802,6 +1871,24 @@ class S3Storage:
                 if key in chunk and error.get("Code") != "NoSuchKey":
                     failed[key] = TransferError(f"S3 error {error.get('Code', '')}".strip())
         return failed
+
+
+def parse_restore_header(header: Optional[str]) -> Thaw:
+    """The thaw state an S3 Restore header gives: none (no thaw asked for),
+    ``ongoing-request="true"`` (under way), or ``ongoing-request="false",
+    expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`` (thawed until then)."""
+    if not header:
+        return Thaw("archived")
+    if re.search(r'ongoing-request\s*=\s*"true"', header):
+        return Thaw("thawing")
+    until = ""
+    match = re.search(r'expiry-date\s*=\s*"([^"]+)"', header)
+    if match:
+        import email.utils
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            moment = email.utils.parsedate_to_datetime(match[1])
+            until = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Thaw("thawed", until)
 
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
@@ -1828,8 +1915,11 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
-            "bandwidth_limit")
+            "bandwidth_limit", "thaw_days", "thaw_tier")
 NOTIFY_ON = ("failure", "always")   # when the webhook is sent
+THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
+                                    # cheapest (and slowest) first
+THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
 RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
                                     # (powers of 1024, as in rclone's --bwlimit)
 FALSE_WORDS = ("false", "no", "0", "off", "n")
@@ -1871,6 +1961,8 @@ class Config:
                                        # 0: no limit
     throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
     # ^ the shared bucket of bandwidth_limit: main() makes it before any worker is forked
+    thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
+    thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
 
 
 def env_name(*parts: str) -> str:
@@ -2149,10 +2241,34 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
         alerts=_alerts(check), pre_command=check.text("pre_command"),
-        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"))
+        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"),
+        thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
+        thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize())
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
+
+
+def archive_warnings(config: Config) -> list[str]:
+    """What a backup cannot do with an archive storage_class for dest: S3 copies (renames)
+    an archived object only once it is thawed, and the settings that need renames say so."""
+    chosen = ((config.dest and config.dest.storage_class) or "").strip().upper()
+    if chosen not in ARCHIVE_CLASSES:
+        return []
+    refuses = f"dest.storage_class is {chosen}, whose objects S3 cannot rename (copy)"
+    warnings = []
+    if config.deleted_keep_days != 0:
+        warnings.append(
+            f"{refuses}: a deleted file's object is not marked deleted but stays under its "
+            "live name (a restore brings the file back, deleted_keep_days never removes it); "
+            "set deleted_keep_days to 0 (environment DELETED_KEEP_DAYS) to remove the objects "
+            "of deleted files at once, or use storage_class GLACIER_IR")
+    if config.versions_keep_days:
+        warnings.append(
+            f"{refuses}: a changed file's old object cannot be kept as a version and is "
+            "removed; set versions_keep_days to 0 (environment VERSIONS_KEEP_DAYS) if that "
+            "is wanted, or use storage_class GLACIER_IR to keep history")
+    return warnings
 
 
 def _alerts(check: _Checker) -> Alerts:
@@ -2198,6 +2314,7 @@ class Stored(NamedTuple):
     object_key: Optional[str]
     size: int             # bytes of the object
     name: BackupName
+    storage_class: str = ""   # the listing's, when not STANDARD (see with_classes)
 
     @property
     def key(self) -> str:
@@ -2210,6 +2327,20 @@ def stored_object(key: str, size: int, name: BackupName) -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
     plain = format_plain_name(name) + name_suffix(name)
     return Stored(None if plain == key else key, size, name)
+
+
+def with_classes(stored: list[Stored], classes: dict[str, str]) -> list[Stored]:
+    """``stored`` with the storage class of each object the listing found outside STANDARD
+    (``classes``: key -> class, ListReport.classes)."""
+    if not classes:
+        return stored
+    return [o._replace(storage_class=classes[o.key]) if o.key in classes else o
+            for o in stored]
+
+
+def is_archived(obj: Stored) -> bool:
+    """Whether the object is in an archive class: not readable, nor renamable, unthawed."""
+    return obj.storage_class in ARCHIVE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -2339,6 +2470,10 @@ class Plan:
     live: int = 0                      # paths with a live object before the run
     vanishing: int = 0                 # of those, how many this run marks deleted or removes
     changed: int = 0                   # of those, how many this run replaces (uploads)
+    unmarked: int = 0                  # files gone whose archived object cannot be marked
+                                       # deleted (a rename): it keeps its live name
+    unkept: int = 0                    # old contents history would keep as versions, but
+                                       # archived (no rename): removed instead
 
 
 def today() -> datetime.date:
@@ -2403,6 +2538,12 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     With ``versions_keep_days`` (history), what a change or a crash would remove is kept as
     a version object unless a version of the same content is kept already, and versions
     expire that many days after they were replaced; without it, every version expires.
+
+    An object in an archive class (is_archived) cannot be renamed, so instead: the object
+    of a file gone keeps its live name (counted in ``unmarked``) unless ``keep_days`` is 0
+    (then it is removed, as any); a deleted file that comes back is uploaded again, and
+    its archived object removed; an old content history would keep is removed
+    (``unkept``).
     """
     # Both listings sorted by path and walked side by side: no index of either (at a million
     # files a dict of them costs about 45 MB), and each path's objects come out together.
@@ -2421,11 +2562,13 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
         renames, removes = [], []
         for obj in extras:
             replaced = obj.name.deleted or stamp
-            if history and obj.name.md5 not in kept and not expired(replaced, today,
-                                                                     versions_keep_days):
+            wanted = history and obj.name.md5 not in kept and not expired(
+                replaced, today, versions_keep_days)
+            if wanted and not is_archived(obj):
                 kept.add(obj.name.md5)
                 renames.append(Rename(obj, obj.name.as_version(replaced), "keep version"))
             else:
+                plan.unkept += wanted
                 removes.append(Remove(obj, why))
         return renames, removes
 
@@ -2453,18 +2596,22 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
                                        tuple(o.old.key for o in removes), tuple(renames)))
             return
         if entry is not None:
-            if name.deleted:
+            if name.deleted and is_archived(keeper):    # no rename back: upload it again
+                plan.uploads.append(Upload(path, entry.size, entry.mtime, (keeper.key,)))
+            elif name.deleted:
                 plan.renames.append(Rename(keeper, name.with_deleted(0), "undelete"))
             else:
                 plan.unchanged += 1
         elif name.deleted == 0:
-            plan.vanishing += 1
             marked = name.with_deleted(stamp)
             copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
+            plan.vanishing += keep_days == 0 or copy is not None or not is_archived(keeper)
             if keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
             elif copy is not None:     # a run stopped in this very rename left its copy: the
                 others = [o for o in others if o is not copy] + [keeper]   # live one goes
+            elif is_archived(keeper):
+                plan.unmarked += 1
             else:
                 plan.renames.append(Rename(keeper, marked, "mark deleted"))
         elif expired(name.deleted, today, keep_days):
@@ -2524,10 +2671,18 @@ def check_mass_delete(plan: Plan) -> None:
             "again with --allow-mass-delete")
 
 
-def check_mass_change(plan: Plan) -> None:
-    """Without history: refuse a run that would replace more than half of the live files'
-    only copies (and more than 10)."""
-    if is_mass(plan.changed, plan.live):
+def check_mass_change(plan: Plan, history: bool = False) -> None:
+    """Refuse a run that would replace more than half of the live files' only copies (and
+    more than 10): every changed file's without history, with history those whose old
+    object is archived (``unkept``: it cannot become a version)."""
+    if history and is_mass(plan.unkept, plan.live):
+        raise RefusedError(
+            f"refusing to replace {plan.unkept} of {plan.live} backed-up files whose old "
+            "copies are in an archive storage class, which cannot be kept as versions (no "
+            "rename there): that many changed at once looks like files encrypted or rewritten "
+            "in place (ransomware, a broken script). If the changes are wanted, run again "
+            "with --allow-mass-change")
+    if not history and is_mass(plan.changed, plan.live):
         raise RefusedError(
             f"refusing to replace {plan.changed} of {plan.live} backed-up files: that many "
             "changed at once looks like files encrypted or rewritten in place (ransomware, "
@@ -3187,7 +3342,8 @@ log = logging.getLogger("encrypted_s3_backup")
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified", "keep version": "versions kept",
-              "expire version": "versions expired"}
+              "expire version": "versions expired",
+              "unmarked": "deleted, not marked: archived"}
 
 
 def show(path: str) -> str:
@@ -3287,7 +3443,7 @@ class Tally:
         parts = [f"{n} {word}" for word, n in done if n]
         parts.append(f"{self.failed} failed")
         rate = self.bytes_in / elapsed / 1e6
-        figures = {word.replace(" ", "_"): n for word, n in done}
+        figures = {re.sub(r"\W+", "_", word): n for word, n in done}
         figures.update({"failed": self.failed, "bytes_read": self.bytes_in,
                         f"bytes_{out_word}": self.bytes_out, "seconds": round(elapsed, 3),
                         "mb_per_s": round(rate, 3)})
@@ -4103,9 +4259,15 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
 
 
 def list_objects(dest: Storage, report: ListReport) -> list[tuple[str, int]]:
-    """(key, size) of every backup object (and version object) on the destination."""
-    return [(e.key, e.size) for e in dest.list_files(report)
-            if e.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX))]
+    """(key, size) of every backup object (and version object) on the destination; the
+    storage classes of those not in STANDARD go into ``report.classes``."""
+    objects = []
+    for entry in dest.list_files(report):
+        if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)):
+            objects.append((entry.key, entry.size))
+            if entry.storage_class:
+                report.classes[entry.key] = entry.storage_class
+    return objects
 
 
 def read_backup(dest: Storage, objects: list[tuple[str, int]], config: Config,
@@ -4186,9 +4348,11 @@ def survey_backup(src: Storage, dest: Storage, ignore_regex: tuple[str, ...], dr
 def run_backup(config: Config, args: argparse.Namespace) -> int:
     src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
+    for warning in archive_warnings(config):
+        log.warning("warning: %s", warning)
     source, objects, report = run_apart(config, (src, dest), survey_backup, src, dest,
                                         config.ignore_regex, args.dry_run)
-    stored = read_backup(dest, objects, config, report)
+    stored = with_classes(read_backup(dest, objects, config, report), report.classes)
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -4200,8 +4364,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                        tuple(report.blind), history)
     if not args.allow_mass_delete:
         check_mass_delete(plan)
-    if not (history or args.allow_mass_change):
-        check_mass_change(plan)
+    if not args.allow_mass_change:
+        check_mass_change(plan, bool(history))
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
     jobs: list[Job] = [*uploads, *plan.renames, *plan.removes]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
@@ -4216,6 +4380,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                  "old contents to keep as versions, %d versions to expire; nothing was "
                  "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes), versions_kept, versions_expired)
+        log_archived(plan)
         return EXIT_FAILED if report.problems else EXIT_OK
     holdings = Holdings(stored, plan)
 
@@ -4223,7 +4388,9 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         holdings.add(outcome)
         tally.add(outcome)
     run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
-    tally.summary("backup", [("unchanged", plan.unchanged)], destination=holdings.figures())
+    tally.summary("backup", [("unchanged", plan.unchanged), ("unmarked", plan.unmarked)],
+                  destination=holdings.figures())
+    log_archived(plan)
     if history and is_mass(plan.changed, plan.live):
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
                     "or rewritten in place?); their previous contents are kept as versions "
@@ -4232,6 +4399,17 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.info("note: versions_keep_days is 0, so the %d version objects that earlier runs "
                  "kept were removed", versions_expired)
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+
+
+def log_archived(plan: Plan) -> None:
+    """What a backup left undone because objects are archived (see plan_backup)."""
+    if plan.unmarked:
+        log.info("note: %d deleted files keep their objects under their live names: those "
+                 "are in an archive storage class, which cannot be renamed (deleted_keep_days "
+                 "0 removes them instead)", plan.unmarked)
+    if plan.unkept:
+        log.info("note: %d old contents were removed, not kept as versions: their objects "
+                 "are in an archive storage class, which cannot be renamed", plan.unkept)
 
 
 def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
@@ -4246,11 +4424,134 @@ def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
     reading it (each already reported; an object name that does not decode is one)."""
     dest = make_storage(config.dest)
     objects, report = run_apart(config, (dest,), survey_restore, dest)
-    stored = read_backup(dest, objects, config, report)
+    stored = with_classes(read_backup(dest, objects, config, report), report.classes)
     problems = report.problems + report.bad_names
     for problem in problems:
         log.error("FAILED listing: %s", problem)
     return dest, stored, problems
+
+
+# How long AWS says a thaw takes, by storage class and tier (Deep Archive has no Expedited)
+THAW_DELAYS = {("GLACIER", "Expedited"): "1-5 minutes", ("GLACIER", "Standard"): "3-5 hours",
+               ("GLACIER", "Bulk"): "5-12 hours", ("DEEP_ARCHIVE", "Standard"): "within 12 hours",
+               ("DEEP_ARCHIVE", "Bulk"): "within 48 hours"}
+
+
+def tier_for(storage_class: str, tier: str) -> str:
+    """The tier to ask for: Deep Archive has no Expedited tier; Standard is its fastest."""
+    return "Standard" if storage_class == "DEEP_ARCHIVE" and tier == "Expedited" else tier
+
+
+def thaw_delay(classes: Iterable[str], tier: str) -> str:
+    """"Bulk, typically within 48 hours": the tier and delay of each class, slowest last."""
+    present = sorted(set(classes), key=ARCHIVE_CLASSES.index)
+    return "; ".join(f"{tier_for(c, tier)}, typically {THAW_DELAYS[c, tier_for(c, tier)]}"
+                     + (f" for {c}" if len(present) > 1 else "") for c in present)
+
+
+def thaw_states(dest: Storage, keys: list[str], threads: int) -> list[Union[Thaw, str]]:
+    """thaw_state() of each key, ``threads`` requests at a time: a Thaw, or why it failed."""
+    def state(key: str) -> Union[Thaw, str]:
+        try:
+            return dest.thaw_state(key)
+        except FILE_FAILURES as exc:
+            return describe(exc)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(threads, len(keys)))) as pool:
+        return list(pool.map(state, keys))
+
+
+def send_thaws(dest: Storage, asks: list[tuple[str, str]], days: int, threads: int
+               ) -> list[Union[bool, str]]:
+    """thaw() of each (key, tier), ``threads`` requests at a time: True when asked now,
+    False when a thaw was under way already, or why it failed."""
+    def ask(key_tier: tuple[str, str]) -> Union[bool, str]:
+        try:
+            return dest.thaw(key_tier[0], days, key_tier[1])
+        except FILE_FAILURES as exc:
+            return describe(exc)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(threads, len(asks)))) as pool:
+        return list(pool.map(ask, asks))
+
+
+@dataclass
+class Waiting:
+    """What a restore or verify could not read because it is in an archive storage class."""
+
+    requested: int = 0      # thaws asked for by this run
+    thawing: int = 0        # thaws under way already (asked for earlier)
+    left: int = 0           # not asked for (--no-thaw, or --dry-run: would be asked for)
+    delay: str = ""         # the tiers and their typical delays (thaw_delay)
+    failed: list[Outcome] = field(default_factory=list)   # state or request failures
+
+    def __bool__(self) -> bool:
+        return bool(self.requested or self.thawing or self.left)
+
+
+def readable_now(config: Config, dest: Storage, chosen: list[Stored],
+                 args: argparse.Namespace) -> tuple[list[Stored], Waiting]:
+    """Of the objects a restore or verify reads, those readable now: every one not in an
+    archive class, and the archived ones thawed.  One HeadObject per archived object tells
+    which; each archived one not thawing yet is asked to thaw (one RestoreObject: the count
+    is printed first), or only counted with --dry-run or --no-thaw."""
+    archived = [o for o in chosen if is_archived(o)]
+    waiting = Waiting()
+    if not archived:
+        return chosen, waiting
+    states = run_apart(config, (dest,), thaw_states, dest, [o.key for o in archived],
+                       config.requests_in_flight)
+    thawed, asks = set(), []
+    for obj, state in zip(archived, states):
+        if isinstance(state, str):
+            waiting.failed.append(Outcome("thaw", obj.name.path, error=state))
+        elif state.state == "thawed":
+            thawed.add(id(obj))
+        elif state.state == "thawing":
+            waiting.thawing += 1
+        else:
+            asks.append(obj)
+    log.info("%d of them in an archive storage class: %d thawed, %d thawing, %d not asked "
+             "for yet", len(archived), len(thawed), waiting.thawing, len(asks))
+    waiting.delay = thaw_delay((o.storage_class for o in asks), config.thaw_tier)
+    if asks and (args.dry_run or args.no_thaw):
+        waiting.left = len(asks)
+    elif asks:
+        log.info("requesting %d objects from the archive (%s), readable for %d days once "
+                 "thawed", len(asks), waiting.delay, config.thaw_days)
+        answers = run_apart(config, (dest,), send_thaws, dest,
+                            [(o.key, tier_for(o.storage_class, config.thaw_tier)) for o in asks],
+                            config.thaw_days, config.requests_in_flight)
+        for obj, answer in zip(asks, answers):
+            if isinstance(answer, str):
+                waiting.failed.append(Outcome("thaw", obj.name.path, error=answer))
+            elif answer:
+                waiting.requested += 1
+            else:
+                waiting.thawing += 1
+    return [o for o in chosen if not is_archived(o) or id(o) in thawed], waiting
+
+
+def report_waiting(waiting: Waiting, args: argparse.Namespace) -> None:
+    """The lines that end a restore or verify that left objects in the archive."""
+    again = "; run the same command again later"
+    if waiting.requested:
+        log.info("%d objects requested from the archive (%s)%s", waiting.requested,
+                 waiting.delay, again, extra={"summary": True})
+    if waiting.thawing:
+        log.info("%d objects are still thawing (asked for earlier)%s", waiting.thawing, again,
+                 extra={"summary": True})
+    if waiting.left and args.dry_run:
+        log.info("would request %d objects from the archive (%s)", waiting.left, waiting.delay,
+                 extra={"summary": True})
+    elif waiting.left:
+        log.info("%d objects are in the archive and were not requested (--no-thaw)",
+                 waiting.left, extra={"summary": True})
+
+
+def read_outcome(failed: int, waiting: Waiting) -> int:
+    """The exit code of a restore or verify: failures first, then what waits on a thaw."""
+    return EXIT_FAILED if failed else EXIT_THAWING if waiting else EXIT_OK
 
 
 def run_restore(config: Config, args: argparse.Namespace) -> int:
@@ -4260,17 +4561,24 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
                                 args.as_of)
     when = f" as of {args.as_of_text}" if args.as_of else ""
     log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
+    chosen, waiting = readable_now(config, dest, chosen, args)
     if args.dry_run:
         for obj in chosen:
             log.info("would restore %s", show(obj.name.path))
-        return EXIT_FAILED if problems else EXIT_OK
+        for failure in waiting.failed:
+            log.error("FAILED %s %s: %s", failure.action, show(failure.path), failure.error)
+        report_waiting(waiting, args)
+        return EXIT_FAILED if problems or waiting.failed else EXIT_OK
     target.prepare(create=True)
     tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
                   progress=not args.quiet)
+    for failure in waiting.failed:
+        tally.add(failure)
     run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
     tally.summary("restore", destination=(len(stored), sum(o.size for o in stored)))
-    return EXIT_FAILED if tally.failed or problems else EXIT_OK
+    report_waiting(waiting, args)
+    return read_outcome(tally.failed or len(problems), waiting)
 
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
@@ -4281,22 +4589,47 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     which = f" (subset {args.subset}: {len(chosen)} checked, {skipped} skipped)" \
         if args.subset else ""
     log.info("verify %s: %d objects%s", dest, len(stored), which)
+    chosen, waiting = readable_now(config, dest, chosen, args)
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(chosen),
                   size=sum(o.size for o in chosen), progress=not args.quiet)
+    for failure in waiting.failed:
+        tally.add(failure)
     run_jobs([Verify(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
     tally.failed += len(problems)
     tally.summary("verify", [("skipped", skipped)], out_word="checked",
                   destination=(len(stored), sum(o.size for o in stored)))
-    return EXIT_FAILED if tally.failed else EXIT_OK
+    report_waiting(waiting, args)
+    return read_outcome(tally.failed, waiting)
 
 
 def object_kind(name: BackupName) -> str:
     return "version" if name.version else "deleted" if name.deleted else "live"
 
 
+def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[dict]
+                ) -> list[str]:
+    """Give the rows of objects outside STANDARD their "storage_class", and those in an
+    archive class their "thaw" state ("archived", "thawing", "thawed", with
+    "thawed_until"): one HeadObject each.  Returns the failures."""
+    for obj, row in zip(chosen, rows):
+        if obj.storage_class:
+            row["storage_class"] = obj.storage_class
+    archived = [(o, row) for o, row in zip(chosen, rows) if is_archived(o)]
+    states = run_apart(config, (dest,), thaw_states, dest, [o.key for o, _ in archived],
+                       config.requests_in_flight) if archived else []
+    failures = []
+    for (obj, row), state in zip(archived, states):
+        if isinstance(state, str):
+            failures.append(f"cannot tell the thaw state of {show(obj.name.path)}: {state}")
+            log.error("FAILED listing: %s", failures[-1])
+        else:
+            row["thaw"], row["thawed_until"] = state.state, state.until or None
+    return failures
+
+
 def run_list(config: Config, args: argparse.Namespace) -> int:
-    _, stored, problems = open_backup(config)
+    dest, stored, problems = open_backup(config)
     only = tuple(args.restore_only or ())
     if args.versions:        # every object, oldest first per path
         chosen = sorted((o for o in stored if matches_only(o.name.path, only)),
@@ -4306,6 +4639,7 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
         chosen = select_for_restore(stored, True, only, args.as_of)
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
              "deleted": o.name.deleted or None} for o in chosen]
+    problems += add_classes(config, dest, chosen, rows)
     if args.versions:
         for row, obj in zip(rows, chosen):
             row["kind"] = object_kind(obj.name)
@@ -4320,7 +4654,12 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
             deleted = f"  deleted {row['deleted']}" if row["deleted"] else ""
             if row.get("replaced"):
                 deleted = f"  version, replaced {row['replaced']}"
-            print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}")
+            tier = f"  [{row['storage_class']}" if row.get("storage_class") else ""
+            if row.get("thaw"):
+                tier += f", {row['thaw']}" + (f" until {row['thawed_until']}"
+                                              if row.get("thawed_until") else "")
+            print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}"
+                  + (tier + "]" if tier else ""))
     return EXIT_FAILED if problems else EXIT_OK
 
 
@@ -4338,7 +4677,9 @@ EPILOG = """examples:
       python3 encrypted_s3_backup.py                  configuration from the environment
 
 exit codes: 0 success, 1 some files failed (the rest were done), 2 configuration, usage
-or storage error (nothing was done), 3 internal error (please report), 130 interrupted."""
+or storage error (nothing was done), 3 internal error (please report), 4 restore or verify
+did all it could read, the rest is thawing from an archive storage class (run it again
+later), 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -4359,7 +4700,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "write nothing; failures on stderr")
     group.add_argument("--list", action="store_true",
                        help="list what the backup holds (path, size, mtime, deleted date) from "
-                            "object names alone")
+                            "object names alone; a storage class other than STANDARD is "
+                            "shown too, with the thaw state of archived objects (a HEAD "
+                            "request each)")
     group.add_argument("--report-skipped", metavar="WHY",
                        help="report a backup that did not run (the Docker image's overlap "
                             "guard uses it): the health check's /fail ping with WHY as its "
@@ -4386,6 +4729,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "destination, for all processes together; K, M, G suffixes "
                               "(powers of 1024), e.g. 4M; 0 for no limit (overrides "
                               "bandwidth_limit)")
+    options.add_argument("--no-thaw", action="store_true",
+                         help="with --restore or --verify: do not ask for objects in an "
+                              "archive storage class (GLACIER, DEEP_ARCHIVE) to be thawed "
+                              "(restore requests cost money); they are counted and left")
     options.add_argument("--dry-run", action="store_true",
                          help="show what a backup or restore would do; change nothing")
     options.add_argument("--allow-mass-delete", action="store_true",
@@ -4422,6 +4769,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--dry-run is for a backup or --restore")
     if args.versions and not args.list:
         parser.error("--versions needs --list")
+    if args.no_thaw and not (args.restore or args.verify):
+        parser.error("--no-thaw needs --restore or --verify")
     if args.subset is not None:
         if not args.verify:
             parser.error("--subset needs --verify")

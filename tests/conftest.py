@@ -405,3 +405,4 @@ def pytest_collection_finish(session):
 
 from s3_server import s3_bucket, s3_server  # noqa: E402,F401  (fixtures: a real S3 server)
 from ping_server import closed_url, ping_server  # noqa: E402,F401  (a recording HTTP server)
+from moto_server import moto_bucket, moto_server  # noqa: E402,F401  (S3 with archive tiers)
