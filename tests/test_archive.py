@@ -240,6 +240,9 @@ def test_backup_with_deletions_under_deep_archive_never_fails(archive_tool, moto
     assert "dest.storage_class is DEEP_ARCHIVE" in err and "DELETED_KEEP_DAYS" in err
     assert set(classes(moto_bucket).values()) == {"DEEP_ARCHIVE"}
     (tool.src / "docs/b.bin").unlink()
+    code, out, err = tool("--dry-run")
+    assert code == 0 and "0 to rename, 0 to remove" in out, err
+    assert "note: 1 deleted files keep their objects under their live names" in out
     for _ in range(2):           # the same on every run: counted, never a failure
         code, out, err = tool()
         assert code == 0, err
@@ -427,3 +430,79 @@ def test_encrypted_names_keep_their_storage_class(make_tool, moto_bucket):
     thaws_done(moto_bucket)
     assert tool("--restore")[0] == 0
     assert tool.restored() == {"secret name.txt": b"hush\n"}
+
+
+# ------------------------------------------------- the driver's pieces, and its failures
+
+def test_list_objects_keeps_the_class_of_every_object_outside_standard(moto_bucket):
+    storage = esb.S3Storage(s3_config(moto_bucket))
+    for key, storage_class in (("a.enc", "DEEP_ARCHIVE"), ("b.ver", "GLACIER_IR"),
+                               ("c.enc", "STANDARD"), ("other.txt", "GLACIER")):
+        moto_bucket.client.put_object(Bucket=moto_bucket.name, Key=key, Body=b"x",
+                                      StorageClass=storage_class)
+    report = esb.ListReport()
+    assert esb.list_objects(storage, report) == [("a.enc", 1), ("b.ver", 1), ("c.enc", 1)]
+    assert report.classes == {"a.enc": "DEEP_ARCHIVE", "b.ver": "GLACIER_IR"}
+
+
+def test_thaw_states_and_requests_give_each_key_its_answer_or_its_failure(moto_bucket):
+    storage = esb.S3Storage(s3_config(moto_bucket))
+    for key, storage_class in (("cold.enc", "GLACIER"), ("warm.enc", "STANDARD")):
+        moto_bucket.client.put_object(Bucket=moto_bucket.name, Key=key, Body=b"x",
+                                      StorageClass=storage_class)
+    thaws_under_way(moto_bucket)
+    states = esb.thaw_states(storage, ["cold.enc", "gone.enc"], 4)
+    assert states == [esb.Thaw("archived"), "gone.enc no longer exists"]
+    answers = esb.send_thaws(storage, [("cold.enc", "Bulk"), ("warm.enc", "Bulk")], 1, 4)
+    assert answers[0] is True and "InvalidObjectState" in answers[1]
+    assert esb.thaw_states(storage, ["cold.enc"], 4) == [esb.Thaw("thawing")]
+
+
+class _RestoreInProgress:
+    """A client whose RestoreObject answers as AWS does while a thaw is under way (moto
+    never does: it accepts the request again)."""
+
+    def restore_object(self, **kwargs):
+        from botocore.exceptions import ClientError
+        raise ClientError({"Error": {"Code": "RestoreAlreadyInProgress",
+                                     "Message": "Object restore is already in progress"}},
+                          "RestoreObject")
+
+
+def test_a_thaw_under_way_already_is_not_an_error(moto_bucket, monkeypatch):
+    storage = esb.S3Storage(s3_config(moto_bucket))
+    monkeypatch.setattr(esb.S3Storage, "client", _RestoreInProgress())
+    assert storage.thaw("cold.enc", 1, "Bulk") is False
+
+
+def test_failed_state_and_thaw_requests_fail_their_files_and_the_run(archive_tool, monkeypatch):
+    """One object whose HeadObject fails, one whose RestoreObject fails and one already
+    thawing by AWS's answer: each is counted where it belongs (the requests are made in a
+    helper process forked from this one, which inherits these patches)."""
+    tool = archive_tool
+    assert tool()[0] == 0
+
+    def thaw_state(self, key):
+        if key.startswith("a.txt"):
+            raise esb.TransferError("S3 error SlowDown")
+        return esb.Thaw("archived")
+
+    def thaw(self, key, days, tier):
+        if key.startswith("c.txt"):
+            raise esb.TransferError("S3 error AccessDenied")
+        return False                               # AWS: RestoreAlreadyInProgress
+
+    monkeypatch.setattr(esb.S3Storage, "thaw_state", thaw_state)
+    monkeypatch.setattr(esb.S3Storage, "thaw", thaw)
+    code, out, err = tool("--restore")
+    assert code == 1
+    assert "FAILED thaw a.txt: S3 error SlowDown" in err
+    assert "FAILED thaw c.txt: S3 error AccessDenied" in err
+    assert "1 objects are still thawing (asked for earlier)" in out
+    code, out, err = tool("--verify")
+    assert code == 1 and "2 failed" in out and "FAILED thaw a.txt" in err
+    code, out, err = tool("--restore", "--dry-run")
+    assert code == 1 and "FAILED thaw a.txt: S3 error SlowDown" in err
+    assert "would request 2 objects from the archive" in out
+    code, out, err = tool("--list")
+    assert code == 1 and "cannot tell the thaw state of a.txt: S3 error SlowDown" in err
