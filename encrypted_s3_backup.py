@@ -3486,8 +3486,8 @@ COMMAND_LINE_MAX = 200     # characters of each of them
 METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
-               "duplicates_removed", "versions_kept", "versions_expired", "failed",
-               "bytes_read", "bytes_written"),
+               "duplicates_removed", "versions_kept", "versions_expired",
+               "deleted_not_marked_archived", "failed", "bytes_read", "bytes_written"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -3497,7 +3497,8 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("last_success_timestamp_seconds",
      "When the last run of this kind that exited 0 ended (Unix time)."),
     ("last_exit_code", "Exit code of the last run of this kind (0 success, 1 some files "
-                       "failed, 2 configuration, storage or refused, 3 bug, 130 interrupted)."),
+                       "failed, 2 configuration, storage or refused, 3 bug, 4 waiting on "
+                       "archive thaws, 130 interrupted)."),
     ("last_duration_seconds", "How long the last run of this kind took."),
     ("last_files", "Files of the last run of this kind by result: read and written in full, "
                    "unchanged, failed, skipped (verify --subset)."),
