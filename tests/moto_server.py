@@ -4,14 +4,16 @@ S3 gives for reading or copying an archived object that is not thawed.
 
 It is moto in server mode (``moto[server]``, installed by requirements-dev.txt): a real HTTP
 S3 endpoint, run by ``moto.server.ThreadedMotoServer`` in a thread of this process on a
-loopback port the system picks. One server runs per test session (``moto_server``); each
-test gets its own bucket (``moto_bucket``), emptied and removed afterwards. A missing moto
-is a test failure, never a skip.
+loopback port the system picks. One server runs per test module that uses it
+(``moto_server``): its threads live in the test process, and the tests of other modules,
+which fork the tool's workers, are better off without them. Each test gets its own bucket
+(``moto_bucket``), emptied and removed afterwards. A missing moto is a test failure, never
+a skip.
 
 How moto thaws, as checked against moto 5.2: an object's restore status is a moto "managed
 state" (model ``s3::keyrestore``, transitions None -> IN_PROGRESS -> RESTORED) whose default
 progression is "immediate", so a RestoreObject request thaws at once, which is never what S3
-does. The session fixture therefore sets that model's progression to "manual" with a count
+does. The server fixture therefore sets that model's progression to "manual" with a count
 no test reaches, so that moto never moves a status by itself, and the test moves it, as the
 hours of a real thaw would, with ``thaws_under_way`` (every object of the bucket whose
 thaw is asked for from then on reports ``ongoing-request="true"`` and stays unreadable) and
@@ -98,9 +100,9 @@ def restore_header(bucket: S3Bucket, key: str):
     return bucket.client.head_object(Bucket=bucket.name, Key=key).get("Restore")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def moto_server() -> Iterator[MotoS3]:
-    """One moto S3 server for the whole test session."""
+    """One moto S3 server for a test module."""
     server = MotoS3()
     try:
         yield server
