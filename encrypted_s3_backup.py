@@ -123,6 +123,8 @@ EXIT_OK = 0            # everything was done
 EXIT_FAILED = 1        # some files failed (each named on stderr); all others were done
 EXIT_USAGE = 2         # usage, configuration or storage error, or a refused run: nothing done
 EXIT_BUG = 3           # internal error: a traceback to report
+EXIT_THAWING = 4       # restore or verify did everything readable; the rest is in an archive
+                       # storage class, asked to thaw (or left, --no-thaw): run again later
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -867,6 +869,25 @@ class Entry(NamedTuple):
     key: str     # "/"-separated path relative to the storage root
     size: int    # bytes
     mtime: int   # whole seconds
+    storage_class: str = ""   # as the listing names it; "" for STANDARD, or where a
+                              # storage has no classes
+
+
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")   # S3 storage classes whose objects can be
+                                  # neither read nor copied (renamed) until thawed for some
+                                  # days by a RestoreObject request; GLACIER_IR reads at once
+
+
+def other_class(storage_class: Optional[str]) -> str:
+    """An S3 storage class as an Entry holds it: "" for STANDARD (or none said)."""
+    return "" if storage_class in (None, "", "STANDARD") else sys.intern(storage_class)
+
+
+class Thaw(NamedTuple):
+    """Whether an object of an archive class can be read now."""
+
+    state: str         # "archived" (no thaw asked), "thawing" (under way) or "thawed"
+    until: str = ""    # when a thawed copy goes away: ISO 8601, UTC ("" when not said)
 
 
 @dataclass
@@ -989,6 +1010,14 @@ class Storage(Protocol):
     def discard_unfinished(self) -> None:
         """On a stop: remove what store() calls still running in this process have
         written (another thread may be in the middle of one that will never finish)."""
+
+    def thaw_state(self, key: str) -> Thaw:
+        """For a file listed in an archive class (ARCHIVE_CLASSES): whether a thaw was asked
+        for, and whether it is done (the file can then be read and renamed)."""
+
+    def thaw(self, key: str, days: int, tier: str) -> bool:
+        """Ask for an archived file to be thawed, readable for ``days``, at ``tier`` (Bulk,
+        Standard or Expedited); False when a thaw of it was under way already."""
 
 
 def _fsync_dir(path: str) -> None:
@@ -1372,6 +1401,15 @@ class LocalStorage:
                 failed[key] = exc
         return failed
 
+    @staticmethod
+    def thaw_state(key: str) -> Thaw:
+        """Nothing in a folder is ever archived: always readable."""
+        return Thaw("thawed")
+
+    @staticmethod
+    def thaw(key: str, days: int, tier: str) -> bool:
+        return False
+
 
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
@@ -1383,6 +1421,8 @@ S3_LIST_THREADS = 8                  # folders listed at once when a listing is 
 S3_LIST_AHEAD = 2                    # ... each with at most this many pages waiting
 S3_LIST_POLL = 0.2                   # seconds; how often a folder's waiting thread looks
                                      # whether the listing was given up
+S3_ARCHIVE_ERRORS = ("InvalidObjectState", "ObjectNotInActiveTierError")  # reading or
+                                      # copying an archived object that is not thawed
 S3_STALE_UPLOAD_SECONDS = 24 * 3600   # an unfinished multipart upload this old is a dead run's
                                       # (no live upload of ours takes a day to finish)
 S3_ERROR_HINTS = {
@@ -1457,6 +1497,10 @@ def s3_requests(missing: str = "") -> Iterator[None]:
         code = s3_error_code(exc)
         if missing and code in ("NoSuchKey", "404"):
             raise MissingError(f"{missing} no longer exists") from None
+        if code in S3_ARCHIVE_ERRORS:
+            raise TransferError(f"S3 error {code}: the object is in an archive storage class "
+                                "and not thawed (--restore and --verify ask for thaws)"
+                                ) from None
         raise TransferError(f"S3 error {code}" if code else f"{type(exc).__name__}: {exc}"
                             ) from None
 
@@ -1467,7 +1511,7 @@ S3_REQUEST_KINDS = {
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
-    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE"}
+    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE"}
 _REQUESTS: dict[str, int] = {}
 _REQUESTS_LOCK = threading.Lock()
 EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
@@ -1697,7 +1741,8 @@ class S3Storage:
             for item in listed:
                 key = item["Key"][len(self.prefix):]
                 if key and not key.endswith("/") and not (skip and skip(key)):
-                    yield Entry(key, item["Size"], int(item["LastModified"].timestamp()))
+                    yield Entry(key, item["Size"], int(item["LastModified"].timestamp()),
+                                other_class(item.get("StorageClass")))
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
 
@@ -1762,7 +1807,8 @@ class S3Storage:
     def stat(self, key: str) -> Entry:
         with s3_requests(missing=key):
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()))
+        return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()),
+                     other_class(head.get("StorageClass")))
 
     def open(self, key: str) -> Union[_S3Body, Metered]:
         with s3_requests(missing=key):
@@ -1868,6 +1914,27 @@ class S3Storage:
         with s3_requests():
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
+    def thaw_state(self, key: str) -> Thaw:
+        """HeadObject's Restore header says it (see parse_restore_header)."""
+        with s3_requests(missing=key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        return parse_restore_header(head.get("Restore"))
+
+    def thaw(self, key: str, days: int, tier: str) -> bool:
+        """RestoreObject: a thawed copy for ``days``; S3 answers RestoreAlreadyInProgress
+        while one is under way (asked again once thawed, it only extends the days)."""
+        from botocore.exceptions import ClientError
+        with s3_requests(missing=key):
+            try:
+                self.client.restore_object(
+                    Bucket=self.bucket, Key=self.prefix + key, RestoreRequest={
+                        "Days": days, "GlacierJobParameters": {"Tier": tier}})
+            except ClientError as exc:
+                if s3_error_code(exc) != "RestoreAlreadyInProgress":
+                    raise
+                return False
+        return True
+
     def remove_many(self, keys: list[str]) -> dict[str, BaseException]:
         """DeleteObjects, S3_DELETE_BATCH keys a request: each key's own error comes back in
         the answer, and a request that fails fails its keys."""
@@ -1887,6 +1954,24 @@ class S3Storage:
                 if key in chunk and error.get("Code") != "NoSuchKey":
                     failed[key] = TransferError(f"S3 error {error.get('Code', '')}".strip())
         return failed
+
+
+def parse_restore_header(header: Optional[str]) -> Thaw:
+    """The thaw state an S3 Restore header gives: none (no thaw asked for),
+    ``ongoing-request="true"`` (under way), or ``ongoing-request="false",
+    expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`` (thawed until then)."""
+    if not header:
+        return Thaw("archived")
+    if re.search(r'ongoing-request\s*=\s*"true"', header):
+        return Thaw("thawing")
+    until = ""
+    match = re.search(r'expiry-date\s*=\s*"([^"]+)"', header)
+    if match:
+        import email.utils
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            moment = email.utils.parsedate_to_datetime(match[1])
+            until = moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Thaw("thawed", until)
 
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
@@ -1913,8 +1998,11 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
-            "bandwidth_limit")
+            "bandwidth_limit", "thaw_days", "thaw_tier")
 NOTIFY_ON = ("failure", "always")   # when the webhook is sent
+THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
+                                    # cheapest (and slowest) first
+THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
 RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
                                     # (powers of 1024, as in rclone's --bwlimit)
 FALSE_WORDS = ("false", "no", "0", "off", "n")
@@ -1956,6 +2044,8 @@ class Config:
                                        # 0: no limit
     throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
     # ^ the shared bucket of bandwidth_limit: main() makes it before any worker is forked
+    thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
+    thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
 
 
 def env_name(*parts: str) -> str:
@@ -2234,10 +2324,34 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
         alerts=_alerts(check), pre_command=check.text("pre_command"),
-        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"))
+        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"),
+        thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
+        thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize())
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
+
+
+def archive_warnings(config: Config) -> list[str]:
+    """What a backup cannot do with an archive storage_class for dest: S3 copies (renames)
+    an archived object only once it is thawed, and the settings that need renames say so."""
+    chosen = ((config.dest and config.dest.storage_class) or "").strip().upper()
+    if chosen not in ARCHIVE_CLASSES:
+        return []
+    refuses = f"dest.storage_class is {chosen}, whose objects S3 cannot rename (copy)"
+    warnings = []
+    if config.deleted_keep_days != 0:
+        warnings.append(
+            f"{refuses}: a deleted file's object is not marked deleted but stays under its "
+            "live name (a restore brings the file back, deleted_keep_days never removes it); "
+            "set deleted_keep_days to 0 (environment DELETED_KEEP_DAYS) to remove the objects "
+            "of deleted files at once, or use storage_class GLACIER_IR")
+    if config.versions_keep_days:
+        warnings.append(
+            f"{refuses}: a changed file's old object cannot be kept as a version and is "
+            "removed; set versions_keep_days to 0 (environment VERSIONS_KEEP_DAYS) if that "
+            "is wanted, or use storage_class GLACIER_IR to keep history")
+    return warnings
 
 
 def _alerts(check: _Checker) -> Alerts:
@@ -2283,6 +2397,7 @@ class Stored(NamedTuple):
     object_key: Optional[str]
     size: int             # bytes of the object
     name: BackupName
+    storage_class: str = ""   # the listing's, when not STANDARD
 
     @property
     def key(self) -> str:
@@ -2291,9 +2406,9 @@ class Stored(NamedTuple):
         return format_plain_name(self.name) + name_suffix(self.name)
 
 
-def stored_object(key: str, size: int, name: BackupName) -> Stored:
+def stored_object(key: str, size: int, name: BackupName, storage_class: str = "") -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
-    return Stored(None if spells(key, name) else key, size, name)
+    return Stored(None if spells(key, name) else key, size, name, storage_class)
 
 
 _SPELLED_FIELDS = re.compile(r"(?:\.(?:0|[1-9a-z][0-9a-z]*)){4}\Z")   # as b36_encode_int
@@ -2310,6 +2425,11 @@ def spells(key: str, name: BackupName) -> bool:
         return False
     return [int(f, 36) for f in key[start + 1:end].split(".")] == [
         name.mtime, name.size, int.from_bytes(name.md5, "big"), name.deleted]
+
+
+def is_archived(obj: Stored) -> bool:
+    """Whether the object is in an archive class: not readable, nor renamable, unthawed."""
+    return obj.storage_class in ARCHIVE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -2443,6 +2563,10 @@ class Plan:
     object_bytes: int = 0              # ... and their sizes
     replaced: dict[str, tuple[int, int]] = field(default_factory=dict)   # path of an upload:
                                        # the objects (count, bytes) it replaces
+    unmarked: int = 0                  # files gone whose archived object cannot be marked
+                                       # deleted (a rename): it keeps its live name
+    unkept: int = 0                    # old contents history would keep as versions, but
+                                       # archived (no rename): removed instead
 
 
 def today() -> datetime.date:
@@ -2518,7 +2642,13 @@ def in_blind_spot(path: str, blind: Iterable[str]) -> bool:
 class Planner:
     """The decisions of a backup run, one path at a time: ``file()`` is told each path's
     source file (or None) and its objects, the paths in any order; ``finish()`` gives the
-    Plan, each list in the order of the paths."""
+    Plan, each list in the order of the paths.
+
+    An object in an archive class (is_archived) cannot be renamed, so instead: the object
+    of a file gone keeps its live name (counted in ``unmarked``) unless ``keep_days`` is 0
+    (then it is removed, as any); a deleted file that comes back is uploaded again, and
+    its archived object removed; an old content history would keep is removed
+    (``unkept``)."""
 
     def __init__(self, today: datetime.date, keep_days: Optional[int],
                  versions_keep_days: int = 0):
@@ -2551,14 +2681,16 @@ class Planner:
         ``kept`` already and the version would not be expired at once; else removed for
         ``why``."""
         renames, removes = [], []
-        history = self.versions_keep_days
+        plan, history = self.plan, self.versions_keep_days
         for obj in extras:
             replaced = obj.name.deleted or self.stamp
-            if history and obj.name.md5 not in kept and not expired(replaced, self.today,
-                                                                     history):
+            wanted = history and obj.name.md5 not in kept and not expired(
+                replaced, self.today, history)
+            if wanted and not is_archived(obj):
                 kept.add(obj.name.md5)
                 renames.append(Rename(obj, obj.name.as_version(replaced), "keep version"))
             else:
+                plan.unkept += wanted
                 removes.append(Remove(obj, why))
         return renames, removes
 
@@ -2589,18 +2721,24 @@ class Planner:
                 plan.replaced[path] = len(removes), sum(o.old.size for o in removes)
             return
         if entry is not None:
-            if name.deleted:
+            if name.deleted and is_archived(keeper):    # no rename back: upload it again
+                plan.uploads.append(Upload(path, entry.size, entry.mtime, (keeper.key,)))
+                plan.replaced[path] = 1, keeper.size
+            elif name.deleted:
                 plan.renames.append(Rename(keeper, name.with_deleted(0), "undelete"))
             else:
                 plan.unchanged += 1
         elif name.deleted == 0:
-            plan.vanishing += 1
             marked = name.with_deleted(self.stamp)
             copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
+            plan.vanishing += (self.keep_days == 0 or copy is not None
+                               or not is_archived(keeper))
             if self.keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
             elif copy is not None:     # a run stopped in this very rename left its copy: the
                 others = [o for o in others if o is not copy] + [keeper]   # live one goes
+            elif is_archived(keeper):
+                plan.unmarked += 1
             else:
                 plan.renames.append(Rename(keeper, marked, "mark deleted"))
         elif expired(name.deleted, today, self.keep_days):
@@ -2722,10 +2860,18 @@ def check_mass_delete(plan: Plan) -> None:
             "again with --allow-mass-delete")
 
 
-def check_mass_change(plan: Plan) -> None:
-    """Without history: refuse a run that would replace more than half of the live files'
-    only copies (and more than 10)."""
-    if is_mass(plan.changed, plan.live):
+def check_mass_change(plan: Plan, history: bool = False) -> None:
+    """Refuse a run that would replace more than half of the live files' only copies (and
+    more than 10): every changed file's without history, with history those whose old
+    object is archived (``unkept``: it cannot become a version)."""
+    if history and is_mass(plan.unkept, plan.live):
+        raise RefusedError(
+            f"refusing to replace {plan.unkept} of {plan.live} backed-up files whose old "
+            "copies are in an archive storage class, which cannot be kept as versions (no "
+            "rename there): that many changed at once looks like files encrypted or rewritten "
+            "in place (ransomware, a broken script). If the changes are wanted, run again "
+            "with --allow-mass-change")
+    if not history and is_mass(plan.changed, plan.live):
         raise RefusedError(
             f"refusing to replace {plan.changed} of {plan.live} backed-up files: that many "
             "changed at once looks like files encrypted or rewritten in place (ransomware, "
@@ -2955,7 +3101,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
     are plaintext here (encrypted names do not come in plan order)."""
     assert not codec.encrypt_filenames
     suffix_length = len(OBJECT_SUFFIX)
-    for key, size, _ in entries:
+    for key, size, _, storage_class in entries:
         try:        # (decode_name for a plaintext name, inlined: a million names)
             name = read_stem(key[:-suffix_length], key[-suffix_length:])
         except BadNameError:
@@ -2968,42 +3114,68 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
         # as ours are?
         spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - len(OBJECT_SUFFIX))
         yield object_bound(key), plan_key(name.path), Stored(None if spelled else key, size,
-                                                             name)
+                                                             name, storage_class)
 
 
 class Listing:
     """A listing held as columns instead of an object per file: every key in one buffer,
-    sizes and mtimes in arrays, and, where an object's key is not its plaintext name (an
-    encrypted name), that name in a second buffer.  About 30 bytes an entry plus its key,
-    where an Entry takes about 200; it crosses between processes as a few byte strings.
-    Keys are kept as UTF-8 with "surrogatepass": every str comes back, and byte order is
-    str order."""
+    sizes and mtimes in arrays, storage classes as a byte each (once one is not STANDARD),
+    and, where an object's key is not its plaintext name (an encrypted name), that name in
+    a second buffer.  About 30 bytes an entry plus its key, where an Entry takes about 200;
+    it crosses between processes as a few byte strings.  Keys are kept as UTF-8 with
+    "surrogatepass": every str comes back, and byte order is str order."""
 
     def __init__(self) -> None:
         self.keys = bytearray()
         self.ends = array("Q")          # where each key ends in keys
         self.sizes = array("q")
         self.mtimes = array("q")
+        self.classes = array("B")       # storage class: an index in class_names (only once
+        self.class_names = [""]         # a class other than STANDARD was given)
         self.names = bytearray()        # plaintext names, "" for a key that is its own ...
         self.name_ends = array("Q")     # ... (only once a name has been given)
 
     def __len__(self) -> int:
         return len(self.ends)
 
-    def append(self, key: str, size: int, mtime: int = 0, name: str = "") -> None:
+    def append(self, key: str, size: int, mtime: int = 0, storage_class: str = "",
+               name: str = "") -> None:
+        """One entry: an Entry's fields, and the plaintext name of an encrypted one."""
         self.keys += key.encode("utf-8", "surrogatepass")
         self.ends.append(len(self.keys))
         self.sizes.append(size)
         self.mtimes.append(mtime)
+        if storage_class or self.classes:
+            self._add_class(storage_class)
         if name and not self.name_ends:
             self.name_ends.extend(itertools.repeat(0, len(self.ends) - 1))
         if self.name_ends or name:
             self.names += name.encode("utf-8", "surrogatepass")
             self.name_ends.append(len(self.names))
 
+    def _add_class(self, storage_class: str) -> None:
+        """The class of the entry just appended (the ones before it are STANDARD when this
+        is the first other class)."""
+        if not self.classes:
+            self.classes.extend(itertools.repeat(0, len(self.ends) - 1))
+        if storage_class not in self.class_names:
+            self.class_names.append(storage_class)   # (a few classes exist: S3 has ten)
+        self.classes.append(self.class_names.index(storage_class))
+
+    def storage_class(self, i: int) -> str:
+        return self.class_names[self.classes[i]] if self.classes else ""
+
     def extend(self, other: "Listing") -> None:
         """Append every entry of ``other``."""
         count, base = len(self), len(self.keys)
+        if other.classes or self.classes:
+            if not self.classes:
+                self.classes.extend(itertools.repeat(0, count))
+            for i in range(len(other)):
+                storage_class = other.storage_class(i)
+                if storage_class not in self.class_names:
+                    self.class_names.append(storage_class)
+                self.classes.append(self.class_names.index(storage_class))
         self.keys += other.keys
         self.ends.extend([end + base for end in other.ends])
         self.sizes += other.sizes
@@ -3036,7 +3208,7 @@ class Listing:
             "utf-8", "surrogatepass")
 
     def entry(self, i: int) -> Entry:
-        return Entry(self.key(i), self.sizes[i], self.mtimes[i])
+        return Entry(self.key(i), self.sizes[i], self.mtimes[i], self.storage_class(i))
 
     def __iter__(self) -> Iterator[Entry]:
         return map(self.entry, range(len(self)))
@@ -3046,7 +3218,8 @@ class Listing:
         key = self.key(i)
         text = self.name(i) or key
         return stored_object(key, self.sizes[i],
-                             read_stem(text[:-len(OBJECT_SUFFIX)], text[-len(OBJECT_SUFFIX):]))
+                             read_stem(text[:-len(OBJECT_SUFFIX)], text[-len(OBJECT_SUFFIX):]),
+                             self.storage_class(i))
 
     def files_in_order(self) -> Iterator[tuple[str, Entry]]:
         """Every entry, as a source file, in plan order, with its plan key."""
@@ -3565,10 +3738,12 @@ def decode_fetched(worker: _Worker, items: tuple[tuple[Job, bytes], ...]) -> lis
             if o.key in lost else o for o in outcomes]
 
 
-def decode_names(worker: _Worker, keys: tuple[tuple[str, int], ...]
-                 ) -> list[tuple[str, int, Union[BackupName, str]]]:
-    """(key, size, BackupName or why the key is not one) of listed objects."""
-    return [(key, size, parse_name(key, worker.codec)) for key, size in keys]
+def decode_names(worker: _Worker, keys: tuple[tuple[str, int, str], ...]
+                 ) -> list[tuple[str, int, str, Union[BackupName, str]]]:
+    """(key, size, storage class, BackupName or why the key is not one) of listed objects
+    given as (key, size, storage class)."""
+    return [(key, size, storage_class, parse_name(key, worker.codec))
+            for key, size, storage_class in keys]
 
 
 def parse_name(key: str, codec: Codec) -> Union[BackupName, str]:
@@ -3588,7 +3763,8 @@ log = logging.getLogger("encrypted_s3_backup")
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified", "keep version": "versions kept",
-              "expire version": "versions expired"}
+              "expire version": "versions expired",
+              "unmarked": "deleted, not marked: archived"}
 
 
 def show(path: str) -> str:
@@ -3688,7 +3864,7 @@ class Tally:
         parts = [f"{n} {word}" for word, n in done if n]
         parts.append(f"{self.failed} failed")
         rate = self.bytes_in / elapsed / 1e6
-        figures = {word.replace(" ", "_"): n for word, n in done}
+        figures = {re.sub(r"\W+", "_", word): n for word, n in done}
         figures.update({"failed": self.failed, "bytes_read": self.bytes_in,
                         f"bytes_{out_word}": self.bytes_out, "seconds": round(elapsed, 3),
                         "mb_per_s": round(rate, 3)})
@@ -3731,8 +3907,8 @@ COMMAND_LINE_MAX = 200     # characters of each of them
 METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
-               "duplicates_removed", "versions_kept", "versions_expired", "failed",
-               "bytes_read", "bytes_written"),
+               "duplicates_removed", "versions_kept", "versions_expired",
+               "deleted_not_marked_archived", "failed", "bytes_read", "bytes_written"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -3742,7 +3918,8 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("last_success_timestamp_seconds",
      "When the last run of this kind that exited 0 ended (Unix time)."),
     ("last_exit_code", "Exit code of the last run of this kind (0 success, 1 some files "
-                       "failed, 2 configuration, storage or refused, 3 bug, 130 interrupted)."),
+                       "failed, 2 configuration, storage or refused, 3 bug, 4 waiting on "
+                       "archive thaws, 130 interrupted)."),
     ("last_duration_seconds", "How long the last run of this kind took."),
     ("last_files", "Files of the last run of this kind by result: read and written in full, "
                    "unchanged, failed, skipped (verify --subset)."),
@@ -4499,18 +4676,19 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
 
 
 def list_objects(dest: Storage, report: ListReport) -> Listing:
-    """Every backup object (and version object) on the destination: key and object size."""
+    """Every backup object (and version object) on the destination: key, object size and
+    storage class."""
     objects = Listing()
     for entry in dest.list_files(report):
         if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)):
-            objects.append(entry.key, entry.size)
+            objects.append(*entry)
     return objects
 
 
 def decode_listing(dest: Storage, objects: Listing, config: Config, report: ListReport,
-                   each: Callable[[str, int, BackupName], None]) -> None:
-    """``each(key, size, name)`` for the listed objects whose names decode; the others go
-    into the report.  Encrypted names with per-object salts cost a key derivation each, so
+                   each: Callable[[str, int, BackupName, str], None]) -> None:
+    """``each(key, size, name, storage class)`` for the listed objects whose names decode;
+    the others go into the report.  Encrypted names with per-object salts cost a key derivation each, so
     then they are decoded in the worker pool.
 
     When names are encrypted and not one of several decodes, the password (or cipher) is
@@ -4520,22 +4698,23 @@ def decode_listing(dest: Storage, objects: Listing, config: Config, report: List
     bad: list[str] = []
     found = 0
 
-    def take(decoded: Iterable[tuple[str, int, Union[BackupName, str]]]) -> None:
+    def take(decoded: Iterable[tuple[str, int, str, Union[BackupName, str]]]) -> None:
         nonlocal found
-        for key, size, name in decoded:
+        for key, size, storage_class, name in decoded:
             if isinstance(name, BackupName):
-                each(key, size, name)
+                each(key, size, name, storage_class)
                 found += 1
             else:
                 bad.append(name)
 
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
-        tasks = [tuple((objects.key(j), objects.sizes[j])
+        tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j))
                        for j in range(i, min(i + NAMES_PER_TASK, len(objects))))
                  for i in range(0, len(objects), NAMES_PER_TASK)]
         run_in_pool(decode_names, tasks, config.restore_processes, config, take)
     else:
-        take((entry.key, entry.size, parse_name(entry.key, codec)) for entry in objects)
+        take((entry.key, entry.size, entry.storage_class, parse_name(entry.key, codec))
+             for entry in objects)
     if codec.encrypt_filenames and len(bad) > 1 and not found:
         raise ConfigError(f"none of the {len(bad)} object names in {dest} decrypts: "
                           "encryption_password or encryption_type is not the one this backup "
@@ -4547,8 +4726,8 @@ def read_backup(dest: Storage, objects: Listing, config: Config,
                 report: ListReport) -> list[Stored]:
     """The backup objects listed on ``dest`` with their decoded names (see decode_listing)."""
     stored: list[Stored] = []
-    decode_listing(dest, objects, config, report,
-                   lambda key, size, name: stored.append(stored_object(key, size, name)))
+    decode_listing(dest, objects, config, report, lambda *listed: stored.append(
+        stored_object(*listed)))
     return stored
 
 
@@ -4567,9 +4746,10 @@ def held_objects(dest: Storage, objects: Listing, config: Config,
     held = Listing()
     encrypted = config.codec.encrypt_filenames
 
-    def hold(key: str, size: int, name: BackupName) -> None:
+    def hold(key: str, size: int, name: BackupName, storage_class: str) -> None:
         plain = encrypted and not reads_as(key, name)
-        held.append(key, size, name=format_plain_name(name) + name_suffix(name) if plain else "")
+        held.append(key, size, 0, storage_class,
+                    format_plain_name(name) + name_suffix(name) if plain else "")
     decode_listing(dest, objects, config, report, hold)
     return held
 
@@ -4757,6 +4937,8 @@ def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
 def run_backup(config: Config, args: argparse.Namespace) -> int:
     src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
+    for warning in archive_warnings(config):
+        log.warning("warning: %s", warning)
     plan, report = plan_run(config, src, dest, args.dry_run)
     for note in report.notes:
         log.info("note: %s", note)
@@ -4767,8 +4949,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     history = config.versions_keep_days
     if not args.allow_mass_delete:
         check_mass_delete(plan)
-    if not (history or args.allow_mass_change):
-        check_mass_change(plan)
+    if not args.allow_mass_change:
+        check_mass_change(plan, bool(history))
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
     jobs: list[Job] = [*uploads, *plan.renames, *plan.removes]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
@@ -4783,6 +4965,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                  "old contents to keep as versions, %d versions to expire; nothing was "
                  "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
                  len(plan.removes), versions_kept, versions_expired)
+        log_archived(plan)
         return EXIT_FAILED if report.problems else EXIT_OK
     holdings = Holdings(plan)
 
@@ -4790,7 +4973,9 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         holdings.add(outcome)
         tally.add(outcome)
     run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
-    tally.summary("backup", [("unchanged", plan.unchanged)], destination=holdings.figures())
+    tally.summary("backup", [("unchanged", plan.unchanged), ("unmarked", plan.unmarked)],
+                  destination=holdings.figures())
+    log_archived(plan)
     if history and is_mass(plan.changed, plan.live):
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
                     "or rewritten in place?); their previous contents are kept as versions "
@@ -4799,6 +4984,17 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.info("note: versions_keep_days is 0, so the %d version objects that earlier runs "
                  "kept were removed", versions_expired)
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+
+
+def log_archived(plan: Plan) -> None:
+    """What a backup left undone because objects are archived (see plan_backup)."""
+    if plan.unmarked:
+        log.info("note: %d deleted files keep their objects under their live names: those "
+                 "are in an archive storage class, which cannot be renamed (deleted_keep_days "
+                 "0 removes them instead)", plan.unmarked)
+    if plan.unkept:
+        log.info("note: %d old contents were removed, not kept as versions: their objects "
+                 "are in an archive storage class, which cannot be renamed", plan.unkept)
 
 
 def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
@@ -4820,6 +5016,129 @@ def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
     return dest, stored, problems
 
 
+# How long AWS says a thaw takes, by storage class and tier (Deep Archive has no Expedited)
+THAW_DELAYS = {("GLACIER", "Expedited"): "1-5 minutes", ("GLACIER", "Standard"): "3-5 hours",
+               ("GLACIER", "Bulk"): "5-12 hours", ("DEEP_ARCHIVE", "Standard"): "within 12 hours",
+               ("DEEP_ARCHIVE", "Bulk"): "within 48 hours"}
+
+
+def tier_for(storage_class: str, tier: str) -> str:
+    """The tier to ask for: Deep Archive has no Expedited tier; Standard is its fastest."""
+    return "Standard" if storage_class == "DEEP_ARCHIVE" and tier == "Expedited" else tier
+
+
+def thaw_delay(classes: Iterable[str], tier: str) -> str:
+    """"Bulk, typically within 48 hours": the tier and delay of each class, slowest last."""
+    present = sorted(set(classes), key=ARCHIVE_CLASSES.index)
+    return "; ".join(f"{tier_for(c, tier)}, typically {THAW_DELAYS[c, tier_for(c, tier)]}"
+                     + (f" for {c}" if len(present) > 1 else "") for c in present)
+
+
+def thaw_states(dest: Storage, keys: list[str], threads: int) -> list[Union[Thaw, str]]:
+    """thaw_state() of each key, ``threads`` requests at a time: a Thaw, or why it failed."""
+    def state(key: str) -> Union[Thaw, str]:
+        try:
+            return dest.thaw_state(key)
+        except FILE_FAILURES as exc:
+            return describe(exc)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(threads, len(keys)))) as pool:
+        return list(pool.map(state, keys))
+
+
+def send_thaws(dest: Storage, asks: list[tuple[str, str]], days: int, threads: int
+               ) -> list[Union[bool, str]]:
+    """thaw() of each (key, tier), ``threads`` requests at a time: True when asked now,
+    False when a thaw was under way already, or why it failed."""
+    def ask(key_tier: tuple[str, str]) -> Union[bool, str]:
+        try:
+            return dest.thaw(key_tier[0], days, key_tier[1])
+        except FILE_FAILURES as exc:
+            return describe(exc)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(threads, len(asks)))) as pool:
+        return list(pool.map(ask, asks))
+
+
+@dataclass
+class Waiting:
+    """What a restore or verify could not read because it is in an archive storage class."""
+
+    requested: int = 0      # thaws asked for by this run
+    thawing: int = 0        # thaws under way already (asked for earlier)
+    left: int = 0           # not asked for (--no-thaw, or --dry-run: would be asked for)
+    delay: str = ""         # the tiers and their typical delays (thaw_delay)
+    failed: list[Outcome] = field(default_factory=list)   # state or request failures
+
+    def __bool__(self) -> bool:
+        return bool(self.requested or self.thawing or self.left)
+
+
+def readable_now(config: Config, dest: Storage, chosen: list[Stored],
+                 args: argparse.Namespace) -> tuple[list[Stored], Waiting]:
+    """Of the objects a restore or verify reads, those readable now: every one not in an
+    archive class, and the archived ones thawed.  One HeadObject per archived object tells
+    which; each archived one not thawing yet is asked to thaw (one RestoreObject: the count
+    is printed first), or only counted with --dry-run or --no-thaw."""
+    archived = [o for o in chosen if is_archived(o)]
+    waiting = Waiting()
+    if not archived:
+        return chosen, waiting
+    states = run_apart(config, (dest,), thaw_states, dest, [o.key for o in archived],
+                       config.requests_in_flight)
+    thawed, asks = set(), []
+    for obj, state in zip(archived, states):
+        if isinstance(state, str):
+            waiting.failed.append(Outcome("thaw", obj.name.path, error=state))
+        elif state.state == "thawed":
+            thawed.add(id(obj))
+        elif state.state == "thawing":
+            waiting.thawing += 1
+        else:
+            asks.append(obj)
+    log.info("%d of them in an archive storage class: %d thawed, %d thawing, %d not asked "
+             "for yet", len(archived), len(thawed), waiting.thawing, len(asks))
+    waiting.delay = thaw_delay((o.storage_class for o in asks), config.thaw_tier)
+    if asks and (args.dry_run or args.no_thaw):
+        waiting.left = len(asks)
+    elif asks:
+        log.info("requesting %d objects from the archive (%s), readable for %d days once "
+                 "thawed", len(asks), waiting.delay, config.thaw_days)
+        answers = run_apart(config, (dest,), send_thaws, dest,
+                            [(o.key, tier_for(o.storage_class, config.thaw_tier)) for o in asks],
+                            config.thaw_days, config.requests_in_flight)
+        for obj, answer in zip(asks, answers):
+            if isinstance(answer, str):
+                waiting.failed.append(Outcome("thaw", obj.name.path, error=answer))
+            elif answer:
+                waiting.requested += 1
+            else:
+                waiting.thawing += 1
+    return [o for o in chosen if not is_archived(o) or id(o) in thawed], waiting
+
+
+def report_waiting(waiting: Waiting, args: argparse.Namespace) -> None:
+    """The lines that end a restore or verify that left objects in the archive."""
+    again = "; run the same command again later"
+    if waiting.requested:
+        log.info("%d objects requested from the archive (%s)%s", waiting.requested,
+                 waiting.delay, again, extra={"summary": True})
+    if waiting.thawing:
+        log.info("%d objects are still thawing (asked for earlier)%s", waiting.thawing, again,
+                 extra={"summary": True})
+    if waiting.left and args.dry_run:
+        log.info("would request %d objects from the archive (%s)", waiting.left, waiting.delay,
+                 extra={"summary": True})
+    elif waiting.left:
+        log.info("%d objects are in the archive and were not requested (--no-thaw)",
+                 waiting.left, extra={"summary": True})
+
+
+def read_outcome(failed: int, waiting: Waiting) -> int:
+    """The exit code of a restore or verify: failures first, then what waits on a thaw."""
+    return EXIT_FAILED if failed else EXIT_THAWING if waiting else EXIT_OK
+
+
 def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config)
     target = make_storage(config.restore, confined=True)
@@ -4827,17 +5146,24 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
                                 args.as_of)
     when = f" as of {args.as_of_text}" if args.as_of else ""
     log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
+    chosen, waiting = readable_now(config, dest, chosen, args)
     if args.dry_run:
         for obj in chosen:
             log.info("would restore %s", show(obj.name.path))
-        return EXIT_FAILED if problems else EXIT_OK
+        for failure in waiting.failed:
+            log.error("FAILED %s %s: %s", failure.action, show(failure.path), failure.error)
+        report_waiting(waiting, args)
+        return EXIT_FAILED if problems or waiting.failed else EXIT_OK
     target.prepare(create=True)
     tally = Tally(args.verbose, files=len(chosen), size=sum(o.size for o in chosen),
                   progress=not args.quiet)
+    for failure in waiting.failed:
+        tally.add(failure)
     run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
     tally.summary("restore", destination=(len(stored), sum(o.size for o in stored)))
-    return EXIT_FAILED if tally.failed or problems else EXIT_OK
+    report_waiting(waiting, args)
+    return read_outcome(tally.failed or len(problems), waiting)
 
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
@@ -4848,22 +5174,47 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     which = f" (subset {args.subset}: {len(chosen)} checked, {skipped} skipped)" \
         if args.subset else ""
     log.info("verify %s: %d objects%s", dest, len(stored), which)
+    chosen, waiting = readable_now(config, dest, chosen, args)
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(chosen),
                   size=sum(o.size for o in chosen), progress=not args.quiet)
+    for failure in waiting.failed:
+        tally.add(failure)
     run_jobs([Verify(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
     tally.failed += len(problems)
     tally.summary("verify", [("skipped", skipped)], out_word="checked",
                   destination=(len(stored), sum(o.size for o in stored)))
-    return EXIT_FAILED if tally.failed else EXIT_OK
+    report_waiting(waiting, args)
+    return read_outcome(tally.failed, waiting)
 
 
 def object_kind(name: BackupName) -> str:
     return "version" if name.version else "deleted" if name.deleted else "live"
 
 
+def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[dict]
+                ) -> list[str]:
+    """Give the rows of objects outside STANDARD their "storage_class", and those in an
+    archive class their "thaw" state ("archived", "thawing", "thawed", with
+    "thawed_until"): one HeadObject each.  Returns the failures."""
+    for obj, row in zip(chosen, rows):
+        if obj.storage_class:
+            row["storage_class"] = obj.storage_class
+    archived = [(o, row) for o, row in zip(chosen, rows) if is_archived(o)]
+    states = run_apart(config, (dest,), thaw_states, dest, [o.key for o, _ in archived],
+                       config.requests_in_flight) if archived else []
+    failures = []
+    for (obj, row), state in zip(archived, states):
+        if isinstance(state, str):
+            failures.append(f"cannot tell the thaw state of {show(obj.name.path)}: {state}")
+            log.error("FAILED listing: %s", failures[-1])
+        else:
+            row["thaw"], row["thawed_until"] = state.state, state.until or None
+    return failures
+
+
 def run_list(config: Config, args: argparse.Namespace) -> int:
-    _, stored, problems = open_backup(config)
+    dest, stored, problems = open_backup(config)
     only = tuple(args.restore_only or ())
     if args.versions:        # every object, oldest first per path
         chosen = sorted((o for o in stored if matches_only(o.name.path, only)),
@@ -4873,6 +5224,7 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
         chosen = select_for_restore(stored, True, only, args.as_of)
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
              "deleted": o.name.deleted or None} for o in chosen]
+    problems += add_classes(config, dest, chosen, rows)
     if args.versions:
         for row, obj in zip(rows, chosen):
             row["kind"] = object_kind(obj.name)
@@ -4887,7 +5239,12 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
             deleted = f"  deleted {row['deleted']}" if row["deleted"] else ""
             if row.get("replaced"):
                 deleted = f"  version, replaced {row['replaced']}"
-            print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}")
+            tier = f"  [{row['storage_class']}" if row.get("storage_class") else ""
+            if row.get("thaw"):
+                tier += f", {row['thaw']}" + (f" until {row['thawed_until']}"
+                                              if row.get("thawed_until") else "")
+            print(f"{row['size']:>14}  {when}  {show(row['path'])}{deleted}"
+                  + (tier + "]" if tier else ""))
     return EXIT_FAILED if problems else EXIT_OK
 
 
@@ -4905,7 +5262,9 @@ EPILOG = """examples:
       python3 encrypted_s3_backup.py                  configuration from the environment
 
 exit codes: 0 success, 1 some files failed (the rest were done), 2 configuration, usage
-or storage error (nothing was done), 3 internal error (please report), 130 interrupted."""
+or storage error (nothing was done), 3 internal error (please report), 4 restore or verify
+did all it could read, the rest is thawing from an archive storage class (run it again
+later), 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -4926,7 +5285,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "write nothing; failures on stderr")
     group.add_argument("--list", action="store_true",
                        help="list what the backup holds (path, size, mtime, deleted date) from "
-                            "object names alone")
+                            "object names alone; a storage class other than STANDARD is "
+                            "shown too, with the thaw state of archived objects (a HEAD "
+                            "request each)")
     group.add_argument("--report-skipped", metavar="WHY",
                        help="report a backup that did not run (the Docker image's overlap "
                             "guard uses it): the health check's /fail ping with WHY as its "
@@ -4953,6 +5314,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "destination, for all processes together; K, M, G suffixes "
                               "(powers of 1024), e.g. 4M; 0 for no limit (overrides "
                               "bandwidth_limit)")
+    options.add_argument("--no-thaw", action="store_true",
+                         help="with --restore or --verify: do not ask for objects in an "
+                              "archive storage class (GLACIER, DEEP_ARCHIVE) to be thawed "
+                              "(restore requests cost money); they are counted and left")
     options.add_argument("--dry-run", action="store_true",
                          help="show what a backup or restore would do; change nothing")
     options.add_argument("--allow-mass-delete", action="store_true",
@@ -4989,6 +5354,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--dry-run is for a backup or --restore")
     if args.versions and not args.list:
         parser.error("--versions needs --list")
+    if args.no_thaw and not (args.restore or args.verify):
+        parser.error("--no-thaw needs --restore or --verify")
     if args.subset is not None:
         if not args.verify:
             parser.error("--subset needs --verify")

@@ -52,7 +52,7 @@ def plan_three_ways(source, objects, today, keep_days, blind=(), versions_keep_d
     list in order).  Objects whose key is not their plaintext name (an encrypted name)
     cannot be walked in order: for those only the columns are compared."""
     source = list(source)
-    objects = [esb.stored_object(o.key, o.size, o.name) for o in objects]
+    objects = [esb.stored_object(o.key, o.size, o.name, o.storage_class) for o in objects]
     expected = esb.plan_backup(source, objects, today, keep_days, blind, versions_keep_days)
 
     def planned(files, stored):
@@ -65,14 +65,15 @@ def plan_three_ways(source, objects, today, keep_days, blind=(), versions_keep_d
     plain = all(esb.reads_as(o.key, o.name) for o in objects)
     for obj in objects:
         name = "" if plain else esb.format_plain_name(obj.name) + esb.name_suffix(obj.name)
-        held.append(obj.key, obj.size, name=name)
+        held.append(obj.key, obj.size, 0, obj.storage_class, name)
     assert planned(files.files_in_order(), held.objects_in_order()) == expected
     if plain:
         report = esb.ListReport()
         walked = planned(
             esb.in_plan_order(esb.listed_files(sorted(source, key=lambda e: e.key)), "src"),
             esb.in_plan_order(esb.listed_objects(
-                (esb.Entry(o.key, o.size, 0) for o in sorted(objects, key=lambda o: o.key)),
+                (esb.Entry(o.key, o.size, 0, o.storage_class)
+                 for o in sorted(objects, key=lambda o: o.key)),
                 esb.Codec(), report), "dest"))
         assert walked == expected and report == esb.ListReport()
     return expected
@@ -442,3 +443,4 @@ def pytest_collection_finish(session):
 
 from s3_server import s3_bucket, s3_server  # noqa: E402,F401  (fixtures: a real S3 server)
 from ping_server import closed_url, ping_server  # noqa: E402,F401  (a recording HTTP server)
+from moto_server import moto_bucket, moto_server  # noqa: E402,F401  (S3 with archive tiers)

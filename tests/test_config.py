@@ -87,6 +87,8 @@ FULL = {
     "pre_command": "pg_dump -f /data/db.sql app",
     "post_command": "rm -f /data/db.sql",
     "bandwidth_limit": "2M",
+    "thaw_days": 3,
+    "thaw_tier": "Expedited",
 }
 
 
@@ -118,6 +120,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
     assert config.pre_command == "pg_dump -f /data/db.sql app"
     assert config.post_command == "rm -f /data/db.sql"
     assert config.bandwidth_limit == 2 * 1024 * 1024 and config.throttle is None
+    assert config.thaw_days == 3 and config.thaw_tier == "Expedited"
 
 
 def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):

@@ -146,7 +146,7 @@ def test_a_listing_gives_back_what_it_was_given():
     given_ = [("a/é.txt", 1, 2, ""), ("bad-\udcff-byte", 3, 4, ""), ("", 0, 0, ""),
               ("k", 5, 6, "a.1.2.3.0.enc")]
     for key, size, mtime, name in given_:
-        listing.append(key, size, mtime, name)
+        listing.append(key, size, mtime, name=name)
     again = pickle.loads(pickle.dumps(listing))
     for held in (listing, again):
         assert len(held) == 4

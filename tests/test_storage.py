@@ -110,15 +110,17 @@ class FlatStorage(esb.LocalStorage):
 
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(params=["local", "s3", "s3-base-path", "flat"])
+@pytest.fixture(params=["local", "s3", "s3-base-path", "flat", "moto"])
 def storage(request, tmp_path):
-    """A prepared, empty storage of each kind."""
+    """A prepared, empty storage of each kind ("moto": S3 as moto serves it, the server of
+    the archive tests, tests/moto_server.py)."""
     if request.param == "local":
         store = esb.LocalStorage(str(tmp_path / "root"))
     elif request.param == "flat":
         store = FlatStorage(str(tmp_path / "root"))
     else:
-        bucket = request.getfixturevalue("s3_bucket")
+        bucket = request.getfixturevalue("moto_bucket" if request.param == "moto"
+                                         else "s3_bucket")
         base = BASE_PATH if request.param == "s3-base-path" else None
         store = esb.S3Storage(s3_config(bucket, base_path=base))
     store.prepare(create=True)
