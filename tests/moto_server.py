@@ -35,7 +35,7 @@ from typing import Iterator
 
 import pytest
 
-from s3_server import REGION, S3Bucket, empty_and_delete_bucket
+from s3_server import REGION, S3Bucket, fresh_bucket
 
 RESTORE_MODEL = "s3::keyrestore"        # moto's managed-state model of an object's restore
 NEVER = 10 ** 9                         # "manual" progression: moves after this many reads
@@ -55,6 +55,7 @@ class MotoS3:
         self.server.start()
         host, port = self.server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        self.region = REGION
         self.access_key = "AKIA" + secrets.token_hex(8).upper()
         self.secret_key = secrets.token_urlsafe(30)
         from moto.moto_api import state_manager
@@ -112,13 +113,5 @@ def moto_server() -> Iterator[MotoS3]:
 
 @pytest.fixture
 def moto_bucket(moto_server: MotoS3) -> Iterator[S3Bucket]:
-    """A fresh, empty bucket ``t-<12 hex>`` on moto; emptied and removed after the test."""
-    client = moto_server.client()
-    name = f"t-{secrets.token_hex(6)}"
-    client.create_bucket(Bucket=name)
-    try:
-        yield S3Bucket(name=name, endpoint_url=moto_server.endpoint_url,
-                       access_key=moto_server.access_key, secret_key=moto_server.secret_key,
-                       region=REGION, client=client)
-    finally:
-        empty_and_delete_bucket(client, name)
+    """A fresh, empty bucket on moto (see fresh_bucket)."""
+    yield from fresh_bucket(moto_server)

@@ -311,15 +311,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServe
         server.stop()
 
 
-@pytest.fixture
-def s3_bucket(s3_server: SeaweedServer) -> Iterator[S3Bucket]:
-    """A fresh, empty bucket ``t-<12 hex>``; emptied and removed after the test."""
-    client = s3_server.client()
+def fresh_bucket(server: Any) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket ``t-<12 hex>`` on ``server`` (a SeaweedServer, or anything
+    with its client(), endpoint_url, access_key, secret_key and region), as a fixture
+    yields it: emptied and removed after the test."""
+    client = server.client()
     name = f"t-{secrets.token_hex(6)}"
     client.create_bucket(Bucket=name)
     try:
-        yield S3Bucket(name=name, endpoint_url=s3_server.endpoint_url,
-                       access_key=s3_server.access_key, secret_key=s3_server.secret_key,
-                       region=s3_server.region, client=client)
+        yield S3Bucket(name=name, endpoint_url=server.endpoint_url,
+                       access_key=server.access_key, secret_key=server.secret_key,
+                       region=server.region, client=client)
     finally:
         empty_and_delete_bucket(client, name)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedServer) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket on SeaweedFS (see fresh_bucket)."""
+    yield from fresh_bucket(s3_server)
