@@ -2634,11 +2634,6 @@ class BlindSpots:
         return False
 
 
-def in_blind_spot(path: str, blind: Iterable[str]) -> bool:
-    """True when the listing could not read ``path`` or a folder above it."""
-    return path in BlindSpots(blind)
-
-
 class Planner:
     """The decisions of a backup run, one path at a time: ``file()`` is told each path's
     source file (or None) and its objects, the paths in any order; ``finish()`` gives the
@@ -3069,12 +3064,6 @@ def in_plan_order(items: Iterable[tuple[str, str, R]], side: str
         yield ready, done
 
 
-def file_bound(key: str) -> str:
-    """The least plan key a file listed after ``key`` (in key order) can have: a later key
-    is greater than this one, and its plan key greater still."""
-    return key
-
-
 def object_bound(key: str) -> str:
     """The least plan key an object listed after ``key`` (in key order) can have.  A later
     key is greater; the path it names can only sort before this object's when it is this
@@ -3088,10 +3077,11 @@ def object_bound(key: str) -> str:
 
 
 def listed_files(entries: Iterable[Entry]) -> Iterator[tuple[str, str, Entry]]:
-    """(bound, plan key, entry) of source files listed in key order, for in_plan_order."""
+    """(bound, plan key, entry) of source files listed in key order, for in_plan_order.
+    A file's bound is its key: a file listed after it has a greater key, and a greater
+    plan key still."""
     for entry in entries:
-        yield entry.key, entry.key + ".", entry      # file_bound, plan_key (inlined: a
-                                                     # million files)
+        yield entry.key, entry.key + ".", entry      # (plan_key, inlined: a million files)
 
 
 def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport

@@ -314,8 +314,8 @@ def test_two_deleted_objects_the_kept_one_still_expires_on_its_own_date():
     ("x", [], False),
     ("x", ["y", "x"], True),
 ])
-def test_in_blind_spot(path, blind, inside):
-    assert esb.in_blind_spot(path, blind) is inside
+def test_blind_spots(path, blind, inside):
+    assert (path in esb.BlindSpots(blind)) is inside
 
 
 def test_unreadable_file_keeps_its_object():
