@@ -89,6 +89,9 @@ class FlatStorage(esb.LocalStorage):
     "a%2Fb.txt"), so no folder is ever made.  ``remote`` is set by the caller: True makes
     the driver treat it like S3 (threads in a batch, listing in a helper process)."""
 
+    ordered = False     # it lists in the order of the quoted names ("a%2Fb" before "a-b"):
+                        # a backup holds its listing as columns and sorts them
+
     def _full(self, key: str) -> str:
         return os.path.join(self.root, urllib.parse.quote(key, safe="")) if key else self.root
 
