@@ -3991,12 +3991,25 @@ def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list
     import subprocess
     last: collections.deque[str] = collections.deque(maxlen=COMMAND_TAIL)
     log.info("%s: running", what)
+    process: Optional[subprocess.Popen] = None
+
+    def stop_all() -> None:
+        """The command and all it started (its own session), then its exit."""
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+
     try:
-        process = subprocess.Popen(command, shell=True, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)
+        with deferred_stop():       # a stop while the shell starts comes once its pid is known
+            process = subprocess.Popen(command, shell=True, env=env,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
         return 127, [f"cannot start a shell: {exc.strerror}"]
+    except BaseException:
+        if process is not None:
+            stop_all()
+        raise
 
     def pump(stream: BinaryIO, level: int) -> None:
         for raw in stream:
@@ -4011,9 +4024,7 @@ def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list
         errors.join()
         return process.wait(), list(last)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait()
+        stop_all()
         raise
 
 
