@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import PASSWORD, ROOT, esb, process_env, s3_config, s3_env, set_env
+from conftest import PASSWORD, ROOT, SALT, esb, process_env, s3_config, s3_env, set_env
 
 MiB = 1024 * 1024
 
@@ -212,8 +212,9 @@ def test_workers_never_load_boto3_for_small_files(tmp_path, s3_bucket):
     for i in range(count):
         (src / f"f{i:03}.txt").write_bytes(b"%d\n" % i * 3000)
     env = process_env(SRC_LOCAL_PATH=src, RESTORE_LOCAL_PATH=tmp_path / "restore",
-                      ENCRYPTION_PASSWORD=PASSWORD, BACKUP_PROCESSES=2, RESTORE_PROCESSES=2,
-                      **s3_env("DEST", s3_bucket))
+                      ENCRYPTION_PASSWORD=PASSWORD, ENCRYPTION_SALT=SALT, BACKUP_PROCESSES=2,
+                      RESTORE_PROCESSES=2, **s3_env("DEST", s3_bucket))   # (a configured
+    # salt: one key derivation per process, not one per file)
     for argv, parent in (([], True), ([], False), (["--restore"], True), (["--verify"], True),
                          (["--list"], False)):
         done = subprocess.run([sys.executable, "-c", WORKER_PROBE, str(ROOT), str(marks),
