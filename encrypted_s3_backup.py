@@ -838,8 +838,8 @@ class Metered(Closing):
 # =====================================================================================
 #
 # The driver knows storages only through the Storage protocol below: what a storage
-# must do, and two capabilities (``remote``; ``is_unchanged``) instead of type checks,
-# and one budget (``throttle``).
+# must do, and capabilities (``remote``, ``ordered``; ``is_unchanged``) instead of type
+# checks, and one budget (``throttle``).
 # Each storage turns its own failures into our errors (MissingError, TransferError,
 # StorageError, OSError), so no caller needs to know its library.  A new backend is one
 # class here and one line in make_storage(); tests/test_storage.py runs the contract
@@ -2787,8 +2787,7 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     """
     files = ((e.key, e) for e in sorted(source, key=_entry_path))
     objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
-    return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days),
-                         BlindSpots(blind))
+    return plan_walked(files, objects, today, keep_days, blind, versions_keep_days)
 
 
 def plan_walked(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
@@ -3102,7 +3101,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
             continue
         # stored_object(), knowing the name was read from this key: are its fields spelled
         # as ours are?
-        spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - len(OBJECT_SUFFIX))
+        spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - suffix_length)
         yield object_bound(key), plan_key(name.path), Stored(None if spelled else key, size,
                                                              name, storage_class)
 
@@ -3148,9 +3147,14 @@ class Listing:
         is the first other class)."""
         if not self.classes:
             self.classes.extend(itertools.repeat(0, len(self.ends) - 1))
+        self.classes.append(self._class_code(storage_class))
+
+    def _class_code(self, storage_class: str) -> int:
+        """The index of ``storage_class`` in class_names, added there when new (a few
+        classes exist: S3 has ten)."""
         if storage_class not in self.class_names:
-            self.class_names.append(storage_class)   # (a few classes exist: S3 has ten)
-        self.classes.append(self.class_names.index(storage_class))
+            self.class_names.append(storage_class)
+        return self.class_names.index(storage_class)
 
     def storage_class(self, i: int) -> str:
         return self.class_names[self.classes[i]] if self.classes else ""
@@ -3161,11 +3165,8 @@ class Listing:
         if other.classes or self.classes:
             if not self.classes:
                 self.classes.extend(itertools.repeat(0, count))
-            for i in range(len(other)):
-                storage_class = other.storage_class(i)
-                if storage_class not in self.class_names:
-                    self.class_names.append(storage_class)
-                self.classes.append(self.class_names.index(storage_class))
+            self.classes.extend(self._class_code(other.storage_class(i))
+                                for i in range(len(other)))
         self.keys += other.keys
         self.ends.extend([end + base for end in other.ends])
         self.sizes += other.sizes
@@ -4628,10 +4629,6 @@ def chunks(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def _job_path(job: Job) -> str:
-    return job.path
-
-
 def batch_small(jobs: Iterable[Job]) -> list[Batch]:
     """Group the jobs of small files into Batches, in path order (a batch then touches few
     folders); big ones stay single, in the order given, and go first."""
@@ -4676,21 +4673,26 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
         return result
 
 
+def backup_entries(dest: Storage, report: ListReport) -> Iterator[Entry]:
+    """The backup objects (and version objects) among the files ``dest`` lists."""
+    return (entry for entry in dest.list_files(report)
+            if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)))
+
+
 def list_objects(dest: Storage, report: ListReport) -> Listing:
     """Every backup object (and version object) on the destination: key, object size and
     storage class."""
     objects = Listing()
-    for entry in dest.list_files(report):
-        if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)):
-            objects.append(*entry)
+    for entry in backup_entries(dest, report):
+        objects.append(*entry)
     return objects
 
 
 def decode_listing(dest: Storage, objects: Listing, config: Config, report: ListReport,
                    each: Callable[[str, int, BackupName, str], None]) -> None:
     """``each(key, size, name, storage class)`` for the listed objects whose names decode;
-    the others go into the report.  Encrypted names with per-object salts cost a key derivation each, so
-    then they are decoded in the worker pool.
+    the others go into the report.  Encrypted names with per-object salts cost a key
+    derivation each, so then they are decoded in the worker pool.
 
     When names are encrypted and not one of several decodes, the password (or cipher) is
     wrong: that is fatal, or a backup would upload everything again beside the old objects.
@@ -4801,17 +4803,15 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
 def object_listing(report: ListReport, dest: Storage, dry_run: bool
                    ) -> Iterator[Union[bool, Entry]]:
     """What a backup reads of its destination: whether it exists (a dry run does not make
-    it), then the backup objects it lists (key, object size).  What killed runs left there
-    is cleared first."""
+    it), then the backup objects it lists (see backup_entries).  What killed runs left
+    there is cleared first."""
     exists = dest.prepare(create=not dry_run, missing_ok=dry_run)
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
     yield exists
     if exists:
-        for entry in dest.list_files(report):
-            if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)):
-                yield entry
+        yield from backup_entries(dest, report)
 
 
 LISTING_CHUNK = 4096      # entries a helper process sends at a time (see listed)
@@ -5035,30 +5035,30 @@ def thaw_delay(classes: Iterable[str], tier: str) -> str:
                      + (f" for {c}" if len(present) > 1 else "") for c in present)
 
 
-def thaw_states(dest: Storage, keys: list[str], threads: int) -> list[Union[Thaw, str]]:
-    """thaw_state() of each key, ``threads`` requests at a time: a Thaw, or why it failed."""
-    def state(key: str) -> Union[Thaw, str]:
+def answers(request: Callable[..., R], calls: list[tuple], threads: int
+            ) -> list[Union[R, str]]:
+    """``request(*call)`` for each call, ``threads`` at a time: its answer, or why it
+    failed."""
+    def answer(call: tuple) -> Union[R, str]:
         try:
-            return dest.thaw_state(key)
+            return request(*call)
         except FILE_FAILURES as exc:
             return describe(exc)
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max(1, min(threads, len(keys)))) as pool:
-        return list(pool.map(state, keys))
+    with ThreadPoolExecutor(max(1, min(threads, len(calls)))) as pool:
+        return list(pool.map(answer, calls))
+
+
+def thaw_states(dest: Storage, keys: list[str], threads: int) -> list[Union[Thaw, str]]:
+    """thaw_state() of each key, ``threads`` requests at a time: a Thaw, or why it failed."""
+    return answers(dest.thaw_state, [(key,) for key in keys], threads)
 
 
 def send_thaws(dest: Storage, asks: list[tuple[str, str]], days: int, threads: int
                ) -> list[Union[bool, str]]:
     """thaw() of each (key, tier), ``threads`` requests at a time: True when asked now,
     False when a thaw was under way already, or why it failed."""
-    def ask(key_tier: tuple[str, str]) -> Union[bool, str]:
-        try:
-            return dest.thaw(key_tier[0], days, key_tier[1])
-        except FILE_FAILURES as exc:
-            return describe(exc)
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max(1, min(threads, len(asks)))) as pool:
-        return list(pool.map(ask, asks))
+    return answers(dest.thaw, [(key, days, tier) for key, tier in asks], threads)
 
 
 @dataclass
