@@ -4000,32 +4000,31 @@ def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list
             os.killpg(process.pid, signal.SIGTERM)
         process.wait()
 
-    try:
-        with deferred_stop():       # a stop while the shell starts comes once its pid is known
-            process = subprocess.Popen(command, shell=True, env=env,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        return 127, [f"cannot start a shell: {exc.strerror}"]
-    except BaseException:
-        if process is not None:
-            stop_all()
-        raise
-
     def pump(stream: BinaryIO, level: int) -> None:
         for raw in stream:
             line = show(raw.decode("utf-8", "replace").rstrip("\r\n"))
             last.append(line[:COMMAND_LINE_MAX])
             log.log(level, "%s: %s", what, line)
 
-    errors = threading.Thread(target=pump, args=(process.stderr, logging.WARNING), daemon=True)
-    errors.start()
+    # One try from before the shell starts to its exit: a stop at any point in between
+    # (while the shell starts, while the thread that reads its errors starts, ...) stops it.
     try:
+        with deferred_stop():       # a stop while the shell starts comes once its pid is known
+            try:
+                process = subprocess.Popen(command, shell=True, env=env,
+                                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, start_new_session=True)
+            except OSError as exc:
+                return 127, [f"cannot start a shell: {exc.strerror}"]
+        errors = threading.Thread(target=pump, args=(process.stderr, logging.WARNING),
+                                  daemon=True)
+        errors.start()
         pump(process.stdout, logging.INFO)
         errors.join()
         return process.wait(), list(last)
     except BaseException:
-        stop_all()
+        if process is not None:
+            stop_all()
         raise
 
 
