@@ -166,8 +166,8 @@ def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tm
     monkeypatch.setattr(esb, "_WORKER", worker)
     encodes = Overlap(esb.encode, 0.05)
     monkeypatch.setattr(esb, "encode", encodes)
-    puts = Overlap(worker.dest.client.put_object, 0.3)
-    monkeypatch.setattr(worker.dest.client, "put_object", puts)
+    puts = Overlap(worker.dest.wire.put, 0.3)          # small objects: the wire's PUTs
+    monkeypatch.setattr(worker.dest.wire, "put", puts)
     try:
         outcomes, requests = esb.in_worker(esb.run_batch, esb.Batch(
             tuple(upload(config, name) for name in sorted(files)), grouped=True))
@@ -357,11 +357,12 @@ def test_a_stop_while_the_hub_stores_does_not_wait_for_the_rest(monkeypatch, tmp
                           **s3_env("DEST", s3_bucket))
     puts = []
 
-    def slow_put(**kwargs):
-        puts.append(kwargs["Key"])
+    def slow_put(*args, **kwargs):
+        puts.append(args or kwargs)
         if len(puts) == 1:
             os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.5)
+        return True
 
     real_client = esb.S3Storage.client.fget
 
@@ -371,6 +372,7 @@ def test_a_stop_while_the_hub_stores_does_not_wait_for_the_rest(monkeypatch, tmp
         return made_client
 
     monkeypatch.setattr(esb.S3Storage, "client", property(client))
+    monkeypatch.setattr(esb.S3Wire, "put", slow_put)           # the small PUTs are its
     monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
     jobs = [upload(config, name) for name in sorted(files)]

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from conftest import ROOT, esb, s3_config
+from flaky_proxy import FlakyProxy
 
 sys.path.insert(0, str(ROOT / "bench"))
 from latency_proxy import LatencyProxy  # noqa: E402
@@ -70,15 +71,30 @@ def test_connections_are_kept_alive_one_per_request_in_flight(make_tool, s3_buck
             assert proxy.connections - before <= 6 + 1, (argv, proxy.connections - before)
 
 
-def test_small_bodies_do_not_wait_for_100_continue(s3_bucket):
-    storage = esb.S3Storage(s3_config(s3_bucket))
+@pytest.fixture
+def recorder(s3_bucket):
+    """The S3 server behind a proxy that records every request as it arrives (a flaky
+    proxy with no faults: one request per connection); ``.seen`` lists them."""
+    seen = []
+    with FlakyProxy(s3_bucket.endpoint_url, choose=lambda request: seen.append(request)
+                    ) as proxy:
+        proxy.seen = seen
+        yield proxy
+
+
+def sent_puts(recorder):
+    """{last part of the path: the request} of every PUT that arrived."""
+    return {request.target.rsplit(b"/", 1)[1].decode(): request
+            for request in recorder.seen if request.method == b"PUT"}
+
+
+def test_small_bodies_do_not_wait_for_100_continue(s3_bucket, recorder):
+    storage = esb.S3Storage(s3_config(s3_bucket, endpoint_url=recorder.endpoint_url))
     storage.prepare(create=True)
-    sent = sent_headers(storage)
     for key, size in (("small", 1000), ("just-below", esb.EXPECT_CONTINUE_MIN - 1),
                       ("large", esb.EXPECT_CONTINUE_MIN)):
         storage.store("", lambda sink: sink.write(b"x" * size), lambda _: key)
-    expects = {url.rsplit("/", 1)[1]: headers.get("Expect") for method, url, headers in sent
-               if method == "PUT"}
+    expects = {key: request.header(b"Expect") for key, request in sent_puts(recorder).items()}
     assert expects == {"small": None, "just-below": None, "large": b"100-continue"}
 
 
@@ -134,22 +150,20 @@ def test_a_long_listing_is_split_by_folder_and_comes_back_the_same(s3_bucket, mo
         key for key, _ in whole if not key.startswith("a"))
 
 
-def test_every_body_sent_carries_its_md5(s3_bucket, monkeypatch):
+def test_every_body_sent_carries_its_md5(s3_bucket, recorder, monkeypatch):
     """The service checks what it got: an upload cut short (the process killed after its
     headers went out) stores nothing; SeaweedFS would keep an empty object."""
     import base64
     import hashlib
     monkeypatch.setattr(esb, "S3_MULTIPART_THRESHOLD", 5 * MiB)
     monkeypatch.setattr(esb, "S3_PART_SIZE", 5 * MiB)
-    storage = esb.S3Storage(s3_config(s3_bucket))
+    storage = esb.S3Storage(s3_config(s3_bucket, endpoint_url=recorder.endpoint_url))
     storage.prepare(create=True)
-    sent = []
-    storage.client.meta.events.register(
-        "before-send.s3", lambda request, **kwargs: sent.append(
-            (request.method, request.headers.get("Content-MD5"), request.body)))
     small, big = b"small body", bytes(range(256)) * (6 * MiB // 256)
     for key, data in (("small", small), ("big", big)):
         storage.store("", lambda sink: sink.write(data), lambda _: key)
-    md5s = [md5 for method, md5, _ in sent if method == "PUT"]
-    expected = [small, big[:5 * MiB], big[5 * MiB:]]
-    assert md5s == [base64.b64encode(hashlib.md5(d).digest()) for d in expected]
+    puts = [request for request in recorder.seen if request.method == b"PUT"]
+    # the small one from the wire, the big one's parts from boto3
+    assert [(request.body, request.header(b"Content-MD5")) for request in puts] == [
+        (body, base64.b64encode(hashlib.md5(body).digest()))
+        for body in (small, big[:5 * MiB], big[5 * MiB:])]

@@ -1,0 +1,316 @@
+"""S3Wire: the GetObject and small PutObject requests the tool signs and sends itself, and
+how it hands every request it cannot finish back to boto3.
+
+Against the real S3 server (SeaweedFS checks every signature), directly, behind the tests'
+flaky proxy (which records what arrives and can answer in its place), and behind a TLS
+proxy made here.
+"""
+
+import calendar
+import datetime
+import socket
+import ssl
+import threading
+
+import pytest
+from botocore.credentials import Credentials
+from conftest import esb, s3_config
+from flaky_proxy import FlakyProxy
+
+
+def storage_at(bucket, **overrides):
+    storage = esb.S3Storage(s3_config(bucket, **overrides))
+    storage.prepare(create=True)
+    return storage
+
+
+def store(storage, key, data):
+    storage.store(key.rpartition("/")[0], lambda sink: sink.write(data), lambda _: key)
+
+
+def read(storage, key):
+    with storage.open(key) as stream:
+        return stream.read()
+
+
+def boto3_sends(storage):
+    """The requests the storage's boto3 client sends from now on: [(method, url)]."""
+    sent = []
+    storage.client.meta.events.register(
+        "before-send.s3", lambda request, **_: sent.append((request.method, request.url)))
+    return sent
+
+
+@pytest.fixture
+def proxy(s3_bucket):
+    """The server behind a flaky proxy with no faults unless ``proxy.plan`` asks for them:
+    {method: [fault, ...]} used up first come, first served; ``proxy.seen`` records."""
+    seen, plan = [], {}
+
+    def choose(request):
+        seen.append(request)
+        faults = plan.get(request.method.decode(), [])
+        return faults.pop(0) if faults else None
+
+    with FlakyProxy(s3_bucket.endpoint_url, choose=choose) as flaky:
+        flaky.seen, flaky.plan = seen, plan
+        yield flaky
+
+
+# ---------------------------------------------------------------------------- signing
+
+def test_the_signature_is_aws_own_example():
+    """The GET Object example of AWS's Signature Version 4 documentation ("Examples of
+    signature calculations", authenticating requests in the Authorization header):
+    its published signature."""
+    wire = esb.S3Wire("https://examplebucket.s3.amazonaws.com/", "us-east-1",
+                      Credentials("AKIAIOSFODNN7EXAMPLE",
+                                  "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), (1, 1))
+    moment = calendar.timegm(datetime.datetime(2013, 5, 24).timetuple())
+    headers = wire.signed("GET", wire.path("test.txt"), esb._EMPTY_SHA256,
+                          {"range": "bytes=0-9"}, now=moment)
+    assert headers["x-amz-date"] == "20130524T000000Z"
+    assert headers["authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+
+
+def test_keys_are_encoded_once_as_s3_wants():
+    wire = esb.S3Wire("http://127.0.0.1:1/bucket/", "us-east-1", None, (1, 1))
+    assert wire.path("a b/\u00fc~+K%.enc") == "/bucket/a%20b/%C3%BC~%2BK%25.enc"
+
+
+def test_a_session_token_is_sent_and_signed():
+    wire = esb.S3Wire("http://h/b/", "r", Credentials("AK", "SK", "the-token"), (1, 1))
+    headers = wire.signed("GET", "/b/k", esb._EMPTY_SHA256, {})
+    assert headers["x-amz-security-token"] == "the-token"
+    assert "x-amz-security-token" in headers["authorization"].split("SignedHeaders=")[1]
+
+
+# ---------------------------------------------------------------------------- requests
+
+def test_small_puts_and_every_get_go_through_the_wire(s3_bucket, proxy):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url, base_path="base")
+    assert storage.wire is not None
+    by_boto3 = boto3_sends(storage)
+    esb.take_requests()
+    store(storage, "d\u00fcr/a b.enc", b"small")
+    assert read(storage, "d\u00fcr/a b.enc") == b"small"
+    big = bytes(range(256)) * (esb.WIRE_BODY_MAX // 256)
+    store(storage, "big.enc", big)                          # too big for the wire: boto3's
+    assert read(storage, "big.enc") == big                  # any size
+    assert [method for method, _ in by_boto3] == ["PUT"]
+    assert esb.take_requests() == {"PUT": 2, "GET": 2, "attempts": 4}
+    small_put = next(r for r in proxy.seen if r.method == b"PUT")
+    assert small_put.target == b"/" + s3_bucket.name.encode() + b"/base/d%C3%BCr/a%20b.enc"
+    assert small_put.header(b"Expect") is None and small_put.header(b"Content-MD5")
+    assert s3_bucket.client.get_object(Bucket=s3_bucket.name, Key="base/d\u00fcr/a b.enc"
+                                       )["Body"].read() == b"small"
+
+
+def test_a_storage_class_is_sent(s3_bucket, proxy):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url,
+                         storage_class="STANDARD")
+    store(storage, "k.enc", b"x")
+    put = next(r for r in proxy.seen if r.method == b"PUT")
+    assert put.header(b"x-amz-storage-class") == b"STANDARD"
+    assert b"User-Agent: Boto3" not in put.raw_head                    # the wire's
+
+
+@pytest.mark.parametrize("fault", ["slowdown", "error500", "drop", "reset"])
+def test_a_failed_put_is_made_again_by_boto3_and_the_wire_stays_on(s3_bucket, proxy, fault):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    by_boto3 = boto3_sends(storage)
+    esb.take_requests()
+    proxy.plan["PUT"] = [fault]
+    store(storage, "k.enc", b"data")
+    assert len(by_boto3) == 1 and storage.wire is not None
+    assert esb.take_requests() == {"PUT": 1, "attempts": 2}
+    store(storage, "k2.enc", b"more")
+    assert len(by_boto3) == 1                                   # the wire again
+    assert read(storage, "k.enc") == b"data" and read(storage, "k2.enc") == b"more"
+
+
+def test_a_failed_get_is_made_again_by_boto3(s3_bucket, proxy):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    store(storage, "k.enc", b"data")
+    by_boto3 = boto3_sends(storage)
+    proxy.plan["GET"] = ["slowdown"]
+    assert read(storage, "k.enc") == b"data"
+    assert [method for method, _ in by_boto3] == ["GET"] and storage.wire is not None
+
+
+def test_a_missing_object_is_missing(s3_bucket, proxy):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    with pytest.raises(esb.MissingError, match="gone.enc no longer exists"):
+        storage.open("gone.enc")
+    assert storage.wire is not None
+
+
+def test_a_body_cut_short_is_a_transfer_error(s3_bucket, proxy):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    store(storage, "k.enc", b"0123456789" * 100)
+    proxy.plan["GET"] = ["cut", "cut"]
+    with pytest.raises(esb.TransferError, match="S3 read failed"):
+        read(storage, "k.enc")
+    with pytest.raises(esb.TransferError, match="S3 read failed: the connection ended"):
+        with storage.open("k.enc") as stream:
+            while stream.read(64):
+                pass
+    assert read(storage, "k.enc") == b"0123456789" * 100
+
+
+def test_an_answer_it_does_not_expect_turns_the_wire_off(s3_bucket, proxy, monkeypatch):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    monkeypatch.setattr(esb, "WIRE_RETRY_STATUS", frozenset())   # a 503 is now unexpected
+    by_boto3 = boto3_sends(storage)
+    proxy.plan["PUT"] = ["slowdown"]
+    store(storage, "k.enc", b"data")
+    assert storage.wire is None and len(by_boto3) == 1
+    store(storage, "k2.enc", b"more")
+    assert read(storage, "k2.enc") == b"more" and len(by_boto3) == 3
+
+
+def test_wrong_credentials_fail_as_before(s3_bucket):
+    storage = esb.S3Storage(s3_config(s3_bucket, aws_secret_access_key="wrong"))
+    with pytest.raises(esb.TransferError, match="S3 error SignatureDoesNotMatch"):
+        store(storage, "k.enc", b"data")
+    assert storage.wire is None
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced(s3_bucket):
+    storage = storage_at(s3_bucket)
+    store(storage, "k.enc", b"data")
+    wire = storage.wire
+    assert len(wire._idle) == 1
+    wire._idle[0].sock.shutdown(socket.SHUT_RDWR)       # as if the server had closed it
+    by_boto3 = boto3_sends(storage)
+    store(storage, "k2.enc", b"more")
+    assert by_boto3 == [] and len(wire._idle) == 1
+    assert read(storage, "k2.enc") == b"more"
+
+
+def test_one_connection_serves_request_after_request(s3_bucket):
+    storage = storage_at(s3_bucket)
+    for i in range(20):
+        store(storage, f"k{i}.enc", b"%d" % i)
+        assert read(storage, f"k{i}.enc") == b"%d" % i
+    assert len(storage.wire._idle) == 1
+
+
+def test_no_wire_behind_a_proxy_or_with_another_signature(s3_bucket, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert esb.S3Storage(s3_config(s3_bucket)).wire is None
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert esb.S3Storage(s3_config(s3_bucket)).wire is not None
+    monkeypatch.delenv("HTTP_PROXY")
+    assert esb.S3Storage(s3_config(s3_bucket, signature_version="s3")).wire is None
+
+
+def test_the_wire_is_made_per_process_and_never_pickled(s3_bucket):
+    import pickle
+    storage = storage_at(s3_bucket)
+    assert storage.wire is not None
+    copy = pickle.loads(pickle.dumps(storage))
+    assert copy._wire is None and copy._client is None
+    store(copy, "k.enc", b"x")
+    assert copy.wire is not storage.wire
+
+
+# ---------------------------------------------------------------------------- HTTPS
+
+class TlsProxy:
+    """https://127.0.0.1:PORT in front of the plain server: a self-signed certificate for
+    127.0.0.1 (its file in ``cert``), each connection forwarded both ways."""
+
+    def __init__(self, upstream_url, folder):
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        import ipaddress
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        self.cert, key_file = folder / "cert.pem", folder / "key.pem"
+        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(self.cert, key_file)
+        host, port = upstream_url.rsplit("//", 1)[1].rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint_url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            client = self.context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        upstream = socket.create_connection(self.upstream)
+
+        def pipe(source, sink):
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    def close(self):
+        self.listener.close()
+
+
+def test_https_with_the_ca_bundle_boto3_uses(s3_bucket, tmp_path, monkeypatch):
+    tls = TlsProxy(s3_bucket.endpoint_url, tmp_path)
+    try:
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(tls.cert))
+        storage = storage_at(s3_bucket, endpoint_url=tls.endpoint_url)
+        wire = storage.wire
+        assert wire is not None and wire.https and wire.cafile == str(tls.cert)
+        by_boto3 = boto3_sends(storage)
+        for i in range(5):
+            store(storage, f"k{i}.enc", b"secret %d" % i)
+            assert read(storage, f"k{i}.enc") == b"secret %d" % i
+        assert by_boto3 == [] and len(wire._idle) == 1
+        # without the bundle the certificate is not trusted: the wire hands the request to
+        # boto3 (which refuses it too, after its retries)
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        untrusting = esb.S3Storage(s3_config(s3_bucket, endpoint_url=tls.endpoint_url)).wire
+        assert untrusting.cafile != str(tls.cert)
+        assert untrusting.put("k.enc", b"x", {}) is False and untrusting.get("k0.enc") is None
+        assert untrusting.on and untrusting._idle == []
+    finally:
+        tls.close()
