@@ -1519,7 +1519,12 @@ EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without wait
                                     # "100 Continue", which costs a round trip
 
 
+_UNCOUNTED = threading.local()     # .on: this thread's requests are not counted
+
+
 def _count_request(kind: str) -> None:
+    if getattr(_UNCOUNTED, "on", False):
+        return
     with _REQUESTS_LOCK:
         _REQUESTS[kind] = _REQUESTS.get(kind, 0) + 1
 
@@ -1827,6 +1832,7 @@ def s3_wire(session: Any, client: Any, bucket: str, ca_bundle: Optional[str]
 
     probe = "esb-probe"
     client.meta.events.register("before-sign.s3.HeadObject", stop, unique_id="esb-wire")
+    _UNCOUNTED.on = True            # (never sent)
     try:
         client.head_object(Bucket=bucket, Key=probe)
     except Stop:
@@ -1835,6 +1841,7 @@ def s3_wire(session: Any, client: Any, bucket: str, ca_bundle: Optional[str]
         log.debug("S3 requests: boto3 only (%s)", exc)
         return None
     finally:
+        _UNCOUNTED.on = False
         client.meta.events.unregister("before-sign.s3.HeadObject", unique_id="esb-wire")
     url, credentials = seen.get("url", ""), session.get_credentials()
     parts = urllib.parse.urlsplit(url)
@@ -1872,7 +1879,8 @@ class S3Storage:
         self.prefix = base + "/" if base else ""
         self._client: Any = None
         self._wire: Optional[S3Wire] = None
-        self._pid = 0
+        self._made: Any = None          # (session, CA bundle) the client was made from
+        self._pid = self._wire_pid = 0
 
     def __str__(self) -> str:
         where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
@@ -1880,8 +1888,8 @@ class S3Storage:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_client"], state["_wire"], state["_pid"] = None, None, 0   # a client never
-                                                                         # crosses processes
+        # a client never crosses processes, nor what goes with it
+        state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0)
         return state
 
     @property
@@ -1889,17 +1897,25 @@ class S3Storage:
         if self._client is None or self._pid != os.getpid():
             with _S3_CLIENT_LOCK:
                 if self._client is None or self._pid != os.getpid():
-                    self._client, self._wire = self._new_client()
+                    self._client, self._made = self._new_client()
                     self._pid = os.getpid()
         return self._client
 
     @property
     def wire(self) -> Optional[S3Wire]:
-        """This process's S3Wire while it is on (made with the client)."""
-        wire = self._wire if self.client is not None else None
+        """This process's S3Wire while it is on; made on first use (a process that only
+        lists, as the listing helper does, never pays for making it)."""
+        client = self.client
+        if self._wire_pid != self._pid:
+            with _S3_CLIENT_LOCK:
+                if self._wire_pid != self._pid:
+                    self._wire = s3_wire(self._made[0], client, self.bucket,
+                                         self._made[1]) if S3_WIRE else None
+                    self._wire_pid = self._pid
+        wire = self._wire
         return wire if wire is not None and wire.on else None
 
-    def _new_client(self) -> tuple[Any, Optional[S3Wire]]:
+    def _new_client(self) -> tuple[Any, tuple[Any, Optional[str]]]:
         import boto3
         import botocore.session
         from botocore.config import Config
@@ -1921,13 +1937,11 @@ class S3Storage:
             aws_access_key_id=c.aws_access_key_id, aws_secret_access_key=c.aws_secret_access_key,
             region_name=c.region_name, botocore_session=core)
         client = session.client("s3", endpoint_url=c.endpoint_url, config=Config(**options))
-        wire = (s3_wire(session, client, self.bucket, core.get_config_variable("ca_bundle"))
-                if S3_WIRE else None)
         client.meta.events.register("before-call.s3", _s3_before_call)
         client.meta.events.register("request-created.s3", _s3_attempt)
         for operation in ("PutObject", "UploadPart", "DeleteObjects"):
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
-        return client, wire
+        return client, (session, core.get_config_variable("ca_bundle"))
 
     def error(self, exc: Exception, doing: str) -> BackupError:
         """A one-line StorageError for a boto3/botocore exception."""
@@ -4702,7 +4716,7 @@ class Fetched(NamedTuple):
 
 class Hub:
     """Where the requests of a remote destination are made: ``requests_in_flight``
-    threads of this process, with one client and one connection per thread.  Worker
+    threads of this process, with one kept-alive connection per thread.  Worker
     processes do the CPU work (encoding, decoding) and the local files, and small objects
     travel between them and the hub in memory: requests in flight cost a thread, not a
     process, and a worker needs no client at all (one still streams a big file itself).

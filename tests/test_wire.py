@@ -314,3 +314,13 @@ def test_https_with_the_ca_bundle_boto3_uses(s3_bucket, tmp_path, monkeypatch):
         assert untrusting.on and untrusting._idle == []
     finally:
         tls.close()
+
+
+def test_the_wire_is_made_only_when_needed_and_making_it_sends_nothing(s3_bucket, proxy):
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    list(storage.list_files(esb.ListReport()))
+    assert storage._wire is None                      # a listing needs no wire
+    esb.take_requests()
+    arrived = len(proxy.seen)
+    assert storage.wire is not None
+    assert esb.take_requests() == {} and len(proxy.seen) == arrived
