@@ -1714,15 +1714,19 @@ class S3Wire:
         payload = "UNSIGNED-PAYLOAD" if self.https else (
             hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
         while True:
-            connection, kept = self._connection()
-            _count_request("attempts")
+            connection, kept = None, False
             try:
-                connection.request(method, path, body, self.signed(method, path, payload,
-                                                                   headers))
+                signed = self.signed(method, path, payload, headers)
+                connection, kept = self._connection()
+                _count_request("attempts")
+                connection.request(method, path, body, signed)
                 connection.sock.settimeout(self.read_timeout)
                 return connection, connection.getresponse()
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
+            except Exception as exc:    # noqa: BLE001 - whatever it is, boto3 tries instead
+                if connection is not None:
+                    connection.close()
+                if isinstance(exc, ssl_errors()):       # a certificate boto3 may trust
+                    self.turn_off(type(exc).__name__)
                 if not (kept and isinstance(exc, (http.client.RemoteDisconnected,
                                                   ConnectionResetError, BrokenPipeError))):
                     raise _WireFailed(exc) from None
@@ -1740,10 +1744,12 @@ class S3Wire:
         except (OSError, http.client.HTTPException):
             connection.close()
         if response.status not in WIRE_RETRY_STATUS:
-            self.on = False
-            log.debug("S3 requests: %s answered %s; boto3 makes them from now on",
-                      self.host, response.status)
+            self.turn_off(f"answered {response.status}")
         return False
+
+    def turn_off(self, why: str) -> None:
+        self.on = False
+        log.debug("S3 requests: %s %s; boto3 makes them from now on", self.host, why)
 
     # -------------------------------------------------------------- requests
 
@@ -1776,6 +1782,12 @@ class S3Wire:
         if not self._answered(connection, response, "GET"):
             return None
         return _WireBody(self, connection, response)
+
+
+def ssl_errors() -> tuple[type[BaseException], ...]:
+    """A TLS handshake the wire's certificate check refused."""
+    import ssl
+    return (ssl.SSLCertVerificationError,)
 
 
 class _WireBody(Closing):
@@ -1825,9 +1837,14 @@ def s3_wire(session: Any, client: Any, bucket: str, ca_bundle: Optional[str]
         pass
 
     seen: dict[str, Any] = {}
+    me = threading.get_ident()
 
     def stop(request: Any, **kwargs: Any) -> None:
-        seen.update(kwargs, url=request.url)
+        if threading.get_ident() != me:         # another thread's real HeadObject
+            return
+        signing = (getattr(request, "context", None) or {}).get("signing") or {}
+        seen.update(kwargs, url=request.url, region=signing.get("region") or
+                    kwargs.get("region_name"))    # (after a redirect: the bucket's region)
         raise Stop
 
     probe = "esb-probe"
@@ -1854,12 +1871,23 @@ def s3_wire(session: Any, client: Any, bucket: str, ca_bundle: Optional[str]
     from botocore.httpsession import get_cert_path
     base = urllib.parse.urlunsplit(parts._replace(path=parts.path[:-len(probe)]))
     config = client.meta.config
-    return S3Wire(base, seen.get("region_name") or "us-east-1", credentials,
-                  (config.connect_timeout, config.read_timeout),
-                  ca_bundle or get_cert_path(True))
+    # the CA bundle boto3 verifies with: ca_bundle (AWS_CA_BUNDLE), else REQUESTS_CA_BUNDLE
+    # (botocore honours it too), else certifi's
+    cafile = ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or get_cert_path(True)
+    return S3Wire(base, seen.get("region") or "us-east-1", credentials,
+                  (config.connect_timeout, config.read_timeout), cafile)
 
 
 _S3_CLIENT_LOCK = threading.Lock()   # one client per process, made by the first thread
+
+
+def _new_client_lock() -> None:
+    """In a forked child: a lock of its own (another thread may have held the parent's)."""
+    global _S3_CLIENT_LOCK
+    _S3_CLIENT_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_client_lock)
 
 
 class S3Storage:

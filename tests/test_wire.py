@@ -310,8 +310,13 @@ def test_https_with_the_ca_bundle_boto3_uses(s3_bucket, tmp_path, monkeypatch):
         monkeypatch.delenv("AWS_CA_BUNDLE")
         untrusting = esb.S3Storage(s3_config(s3_bucket, endpoint_url=tls.endpoint_url)).wire
         assert untrusting.cafile != str(tls.cert)
-        assert untrusting.put("k.enc", b"x", {}) is False and untrusting.get("k0.enc") is None
-        assert untrusting.on and untrusting._idle == []
+        assert untrusting.put("k.enc", b"x", {}) is False and untrusting._idle == []
+        assert not untrusting.on                  # (a refused certificate turns it off)
+        # REQUESTS_CA_BUNDLE, which botocore honours too
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.cert))
+        trusting = esb.S3Storage(s3_config(s3_bucket, endpoint_url=tls.endpoint_url))
+        assert trusting.wire.cafile == str(tls.cert)
+        assert read(trusting, "k0.enc") == b"secret 0" and trusting.wire is not None
     finally:
         tls.close()
 
@@ -324,3 +329,32 @@ def test_the_wire_is_made_only_when_needed_and_making_it_sends_nothing(s3_bucket
     arrived = len(proxy.seen)
     assert storage.wire is not None
     assert esb.take_requests() == {} and len(proxy.seen) == arrived
+
+
+def test_making_the_wire_leaves_other_threads_head_requests_alone(s3_bucket, monkeypatch):
+    """The HeadObject that finds the request URL is stopped before it is signed, in the
+    thread making the wire only: another thread's HeadObject at that moment goes out."""
+    storage = storage_at(s3_bucket)
+    store(storage, "k.enc", b"data")
+    storage._wire_pid = 0                          # the wire is made again, below
+    real_wire, answers = esb.s3_wire, []
+
+    def wire_with_a_head_meanwhile(session, client, *rest):
+        inside = threading.Thread(target=lambda: answers.append(storage.stat("k.enc")))
+        prober, original = threading.get_ident(), client.head_object
+
+        def head_object(**kwargs):                 # the probe's, with the other thread's
+            if threading.get_ident() == prober:    # request made while it is under way
+                inside.start()
+                inside.join()
+            return original(**kwargs)
+
+        client.head_object = head_object
+        try:
+            return real_wire(session, client, *rest)
+        finally:
+            del client.head_object
+
+    monkeypatch.setattr(esb, "s3_wire", wire_with_a_head_meanwhile)
+    assert storage.wire is not None
+    assert [(a.key, a.size) for a in answers] == [("k.enc", 4)]
