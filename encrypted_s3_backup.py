@@ -1564,8 +1564,13 @@ def _s3_content_md5(request: Any, **kwargs: Any) -> None:
         body.seek(start)
     else:
         return
+    request.headers["Content-MD5"] = content_md5(digest)
+
+
+def content_md5(digest: Any) -> str:
+    """The Content-MD5 header's value for an MD5 ``digest`` of the body (base64)."""
     import base64
-    request.headers["Content-MD5"] = base64.b64encode(digest.digest()).decode("ascii")
+    return base64.b64encode(digest.digest()).decode("ascii")
 
 
 def merge_requests(counts: dict[str, int]) -> None:
@@ -1710,6 +1715,7 @@ class S3Wire:
         connection the server has closed meanwhile is replaced once; any other failure is
         _WireFailed."""
         import http.client
+        import ssl
         path = self.path(key)
         payload = "UNSIGNED-PAYLOAD" if self.https else (
             hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
@@ -1725,7 +1731,7 @@ class S3Wire:
             except Exception as exc:    # noqa: BLE001 - whatever it is, boto3 tries instead
                 if connection is not None:
                     connection.close()
-                if isinstance(exc, ssl_errors()):       # a certificate boto3 may trust
+                if isinstance(exc, ssl.SSLCertVerificationError):   # boto3 may trust it
                     self.turn_off(type(exc).__name__)
                 if not (kept and isinstance(exc, (http.client.RemoteDisconnected,
                                                   ConnectionResetError, BrokenPipeError))):
@@ -1755,10 +1761,8 @@ class S3Wire:
 
     def put(self, key: str, data: bytes, headers: dict[str, str]) -> bool:
         """PutObject of ``data`` (with Content-MD5); False: not done, boto3's turn."""
-        import base64
         import http.client
-        headers = {**headers, "content-md5":
-                   base64.b64encode(hashlib.md5(data).digest()).decode("ascii")}
+        headers = {**headers, "content-md5": content_md5(hashlib.md5(data))}
         try:
             connection, response = self._send("PUT", key, data, headers)
         except _WireFailed:
@@ -1782,12 +1786,6 @@ class S3Wire:
         if not self._answered(connection, response, "GET"):
             return None
         return _WireBody(self, connection, response)
-
-
-def ssl_errors() -> tuple[type[BaseException], ...]:
-    """A TLS handshake the wire's certificate check refused."""
-    import ssl
-    return (ssl.SSLCertVerificationError,)
 
 
 class _WireBody(Closing):
