@@ -345,12 +345,19 @@ class _XChaChaSealer:
         return self._decrypt_tag
 
 
+@lru_cache(maxsize=256)
+def _aes(key: bytes):
+    """cryptography's AES algorithm object for a key (checked once, like derive_key's)."""
+    from cryptography.hazmat.primitives.ciphers import algorithms
+    return algorithms.AES(key)
+
+
 class _AesGcmSealer:
     """Streaming AES-256-GCM with the format's 16-byte nonce."""
 
     def __init__(self, key: bytes, nonce: bytes, decrypt_tag: Optional[bytes] = None):
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-        cipher = Cipher(algorithms.AES(key), modes.GCM(nonce, decrypt_tag))
+        from cryptography.hazmat.primitives.ciphers import Cipher, modes
+        cipher = Cipher(_aes(key), modes.GCM(nonce, decrypt_tag))
         self._ctx = cipher.encryptor() if decrypt_tag is None else cipher.decryptor()
         self._tag = decrypt_tag
 
@@ -1277,6 +1284,17 @@ class LocalStorage:
         # the middle of creating it still finds the name to remove.
         tmp = os.path.join(directory, temp_prefix() + os.urandom(6).hex())
         self._unfinished.add(tmp)
+
+        def finish(fd: int) -> None:
+            """Mode and mtime through the open file (no path lookups), then fsync: so
+            they are as durable as the contents."""
+            if mode != 0o600:
+                os.fchmod(fd, mode)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            if self._pending is None:
+                os.fsync(fd)
+
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             if 0 < expect <= MEMORY_WRITE:      # made in memory, written at once
@@ -1287,22 +1305,16 @@ class LocalStorage:
                             if self.throttle:
                                 self.throttle.take(len(data))
                             _write_all(fd, data)
-                    if self._pending is None:
-                        os.fsync(fd)
+                    finish(fd)
                 finally:
                     os.close(fd)
             else:
                 with os.fdopen(fd, "w+b") as sink:
                     result = fill(Metered(sink, self.throttle) if self.throttle else sink)
                     sink.flush()
-                    if self._pending is None:
-                        os.fsync(sink.fileno())
+                    finish(sink.fileno())
             key = key_of(result)
             assert key.rpartition("/")[0] == folder, (key, folder)
-            if mode != 0o600:
-                os.chmod(tmp, mode)
-            if mtime is not None:
-                os.utime(tmp, (mtime, mtime))
             if self._pending is not None:
                 self._pending.append((tmp, key, directory))
                 return result, key
@@ -3984,7 +3996,7 @@ def _replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
     except FILE_FAILURES as exc:
         return replace(outcome, versions=kept, warning=f"stored, but its old object was not "
                        f"removed or kept as a version ({describe(exc)}); the next run will")
-    return replace(outcome, versions=kept)
+    return replace(outcome, versions=kept) if kept != outcome.versions else outcome
 
 
 def _rename(worker: _Worker, job: Rename) -> Outcome:
