@@ -82,7 +82,7 @@ def test_main_asks_for_one_arena_before_anything_else(monkeypatch, tmp_path, cap
 
 def test_every_job_gives_memory_back(monkeypatch, tmp_path):
     given = []
-    monkeypatch.setattr(esb, "give_back_memory", lambda: given.append(1))
+    monkeypatch.setattr(esb, "give_back_memory", lambda keep=0: given.append(keep))
     config = local_config(tmp_path, {"a.txt": b"a" * 1000, "b.txt": b"b"})
     monkeypatch.setattr(esb, "_WORKER", esb._Worker(config))
     batches = [esb.Batch((upload(config, "a.txt"),)),
@@ -90,7 +90,7 @@ def test_every_job_gives_memory_back(monkeypatch, tmp_path):
     for batch in batches:
         outcomes, _ = esb.in_worker(esb.run_batch, batch)
         assert [o.error for o in outcomes] == [""]
-    assert len(given) == 2
+    assert given == [esb.KEEP_FREE] * 2
 
 
 HEAP_BLOCK = 24 << 20     # an xz encoder's buffers for a file of about 2 MB
@@ -134,6 +134,39 @@ def test_tune_malloc_keeps_codec_buffers_on_pages_already_faulted_in():
     pages = 10 * HEAP_BLOCK // 4096
     assert heap_faults("default") > pages // 2, "the probe no longer shows the problem"
     assert heap_faults("tuned") < pages // 5       # the first round's faults, no more
+
+
+def test_a_worker_keeps_a_little_free_heap_between_batches_and_gives_back_more():
+    probe = r"""
+import ctypes, resource, sys
+sys.path.insert(0, sys.argv[1])
+import encrypted_s3_backup as esb
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+assert esb.tune_malloc()
+esb.give_back_memory()
+def refaults(size):
+    # a job's buffers freed, the heap given back as after a Batch, the next job's buffers
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+    esb.give_back_memory(esb.KEEP_FREE)
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+print(esb.heap_free_bytes() is not None, refaults(esb.KEEP_FREE // 4),
+      refaults(esb.KEEP_FREE + (8 << 20)))
+"""
+    done = subprocess.run([sys.executable, "-c", probe, str(ROOT)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    known, small, large = done.stdout.split()
+    assert known == "True"                               # glibc 2.33 or later tells
+    assert int(small) < 50                               # kept: no page faults again
+    assert int(large) > (esb.KEEP_FREE + (8 << 20)) // 4096 // 2   # given back
 
 
 @pytest.mark.parametrize("mode", ["default", "tuned"])
