@@ -3718,16 +3718,19 @@ def stop_workers(pool: Any) -> None:
 # The other way round, glibc by default gives back at every free() a heap top over 128 KiB
 # and maps blocks of that size on their own: even the smallest file's xz encoder (about
 # 0.5 MB) then comes from fresh pages the kernel must zero, 136 page faults a file, which
-# was 6 of a 16 s one-process backup of 20,000 small files.  So a worker keeps codec
-# buffers up to MMAP_THRESHOLD in its heap, and after each Batch gives back its free heap
-# when more than KEEP_FREE of it is free (giving back every time made the next Batch's
-# codecs fault their pages in again: 0.3 of the 1.8 s of verifying the bench's mixed set).
+# was 6 of a 16 s one-process backup of 20,000 small files.  So a process keeps blocks up
+# to MMAP_THRESHOLD in its heap and up to TRIM_THRESHOLD free at its top, and a worker gives
+# back its free heap after a Batch when more than KEEP_FREE of it is free (giving back
+# every time made the next Batch's codecs fault their pages in again: 0.3 of the 1.8 s of
+# verifying the bench's mixed set).  Larger blocks (the match finder of a 2 MB file, a
+# multipart upload's part) are mapped alone and given back at once, as before: at 32 MiB
+# and 64 MiB instead, the mixed set's S3 restore peaked at 423 MB instead of 331.
 M_ARENA_MAX = -8       # glibc mallopt() parameters
 M_MMAP_THRESHOLD = -3
 M_TRIM_THRESHOLD = -1
-MMAP_THRESHOLD = 32 << 20      # glibc's own limit for it on 64-bit
-TRIM_THRESHOLD = 64 << 20
-KEEP_FREE = 16 << 20           # free heap a worker keeps between Batches for the next codecs
+MMAP_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 8 << 20
+KEEP_FREE = 8 << 20            # free heap a worker keeps between Batches for the next codecs
 REMOTE_THREADS = 4     # requests a worker keeps in flight for a grouped Batch on a remote
                        # storage: they wait on the network and the server, not on our CPU
 UPLOAD_TRIES = 3       # a file that keeps changing while read is reported after this many reads
