@@ -3715,31 +3715,32 @@ def stop_workers(pool: Any) -> None:
 # A worker's memory is mostly codec state: an xz encoder takes about 11 times its dictionary
 # (22 MB for a 2 MB file).  glibc keeps what is freed for reuse, so left alone a worker keeps
 # the high-water mark of every codec it ran, in every thread's arena.  Two calls keep it down.
-# The other way round, glibc by default gives back at every free() a heap top over 128 KiB
-# and maps blocks of that size on their own: even the smallest file's xz encoder (about
-# 0.5 MB) then comes from fresh pages the kernel must zero, 136 page faults a file, which
-# was 6 of a 16 s one-process backup of 20,000 small files.  So a process keeps blocks up
-# to MMAP_THRESHOLD in its heap and up to TRIM_THRESHOLD free at its top, and a worker gives
-# back its free heap after a Batch when more than KEEP_FREE of it is free (giving back
-# every time made the next Batch's codecs fault their pages in again: 0.3 of the 1.8 s of
-# verifying the bench's mixed set).  Larger blocks (the match finder of a 2 MB file, a
-# multipart upload's part) are mapped alone and given back at once, as before: at 32 MiB
-# and 64 MiB instead, the mixed set's S3 restore peaked at 423 MB instead of 331.
+# The other way round, glibc gives back a heap top over its trim threshold at every free()
+# (about 2 MiB in our runs: the threshold moves) and maps large blocks on their own, so
+# even the smallest file's xz encoder (0.5 MB of hash table, which liblzma clears) came
+# from fresh pages the kernel had to zero: 136 page faults a file, 6 of a 16 s one-process
+# backup of 20,000 small files.  So a process that runs codecs keeps blocks up to
+# MMAP_THRESHOLD in its heap and up to TRIM_THRESHOLD free at its top, and gives back its
+# free heap after a Batch only when it holds more than KEEP_FREE beyond what it held after
+# it last did (giving back every time made the next Batch fault its codec pages in again:
+# 0.3 of the 1.8 s of verifying the bench's mixed set).  Larger blocks (the match finder of
+# a 2 MB file, a multipart upload's part) are mapped alone and given back at once: at
+# 32 MiB and 64 MiB instead, the mixed set's S3 restore peaked at 423 MB instead of 331.
 M_ARENA_MAX = -8       # glibc mallopt() parameters
 M_MMAP_THRESHOLD = -3
 M_TRIM_THRESHOLD = -1
 MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 8 << 20
-KEEP_FREE = 8 << 20            # free heap a worker keeps between Batches for the next codecs
+KEEP_FREE = 8 << 20            # memory a worker keeps between Batches for the next codecs
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 REMOTE_THREADS = 4     # requests a worker keeps in flight for a grouped Batch on a remote
                        # storage: they wait on the network and the server, not on our CPU
 UPLOAD_TRIES = 3       # a file that keeps changing while read is reported after this many reads
 
 
 @lru_cache(maxsize=1)
-def tune_malloc() -> bool:
-    """Make every thread of this process allocate from glibc's main malloc arena, and keep
-    codec buffers in the heap (see above).
+def one_malloc_arena() -> bool:
+    """Make every thread of this process allocate from glibc's main malloc arena.
 
     By default each thread that allocates gets an arena of its own, and what a codec frees
     there stays in that arena: a worker's S3 threads grew it by about 35 MB each in the
@@ -3749,55 +3750,53 @@ def tune_malloc() -> bool:
     False where the C library has no mallopt (not glibc).
     """
     mallopt = libc_function("mallopt")
-    if mallopt is None:
-        return False
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    return mallopt(M_ARENA_MAX, 1) == 1
+    return mallopt is not None and mallopt(M_ARENA_MAX, 1) == 1
 
 
 @lru_cache(maxsize=1)
-def _mallinfo2() -> Optional[Callable[[], Any]]:
-    """glibc's mallinfo2() (2.33 and later), returning its struct; None without it."""
-    mallinfo2 = libc_function("mallinfo2")
-    if mallinfo2 is None:
+def keep_codec_buffers() -> bool:
+    """Keep blocks up to MMAP_THRESHOLD in the heap, and up to TRIM_THRESHOLD free at its
+    top (see above): for a process that runs codecs, one file after another.  The main
+    process (requests, listings) and the listing helper keep glibc's own thresholds.
+    False where the C library has no mallopt (not glibc)."""
+    mallopt = libc_function("mallopt")
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+
+
+def resident_bytes() -> Optional[int]:
+    """This process's resident memory (Linux's /proc/self/statm); None where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
         return None
-    import ctypes
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    mallinfo2.restype = MallInfo2
-    return mallinfo2
 
 
-def heap_free_bytes() -> Optional[int]:
-    """Bytes free in the malloc heap; None where the C library cannot tell."""
-    mallinfo2 = _mallinfo2()
-    return None if mallinfo2 is None else mallinfo2().fordblks
+_RESIDENT_AFTER_TRIM = 0    # bytes resident when this process last gave its free heap back
 
 
 def give_back_memory(keep: int = 0) -> None:
-    """Return the free pages of the malloc heap to the system (a job's codec buffers) when
-    more than ``keep`` bytes are free: pages given back fault in again, zeroed, when the
-    next job needs them."""
+    """Return the free pages of the malloc heap to the system (a job's codec buffers),
+    unless the process holds at most ``keep`` bytes more than when it last did: pages
+    given back fault in again, zeroed, when the next job needs them."""
+    global _RESIDENT_AFTER_TRIM
     trim = libc_function("malloc_trim")
     if trim is None:
         return
     if keep:
-        free = heap_free_bytes()
-        if free is not None and free <= keep:
+        resident = resident_bytes()
+        if resident is not None and resident <= _RESIDENT_AFTER_TRIM + keep:
             return
     trim(0)
+    _RESIDENT_AFTER_TRIM = resident_bytes() or 0
 
 
 class _Worker:
     """Per-process state: the storages (and their clients) are built once per process."""
 
     def __init__(self, config: Config, requests: int = 0):
-        tune_malloc()
+        one_malloc_arena()
         self.codec = config.codec
         self.src = make_storage(config.src, requests=requests) if config.src else None
         self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle) \
@@ -3841,6 +3840,7 @@ def _init_worker(config: Config) -> None:
     # that dies is reported by the parent ("a worker process died").
     sys.stderr = open(os.devnull, "w")
     take_requests()                        # the parent's, copied by fork: not ours
+    keep_codec_buffers()
     _WORKER = _Worker(config)
 
 
@@ -4741,6 +4741,7 @@ def cpu_pool(processes: int, config: Config) -> Iterator[Any]:
         with worker_pool(processes, config) as pool:
             yield pool
         return
+    keep_codec_buffers()
     _WORKER = worker = _Worker(config)
     try:
         with deferred_stop():
@@ -5797,7 +5798,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Run one action; the only place where exceptions become exit codes."""
     args = parse_args(argv)
     setup_logging(args.quiet)
-    tune_malloc()    # before any thread: forked workers would inherit their arenas
+    one_malloc_arena()    # before any thread: forked workers would inherit their arenas
     parent_stop_signals()
     take_requests()       # this run's requests only (main() may run more than once)
     monitor = Monitor(run_kind(args), args.config)
