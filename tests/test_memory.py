@@ -159,6 +159,17 @@ def test_the_processes_that_run_codecs_keep_their_buffers(monkeypatch, tmp_path,
     assert kept == [1, 1]
 
 
+def test_a_worker_with_a_remote_storage_keeps_glibcs_thresholds(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(esb, "keep_codec_buffers", lambda: calls.append(1))
+    worker = esb._Worker(local_config(tmp_path, {"a.txt": b"a"}))
+    worker.runs_codecs()
+    assert calls == [1]
+    monkeypatch.setattr(worker.dest, "remote", True)     # as an S3 destination says
+    worker.runs_codecs()
+    assert calls == [1]
+
+
 def test_a_worker_keeps_a_little_memory_between_batches_and_gives_back_more():
     probe = r"""
 import ctypes, resource, sys
