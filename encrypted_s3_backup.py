@@ -3719,13 +3719,14 @@ def stop_workers(pool: Any) -> None:
 # (about 2 MiB in our runs: the threshold moves) and maps large blocks on their own, so
 # even the smallest file's xz encoder (0.5 MB of hash table, which liblzma clears) came
 # from fresh pages the kernel had to zero: 136 page faults a file, 6 of a 16 s one-process
-# backup of 20,000 small files.  So a process that runs codecs keeps blocks up to
-# MMAP_THRESHOLD in its heap and up to TRIM_THRESHOLD free at its top, and gives back its
-# free heap after a Batch only when it holds more than KEEP_FREE beyond what it held after
-# it last did (giving back every time made the next Batch fault its codec pages in again:
-# 0.3 of the 1.8 s of verifying the bench's mixed set).  Larger blocks (the match finder of
-# a 2 MB file, a multipart upload's part) are mapped alone and given back at once: at
-# 32 MiB and 64 MiB instead, the mixed set's S3 restore peaked at 423 MB instead of 331.
+# backup of 20,000 small files.  So a process that runs codecs on local storages keeps
+# blocks up to MMAP_THRESHOLD in its heap and up to TRIM_THRESHOLD free at its top, and
+# every worker gives back its free heap after a Batch only when it holds more than
+# KEEP_FREE beyond what it held after it last did (giving back every time made the next
+# Batch fault its codec pages in again: 0.3 of the 1.8 s of verifying the bench's mixed
+# set).  Larger blocks (the match finder of a 2 MB file, a multipart upload's part) are
+# mapped alone and given back at once: at 32 MiB and 64 MiB instead, the mixed set's S3
+# restore peaked at 423 MB instead of 331.
 M_ARENA_MAX = -8       # glibc mallopt() parameters
 M_MMAP_THRESHOLD = -3
 M_TRIM_THRESHOLD = -1
@@ -3757,8 +3758,9 @@ def one_malloc_arena() -> bool:
 def keep_codec_buffers() -> bool:
     """Keep blocks up to MMAP_THRESHOLD in the heap, and up to TRIM_THRESHOLD free at its
     top (see above): for a process that runs codecs, one file after another, on local
-    storages (_Worker.runs_codecs).  The main process (requests, listings) and the listing
-    helper keep glibc's own thresholds.
+    storages (_Worker.runs_codecs: a worker, or the main process of a one-process run).
+    Otherwise the main process (requests, listings) and the listing helper keep glibc's
+    own thresholds.
     False where the C library has no mallopt (not glibc)."""
     mallopt = libc_function("mallopt")
     return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and \
@@ -3821,13 +3823,16 @@ class _Worker:
         (keep_codec_buffers) when its storages are all local.  Where one is remote, large
         objects stream through boto3 here, and with the larger heap a worker's peak grew
         (a mixed S3 verify worker reached 130-140 MB instead of 111)."""
-        if not any(s.remote for s in (self.src, self.dest, self.restore) if s is not None):
+        if not any(storage.remote for storage in self.storages()):
             keep_codec_buffers()
 
+    def storages(self) -> list[Storage]:
+        """The storages this process has: src, dest and restore, those configured."""
+        return [s for s in (self.src, self.dest, self.restore) if s is not None]
+
     def discard_unfinished(self) -> None:
-        for storage in (self.src, self.dest, self.restore):
-            if storage is not None:
-                storage.discard_unfinished()
+        for storage in self.storages():
+            storage.discard_unfinished()
 
     def threads(self) -> Any:
         """This process's small thread pool for remote requests, made on first use.  Its
