@@ -56,11 +56,16 @@ os.waitpid(pid, 0)
 """
 
 
-def arenas_in_forked_child(mode):
-    done = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode, str(ROOT)],
-                          capture_output=True, text=True, timeout=60)
+def run_probe(code, *args, timeout=60):
+    """Run ``code`` in a fresh Python with ``args`` as its arguments; it must exit 0."""
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
-    return done.stderr.count("Arena ")
+    return done
+
+
+def arenas_in_forked_child(mode):
+    return run_probe(ARENA_PROBE, mode, ROOT).stderr.count("Arena ")
 
 
 def test_one_malloc_arena_holds_in_a_forked_child_with_threads():
@@ -97,13 +102,16 @@ def test_every_job_gives_memory_back(monkeypatch, tmp_path):
 
 HEAP_BLOCK = 3 << 20      # a small file's xz encoder and read buffers: about 2.5 MiB
 
-HEAP_FAULTS = r"""
+HEAP_PROBE_START = r"""
 import ctypes, resource, sys
 sys.path.insert(0, sys.argv[1])
 import encrypted_s3_backup as esb
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
+"""
+
+HEAP_FAULTS = HEAP_PROBE_START + r"""
 libc.mallopt(-3, 128 << 10)          # glibc's thresholds as a process starts: blocks over
 libc.mallopt(-1, 128 << 10)          # 128 KiB mapped alone, a heap top over it given back
 if sys.argv[2] == "tuned":
@@ -130,11 +138,7 @@ print(total)
 
 
 def heap_faults(mode):
-    done = subprocess.run([sys.executable, "-c", HEAP_FAULTS.replace("SIZE", str(HEAP_BLOCK)),
-                           str(ROOT), mode],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout)
+    return int(run_probe(HEAP_FAULTS.replace("SIZE", str(HEAP_BLOCK)), ROOT, mode).stdout)
 
 
 def test_keep_codec_buffers_keeps_them_on_pages_already_faulted_in():
@@ -171,13 +175,7 @@ def test_a_worker_with_a_remote_storage_keeps_glibcs_thresholds(monkeypatch, tmp
 
 
 def test_a_worker_keeps_a_little_memory_between_batches_and_gives_back_more():
-    probe = r"""
-import ctypes, resource, sys
-sys.path.insert(0, sys.argv[1])
-import encrypted_s3_backup as esb
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
+    probe = HEAP_PROBE_START + r"""
 assert esb.keep_codec_buffers()
 esb.give_back_memory()
 def refaults(blocks):
@@ -197,11 +195,9 @@ def refaults(blocks):
 small, large = esb.KEEP_FREE // (2 << 20) // 2, esb.KEEP_FREE // (2 << 20) * 2
 print(esb.resident_bytes() is not None, refaults(small), refaults(large), large * 512)
 """
-    done = subprocess.run([sys.executable, "-c", probe, str(ROOT)], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    known, small, large, pages = map(eval, done.stdout.split())
-    assert known                          # Linux tells a process's resident memory
+    known, *counts = run_probe(probe, ROOT).stdout.split()
+    small, large, pages = map(int, counts)
+    assert known == "True"                # Linux tells a process's resident memory
     assert small < 50                     # kept: no page faults again
     assert large > pages // 2             # given back
 
@@ -226,10 +222,7 @@ kept = rss() - start                 # glibc keeps the freed pages for reuse ...
 esb.give_back_memory()
 print(kept, rss() - start)           # ... until they are given back
 """
-    done = subprocess.run([sys.executable, "-c", probe, str(ROOT)], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    kept, left = map(int, done.stdout.split())
+    kept, left = map(int, run_probe(probe, ROOT).stdout.split())
     assert kept > 10 * 1000 * 1000, "the probe no longer shows the problem"
     assert left < 3 * 1000 * 1000
 
@@ -453,10 +446,7 @@ else:                                        # a plain fork, for comparison
 def test_workers_do_not_copy_the_listings_they_inherit(tmp_path):
     copied = {}
     for how in ("plain fork", "pool"):
-        done = subprocess.run([sys.executable, "-c", COW_PROBE, str(ROOT), how, str(tmp_path)],
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-        copied[how] = int(done.stdout)
+        copied[how] = int(run_probe(COW_PROBE, ROOT, how, tmp_path, timeout=120).stdout)
     assert copied["plain fork"] > 30, copied        # the probe sees the copying
     assert copied["pool"] < 5, copied
 
