@@ -398,6 +398,33 @@ def seal_bytes(encryption_type: str, key: bytes, salt: bytes, data: bytes,
     return salt + nonce + sealed[-TAG_LEN:] + sealed[:-TAG_LEN]
 
 
+@lru_cache(maxsize=256)
+def _aesgcm(key: bytes):
+    """cryptography's one-shot AES-GCM for a key (made once per key, like _aes)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    return AESGCM(key)
+
+
+def unseal_bytes(encryption_type: str, key: bytes, nonce: bytes, tag: bytes,
+                 sealed: bytes) -> bytes:
+    """One-shot decryption of a whole ciphertext (the inverse of seal_bytes past the
+    header): authenticated before a byte comes out; IntegrityError when it fails."""
+    if encryption_type == "aes":
+        from cryptography.exceptions import InvalidTag
+        try:
+            return _aesgcm(key).decrypt(nonce, sealed + tag, None)
+        except InvalidTag:
+            pass
+    else:
+        from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
+        from nacl.exceptions import CryptoError
+        try:
+            return crypto_aead_xchacha20poly1305_ietf_decrypt(sealed + tag, None, nonce, key)
+        except CryptoError:
+            pass
+    raise IntegrityError("authentication failed (wrong password or damaged object)")
+
+
 def split_header(encryption_type: str, header: bytes) -> tuple[bytes, bytes, bytes]:
     """(salt, nonce, tag) of an object header; IntegrityError when it is too short."""
     nonce_len = NONCE_LEN[encryption_type]
@@ -441,10 +468,8 @@ def seal_with(codec: Codec, data: bytes) -> bytes:
 def open_with(codec: Codec, blob: bytes) -> bytes:
     """Decrypt a whole small object (an encrypted name); IntegrityError when it fails."""
     salt, nonce, tag = split_header(codec.encryption_type, blob)
-    aead = aead_stream(codec.encryption_type, codec.key(salt), nonce, tag)
-    plain = aead.update(blob[header_len(codec.encryption_type):])
-    aead.finalize()
-    return plain
+    return unseal_bytes(codec.encryption_type, codec.key(salt), nonce, tag,
+                        blob[header_len(codec.encryption_type):])
 
 
 # =====================================================================================
@@ -631,6 +656,22 @@ def decompress_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise IntegrityError(f"compressed data is corrupt ({exc})") from None
 
 
+def decompress_whole(payload: bytes, size: int) -> Optional[bytes]:
+    """A small payload decompressed in one call, when it is the plain case: one complete
+    gzip member or xz stream and nothing after it, whose output stops one byte past
+    ``size`` (below CHUNK, so it is never more than a chunk in memory).  None for
+    anything else: decompress_stream then decodes it with its rules and messages."""
+    if size >= CHUNK:
+        return None
+    decomp: Any = zlib.decompressobj(31) if payload[:2] == GZIP_MAGIC else \
+        lzma.LZMADecompressor(lzma.FORMAT_AUTO, memlimit=LZMA_MEMLIMIT)
+    try:
+        plain = decomp.decompress(payload, size + 1)
+    except (lzma.LZMAError, zlib.error, EOFError):
+        return None
+    return plain if decomp.eof and not decomp.unused_data else None
+
+
 # =====================================================================================
 # Content pipeline: encode (hash, compress, encrypt) and decode (decrypt, decompress, check)
 # =====================================================================================
@@ -684,14 +725,19 @@ def encode(src: BinaryIO, size: int, codec: Codec, sink: BinaryIO) -> tuple[byte
     return md5.digest(), total
 
 
-def decode(src: BinaryIO, size: int, md5: bytes, codec: Codec, sink: BinaryIO) -> None:
+def decode(src: Union[BinaryIO, bytes], size: int, md5: bytes, codec: Codec,
+           sink: BinaryIO) -> None:
     """Turn object bytes back into the original file, written to ``sink``.
 
-    Raises IntegrityError (after which the caller must discard ``sink``: with encryption,
+    ``src`` is a stream, or the whole object when it is small (decode_whole).  Raises
+    IntegrityError (after which the caller must discard ``sink``: with encryption,
     bytes reach it before the tag at the end of the stream is checked) when the object is
     short, fails authentication, does not decompress, or does not match ``size``/``md5``.
     Output beyond ``size`` stops the decode at once, so a bomb never fills memory or disk.
     """
+    if isinstance(src, bytes):
+        decode_whole(src, size, md5, codec, sink)
+        return
     aead = None
     if codec.encrypt:
         salt, nonce, tag = split_header(codec.encryption_type, src.read(header_len(codec.encryption_type)))
@@ -699,14 +745,9 @@ def decode(src: BinaryIO, size: int, md5: bytes, codec: Codec, sink: BinaryIO) -
         payload = (aead.update(chunk) for chunk in _chunks(src))
     else:
         payload = _chunks(src)
-    digest, total = hashlib.md5(), 0
     try:
-        for chunk in (decompress_stream(payload) if codec.compress else payload):
-            total += len(chunk)
-            if total > size:
-                raise IntegrityError(f"content is larger than the {size} bytes its name declares")
-            digest.update(chunk)
-            sink.write(chunk)
+        write_checked(decompress_stream(payload) if codec.compress else payload, size, md5,
+                      sink)
         for _ in payload:     # bytes after the compressed stream still count for the tag
             pass
     except IntegrityError:
@@ -718,6 +759,36 @@ def decode(src: BinaryIO, size: int, md5: bytes, codec: Codec, sink: BinaryIO) -
         raise
     if aead:
         aead.finalize()
+
+
+def decode_whole(blob: bytes, size: int, md5: bytes, codec: Codec, sink: BinaryIO) -> None:
+    """decode() of a whole small object in memory: decrypted and authenticated in one call
+    before anything is decompressed, then decompressed in one call when it is one stream
+    (decompress_whole).  A stream of chunks costs more than the ciphers themselves on
+    objects of a few KB."""
+    payload = blob
+    if codec.encrypt:
+        etype = codec.encryption_type
+        salt, nonce, tag = split_header(etype, blob)
+        payload = unseal_bytes(etype, codec.key(salt), nonce, tag, blob[header_len(etype):])
+    if not codec.compress:
+        write_checked((payload,), size, md5, sink)
+        return
+    plain = decompress_whole(payload, size)
+    write_checked((plain,) if plain is not None else decompress_stream(iter((payload,))),
+                  size, md5, sink)
+
+
+def write_checked(chunks: Iterable[bytes], size: int, md5: bytes, sink: BinaryIO) -> None:
+    """Write decoded ``chunks`` to ``sink``; IntegrityError as soon as they pass ``size``
+    bytes, or at the end when their length or MD5 is not the name's."""
+    digest, total = hashlib.md5(), 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > size:
+            raise IntegrityError(f"content is larger than the {size} bytes its name declares")
+        digest.update(chunk)
+        sink.write(chunk)
     if total != size:
         raise IntegrityError(f"content is {total} bytes, its name declares {size}")
     if digest.digest() != md5:
@@ -985,6 +1056,10 @@ class Storage(Protocol):
 
     def open(self, key: str) -> ContextManager[BinaryIO]:
         """A readable binary stream of the file."""
+
+    def read(self, key: str, limit: int) -> bytes:
+        """The file's first ``limit`` bytes (all of a small file), in as few calls as the
+        storage allows."""
 
     def is_unchanged(self, stream: BinaryIO, entry: Entry) -> bool:
         """After reading ``stream`` (from open()): whether its file still has the size and
@@ -1266,6 +1341,27 @@ class LocalStorage:
         except FileNotFoundError:
             raise MissingError(f"{key} no longer exists") from None
         return Metered(stream, self.throttle) if self.throttle else stream
+
+    def read(self, key: str, limit: int) -> bytes:
+        # (no stream object: half the CPU of open() and read() for a file of a few KB)
+        try:
+            fd = os.open(self._full(key), os.O_RDONLY)
+        except FileNotFoundError:
+            raise MissingError(f"{key} no longer exists") from None
+        parts, left = [], limit
+        try:
+            while left > 0:
+                part = os.read(fd, left)
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+        finally:
+            os.close(fd)
+        data = b"".join(parts)
+        if self.throttle:
+            self.throttle.take(len(data))
+        return data
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -2145,6 +2241,10 @@ class S3Storage:
             body = _S3Body(self.client.get_object(Bucket=self.bucket,
                                                   Key=self.prefix + key)["Body"])
         return Metered(body, self.throttle) if self.throttle else body
+
+    def read(self, key: str, limit: int) -> bytes:
+        with self.open(key) as stream:
+            return stream.read(limit)
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -4066,11 +4166,15 @@ class _NullSink:
         return len(data)
 
 
-def _object_stream(worker: _Worker, obj: Stored, data: Optional[bytes]
-                   ) -> ContextManager[BinaryIO]:
-    """The object's bytes: fetched already by the hub (``data``), or read here."""
-    return contextlib.nullcontext(io.BytesIO(data)) if data is not None else \
-        worker.dest.open(obj.key)
+def _object_source(worker: _Worker, obj: Stored, data: Optional[bytes]
+                   ) -> ContextManager[Union[BinaryIO, bytes]]:
+    """What decode() reads: the object's bytes when the hub fetched them (``data``) or it
+    is small (read whole here), else a stream of it."""
+    if data is None and obj.size < SMALL_FILE:
+        data = worker.dest.read(obj.key, obj.size + 1)
+        if len(data) > obj.size:       # larger than listed: rewritten since, so streamed
+            data = None
+    return contextlib.nullcontext(data) if data is not None else worker.dest.open(obj.key)
 
 
 def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Outcome:
@@ -4086,7 +4190,7 @@ def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Out
         with worker.cpu:
             decode(src, name.size, name.md5, worker.codec, sink)
 
-    with _object_stream(worker, obj, data) as src:
+    with _object_source(worker, obj, data) as src:
         worker.restore.store(path.rpartition("/")[0], fill, lambda _: path, mtime=name.mtime,
                              mode=worker.file_mode, expect=name.size)
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size, key=path)
@@ -4095,7 +4199,7 @@ def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Out
 def _verify(worker: _Worker, job: Verify, data: Optional[bytes] = None) -> Outcome:
     obj = job.obj
     name = obj.name
-    with _object_stream(worker, obj, data) as src, worker.cpu:
+    with _object_source(worker, obj, data) as src, worker.cpu:
         decode(src, name.size, name.md5, worker.codec, _NullSink())
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size)
 

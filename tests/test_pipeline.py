@@ -209,6 +209,51 @@ def test_name_mismatch_is_an_integrity_error():
         decode_bytes(obj, len(data) + 1, md5, codec)
 
 
+SMALL = text_like(3000, seed=7)
+PAYLOADS = {      # compressed payloads of SMALL that the format allows, as decode reads them
+    "xz": lzma.compress(SMALL),
+    "gzip": gzip.compress(SMALL),
+    "gzip members": gzip.compress(SMALL[:1000]) + gzip.compress(SMALL[1000:]),
+    "xz streams": lzma.compress(SMALL[:10]) + lzma.compress(SMALL[10:]),
+    "xz, zero padding": lzma.compress(SMALL) + bytes(8),
+    "gzip, trailing bytes": gzip.compress(SMALL) + b"not a stream",
+    "legacy lzma": lzma.compress(SMALL, format=lzma.FORMAT_ALONE),
+}
+
+
+@pytest.mark.parametrize("kind", PAYLOADS)
+@pytest.mark.parametrize("etype", ["aes", "cha", None])
+def test_a_whole_small_object_decodes_as_its_stream_does(kind, etype):
+    """decode() of an object's bytes in memory (decode_whole: one call to decrypt, one to
+    decompress where the payload is one stream) gives what its stream gives, for every
+    payload the stream decoder takes; and each case goes the way its name says."""
+    codec = make_codec(encrypt=etype is not None, encryption_type=etype or "aes")
+    obj = esb.seal_with(codec, PAYLOADS[kind]) if etype else PAYLOADS[kind]
+    md5 = hashlib.md5(SMALL).digest()
+    assert decoded(obj, len(SMALL), md5, codec) == SMALL == decode_bytes(obj, len(SMALL), md5,
+                                                                          codec)
+    one_stream = kind in ("xz", "gzip", "legacy lzma")
+    assert (esb.decompress_whole(PAYLOADS[kind], len(SMALL)) is not None) == one_stream
+    for bad_size, message in ((len(SMALL) - 1, "larger than"), (len(SMALL) + 1, "declares")):
+        with pytest.raises(esb.IntegrityError, match=message):
+            decoded(obj, bad_size, md5, codec)
+
+
+def test_a_whole_object_with_a_wrong_password_fails_authentication():
+    codec = make_codec(encryption_type="cha")
+    obj = esb.seal_with(codec, PAYLOADS["xz"])
+    wrong = make_codec(encryption_type="cha", password="not the password")
+    with pytest.raises(esb.IntegrityError, match="authentication failed"):
+        decoded(obj, len(SMALL), hashlib.md5(SMALL).digest(), wrong)
+
+
+def test_decompress_whole_leaves_large_output_to_the_stream():
+    """A payload whose original is a chunk or more is never decompressed in one piece."""
+    big = bytes(esb.CHUNK)
+    assert esb.decompress_whole(lzma.compress(big), len(big)) is None
+    assert esb.decompress_whole(lzma.compress(big[:-1]), len(big) - 1) == big[:-1]
+
+
 class CountingSink(io.RawIOBase):
     def __init__(self):
         self.written = 0
@@ -223,7 +268,8 @@ class CountingSink(io.RawIOBase):
 
 @pytest.mark.parametrize("kind", ["xz", "gzip"])
 @pytest.mark.parametrize("encrypt", [True, False])
-def test_decompression_bomb_stops_at_the_declared_size(kind, encrypt):
+@pytest.mark.parametrize("whole", [False, True], ids=["streamed", "whole"])
+def test_decompression_bomb_stops_at_the_declared_size(kind, encrypt, whole):
     bomb_size = 256 << 20                     # 256 MiB of zeros in about 250 KB (gzip) / 40 KB (xz)
     comp = esb.make_compressor(kind, bomb_size, 6, 9)
     zeros = bytes(esb.CHUNK)
@@ -234,7 +280,7 @@ def test_decompression_bomb_stops_at_the_declared_size(kind, encrypt):
     sink = CountingSink()
     tracemalloc.start()
     with pytest.raises(esb.IntegrityError, match="larger than the 10 bytes"):
-        esb.decode(io.BytesIO(obj), 10, bytes(16), codec, sink)
+        esb.decode(obj if whole else io.BytesIO(obj), 10, bytes(16), codec, sink)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert sink.written <= 10

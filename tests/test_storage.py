@@ -2,7 +2,8 @@
 
 Contract (see the "Storages" section of the script): store() writes atomically under the key
 that key_of() returns, list_files() lists every file with "/"-separated relative keys, open()
-streams a file back, stat(), rename(), remove(); a missing key raises MissingError.
+streams a file back, read() gives its first bytes at once, stat(), rename(), remove(); a
+missing key raises MissingError.
 """
 
 import json
@@ -212,6 +213,16 @@ def test_open_streams_the_bytes_back_in_pieces(storage):
     assert read(storage, "big/blob.bin", piece=1000) == data
 
 
+def test_read_gives_the_first_bytes_up_to_the_limit(storage):
+    data = os.urandom(300_000)
+    put(storage, "r/blob.bin", data)
+    put(storage, "r/empty.bin", b"")
+    assert storage.read("r/blob.bin", len(data) + 1) == data    # all of it: the limit is not met
+    assert storage.read("r/blob.bin", len(data)) == data
+    assert storage.read("r/blob.bin", 1000) == data[:1000]
+    assert storage.read("r/empty.bin", 10) == b""
+
+
 def test_stat_gives_size_and_mtime_like_the_listing(storage):
     put(storage, "d/one file.txt", b"12345")
     entry = storage.stat("d/one file.txt")
@@ -238,11 +249,11 @@ def test_remove_deletes_the_file(storage):
     assert sizes(storage) == {"x/kept.bin": 3}
 
 
-@pytest.mark.parametrize("operation", ["open", "stat"])
+@pytest.mark.parametrize("operation", ["open", "stat", "read"])
 def test_missing_key_raises_missing_error(storage, operation):
     put(storage, "present.txt", b"here")
     with pytest.raises(esb.MissingError):
-        getattr(storage, operation)("absent/nothing.txt")
+        getattr(storage, operation)("absent/nothing.txt", *([10] if operation == "read" else []))
 
 
 def test_remove_of_a_missing_key_is_not_an_error(storage):
@@ -693,6 +704,9 @@ def test_throttle_meters_the_bytes_stored_and_read_once_and_nothing_else(storage
     counting.taken = 0
     assert read(storage, "a/t.bin") == data
     assert counting.taken == len(data)
+    counting.taken = 0
+    assert storage.read("a/t.bin", 1000) == data[:1000]
+    assert counting.taken == 1000
     counting.taken = 0
     assert set(listing(storage)) == {"a/t.bin"}
     storage.stat("a/t.bin")
