@@ -25,6 +25,11 @@ What it does
          restore floor  AES-256-GCM decryption + decompression + MD5 of the output
        each divided by --processes.  A step's "x floor" is its wall time over that floor
        (backup floor for both backups, restore floor for restore and verify).
+       Write floor: the wall time of --processes processes writing the data set's files
+       into an empty folder of the benchmark's disk, from memory, and nothing else (create,
+       write, set the mtime, close; one sync() at the end).  A restore's "x +write" is its
+       wall time over the restore floor plus the write floor: the part of a restore that
+       is ours and not the file system's.
     3. For each dataset and target (local: local -> local folder; s3: local -> a SeaweedFS
        bucket, server started here from tests/s3_server.py) it runs the tool as a subprocess,
        configured by environment variables only (aes, a fixed encryption_salt, levels 6,
@@ -228,6 +233,43 @@ def measure_floor(root: str, files: list, tool) -> dict:
             raise RuntimeError(f"floor round trip of {rel} does not match")
         kinds[kind] = kinds.get(kind, 0) + 1
     return {"backup_cpu_s": backup_cpu, "restore_cpu_s": restore_cpu, "compression": kinds}
+
+
+def measure_write_floor(work: str, dataset: str, root: str, files: list,
+                        processes: int) -> float:
+    """Wall seconds that ``processes`` processes take to write the data set's files into an
+    empty folder on the benchmark's disk, and nothing else: each file created, written
+    from memory, its mtime set and closed, then one sync() for all.  What any restore must
+    do besides the floor's CPU work; the folder stays until the end (deleting it would
+    make the disk busy with the deletion during the next steps)."""
+    target = os.path.join(work, "write-floor", dataset)
+    contents = []
+    for rel, _, _ in files:
+        with open(os.path.join(root, rel), "rb") as handle:
+            contents.append((rel, handle.read()))
+    started = time.perf_counter()
+    children = []
+    for part in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for rel, data in contents[part::processes]:
+                    path = os.path.join(target, rel)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                    os.write(fd, data)   # (a regular file takes all of it in one call)
+                    os.utime(fd, (MTIME_BASE, MTIME_BASE))
+                    os.close(fd)
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    failed = [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
+    os.sync()
+    if failed:
+        raise RuntimeError(f"writing the {dataset} files for the write floor failed")
+    return time.perf_counter() - started
 
 
 # =====================================================================================
@@ -660,7 +702,7 @@ def bench_scale(tool, work: str, count: int, targets: list, server,
 # =====================================================================================
 
 COLUMNS = ("dataset", "target", "step", "files", "MB", "wall s", "files/s", "MB/s",
-           "x floor", "peak MB", "PSS MB", "CPU s", "server CPU s")
+           "x floor", "x +write", "peak MB", "PSS MB", "CPU s", "server CPU s")
 
 
 def table_rows(steps: list, planners: list) -> list[tuple]:
@@ -670,16 +712,20 @@ def table_rows(steps: list, planners: list) -> list[tuple]:
         rows.append((s["dataset"], s["target"], s["step"] + ("" if ok else " FAIL"),
                      f"{s['files']}", f"{s['mb']:.1f}", f"{s['wall_s']:.2f}",
                      f"{s['files_per_s']:.0f}", f"{s['mb_per_s']:.1f}" if s["mb"] else "-",
-                     f"{s['floor_ratio']:.2f}" if s["floor_ratio"] == s["floor_ratio"] else "-",
+                     ratio(s["floor_ratio"]), ratio(s.get("write_floor_ratio", float("nan"))),
                      f"{s['peak_mb']:.0f}",
                      f"{s['peak_pss_mb']:.0f}", f"{s['tool_cpu_s']:.1f}",
                      f"{s['server_cpu_s']:.1f}" if s["target"] == "s3" else "-"))
     for planner in (p for p in planners if "seconds" in p):
         rows.append(("synthetic", "-", f"plan {planner['mode']}", f"{planner['entries']}", "-",
                      f"{planner['seconds']:.2f}",
-                     f"{planner['entries'] / planner['seconds']:.0f}", "-", "-",
+                     f"{planner['entries'] / planner['seconds']:.0f}", "-", "-", "-",
                      f"{planner['peak_mb']:.0f}", "-", "-", "-"))
     return rows
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}" if value == value else "-"      # NaN: no floor for the step
 
 
 def print_rows(columns: tuple, rows: list, left: int) -> None:
@@ -839,10 +885,13 @@ def main(argv=None) -> int:
             floor.update(files=len(files), mb=sum(f[2] for f in files) / MB,
                          generate_s=made, backup_floor_s=floor["backup_cpu_s"] / floor_processes,
                          restore_floor_s=floor["restore_cpu_s"] / floor_processes)
+            floor["write_floor_s"] = measure_write_floor(work, dataset, root, files,
+                                                         floor_processes)
             results["datasets"][dataset] = floor
             print(f"{dataset}: {len(files)} files, {floor['mb']:.1f} MB, made in {made:.1f} s; "
                   f"floor backup {floor['backup_floor_s']:.2f} s, restore "
-                  f"{floor['restore_floor_s']:.2f} s ({floor_processes} processes)", flush=True)
+                  f"{floor['restore_floor_s']:.2f} s ({floor_processes} processes); writing "
+                  f"the files {floor['write_floor_s']:.2f} s", flush=True)
             for target in args.targets:
                 for step in bench_target(tool, work, dataset, target, source, server,
                                          args.processes, args.keep, args.rtt):
@@ -851,6 +900,9 @@ def main(argv=None) -> int:
                             "restore": floor["restore_floor_s"],
                             "verify": floor["restore_floor_s"]}.get(step["step"])
                     step["floor_ratio"] = step["wall_s"] / base if base else float("nan")
+                    step["write_floor_ratio"] = step["wall_s"] / (
+                        floor["restore_floor_s"] + floor["write_floor_s"]) \
+                        if step["step"] == "restore" else float("nan")
                     results["steps"].append(step)
         count = max(1, round(PLANNER_ENTRIES * scale)) if args.planner is None else args.planner
         if count and not args.rtt:
