@@ -9,6 +9,7 @@ import os
 import random
 import tempfile
 import tracemalloc
+import types
 
 import pytest
 from conftest import SALT_BYTES, codec_for, decoded, esb, make_codec
@@ -286,3 +287,24 @@ def test_decompression_bomb_stops_at_the_declared_size(kind, encrypt, whole):
     assert sink.written <= 10
     # tracemalloc also sees liblzma's allocations: its 8 MiB dictionary counts here
     assert peak < 16 * esb.CHUNK + len(obj)
+
+
+def test_a_small_object_is_read_whole_and_one_that_grew_since_listed_is_streamed(tmp_path):
+    """_object_source: an object listed under SMALL_FILE comes to decode() as its bytes (one
+    read), unless the file is now larger than listed: then as a stream, read to its end."""
+    codec = make_codec()
+    obj_bytes, md5, _ = encode_bytes(SMALL, codec)
+    name = esb.BackupName("a.txt", 1_700_000_000, len(SMALL), md5)
+    key = esb.encode_name(name, codec)
+    (tmp_path / key).write_bytes(obj_bytes)
+    worker = types.SimpleNamespace(dest=esb.LocalStorage(str(tmp_path)))
+    listed = esb.stored_object(key, len(obj_bytes), name)
+    with esb._object_source(worker, listed, None) as src:
+        assert src == obj_bytes
+    assert decoded(src, len(SMALL), md5, codec) == SMALL
+    (tmp_path / key).write_bytes(obj_bytes + b"rewritten since")
+    with esb._object_source(worker, listed, None) as src:
+        assert not isinstance(src, bytes)
+        assert src.read() == obj_bytes + b"rewritten since"
+    with esb._object_source(worker, listed, b"fetched") as src:
+        assert src == b"fetched"           # what the hub fetched is not read again
