@@ -1074,6 +1074,9 @@ class Storage(Protocol):
         storage keeps them; ``expect`` is a hint of how many bytes come.  Returns (fill's
         result, key)."""
 
+    def put(self, key: str, data: bytes) -> None:
+        """store() of bytes already in memory under ``key``, without copying them first."""
+
     def batch(self) -> ContextManager[dict[str, BaseException]]:
         """Group the store() calls made inside the block so that they are made durable
         together.  Yields a dict that, after the block, maps the key of each file that did
@@ -1362,6 +1365,9 @@ class LocalStorage:
         if self.throttle:
             self.throttle.take(len(data))
         return data
+
+    def put(self, key: str, data: bytes) -> None:
+        self.store(key.rpartition("/")[0], lambda sink: sink.write(data), lambda _: key)
 
     @staticmethod
     def is_unchanged(stream: BinaryIO, entry: Entry) -> bool:
@@ -2272,23 +2278,37 @@ class S3Storage:
             key = key_of(result)
             size = sink.tell()
             sink.seek(0)
-            wire = self.wire if size < WIRE_BODY_MAX else None
-            if wire is not None:
-                if self.throttle:
-                    self.throttle.take(size)
-                headers = ({"x-amz-storage-class": self.config.storage_class}
-                           if self.config.storage_class else {})
-                if wire.put(self.prefix + key, sink.read(), headers):
-                    return result, key
-                sink.seek(0)
-            if self.throttle:
-                self._meter_uploads()
-            if size < S3_MULTIPART_THRESHOLD:
-                self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=sink,
-                                       **self._extra())
-            else:
-                self._upload_parts(sink, key, size)
+            if size < WIRE_BODY_MAX and self._wire_put(key, sink.read()):
+                return result, key
+            sink.seek(0)
+            self._boto_put(key, sink, size)
         return result, key
+
+    def put(self, key: str, data: bytes) -> None:
+        with s3_requests():
+            if len(data) < WIRE_BODY_MAX and self._wire_put(key, data):
+                return
+            self._boto_put(key, io.BytesIO(data), len(data))
+
+    def _wire_put(self, key: str, data: bytes) -> bool:
+        """PutObject sent by our own client; False: not sent (no wire, or it gave up)."""
+        if self.wire is None:
+            return False
+        if self.throttle:
+            self.throttle.take(len(data))
+        headers = ({"x-amz-storage-class": self.config.storage_class}
+                   if self.config.storage_class else {})
+        return self.wire.put(self.prefix + key, data, headers)
+
+    def _boto_put(self, key: str, body: BinaryIO, size: int) -> None:
+        """PutObject, or a multipart upload when large, made by boto3 from ``body``."""
+        if self.throttle:
+            self._meter_uploads()
+        if size < S3_MULTIPART_THRESHOLD:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body,
+                                   **self._extra())
+        else:
+            self._upload_parts(body, key, size)
 
     def _meter_uploads(self) -> None:
         """Have this process's client send upload bodies through the throttle.  Not the
@@ -5100,9 +5120,7 @@ class Hub:
         what it replaces is removed in groups (_remove_replaced)."""
         job = encoded.job
         try:
-            self.worker.dest.store(encoded.key.rpartition("/")[0],
-                                   lambda sink: sink.write(encoded.data),
-                                   lambda _: encoded.key)
+            self.worker.dest.put(encoded.key, encoded.data)
         except FILE_FAILURES as exc:
             return failed(job, exc)
         outcome = Outcome(job.action, job.path, bytes_in=encoded.length,

@@ -2,8 +2,8 @@
 
 Contract (see the "Storages" section of the script): store() writes atomically under the key
 that key_of() returns, list_files() lists every file with "/"-separated relative keys, open()
-streams a file back, read() gives its first bytes at once, stat(), rename(), remove(); a
-missing key raises MissingError.
+streams a file back, read() gives its first bytes at once, put() stores bytes in memory,
+stat(), rename(), remove(); a missing key raises MissingError.
 """
 
 import json
@@ -221,6 +221,16 @@ def test_read_gives_the_first_bytes_up_to_the_limit(storage):
     assert storage.read("r/blob.bin", len(data)) == data
     assert storage.read("r/blob.bin", 1000) == data[:1000]
     assert storage.read("r/empty.bin", 10) == b""
+
+
+@pytest.mark.parametrize("size", [0, 1000, 3 * MiB + 5])     # the last past the wire's limit
+def test_put_stores_bytes_like_store(storage, size):
+    data = os.urandom(size)
+    put(storage, "p/q.bin", b"the version put replaces")
+    storage.put("p/q.bin", data)
+    storage.put("top.bin", b"at the root")
+    assert sizes(storage) == {"p/q.bin": size, "top.bin": 11}
+    assert read(storage, "p/q.bin") == data
 
 
 def test_stat_gives_size_and_mtime_like_the_listing(storage):
@@ -680,8 +690,10 @@ def test_s3_part_size_fits_any_object_in_10000_parts(size):
 
 def test_s3_small_store_is_a_single_put(s3, s3_bucket):
     put(s3, "small.bin", b"s" * 1000)
-    head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key="small.bin")
-    assert "-" not in head["ETag"].strip('"')
+    s3.put("small-put.bin", b"p" * 1000)
+    for key in ("small.bin", "small-put.bin"):
+        head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=key)
+        assert "-" not in head["ETag"].strip('"')
 
 
 # --- the bandwidth budget: object data only, each byte once ----------------------------
@@ -708,6 +720,10 @@ def test_throttle_meters_the_bytes_stored_and_read_once_and_nothing_else(storage
     assert storage.read("a/t.bin", 1000) == data[:1000]
     assert counting.taken == 1000
     counting.taken = 0
+    storage.put("a/p.bin", data[:1000])
+    assert counting.taken == 1000
+    counting.taken = 0
+    storage.remove("a/p.bin")
     assert set(listing(storage)) == {"a/t.bin"}
     storage.stat("a/t.bin")
     storage.rename("a/t.bin", "a/u.bin", len(data))
