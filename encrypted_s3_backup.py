@@ -601,6 +601,14 @@ def make_compressor(kind: str, size: int, lzma_level: int, gzip_level: int):
 LZMA_MEMLIMIT = 256 * 1024 * 1024  # bytes; a hostile xz header cannot make us allocate more
 
 
+def new_decompressor(gz: bool) -> Any:
+    """A decoder for one gzip member (``gz``: the payload starts with GZIP_MAGIC), else the
+    auto-detecting LZMA decoder (xz or legacy .lzma)."""
+    if gz:
+        return zlib.decompressobj(31)
+    return lzma.LZMADecompressor(lzma.FORMAT_AUTO, memlimit=LZMA_MEMLIMIT)
+
+
 def decompress_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Payload chunks in, original chunks (each <= CHUNK) out; the magic picks the decoder.
 
@@ -615,13 +623,7 @@ def decompress_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if len(pending) >= 2:
             break
     gz = pending[:2] == GZIP_MAGIC
-
-    def new():
-        if gz:
-            return zlib.decompressobj(31)
-        return lzma.LZMADecompressor(lzma.FORMAT_AUTO, memlimit=LZMA_MEMLIMIT)
-
-    decomp, members_done = new(), 0
+    decomp, members_done = new_decompressor(gz), 0
 
     def feed(data: bytes) -> Iterator[bytes]:
         nonlocal decomp, members_done
@@ -631,7 +633,7 @@ def decompress_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
                 data = decomp.unused_data + data
                 if not data.strip(b"\0"):
                     return
-                decomp = new()
+                decomp = new_decompressor(gz)
             out = decomp.decompress(data, CHUNK)
             data = decomp.unconsumed_tail if gz else b""
             if out:
@@ -663,8 +665,7 @@ def decompress_whole(payload: bytes, size: int) -> Optional[bytes]:
     anything else: decompress_stream then decodes it with its rules and messages."""
     if size >= CHUNK:
         return None
-    decomp: Any = zlib.decompressobj(31) if payload[:2] == GZIP_MAGIC else \
-        lzma.LZMADecompressor(lzma.FORMAT_AUTO, memlimit=LZMA_MEMLIMIT)
+    decomp = new_decompressor(payload[:2] == GZIP_MAGIC)
     try:
         plain = decomp.decompress(payload, size + 1)
     except (lzma.LZMAError, zlib.error, EOFError):
