@@ -286,6 +286,30 @@ def derive_key(encryption_type: str, password: str, salt: bytes) -> bytes:
                            parallelism=ARGON2_LANES, hash_len=KEY_LEN, type=Type.ID, version=19)
 
 
+_DERIVING: list[threading.Thread] = []      # derive_ahead's threads, until key_derived()
+
+
+def derive_ahead(encryption_type: str, password: str, salt: bytes) -> None:
+    """Start deriving a key on a thread of this process, which lists meanwhile (the key
+    functions release the GIL): forked workers then find it in derive_key's cache instead
+    of each deriving it on its first object (PBKDF2's 100,000 rounds: 60-90 ms a process,
+    every run).  key_derived() waits for it; worker_pool calls that before it forks, since
+    a fork must not copy a thread that is inside OpenSSL.  A failure (a password that
+    cannot be encoded) is left for the first real use of the key to report."""
+    def derive() -> None:
+        with contextlib.suppress(Exception):
+            derive_key(encryption_type, password, salt)
+    thread = threading.Thread(target=derive, name="derive key", daemon=True)
+    thread.start()
+    _DERIVING.append(thread)
+
+
+def key_derived() -> None:
+    """Wait for every key derive_ahead started."""
+    while _DERIVING:
+        _DERIVING.pop().join()
+
+
 _CHACHA_CONSTANTS = (0x61707865, 0x3320646E, 0x79622D32, 0x6B206574)  # "expand 32-byte k"
 
 
@@ -458,6 +482,12 @@ class Codec:
 
     def new_salt(self) -> bytes:
         return self.salt if self.salt is not None else os.urandom(SALT_LEN)
+
+    def key_ahead(self) -> None:
+        """The configured salt's key, derived on a thread while this process lists (see
+        derive_ahead).  Not with encrypted names: their listing needs the key at once."""
+        if self.encrypt and self.salt is not None and not self.encrypt_filenames:
+            derive_ahead(self.encryption_type, self.password, self.salt)
 
 
 def seal_with(codec: Codec, data: bytes) -> bytes:
@@ -4838,6 +4868,7 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     # Forked workers share this process's objects (the listings: hundreds of MB at a
     # million files) until they write to them, and a full garbage collection in a worker
     # writes to every container object it inherited.  Frozen, they are never visited.
+    key_derived()           # (no thread inside OpenSSL when it forks)
     gc.freeze()
     give_back_memory()      # (compiling this script leaves freed heap every worker would copy)
     try:
@@ -4880,6 +4911,7 @@ def cpu_pool(processes: int, config: Config) -> Iterator[Any]:
         with worker_pool(processes, config) as pool:
             yield pool
         return
+    key_derived()
     _WORKER = worker = _Worker(config)
     worker.runs_codecs()
     try:
@@ -5427,6 +5459,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
             with listed(config, src.remote or not dest.remote, report, source_listing, src,
                         dest, config.ignore_regex) as source:
                 next(source)                 # the source is there: now the destination
+                config.codec.key_ahead()     # (after its fork) while both are listed
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
                     next(objects)
@@ -5535,6 +5568,7 @@ def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
     reading it (each already reported; an object name that does not decode is one)."""
     dest = make_storage(config.dest)
     objects, report = run_apart(config, (dest,), survey_restore, dest)
+    config.codec.key_ahead()             # (after run_apart's fork) while the names decode
     stored = read_backup(dest, objects, config, report)
     problems = report.problems + report.bad_names
     for problem in problems:

@@ -44,6 +44,36 @@ def test_key_is_derived_once_per_salt():
     assert esb.derive_key.cache_info().misses == 1
 
 
+def test_key_ahead_derives_the_configured_salts_key_on_a_thread():
+    esb.derive_key.cache_clear()
+    codec = make_codec()
+    codec.key_ahead()
+    assert esb._DERIVING            # started, not yet waited for
+    esb.key_derived()
+    assert not esb._DERIVING
+    assert codec.key(SALT_BYTES).hex() == KEY_KATS[0][2]
+    assert esb.derive_key.cache_info()[:2] == (1, 1)     # the thread's miss, then a hit
+
+
+@pytest.mark.parametrize("fields", [{"salt": None}, {"encrypt": False},
+                                    {"encrypt_filenames": True}])
+def test_key_ahead_only_where_a_configured_salt_serves_every_object(fields):
+    # No salt: each object has its own.  Encrypted names: the listing needs the key at once.
+    esb.derive_key.cache_clear()
+    make_codec(**fields).key_ahead()
+    assert not esb._DERIVING
+    assert esb.derive_key.cache_info().misses == 0
+
+
+def test_key_ahead_leaves_a_bad_password_to_the_first_use_of_the_key(capsys):
+    codec = make_codec(password="pass\u20acword")
+    codec.key_ahead()
+    esb.key_derived()
+    assert capsys.readouterr() == ("", "")           # no thread's traceback
+    with pytest.raises(esb.ConfigError):
+        codec.key(SALT_BYTES)
+
+
 def test_hchacha20_draft_vector():
     key = bytes(range(32))
     nonce = bytes.fromhex("000000090000004a0000000031415927")

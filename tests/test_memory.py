@@ -163,6 +163,22 @@ def test_the_processes_that_run_codecs_keep_their_buffers(monkeypatch, tmp_path,
     assert kept == [1, 1]
 
 
+def key_misses_in_worker(worker, item):
+    worker.codec.key(worker.codec.salt)
+    return esb.derive_key.cache_info().misses
+
+
+def test_forked_workers_inherit_the_key_derived_ahead(tmp_path):
+    # Each worker derived the key on its first object: 60-90 ms of PBKDF2, every run.
+    config = local_config(tmp_path, {"a.txt": b"a"}, ENCRYPTION_SALT="ab" * 16)
+    esb.derive_key.cache_clear()
+    config.codec.key_ahead()
+    misses = []
+    esb.run_in_pool(key_misses_in_worker, [1, 2, 3, 4], 2, config, misses.append)
+    assert not esb._DERIVING                            # waited for before the fork
+    assert misses == [1, 1, 1, 1]                       # the parent's, none of their own
+
+
 def test_a_worker_with_a_remote_storage_keeps_glibcs_thresholds(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(esb, "keep_codec_buffers", lambda: calls.append(1))
