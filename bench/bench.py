@@ -39,7 +39,12 @@ What it does
          restore     --restore into an empty folder, then checked against the source:
                      same paths, sizes, whole-second mtimes and BLAKE2 hashes
          verify      --verify
-       then three steps of history (versions_keep_days 30): the no-change run (fastest of
+       On a local target each of the four runs --runs times (default 3): the backup into a
+       new empty folder each time (the last run's is the one the later steps use), the
+       restore into a new empty folder each time, each restore checked.  The fastest run
+       counts; run_wall_s in the JSON has them all.  Every run of the tool, S3's too, starts
+       after a sync(), so that no step pays for the writing an earlier one left behind.
+       Then three steps of history (versions_keep_days 30): the no-change run (fastest of
        3), a run in which every 10th file changed (its old object becomes a version), and
        the no-change run again over the objects plus those 10 % versions (fastest of 3;
        "vs_no_versions" in the JSON is its ratio to the first).  The changed files get
@@ -323,6 +328,7 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
     peak_pss = [0]
     each: dict[int, int] = {}
     done = threading.Event()
+    os.sync()       # what earlier steps left to write is written before this one starts
     with open(log_path, "wb") as log:
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, TOOL_PATH, "--quiet", *extra_args],
@@ -346,7 +352,8 @@ def run_tool(extra_args: list, env: dict, cwd: str, log_path: str,
     tool_cpu = (children.ru_utime - children_before.ru_utime
                 + children.ru_stime - children_before.ru_stime)
     server_cpu = cpu_seconds(server_pid) - server_before if server_pid else 0.0
-    return {"exit_code": code, "wall_s": wall, "requests": logged_requests(log_path),
+    return {"exit_code": code, "wall_s": wall, "log": log_path,
+            "requests": logged_requests(log_path),
             "peak_mb": peak[0][0] / MB,
             "peak_pss_mb": peak_pss[0] / MB, "processes_at_peak": peak[0][2],
             # each process's own peak: the tool first, then its children by start order
@@ -426,19 +433,22 @@ def compare_restore(expected: dict, restored_dir: str) -> list[str]:
 
 
 def bench_target(tool, work: str, dataset: str, target: str, source: dict, server,
-                 processes: Optional[int], keep: bool, rtt: float = 0) -> list[dict]:
-    """The four steps for one dataset and one target; one result dict per step.  With
-    ``rtt`` (ms), S3 is reached through a LatencyProxy and the history steps are left out."""
+                 processes: Optional[int], keep: bool, rtt: float = 0, runs: int = 1
+                 ) -> list[dict]:
+    """The four steps for one dataset and one target; one result dict per step, the
+    fastest of ``runs`` on a local target.  With ``rtt`` (ms), S3 is reached through a
+    LatencyProxy and the history steps are left out."""
     if target == "s3" and rtt:
         host, port = server.endpoint_url.rsplit("//", 1)[1].rsplit(":", 1)
         with LatencyProxy(host, int(port), rtt) as proxy:
             return _bench_target(tool, work, dataset, target, source, server, processes, keep,
-                                 proxy)
-    return _bench_target(tool, work, dataset, target, source, server, processes, keep, None)
+                                 proxy, runs)
+    return _bench_target(tool, work, dataset, target, source, server, processes, keep, None,
+                         runs)
 
 
 def _bench_target(tool, work: str, dataset: str, target: str, source: dict, server,
-                  processes: Optional[int], keep: bool, proxy) -> list[dict]:
+                  processes: Optional[int], keep: bool, proxy, runs: int) -> list[dict]:
     label = f"{dataset}-{target}"
     src_dir = os.path.join(work, "data", dataset)
     restore_dir = os.path.join(work, "restore", label)
@@ -448,34 +458,50 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
                    src_dir, processes)
     files, size = len(source), sum(v[0] for v in source.values())
     steps = []
+    runs = runs if target == "local" else 1
+    spare = []                  # the other runs' destinations: removed at the end
     for step, args in (("backup", []), ("no-change", []), ("restore", ["--restore"]),
                        ("verify", ["--verify"])):
         print(f"  {label}: {step} ...", flush=True)
-        log_path = os.path.join(work, "logs", f"{label}-{step}.log")
         server_pid = server.pid if target == "s3" else 0
         before = (proxy.connections, proxy.cpu_seconds()) if proxy else (0, 0.0)
-        result = run_tool(args, env, work, log_path, server_pid)
+        results = []
+        for run in range(runs):
+            log_path = os.path.join(work, "logs", f"{label}-{step}-{run}.log")
+            run_env = env
+            if step == "backup" and run < runs - 1:     # the last run's destination stays
+                spare.append(f"{dest_dir}.run{run}")
+                run_env = dict(env, DEST_LOCAL_PATH=spare[-1])
+                os.makedirs(spare[-1])
+            elif step == "restore":
+                run_env = dict(env, RESTORE_LOCAL_PATH=os.path.join(restore_dir, str(run)))
+            results.append(run_tool(args, run_env, work, log_path, server_pid))
+            if results[-1]["exit_code"] != 0:
+                with open(log_path, encoding="utf-8", errors="replace") as log:
+                    print(f"  FAILED (exit {results[-1]['exit_code']}):\n" + log.read()[-2000:])
+            if step == "restore":
+                results[-1]["restore_problems"] = compare_restore(
+                    source, run_env["RESTORE_LOCAL_PATH"])
+                for problem in results[-1]["restore_problems"]:
+                    print(f"  restore differs: {problem}")
+        result = min(results, key=lambda r: (r["exit_code"] != 0, r["wall_s"]))
+        result.update(runs=runs, run_wall_s=[r["wall_s"] for r in results],
+                      exit_code=max(r["exit_code"] for r in results),
+                      restore_problems=[p for r in results for p in r.get("restore_problems", ())])
         result.update(dataset=dataset, target=target, step=step, files=files,
                       mb=size / MB, files_per_s=files / result["wall_s"],
-                      mb_per_s=size / MB / result["wall_s"], log=log_path)
+                      mb_per_s=size / MB / result["wall_s"])
         if proxy:
             result.update(rtt_ms=proxy.rtt * 1000, connections=proxy.connections - before[0],
                           proxy_cpu_s=proxy.cpu_seconds() - before[1])
-        if result["exit_code"] != 0:
-            with open(log_path, encoding="utf-8", errors="replace") as log:
-                print(f"  FAILED (exit {result['exit_code']}):\n" + log.read()[-2000:])
-        if step == "restore":
-            result["restore_problems"] = compare_restore(source, restore_dir)
-            for problem in result["restore_problems"]:
-                print(f"  restore differs: {problem}")
-            if not keep:
-                shutil.rmtree(restore_dir)
+        if step == "restore" and not keep:
+            shutil.rmtree(restore_dir)
         steps.append(result)
     for result in () if proxy else history_steps(work, label, src_dir, env, server, target):
         result.update(dataset=dataset, target=target)
         steps.append(result)
-    if not keep and target == "local":
-        shutil.rmtree(dest_dir)
+    for folder in spare + ([dest_dir] if target == "local" and not keep else []):
+        shutil.rmtree(folder)
     return steps
 
 
@@ -807,6 +833,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "bench/results-quick.json with --quick)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (datasets, backups, restores, logs)")
+    parser.add_argument("--runs", type=int, default=3, metavar="N",
+                        help="runs of each of the four steps on a local target, each after a "
+                             "sync() and into an empty folder where it writes; the fastest "
+                             "counts (default 3; S3 targets run each step once)")
     parser.add_argument("--quick", action="store_true",
                         help="1/50 of every file count and large-file size: a smoke run")
     parser.add_argument("--rtt", type=float, metavar="MS", default=0,
@@ -838,6 +868,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         unknown = set(value) - set(allowed)
         if unknown:
             parser.error(f"unknown: {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if args.json is None:
         args.json = os.path.join(HERE, "results-scale.json" if args.scale else
                                  "results-quick.json" if args.quick else "results.json")
@@ -894,7 +926,7 @@ def main(argv=None) -> int:
                   f"the files {floor['write_floor_s']:.2f} s", flush=True)
             for target in args.targets:
                 for step in bench_target(tool, work, dataset, target, source, server,
-                                         args.processes, args.keep, args.rtt):
+                                         args.processes, args.keep, args.rtt, args.runs):
                     base = {"backup": floor["backup_floor_s"],
                             "no-change": floor["backup_floor_s"],
                             "restore": floor["restore_floor_s"],

@@ -137,6 +137,9 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     versions = next(s for s in results["steps"] if s["step"] == "no-change, 10% versions")
     assert versions["runs"] == 3 and versions["vs_no_versions"] > 0
     assert all(s["exit_code"] == 0 and s["peak_mb"] > 0 for s in results["steps"])
+    for step in results["steps"][:4]:       # each run 3 times (--runs), the fastest kept
+        assert step["runs"] == 3 and step["wall_s"] == min(step["run_wall_s"])
+        assert len(step["run_wall_s"]) == 3 and not step["restore_problems"]
     backup = next(s for s in results["steps"] if s["step"] == "backup")
     # the tool, its 2 workers and, when the sampler saw it, the helper that walks the source
     assert len(backup["process_peaks_mb"]) in (3, 4)
