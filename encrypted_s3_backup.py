@@ -5567,8 +5567,11 @@ def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
     reading it (each already reported; an object name that does not decode is one)."""
     dest = make_storage(config.dest)
+    if not dest.remote:
+        config.codec.key_ahead()         # while the objects are listed here ...
     objects, report = run_apart(config, (dest,), survey_restore, dest)
-    config.codec.key_ahead()             # (after run_apart's fork) while the names decode
+    if dest.remote:
+        config.codec.key_ahead()         # ... or, after run_apart's fork, while names decode
     stored = read_backup(dest, objects, config, report)
     problems = report.problems + report.bad_names
     for problem in problems:
