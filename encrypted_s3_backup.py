@@ -299,6 +299,8 @@ def derive_ahead(encryption_type: str, password: str, salt: bytes) -> None:
     def derive() -> None:
         with contextlib.suppress(Exception):
             derive_key(encryption_type, password, salt)
+    if any(thread.is_alive() for thread in _DERIVING):
+        return                          # (planning again after OutOfOrder)
     thread = threading.Thread(target=derive, name="derive key", daemon=True)
     thread.start()
     _DERIVING.append(thread)
@@ -5459,10 +5461,11 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
             with listed(config, src.remote or not dest.remote, report, source_listing, src,
                         dest, config.ignore_regex) as source:
                 next(source)                 # the source is there: now the destination
-                config.codec.key_ahead()     # (after its fork) while both are listed
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
                     next(objects)
+                    if not dry_run:          # (after both forks) while both are walked
+                        config.codec.key_ahead()
                     return plan_walked(
                         listed_in_plan_order(source, walked["src"], "src", report, dest,
                                              config),
@@ -5563,14 +5566,16 @@ def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
     return list_objects(dest, report), report
 
 
-def open_backup(config: Config) -> tuple[Storage, list[Stored], list[str]]:
+def open_backup(config: Config, decodes: bool = True
+                ) -> tuple[Storage, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
-    reading it (each already reported; an object name that does not decode is one)."""
+    reading it (each already reported; an object name that does not decode is one).
+    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead)."""
     dest = make_storage(config.dest)
-    if not dest.remote:
+    if decodes and not dest.remote:
         config.codec.key_ahead()         # while the objects are listed here ...
     objects, report = run_apart(config, (dest,), survey_restore, dest)
-    if dest.remote:
+    if decodes and dest.remote:
         config.codec.key_ahead()         # ... or, after run_apart's fork, while names decode
     stored = read_backup(dest, objects, config, report)
     problems = report.problems + report.bad_names
@@ -5703,7 +5708,7 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
 
 
 def run_restore(config: Config, args: argparse.Namespace) -> int:
-    dest, stored, problems = open_backup(config)
+    dest, stored, problems = open_backup(config, decodes=not args.dry_run)
     target = make_storage(config.restore, confined=True)
     chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()),
                                 args.as_of)
@@ -5777,7 +5782,7 @@ def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[
 
 
 def run_list(config: Config, args: argparse.Namespace) -> int:
-    dest, stored, problems = open_backup(config)
+    dest, stored, problems = open_backup(config, decodes=False)
     only = tuple(args.restore_only or ())
     if args.versions:        # every object, oldest first per path
         chosen = sorted((o for o in stored if matches_only(o.name.path, only)),

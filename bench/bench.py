@@ -42,7 +42,8 @@ What it does
        On a local target each of the four runs --runs times (default 3): the backup into a
        new empty folder each time (the last run's is the one the later steps use), the
        restore into a new empty folder each time, each restore checked.  The fastest run
-       counts; run_wall_s in the JSON has them all.  Every run of the tool, S3's too, starts
+       counts for the times, the run with the largest peak for the memory figures;
+       run_wall_s in the JSON has every run's time.  Every run of the tool, S3's too, starts
        after a sync(), so that no step pays for the writing an earlier one left behind.
        Then three steps of history (versions_keep_days 30): the no-change run (fastest of
        3), a run in which every 10th file changed (its old object becomes a version), and
@@ -96,7 +97,7 @@ import tempfile
 import threading
 import time
 import zlib
-from typing import Optional
+from typing import Iterable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -459,7 +460,7 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
     files, size = len(source), sum(v[0] for v in source.values())
     steps = []
     runs = runs if target == "local" else 1
-    spare = []                  # the other runs' destinations: removed at the end
+    spare = []                  # the other backup runs' destinations
     for step, args in (("backup", []), ("no-change", []), ("restore", ["--restore"]),
                        ("verify", ["--verify"])):
         print(f"  {label}: {step} ...", flush=True)
@@ -485,8 +486,10 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
                 for problem in results[-1]["restore_problems"]:
                     print(f"  restore differs: {problem}")
         result = min(results, key=lambda r: (r["exit_code"] != 0, r["wall_s"]))
+        heaviest = max(results, key=lambda r: r["peak_mb"])
+        result.update({field: heaviest[field] for field in MEMORY_FIELDS})
         result.update(runs=runs, run_wall_s=[r["wall_s"] for r in results],
-                      exit_code=max(r["exit_code"] for r in results),
+                      exit_code=worst_exit(r["exit_code"] for r in results),
                       restore_problems=[p for r in results for p in r.get("restore_problems", ())])
         result.update(dataset=dataset, target=target, step=step, files=files,
                       mb=size / MB, files_per_s=files / result["wall_s"],
@@ -496,13 +499,25 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
                           proxy_cpu_s=proxy.cpu_seconds() - before[1])
         if step == "restore" and not keep:
             shutil.rmtree(restore_dir)
+        if step == "backup" and not keep:
+            for folder in spare:
+                shutil.rmtree(folder)
         steps.append(result)
     for result in () if proxy else history_steps(work, label, src_dir, env, server, target):
         result.update(dataset=dataset, target=target)
         steps.append(result)
-    for folder in spare + ([dest_dir] if target == "local" and not keep else []):
-        shutil.rmtree(folder)
+    if target == "local" and not keep:
+        shutil.rmtree(dest_dir)
     return steps
+
+
+MEMORY_FIELDS = ("peak_mb", "peak_pss_mb", "processes_at_peak", "process_peaks_mb")
+
+
+def worst_exit(codes: Iterable[int]) -> int:
+    """The exit code of several runs: the first that is not 0 (a run killed by a signal
+    has a negative one), else 0."""
+    return next((code for code in codes if code), 0)
 
 
 def fastest_run(runs: int, env: dict, work: str, log_name: str, server, target: str) -> dict:
@@ -516,7 +531,7 @@ def fastest_run(runs: int, env: dict, work: str, log_name: str, server, target: 
             with open(log_path, encoding="utf-8", errors="replace") as log:
                 print(f"  FAILED (exit {results[-1]['exit_code']}):\n" + log.read()[-2000:])
     best = min(results, key=lambda r: r["wall_s"])
-    best.update(runs=runs, exit_code=max(r["exit_code"] for r in results))
+    best.update(runs=runs, exit_code=worst_exit(r["exit_code"] for r in results))
     return best
 
 

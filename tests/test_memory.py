@@ -164,19 +164,67 @@ def test_the_processes_that_run_codecs_keep_their_buffers(monkeypatch, tmp_path,
 
 
 def key_misses_in_worker(worker, item):
+    before = esb.derive_key.cache_info()
     worker.codec.key(worker.codec.salt)
-    return esb.derive_key.cache_info().misses
+    return before.currsize, esb.derive_key.cache_info().misses - before.misses
 
 
 def test_forked_workers_inherit_the_key_derived_ahead(tmp_path):
     # Each worker derived the key on its first object: 60-90 ms of PBKDF2, every run.
     config = local_config(tmp_path, {"a.txt": b"a"}, ENCRYPTION_SALT="ab" * 16)
+    esb.key_derived()
     esb.derive_key.cache_clear()
     config.codec.key_ahead()
-    misses = []
-    esb.run_in_pool(key_misses_in_worker, [1, 2, 3, 4], 2, config, misses.append)
+    seen = []
+    esb.run_in_pool(key_misses_in_worker, [1, 2, 3, 4], 2, config, seen.append)
     assert not esb._DERIVING                            # waited for before the fork
-    assert misses == [1, 1, 1, 1]                       # the parent's, none of their own
+    assert seen == [(1, 0)] * 4             # the key in the cache they were forked with
+
+
+_FORKS = []     # while a test appends a list: the derive threads alive at each fork
+
+
+def _note_fork():
+    if _FORKS:
+        _FORKS[-1].append(sum(thread.name == "derive key" and thread.is_alive()
+                              for thread in threading.enumerate()))
+
+
+os.register_at_fork(before=_note_fork)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_no_fork_while_a_key_is_derived_ahead(request, make_tool, monkeypatch, where):
+    # A fork copies only the forking thread: one copied while another was inside OpenSSL
+    # or argon2 could find their locks taken.  The derivation is made slower than any
+    # listing here, so a fork that did not wait for it would see it alive.
+    tool = make_tool(request.getfixturevalue("s3_bucket") if where == "s3" else None)
+    files = {f"d{i}/f.txt": b"x" * 100 * (i + 1) for i in range(3)}
+    files.update({f"big{i}.bin": os.urandom(esb.SMALL_FILE + i) for i in range(2)})
+    for rel, data in files.items():         # (two big files: two jobs, so worker pools)
+        tool.write(rel, data)
+    real, ahead = esb.derive_key, []
+
+    def slow(*args):
+        if threading.current_thread().name == "derive key":
+            time.sleep(0.3)
+            ahead.append(args)
+        return real(*args)
+    esb.key_derived()
+    real.cache_clear()
+    monkeypatch.setattr(esb, "derive_key", slow)
+    _FORKS.append([])
+    try:
+        assert tool()[0] == 0
+        assert tool("--verify")[0] == 0
+        assert tool("--restore")[0] == 0
+        assert tool("--list")[0] == 0
+        assert tool("--dry-run")[0] == 0
+    finally:
+        forks = _FORKS.pop()
+    assert forks and not any(forks)         # forks there were, none beside a derivation
+    assert len(ahead) == 3                  # backup, verify, restore; not --list, --dry-run
+    assert tool.restored() == files
 
 
 def test_a_worker_with_a_remote_storage_keeps_glibcs_thresholds(monkeypatch, tmp_path):
