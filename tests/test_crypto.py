@@ -46,7 +46,6 @@ def test_key_is_derived_once_per_salt():
 
 
 def test_key_ahead_derives_the_configured_salts_key_on_a_thread():
-    esb.key_derived()                   # (what runs in this process before left)
     esb.derive_key.cache_clear()
     codec = make_codec()
     codec.key_ahead()
@@ -61,7 +60,6 @@ def test_key_ahead_derives_the_configured_salts_key_on_a_thread():
                                     {"encrypt_filenames": True}])
 def test_key_ahead_only_where_a_configured_salt_serves_every_object(fields):
     # No salt: each object has its own.  Encrypted names: the listing needs the key at once.
-    esb.key_derived()
     esb.derive_key.cache_clear()
     make_codec(**fields).key_ahead()
     assert not esb._DERIVING

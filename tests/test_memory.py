@@ -172,7 +172,6 @@ def key_misses_in_worker(worker, item):
 def test_forked_workers_inherit_the_key_derived_ahead(tmp_path):
     # Each worker derived the key on its first object: 60-90 ms of PBKDF2, every run.
     config = local_config(tmp_path, {"a.txt": b"a"}, ENCRYPTION_SALT="ab" * 16)
-    esb.key_derived()
     esb.derive_key.cache_clear()
     config.codec.key_ahead()
     seen = []
@@ -210,7 +209,6 @@ def test_no_fork_while_a_key_is_derived_ahead(request, make_tool, monkeypatch, w
             time.sleep(0.3)
             ahead.append(args)
         return real(*args)
-    esb.key_derived()
     real.cache_clear()
     monkeypatch.setattr(esb, "derive_key", slow)
     _FORKS.append([])
