@@ -4867,10 +4867,10 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     from concurrent.futures.process import BrokenProcessPool
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    key_derived()           # (no thread inside OpenSSL when it forks)
     # Forked workers share this process's objects (the listings: hundreds of MB at a
     # million files) until they write to them, and a full garbage collection in a worker
     # writes to every container object it inherited.  Frozen, they are never visited.
-    key_derived()           # (no thread inside OpenSSL when it forks)
     gc.freeze()
     give_back_memory()      # (compiling this script leaves freed heap every worker would copy)
     try:
