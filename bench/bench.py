@@ -476,10 +476,7 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
                 os.makedirs(spare[-1])
             elif step == "restore":
                 run_env = dict(env, RESTORE_LOCAL_PATH=os.path.join(restore_dir, str(run)))
-            results.append(run_tool(args, run_env, work, log_path, server_pid))
-            if results[-1]["exit_code"] != 0:
-                with open(log_path, encoding="utf-8", errors="replace") as log:
-                    print(f"  FAILED (exit {results[-1]['exit_code']}):\n" + log.read()[-2000:])
+            results.append(run_reported(args, run_env, work, log_path, server_pid))
             if step == "restore":
                 results[-1]["restore_problems"] = compare_restore(
                     source, run_env["RESTORE_LOCAL_PATH"])
@@ -520,16 +517,21 @@ def worst_exit(codes: Iterable[int]) -> int:
     return next((code for code in codes if code), 0)
 
 
+def run_reported(extra_args: list, env: dict, cwd: str, log_path: str, server_pid: int
+                 ) -> dict:
+    """run_tool, with the end of the log printed when the run fails."""
+    result = run_tool(extra_args, env, cwd, log_path, server_pid)
+    if result["exit_code"] != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            print(f"  FAILED (exit {result['exit_code']}):\n" + log.read()[-2000:])
+    return result
+
+
 def fastest_run(runs: int, env: dict, work: str, log_name: str, server, target: str) -> dict:
-    """Run the tool ``runs`` times: the result of the fastest run, with the largest exit code
-    of all of them (the end of a failed run's log is printed)."""
-    results = []
-    for run in range(runs):
-        log_path = os.path.join(work, "logs", f"{log_name}-{run}.log")
-        results.append(run_tool([], env, work, log_path, server.pid if target == "s3" else 0))
-        if results[-1]["exit_code"] != 0:
-            with open(log_path, encoding="utf-8", errors="replace") as log:
-                print(f"  FAILED (exit {results[-1]['exit_code']}):\n" + log.read()[-2000:])
+    """Run the tool ``runs`` times: the result of the fastest run, with the exit code of
+    all of them (worst_exit)."""
+    results = [run_reported([], env, work, os.path.join(work, "logs", f"{log_name}-{run}.log"),
+                            server.pid if target == "s3" else 0) for run in range(runs)]
     best = min(results, key=lambda r: r["wall_s"])
     best.update(runs=runs, exit_code=worst_exit(r["exit_code"] for r in results))
     return best
