@@ -434,14 +434,36 @@ def whole_suite(session) -> bool:
             and not session.config.stash.get(_DESELECTED, 0))
 
 
+def floor_plugin(config):
+    """pytest-cov, when the floor is .coveragerc's (one given on the command line with
+    --cov-fail-under is kept as it is); else None."""
+    plugin = config.pluginmanager.get_plugin("_cov")
+    if plugin is None or config.getoption("cov_fail_under", None) is not None:
+        return None
+    return plugin
+
+
 def pytest_collection_finish(session):
     """The floor of .coveragerc ([report] fail_under) is for the whole suite: a run of some
     of the tests measures less of the script by design, so it shows its figure and passes.
-    A floor given on the command line (--cov-fail-under) is kept as it is."""
-    plugin = session.config.pluginmanager.get_plugin("_cov")      # pytest-cov
-    if plugin is None or session.config.getoption("cov_fail_under", None) is not None:
+    Run by pytest-xdist, the tests are collected in its workers, while the controller
+    applies the floor: each worker tells it what it collected (pytest_testnodedown)."""
+    whole = whole_suite(session)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["whole_suite"] = whole
         return
-    if not whole_suite(session):
+    plugin = floor_plugin(session.config)
+    if plugin is not None and not whole:
+        plugin.options.cov_fail_under = None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller: a worker that had less than the whole suite (or died
+    before it could say) drops the floor; the run of a dead worker fails anyway."""
+    plugin = floor_plugin(node.config)
+    if plugin is not None and not getattr(node, "workeroutput", {}).get("whole_suite"):
         plugin.options.cov_fail_under = None
 
 
