@@ -1850,12 +1850,6 @@ class S3Wire:
             with self._lock:
                 self._idle.append(connection)
 
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
-
     def _send(self, method: str, key: str, body: Optional[bytes], headers: dict[str, str]
               ) -> tuple[Any, Any]:
         """(connection, response) once the answer's status and headers are in.  A kept-alive
@@ -4423,14 +4417,20 @@ class Tally:
         log.info("%s done: %s; %s read, %s %s in %.1f s (%.1f MB/s)", what,
                  ", ".join(parts), human(self.bytes_in), human(self.bytes_out), out_word,
                  elapsed, rate, extra={"summary": True, "figures": figures})
-        requests = take_requests()
-        attempts = requests.pop("attempts", 0)
-        if requests:
-            made = sum(requests.values())
-            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(
-                requests.items(), key=lambda item: (-item[1], item[0])))
-            log.info("requests: %s; %d retried", kinds, max(0, attempts - made),
-                     extra={"summary": True})
+        log_requests()
+
+
+def log_requests() -> None:
+    """The line that tells the S3 requests this run made, by kind, and how many were
+    retried (none, no line: a local run).  Its counts start again from zero."""
+    requests = take_requests()
+    attempts = requests.pop("attempts", 0)
+    if requests:
+        made = sum(requests.values())
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(
+            requests.items(), key=lambda item: (-item[1], item[0])))
+        log.info("requests: %s; %d retried", kinds, max(0, attempts - made),
+                 extra={"summary": True})
 
 
 # =====================================================================================
@@ -5526,7 +5526,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.info("dry run: %d to upload, %d unchanged, %d to rename, %d to remove, up to %d "
                  "old contents to keep as versions, %d versions to expire; nothing was "
                  "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
-                 len(plan.removes), versions_kept, versions_expired)
+                 len(plan.removes), versions_kept, versions_expired, extra={"summary": True})
+        log_requests()
         log_archived(plan)
         return EXIT_FAILED if report.problems else EXIT_OK
     holdings = Holdings(plan)
@@ -5720,6 +5721,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
             log.info("would restore %s", show(obj.name.path))
         for failure in waiting.failed:
             log.error("FAILED %s %s: %s", failure.action, show(failure.path), failure.error)
+        log_requests()
         report_waiting(waiting, args)
         return EXIT_FAILED if problems or waiting.failed else EXIT_OK
     target.prepare(create=True)

@@ -4,6 +4,7 @@ Against the real S3 server (SeaweedFS), reached directly or through the benchmar
 latency proxy, which counts the TCP connections opened through it.
 """
 
+import json
 import sys
 
 import pytest
@@ -49,6 +50,24 @@ def test_the_summary_counts_the_requests_of_each_kind(make_tool, s3_bucket):
     assert (counts["PUT"], counts["COPY"], counts["DELETE"]) == (1, 1, 2), counts
     code, out, err = tool("--verify")
     assert summary_requests(out)[0]["GET"] == 5
+
+
+def test_dry_runs_count_their_requests_too(make_tool, s3_bucket):
+    tool = make_tool(s3_bucket)
+    for i in range(3):
+        tool.write(f"f{i}.txt", b"%d" % i * 100)
+    code, out, err = tool("--dry-run", "--quiet")
+    assert code == 0, err
+    assert "dry run: 3 to upload" in out            # a dry run's summary, as --quiet shows
+    counts, retried = summary_requests(out)
+    assert counts["LIST"] >= 1 and "PUT" not in counts and retried == 0
+    assert tool()[0] == 0
+    code, out, err = tool("--restore", "--dry-run")
+    assert code == 0, err
+    counts, _ = summary_requests(out)
+    assert counts["LIST"] >= 1 and "GET" not in counts, counts
+    code, out, err = tool("--list", "--json")        # stdout is the listing, nothing else
+    assert code == 0 and len(json.loads(out)) == 3, err
 
 
 def test_a_local_destination_makes_no_requests(local_tool):
