@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import boto3
 import pytest
@@ -30,6 +30,10 @@ from botocore.config import Config
 REGION = "us-east-1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# Ports are picked free, then released for weed to bind: meanwhile another process (the
+# server of another test worker starting at the same moment) may take one, and weed exits.
+# A start that fails is tried again, on new ports.
+START_TRIES = 3
 GRPC_OFFSET = 10000  # weed's gRPC port is always its HTTP port + 10000
 HTTP_PORTS = ("s3", "master", "volume", "filer", "admin")
 
@@ -294,13 +298,27 @@ def empty_and_delete_bucket(client: Any, name: str) -> None:
     client.delete_bucket(Bucket=name)
 
 
+def start_server(new_workdir: Callable[[], str]) -> SeaweedServer:
+    """A started SeaweedServer, in a new workdir for each of up to START_TRIES starts;
+    RuntimeError with the last start's reason if none succeeds."""
+    for tries_left in range(START_TRIES - 1 if find_weed() else 0, -1, -1):
+        server = SeaweedServer()
+        try:
+            server.start(new_workdir())
+            return server
+        except RuntimeError:
+            if not tries_left:
+                raise
+    raise AssertionError("not reached")
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    """One running SeaweedFS S3 server for the whole test session."""
-    server = SeaweedServer()
+    """One running SeaweedFS S3 server for the whole test session (of each test worker:
+    with pytest-xdist, one per worker)."""
     failure = ""
     try:
-        server.start(str(tmp_path_factory.mktemp("seaweedfs")))
+        server = start_server(lambda: str(tmp_path_factory.mktemp("seaweedfs")))
     except RuntimeError as error:
         failure = str(error)
     if failure:  # failed outside the except block, so the message is not printed twice
