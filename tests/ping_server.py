@@ -105,9 +105,10 @@ def ping_server(monkeypatch):
 
 @pytest.fixture
 def closed_url(monkeypatch):
-    """A URL on 127.0.0.1 where nothing listens: every request is refused at once."""
+    """A URL on 127.0.0.1 where nothing listens: every request is refused at once.  The
+    port stays bound (not listening) for the test, so no other process takes it meanwhile
+    (tests run in parallel)."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/ping/c1osed-k3y"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/ping/c1osed-k3y"
