@@ -127,7 +127,7 @@ CONFIG_VARIABLES = frozenset(esb.config_variables())
 def _clean_environment(monkeypatch):
     """Our configuration comes from the environment too: no test sees a stray variable.
     Nor what an earlier test's run left in this process: requests counted and not taken
-    (`--list` and dry runs print no request counts), keys being derived ahead."""
+    (`--list` prints no request counts), keys being derived ahead."""
     for name in CONFIG_VARIABLES & set(os.environ):
         monkeypatch.delenv(name)
     esb.take_requests()
