@@ -30,6 +30,19 @@ What it does
        write, set the mtime, close; one sync() at the end).  A restore's "x +write" is its
        wall time over the restore floor plus the write floor: the part of a restore that
        is ours and not the file system's.
+       Bound: the least wall time a step could take on this machine without writing, the
+       floors of the work it cannot skip added up.  Start floor: the fastest of 5 runs of
+       the tool's --version (Python starting, the script compiled, its imports).  Read
+       floor: listing a folder (os.scandir, an lstat a file) in one process, then
+       --processes processes reading its files whole (open, read, close) from the page
+       cache; on a local target the backup's objects get theirs after the first backup.
+       A backup's bound is the start floor + backup floor + read floor of the source; a
+       restore's and a verify's, the start floor + restore floor + read floor of the
+       objects.  "x bound" is a step's wall time over its bound, "bound x floor" the bound
+       over the floor: the "x floor" of a tool that did only that work.  Writing is left
+       out: the same restore took from 4.1 to 10.6 s within one run of this benchmark
+       (the file system's state moves it), so a time of writing is no floor to add.  No
+       bound on S3, where the server does part of the work.
     3. For each dataset and target (local: local -> local folder; s3: local -> a SeaweedFS
        bucket, server started here from tests/s3_server.py) it runs the tool as a subprocess,
        configured by environment variables only (aes, a fixed encryption_salt, levels 6,
@@ -247,12 +260,14 @@ def measure_write_floor(work: str, dataset: str, root: str, files: list,
     empty folder on the benchmark's disk, and nothing else: each file created, written
     from memory, its mtime set and closed, then one sync() for all.  What any restore must
     do besides the floor's CPU work; the folder stays until the end (deleting it would
-    make the disk busy with the deletion during the next steps)."""
+    make the disk busy with the deletion during the next steps).  It starts after a
+    sync(), as every run of the tool does."""
     target = os.path.join(work, "write-floor", dataset)
     contents = []
     for rel, _, _ in files:
         with open(os.path.join(root, rel), "rb") as handle:
             contents.append((rel, handle.read()))
+    os.sync()       # what was written or deleted before (discards included) is done first
     started = time.perf_counter()
     children = []
     for part in range(processes):
@@ -276,6 +291,80 @@ def measure_write_floor(work: str, dataset: str, root: str, files: list,
     if failed:
         raise RuntimeError(f"writing the {dataset} files for the write floor failed")
     return time.perf_counter() - started
+
+
+def listed_files(root: str) -> list[str]:
+    """Every file under ``root``, found as a listing finds them: os.scandir, and an lstat of
+    each file (a listing reports sizes)."""
+    found, folders = [], [root]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                else:
+                    entry.stat(follow_symlinks=False)
+                    found.append(entry.path)
+    return found
+
+
+def read_all(paths: list) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while os.read(fd, 1 << 20):
+                pass
+        finally:
+            os.close(fd)
+
+
+def measure_read_floor(root: str, processes: int) -> float:
+    """Wall seconds to list ``root`` in this process (listed_files) and read every file in
+    it, whole, in ``processes`` processes (open, read, close): what a run that reads these
+    files must do.  From the page cache: each file is read once first, untimed."""
+    read_all(listed_files(root))
+    os.sync()
+    started = time.perf_counter()
+    paths = listed_files(root)
+    children = []
+    for part in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                read_all(paths[part::processes])
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    failed = [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
+    if failed:
+        raise RuntimeError(f"reading the files of {root} for the read floor failed")
+    return time.perf_counter() - started
+
+
+def measure_start_floor(runs: int = 5) -> float:
+    """The fastest of ``runs`` wall times of the tool doing nothing (--version): starting
+    Python, compiling the script (a script run by its path is compiled at every start,
+    never cached) and importing what it imports.  Every run of the tool pays it."""
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, TOOL_PATH, "--version"], check=True,
+                       stdout=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def step_bound(step: str, floor: dict, objects_read_floor: float) -> float:
+    """The least wall time a step can take here without writing (NaN: none for this step):
+    the start floor, the step's CPU floor, and listing and reading what it reads (a backup
+    the source files, a restore or verify the objects)."""
+    if step == "backup":
+        return floor["start_floor_s"] + floor["backup_floor_s"] + floor["source_read_floor_s"]
+    if step in ("restore", "verify"):
+        return floor["start_floor_s"] + floor["restore_floor_s"] + objects_read_floor
+    return float("nan")
 
 
 # =====================================================================================
@@ -459,6 +548,7 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
                    src_dir, processes)
     files, size = len(source), sum(v[0] for v in source.values())
     steps = []
+    objects_read_floor = float("nan")   # listing and reading the objects (local only)
     runs = runs if target == "local" else 1
     spare = []                  # the other backup runs' destinations
     for step, args in (("backup", []), ("no-change", []), ("restore", ["--restore"]),
@@ -499,7 +589,11 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
         if step == "backup" and not keep:
             for folder in spare:
                 shutil.rmtree(folder)
+        if step == "backup" and target == "local":
+            objects_read_floor = measure_read_floor(dest_dir, processes)
         steps.append(result)
+    for result in steps:
+        result["objects_read_floor_s"] = objects_read_floor
     for result in () if proxy else history_steps(work, label, src_dir, env, server, target):
         result.update(dataset=dataset, target=target)
         steps.append(result)
@@ -745,7 +839,8 @@ def bench_scale(tool, work: str, count: int, targets: list, server,
 # =====================================================================================
 
 COLUMNS = ("dataset", "target", "step", "files", "MB", "wall s", "files/s", "MB/s",
-           "x floor", "x +write", "peak MB", "PSS MB", "CPU s", "server CPU s")
+           "x floor", "x +write", "x bound", "bound x floor", "peak MB", "PSS MB", "CPU s",
+           "server CPU s")
 
 
 def table_rows(steps: list, planners: list) -> list[tuple]:
@@ -756,13 +851,15 @@ def table_rows(steps: list, planners: list) -> list[tuple]:
                      f"{s['files']}", f"{s['mb']:.1f}", f"{s['wall_s']:.2f}",
                      f"{s['files_per_s']:.0f}", f"{s['mb_per_s']:.1f}" if s["mb"] else "-",
                      ratio(s["floor_ratio"]), ratio(s.get("write_floor_ratio", float("nan"))),
+                     ratio(s.get("bound_ratio", float("nan"))),
+                     ratio(s.get("bound_floor_ratio", float("nan"))),
                      f"{s['peak_mb']:.0f}",
                      f"{s['peak_pss_mb']:.0f}", f"{s['tool_cpu_s']:.1f}",
                      f"{s['server_cpu_s']:.1f}" if s["target"] == "s3" else "-"))
     for planner in (p for p in planners if "seconds" in p):
         rows.append(("synthetic", "-", f"plan {planner['mode']}", f"{planner['entries']}", "-",
                      f"{planner['seconds']:.2f}",
-                     f"{planner['entries'] / planner['seconds']:.0f}", "-", "-", "-",
+                     f"{planner['entries'] / planner['seconds']:.0f}", "-", "-", "-", "-", "-",
                      f"{planner['peak_mb']:.0f}", "-", "-", "-"))
     return rows
 
@@ -922,6 +1019,7 @@ def main(argv=None) -> int:
             results["scale_steps"] = bench_scale(tool, work, args.scale, args.targets, server,
                                            args.processes)
         corpus = b"" if args.scale else make_corpus(random.Random(SEED))
+        start_floor = 0.0 if args.scale else measure_start_floor()
         for dataset in () if args.scale else args.datasets:
             rng = random.Random(f"{SEED}-{dataset}")
             files = dataset_files(dataset, scale, rng)
@@ -936,11 +1034,14 @@ def main(argv=None) -> int:
                          restore_floor_s=floor["restore_cpu_s"] / floor_processes)
             floor["write_floor_s"] = measure_write_floor(work, dataset, root, files,
                                                          floor_processes)
+            floor["source_read_floor_s"] = measure_read_floor(root, floor_processes)
+            floor["start_floor_s"] = start_floor
             results["datasets"][dataset] = floor
             print(f"{dataset}: {len(files)} files, {floor['mb']:.1f} MB, made in {made:.1f} s; "
                   f"floor backup {floor['backup_floor_s']:.2f} s, restore "
                   f"{floor['restore_floor_s']:.2f} s ({floor_processes} processes); writing "
-                  f"the files {floor['write_floor_s']:.2f} s", flush=True)
+                  f"the files {floor['write_floor_s']:.2f} s, listing and reading them "
+                  f"{floor['source_read_floor_s']:.2f} s", flush=True)
             for target in args.targets:
                 for step in bench_target(tool, work, dataset, target, source, server,
                                          args.processes, args.keep, args.rtt, args.runs):
@@ -952,6 +1053,10 @@ def main(argv=None) -> int:
                     step["write_floor_ratio"] = step["wall_s"] / (
                         floor["restore_floor_s"] + floor["write_floor_s"]) \
                         if step["step"] == "restore" else float("nan")
+                    step["bound_s"] = step_bound(step["step"], floor,
+                                                 step.get("objects_read_floor_s", float("nan")))
+                    step["bound_ratio"] = step["wall_s"] / step["bound_s"]
+                    step["bound_floor_ratio"] = step["bound_s"] / base if base else float("nan")
                     results["steps"].append(step)
         count = max(1, round(PLANNER_ENTRIES * scale)) if args.planner is None else args.planner
         if count and not args.rtt:

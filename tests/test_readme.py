@@ -2,6 +2,7 @@
 crontab.sh and the Dockerfile are tested in test_docker.py)."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -121,7 +122,8 @@ def whole_bytes(mb):
 
 def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     """`python bench/bench.py` at its smallest (--quick, local): every step exits 0, the
-    restore is identical, and the planner check passes; no figure is judged here."""
+    restore is identical, each step's bound is the sum of its floors, and the planner check
+    passes; no speed is judged here."""
     assert "python bench/bench.py" in README
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--quick",
@@ -140,6 +142,21 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     for step in results["steps"][:4]:       # each run 3 times (--runs), the fastest kept
         assert step["runs"] == 3 and step["wall_s"] == min(step["run_wall_s"])
         assert len(step["run_wall_s"]) == 3 and not step["restore_problems"]
+    # each step's bound: the start floor, its CPU floor, and listing and reading its files
+    floors = results["datasets"]["many-small"]
+    steps = {s["step"]: s for s in results["steps"][:4]}
+    parts = {"backup": ("backup_floor_s", "source_read_floor_s"),
+             "restore": ("restore_floor_s", "objects_read_floor_s"),
+             "verify": ("restore_floor_s", "objects_read_floor_s")}
+    for name, adds in parts.items():
+        figures = dict(floors, **steps[name])
+        assert all(figures[part] > 0 for part in ("start_floor_s",) + adds)
+        assert steps[name]["bound_s"] == pytest.approx(
+            floors["start_floor_s"] + sum(figures[part] for part in adds))
+        assert steps[name]["bound_ratio"] == pytest.approx(
+            steps[name]["wall_s"] / steps[name]["bound_s"])
+        assert steps[name]["bound_floor_ratio"] > 1
+    assert math.isnan(steps["no-change"]["bound_s"])
     backup = next(s for s in results["steps"] if s["step"] == "backup")
     # the tool, its 2 workers and, when the sampler saw it, the helper that walks the source
     assert len(backup["process_peaks_mb"]) in (3, 4)
