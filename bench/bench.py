@@ -34,15 +34,16 @@ What it does
        floors of the work it cannot skip added up.  Start floor: the fastest of 5 runs of
        the tool's --version (Python starting, the script compiled, its imports).  Read
        floor: listing a folder (os.scandir, an lstat a file) in one process, then
-       --processes processes reading its files whole (open, read, close) from the page
-       cache; on a local target the backup's objects get theirs after the first backup.
-       A backup's bound is the start floor + backup floor + read floor of the source; a
-       restore's and a verify's, the start floor + restore floor + read floor of the
-       objects.  "x bound" is a step's wall time over its bound, "bound x floor" the bound
-       over the floor: the "x floor" of a tool that did only that work.  Writing is left
-       out: the same restore took from 4.1 to 10.6 s within one run of this benchmark
-       (the file system's state moves it), so a time of writing is no floor to add.  No
-       bound on S3, where the server does part of the work.
+       --processes processes reading its files whole (open, read, close; shares of about
+       the same bytes) from the page cache; on a local target the backup's objects get
+       theirs after the first backup.  A backup's bound is the start floor + backup
+       floor + read floor of the source; a restore's and a verify's, the start floor +
+       restore floor + read floor of the objects.  "x bound" is a step's wall time over
+       its bound, "bound x floor" the bound over the floor: the "x floor" of a tool that
+       did only that work.  Writing is left out: the same restore took from 4.4 to 10.1 s
+       within one run of this benchmark (the file system's state moves it), so a time of
+       writing is no floor to add.  No bound on S3, where the server does part of the
+       work.
     3. For each dataset and target (local: local -> local folder; s3: local -> a SeaweedFS
        bucket, server started here from tests/s3_server.py) it runs the tool as a subprocess,
        configured by environment variables only (aes, a fixed encryption_salt, levels 6,
@@ -96,6 +97,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import heapq
 import importlib.util
 import json
 import lzma
@@ -293,9 +295,9 @@ def measure_write_floor(work: str, dataset: str, root: str, files: list,
     return time.perf_counter() - started
 
 
-def listed_files(root: str) -> list[str]:
-    """Every file under ``root``, found as a listing finds them: os.scandir, and an lstat of
-    each file (a listing reports sizes)."""
+def listed_files(root: str) -> list[tuple[str, int]]:
+    """Every file under ``root`` and its size, found as a listing finds them: os.scandir,
+    and an lstat of each file."""
     found, folders = [], [root]
     while folders:
         with os.scandir(folders.pop()) as entries:
@@ -303,12 +305,23 @@ def listed_files(root: str) -> list[str]:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                 else:
-                    entry.stat(follow_symlinks=False)
-                    found.append(entry.path)
+                    found.append((entry.path, entry.stat(follow_symlinks=False).st_size))
     return found
 
 
-def read_all(paths: list) -> None:
+def shares(files: list[tuple[str, int]], parts: int) -> list[list[str]]:
+    """The files' paths in ``parts`` shares of about the same bytes: the largest first, each
+    to the share with the fewest bytes so far."""
+    loads = [(0, part) for part in range(parts)]
+    paths: list[list[str]] = [[] for _ in range(parts)]
+    for path, size in sorted(files, key=lambda file: -file[1]):
+        load, part = heapq.heappop(loads)
+        paths[part].append(path)
+        heapq.heappush(loads, (load + size, part))
+    return paths
+
+
+def read_all(paths: list[str]) -> None:
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -320,19 +333,20 @@ def read_all(paths: list) -> None:
 
 def measure_read_floor(root: str, processes: int) -> float:
     """Wall seconds to list ``root`` in this process (listed_files) and read every file in
-    it, whole, in ``processes`` processes (open, read, close): what a run that reads these
-    files must do.  From the page cache: each file is read once first, untimed."""
-    read_all(listed_files(root))
+    it, whole, in ``processes`` processes (open, read, close; shares of about the same
+    bytes): what a run that reads these files must do.  From the page cache: each file is
+    read once first, untimed."""
+    read_all([path for path, _ in listed_files(root)])
     os.sync()
     started = time.perf_counter()
-    paths = listed_files(root)
+    parts = shares(listed_files(root), processes)
     children = []
-    for part in range(processes):
+    for part in parts:
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                read_all(paths[part::processes])
+                read_all(part)
                 code = 0
             finally:
                 os._exit(code)
@@ -356,10 +370,12 @@ def measure_start_floor(runs: int = 5) -> float:
     return best
 
 
-def step_bound(step: str, floor: dict, objects_read_floor: float) -> float:
-    """The least wall time a step can take here without writing (NaN: none for this step):
-    the start floor, the step's CPU floor, and listing and reading what it reads (a backup
-    the source files, a restore or verify the objects)."""
+def step_bound(step: str, target: str, floor: dict, objects_read_floor: float) -> float:
+    """The least wall time a step can take here without writing (NaN: none for this step,
+    nor on S3): the start floor, the step's CPU floor, and listing and reading what it
+    reads (a backup the source files, a restore or verify the objects)."""
+    if target != "local":
+        return float("nan")
     if step == "backup":
         return floor["start_floor_s"] + floor["backup_floor_s"] + floor["source_read_floor_s"]
     if step in ("restore", "verify"):
@@ -1053,7 +1069,7 @@ def main(argv=None) -> int:
                     step["write_floor_ratio"] = step["wall_s"] / (
                         floor["restore_floor_s"] + floor["write_floor_s"]) \
                         if step["step"] == "restore" else float("nan")
-                    step["bound_s"] = step_bound(step["step"], floor,
+                    step["bound_s"] = step_bound(step["step"], target, floor,
                                                  step.get("objects_read_floor_s", float("nan")))
                     step["bound_ratio"] = step["wall_s"] / step["bound_s"]
                     step["bound_floor_ratio"] = step["bound_s"] / base if base else float("nan")

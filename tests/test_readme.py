@@ -155,8 +155,10 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
             floors["start_floor_s"] + sum(figures[part] for part in adds))
         assert steps[name]["bound_ratio"] == pytest.approx(
             steps[name]["wall_s"] / steps[name]["bound_s"])
-        assert steps[name]["bound_floor_ratio"] > 1
-    assert math.isnan(steps["no-change"]["bound_s"])
+        floor = steps[name]["wall_s"] / steps[name]["floor_ratio"]
+        assert steps[name]["bound_floor_ratio"] == pytest.approx(steps[name]["bound_s"] / floor)
+    assert all(math.isnan(s["bound_s"]) for s in results["steps"]
+               if s["step"] not in parts)          # no-change and the history steps
     backup = next(s for s in results["steps"] if s["step"] == "backup")
     # the tool, its 2 workers and, when the sampler saw it, the helper that walks the source
     assert len(backup["process_peaks_mb"]) in (3, 4)
@@ -164,6 +166,24 @@ def test_the_benchmark_runs_as_the_readme_says(tmp_path):
     assert [(p["mode"], p["entries"]) for p in results["planner"]] == [
         ("held", 20_000), ("streamed", 20_000)]
     assert not any("error" in p for p in results["planner"])
+
+
+def test_the_benchmark_bound_is_local_only_and_its_reading_is_shared_by_bytes():
+    """No bound on S3 (the server does part of the work) nor for steps without one; the
+    read floor's processes get shares of about the same bytes, every file once."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench
+    floor = {"start_floor_s": 0.5, "backup_floor_s": 4.0, "restore_floor_s": 2.0,
+             "source_read_floor_s": 0.25}
+    assert bench.step_bound("backup", "local", floor, 0.125) == 4.75
+    assert bench.step_bound("verify", "local", floor, 0.125) == 2.625
+    assert bench.step_bound("restore", "local", floor, 0.125) == 2.625
+    for step, target in (("backup", "s3"), ("verify", "s3"), ("no-change", "local")):
+        assert math.isnan(bench.step_bound(step, target, floor, 0.125))
+    files = [("big", 100), ("a", 40), ("b", 30), ("c", 30), ("d", 1)]
+    parts = bench.shares(files, 2)
+    assert sorted(sum(parts, [])) == sorted(path for path, _ in files)
+    assert sorted(sum(dict(files)[path] for path in part) for part in parts) == [100, 101]
 
 
 def test_the_monitoring_examples_match_what_the_tool_sends(local_tool, ping_server):
