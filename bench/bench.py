@@ -112,7 +112,7 @@ import tempfile
 import threading
 import time
 import zlib
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -269,30 +269,40 @@ def measure_write_floor(work: str, dataset: str, root: str, files: list,
     for rel, _, _ in files:
         with open(os.path.join(root, rel), "rb") as handle:
             contents.append((rel, handle.read()))
+
+    def write(share: list) -> None:
+        for rel, data in share:
+            path = os.path.join(target, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)   # (a regular file takes all of it in one call)
+            os.utime(fd, (MTIME_BASE, MTIME_BASE))
+            os.close(fd)
+
     os.sync()       # what was written or deleted before (discards included) is done first
     started = time.perf_counter()
+    done = in_processes(write, [contents[part::processes] for part in range(processes)])
+    os.sync()
+    if not done:
+        raise RuntimeError(f"writing the {dataset} files for the write floor failed")
+    return time.perf_counter() - started
+
+
+def in_processes(work: Callable[[list], None], shares: list[list]) -> bool:
+    """``work(share)`` for each share in a forked process of its own, all at once; whether
+    every one of them ended well."""
     children = []
-    for part in range(processes):
+    for share in shares:
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                for rel, data in contents[part::processes]:
-                    path = os.path.join(target, rel)
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                    os.write(fd, data)   # (a regular file takes all of it in one call)
-                    os.utime(fd, (MTIME_BASE, MTIME_BASE))
-                    os.close(fd)
+                work(share)
                 code = 0
             finally:
                 os._exit(code)
         children.append(pid)
-    failed = [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
-    os.sync()
-    if failed:
-        raise RuntimeError(f"writing the {dataset} files for the write floor failed")
-    return time.perf_counter() - started
+    return not [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
 
 
 def listed_files(root: str) -> list[tuple[str, int]]:
@@ -339,20 +349,7 @@ def measure_read_floor(root: str, processes: int) -> float:
     read_all([path for path, _ in listed_files(root)])
     os.sync()
     started = time.perf_counter()
-    parts = shares(listed_files(root), processes)
-    children = []
-    for part in parts:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                read_all(part)
-                code = 0
-            finally:
-                os._exit(code)
-        children.append(pid)
-    failed = [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
-    if failed:
+    if not in_processes(read_all, shares(listed_files(root), processes)):
         raise RuntimeError(f"reading the files of {root} for the read floor failed")
     return time.perf_counter() - started
 
