@@ -33,10 +33,12 @@ On-disk format (frozen: it is the existing masterapps-au tool's format; no versi
         salt, t=3, m=64 MiB, p=4).  Every object carries its salt; a configured salt is
         only a cache for its key.
     history (ours only, with versions_keep_days): a version object is a replaced object
-        renamed with its deleted field set to the day it was replaced and the suffix ".ver"
-        instead of ".enc" (encrypted names: the same encrypted stem + ".ver").  The existing
-        tool reads only ".enc" objects, so it never sees them; a path keeps at most one
-        ".enc" object after a completed run.
+        renamed with its deleted field set to a stamp, <epoch second the replacing run
+        started> * 100000 + <days it is kept>, and the suffix ".ver" instead of ".enc"
+        (encrypted names: the same encrypted stem + ".ver").  A stamp is >= 10**8; a
+        smaller deleted field of a ".ver" is the YYYYMMDD it was replaced on (release 1.0.0
+        wrote those).  The existing tool reads only ".enc" objects, so it never sees them; a
+        path keeps at most one ".enc" object after a completed run.
 
 There is no state anywhere else: the destination's listing is the whole truth.
 
@@ -95,6 +97,10 @@ VERSION_SUFFIX = ".ver"           # ... a version object's (history): the existi
 B36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 B36_FIELD_MAX = 64                # chars; longest numeric name field we accept (md5 is <= 25)
 MD5_LEN = 16                      # bytes of an MD5 digest
+STAMP_DAYS = 100_000              # a version's stamp is <replaced epoch second> * this + <days
+                                  # kept>, so versions_keep_days is below it
+STAMP_MIN = 10 ** 8               # stamps are this or more; a YYYYMMDD (versions before stamps,
+                                  # and every deleted date) is less
 
 SALT_LEN = 16                     # bytes; fixed by the format, also for a configured salt
 TAG_LEN = 16                      # bytes; GCM and Poly1305 tags
@@ -519,15 +525,34 @@ class BackupName(NamedTuple):
     size: int                 # bytes of the original file
     md5: bytes                # 16-byte digest of the original content
     deleted: int = 0          # YYYYMMDD of the run that first saw it missing, 0 while it exists
-                              # (of a version: the day it was replaced)
+                              # (of a version: its stamp, see version_stamp, or the YYYYMMDD
+                              # it was replaced on when an earlier release wrote it)
     version: bool = False     # a version object (".ver"): a content the file had before
 
     def with_deleted(self, deleted: int) -> "BackupName":
         return self._replace(deleted=deleted)
 
     def as_version(self, replaced: int) -> "BackupName":
-        """The name this content keeps as a version replaced on day ``replaced``."""
+        """The name this content keeps as a version whose deleted field is ``replaced``: a
+        stamp (version_stamp), or the YYYYMMDD of a deleted object it was."""
         return self._replace(deleted=replaced, version=True)
+
+
+def version_stamp(moment: int, keep_days: int) -> int:
+    """A version's deleted field: the epoch second it was replaced, and the days it is kept
+    (versions_keep_days then), as ``moment * STAMP_DAYS + keep_days``.  Always at least
+    STAMP_MIN, so it cannot be taken for the YYYYMMDD that versions had before stamps."""
+    assert 0 < keep_days < STAMP_DAYS and moment * STAMP_DAYS >= STAMP_MIN, (moment, keep_days)
+    return moment * STAMP_DAYS + keep_days
+
+
+def read_stamp(deleted: int) -> Optional[tuple[int, int]]:
+    """(moment replaced, days kept) of a version's deleted field; None when it is a
+    YYYYMMDD (a version from before stamps: replaced that day, days kept not known)."""
+    if deleted < STAMP_MIN:
+        return None
+    moment, keep_days = divmod(deleted, STAMP_DAYS)
+    return moment, keep_days
 
 
 def name_suffix(name: BackupName) -> str:
@@ -2806,7 +2831,7 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         backup_processes=check.integer("backup_processes", 5, 1, 256),
         restore_processes=check.integer("restore_processes", 8, 1, 256),
         deleted_keep_days=check.integer("deleted_keep_days", None, 0),
-        versions_keep_days=check.integer("versions_keep_days", 0, 0),
+        versions_keep_days=check.integer("versions_keep_days", 0, 0, STAMP_DAYS - 1),
         requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
         alerts=_alerts(check), pre_command=check.text("pre_command"),
@@ -3053,11 +3078,32 @@ class Plan:
                                        # deleted (a rename): it keeps its live name
     unkept: int = 0                    # old contents history would keep as versions, but
                                        # archived (no rename): removed instead
+    expiring: int = 0                  # deleted files whose objects expire in this run
+    outliving: int = 0                 # versions kept longer than versions_keep_days says (by
+                                       # their own days; --expire-versions removes them)
 
 
 def today() -> datetime.date:
     """The run's local date (a function, so tests can move the calendar)."""
     return datetime.date.today()
+
+
+def now() -> int:
+    """The run's moment, epoch seconds (a function, like today())."""
+    return int(time.time())
+
+
+def day_start(day: int) -> Optional[int]:
+    """The epoch second (local time) a YYYYMMDD day starts at; None when it is no date."""
+    try:
+        return int(datetime.datetime(day // 10000, day // 100 % 100, day % 100).timestamp())
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def noon(day: datetime.date) -> int:
+    """The epoch second of a day's noon, local time: the moment of a plan made for a day."""
+    return int(datetime.datetime.combine(day, datetime.time(12)).timestamp())
 
 
 def date_number(day: datetime.date) -> int:
@@ -3074,6 +3120,57 @@ def expired(deleted: int, today: datetime.date, keep_days: Optional[int]) -> boo
     except (ValueError, OverflowError):
         return False   # not a date we wrote: keep it rather than guess
     return (today - since).days >= keep_days
+
+
+def replaced_on(name: BackupName) -> int:
+    """The YYYYMMDD a version was replaced on (from its stamp, or its day), 0 if unknown."""
+    stamp = read_stamp(name.deleted)
+    if stamp is None:
+        return name.deleted
+    try:
+        return date_number(datetime.date.fromtimestamp(stamp[0]))
+    except (ValueError, OverflowError, OSError):
+        return 0
+
+
+def version_expired(name: BackupName, today: datetime.date, history: int,
+                    strict: bool = False) -> bool:
+    """Whether a version object is due for removal.  It is kept for the days of its stamp
+    or versions_keep_days (``history``) now, whichever is longer: a lowered setting, or
+    history turned off, never removes what was kept under a longer one.  A version from
+    before stamps has no days of its own: it follows ``history``, and is kept while history
+    is off.  ``strict`` (--expire-versions) applies ``history`` to every version."""
+    stamp = read_stamp(name.deleted)
+    if strict:
+        days: Optional[int] = history
+    elif stamp is not None:
+        days = max(stamp[1], history)
+    else:
+        days = history or None
+    day = replaced_on(name)
+    return day != 0 and expired(day, today, days)
+
+
+def current_at(name: BackupName, as_of: "AsOf") -> bool:
+    """Whether the object was still its file's current one at ``as_of``, as far as its name
+    tells: live; a version replaced after that moment (its stamp has the second); a deleted
+    object (or a version from before stamps) gone on a later day, since its date has the day
+    only: an object deleted on a day counts as gone for all of that day."""
+    if not name.deleted:
+        return True
+    stamp = read_stamp(name.deleted) if name.version else None
+    if stamp is not None:
+        return stamp[0] > as_of.moment
+    return name.deleted > as_of.day
+
+
+def gone_moment(name: BackupName) -> int:
+    """An order for when objects stopped being current (0 while live): the stamp's second,
+    else the start of the deletion day."""
+    stamp = read_stamp(name.deleted) if name.version else None
+    if stamp is not None:
+        return stamp[0]
+    return (day_start(name.deleted) or 0) if name.deleted else 0
 
 
 def _same_file(name: BackupName, entry: Entry) -> bool:
@@ -3132,10 +3229,13 @@ class Planner:
     (``unkept``)."""
 
     def __init__(self, today: datetime.date, keep_days: Optional[int],
-                 versions_keep_days: int = 0):
+                 versions_keep_days: int = 0, moment: Optional[int] = None,
+                 expire_versions: bool = False):
         self.plan, self.today, self.keep_days = Plan(), today, keep_days
         self.stamp = date_number(today)
         self.versions_keep_days = max(0, versions_keep_days)     # (below 0: none)
+        self.moment = noon(today) if moment is None else moment  # the run's start
+        self.strict = expire_versions
 
     def file(self, path: str, group: list[Stored], entry: Optional[Entry]) -> None:
         """Decide what becomes of one path: its file (None when the source has none) and
@@ -3155,21 +3255,31 @@ class Planner:
             group = sorted(group, key=_object_key)
         self._judge(path, group, entry)
 
+    def replaced_stamp(self, deleted: int) -> int:
+        """The stamp of a version made now of an object whose deleted field is ``deleted``:
+        replaced at the run's start, or (a deleted object) at the start of its deletion day;
+        a deletion date that is no date is kept as it is."""
+        start = day_start(deleted) if deleted else self.moment
+        if start is None or start * STAMP_DAYS < STAMP_MIN:
+            return deleted
+        return version_stamp(start, self.versions_keep_days)
+
     def _keep_or_drop(self, extras: Iterable[Stored], kept: set[bytes], why: str
                       ) -> tuple[list[Rename], list[Remove]]:
         """Objects leaving their ``.enc`` name: with history, kept as versions (replaced
-        today, or the day a deleted one was deleted) when no version of their content is
+        now, or when a deleted one was deleted) when no version of their content is
         ``kept`` already and the version would not be expired at once; else removed for
         ``why``."""
         renames, removes = [], []
         plan, history = self.plan, self.versions_keep_days
         for obj in extras:
-            replaced = obj.name.deleted or self.stamp
-            wanted = history and obj.name.md5 not in kept and not expired(
-                replaced, self.today, history)
+            version = obj.name.as_version(self.replaced_stamp(obj.name.deleted)) \
+                if history else obj.name
+            wanted = history and obj.name.md5 not in kept and not version_expired(
+                version, self.today, history)
             if wanted and not is_archived(obj):
                 kept.add(obj.name.md5)
-                renames.append(Rename(obj, obj.name.as_version(replaced), "keep version"))
+                renames.append(Rename(obj, version, "keep version"))
             else:
                 plan.unkept += wanted
                 removes.append(Remove(obj, why))
@@ -3180,10 +3290,11 @@ class Planner:
         current = [o for o in group if not o.name.version]
         kept: set[bytes] = set()
         for version in (o for o in group if o.name.version):
-            if history and not expired(version.name.deleted, today, history):
-                kept.add(version.name.md5)
-            else:
+            if version_expired(version.name, today, history, self.strict):
                 plan.removes.append(Remove(version, "expire version"))
+            else:
+                kept.add(version.name.md5)
+                plan.outliving += version_expired(version.name, today, history, True)
         if not current:
             if entry is not None:
                 plan.uploads.append(Upload(path, entry.size, entry.mtime))
@@ -3224,6 +3335,7 @@ class Planner:
                 plan.renames.append(Rename(keeper, marked, "mark deleted"))
         elif expired(name.deleted, today, self.keep_days):
             plan.removes.append(Remove(keeper, "expire"))
+            plan.expiring += 1
         renames, removes = self._keep_or_drop(others, kept | {name.md5}, "duplicate")
         plan.renames += renames
         plan.removes += removes
@@ -3260,30 +3372,34 @@ def plan_key(path: str) -> str:
 
 def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
                 keep_days: Optional[int], blind: Iterable[str] = (),
-                versions_keep_days: int = 0) -> Plan:
+                versions_keep_days: int = 0, moment: Optional[int] = None,
+                expire_versions: bool = False) -> Plan:
     """Compare the source listing with the destination's objects and decide every action.
 
     Objects of paths in ``blind`` (unreadable files and folders; a list may still grow
     while an ordered walk goes on) are left as they are.  With ``versions_keep_days``
     (history), what a change or a crash would remove is kept as a version object unless a
-    version of the same content is kept already, and versions expire that many days after
-    they were replaced; without it, every version expires.
+    version of the same content is kept already, stamped with ``moment`` (the run's start;
+    noon of ``today`` when None) and the days it is kept; versions expire as
+    version_expired says (``expire_versions``: by versions_keep_days alone).
 
     Both listings are sorted by path and walked side by side (see plan_walked).
     """
     files = ((e.key, e) for e in sorted(source, key=_entry_path))
     objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
-    return plan_walked(files, objects, today, keep_days, blind, versions_keep_days)
+    return plan_walked(files, objects, today, keep_days, blind, versions_keep_days, moment,
+                       expire_versions)
 
 
 def plan_walked(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
                 today: datetime.date, keep_days: Optional[int], blind: Iterable[str] = (),
-                versions_keep_days: int = 0) -> Plan:
+                versions_keep_days: int = 0, moment: Optional[int] = None,
+                expire_versions: bool = False) -> Plan:
     """plan_backup of listings that come as (plan key, item) in plan order (see plan_key
     and in_plan_order): walked as they come, neither held (at a million files, the
     difference between a few megabytes and hundreds)."""
-    return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days),
-                         BlindSpots(blind))
+    return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days, moment,
+                                                 expire_versions), BlindSpots(blind))
 
 
 def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
@@ -3332,12 +3448,19 @@ def is_mass(count: int, live: int) -> bool:
 
 
 def check_mass_delete(plan: Plan) -> None:
-    """Refuse a run that would retire more than half of the live files (and more than 10)."""
+    """Refuse a run that would retire more than half of the live files (and more than 10),
+    or remove the objects of that many deleted files at once (deleted_keep_days lowered)."""
     if is_mass(plan.vanishing, plan.live):
         raise RefusedError(
             f"refusing to mark deleted or remove {plan.vanishing} of {plan.live} backed-up "
             "files: the source looks empty or unmounted. If they really were deleted, run "
             "again with --allow-mass-delete")
+    if is_mass(plan.expiring, plan.live):
+        raise RefusedError(
+            f"refusing to remove the objects of {plan.expiring} deleted files at once (more "
+            f"than half of the {plan.live} live ones): deleted_keep_days expires them all now. "
+            "If it was lowered by mistake, set it back; if they should go, run again with "
+            "--allow-mass-delete")
 
 
 def check_mass_change(plan: Plan, history: bool = False) -> None:
@@ -3401,14 +3524,14 @@ def parse_as_of(text: str) -> AsOf:
 
 def state_at(objects: list[Stored], as_of: AsOf) -> Optional[Stored]:
     """The object of one path that was current at ``as_of``, or None when the file did not
-    exist then (as far as the backup knows): of its objects not yet deleted or replaced on
-    that day (a date has day resolution) and not written after that moment (a version
-    counts from its file's mtime), the one with the latest mtime."""
-    then = [o for o in objects if (o.name.deleted == 0 or o.name.deleted > as_of.day)
-            and o.name.mtime <= as_of.moment]
+    exist then (as far as the backup knows): of its objects still current then
+    (current_at: a version knows the second it was replaced, a deletion only the day) and
+    not written after that moment (an object counts from its file's mtime), the one with
+    the latest mtime."""
+    then = [o for o in objects if current_at(o.name, as_of) and o.name.mtime <= as_of.moment]
     if not then:
         return None
-    return max(then, key=lambda o: (o.name.mtime, o.name.deleted == 0, o.name.deleted,
+    return max(then, key=lambda o: (o.name.mtime, o.name.deleted == 0, gone_moment(o.name),
                                     not o.name.version, o.key))
 
 
@@ -5443,8 +5566,8 @@ def _received(reader: Any, future: Any, report: ListReport) -> Iterator[Any]:
     merge_requests(done.pop().result()[1])
 
 
-def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
-             ) -> tuple[Plan, ListReport]:
+def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
+             expire_versions: bool = False) -> tuple[Plan, ListReport]:
     """List both storages and plan the backup.  A storage that lists in key order
     (``ordered``) is walked as it lists, in plan order (in_plan_order); another, or one
     found not to be in order after all (it is listed again), is held as a Listing and
@@ -5453,6 +5576,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
     source_filter(src, dest, config.ignore_regex)      # its error before anything is done
     walked = {"src": src.ordered,
               "dest": dest.ordered and not config.codec.encrypt_filenames}
+    day, moment = today(), now()
     while True:
         report = ListReport()
         try:
@@ -5471,8 +5595,8 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
                                              config),
                         listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
                                              config),
-                        today(), config.deleted_keep_days, report.blind,
-                        config.versions_keep_days), report
+                        day, config.deleted_keep_days, report.blind,
+                        config.versions_keep_days, moment, expire_versions), report
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
@@ -5501,7 +5625,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
-    plan, report = plan_run(config, src, dest, args.dry_run)
+    plan, report = plan_run(config, src, dest, args.dry_run, args.expire_versions)
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -5543,10 +5667,21 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
                     "or rewritten in place?); their previous contents are kept as versions "
                     "for %d days", plan.changed, plan.live, history)
-    if not history and versions_expired:
-        log.info("note: versions_keep_days is 0, so the %d version objects that earlier runs "
-                 "kept were removed", versions_expired)
+    log_versions(plan, history, args.expire_versions, versions_expired)
     return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+
+
+def log_versions(plan: Plan, history: int, strict: bool, expired_now: int) -> None:
+    """What became of the versions earlier runs kept, when it is not what versions_keep_days
+    alone would say: kept longer (their own days), or removed by --expire-versions."""
+    if strict and expired_now:
+        log.info("removed %d version objects: --expire-versions applied versions_keep_days %d "
+                 "to every version", expired_now, history, extra={"summary": True})
+    if plan.outliving:
+        log.info("note: %d version objects are kept longer than versions_keep_days (%d) says: "
+                 "each keeps the days it was kept under (versions from before stamps: while "
+                 "history is off); --expire-versions applies versions_keep_days to them",
+                 plan.outliving, history)
 
 
 def log_archived(plan: Plan) -> None:
@@ -5789,7 +5924,7 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
     if args.versions:        # every object, oldest first per path
         chosen = sorted((o for o in stored if matches_only(o.name.path, only)),
                         key=lambda o: (o.name.path, o.name.mtime, o.name.deleted == 0,
-                                       o.name.deleted))
+                                       gone_moment(o.name)))
     else:
         chosen = select_for_restore(stored, True, only, args.as_of)
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
@@ -5799,7 +5934,12 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
         for row, obj in zip(rows, chosen):
             row["kind"] = object_kind(obj.name)
             if obj.name.version:
-                row["replaced"], row["deleted"] = row["deleted"], None
+                row["replaced"], row["deleted"] = replaced_on(obj.name) or None, None
+                stamp = read_stamp(obj.name.deleted)
+                if stamp is not None:
+                    row["replaced_at"] = datetime.datetime.fromtimestamp(stamp[0]).strftime(
+                        "%Y-%m-%dT%H:%M:%S") if stamp[0] < 2 ** 37 else None   # (as --as-of)
+                    row["kept_days"] = stamp[1]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:
@@ -5808,7 +5948,7 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
                 if row["mtime"] < 2 ** 37 else str(row["mtime"])
             deleted = f"  deleted {row['deleted']}" if row["deleted"] else ""
             if row.get("replaced"):
-                deleted = f"  version, replaced {row['replaced']}"
+                deleted = f"  version, replaced {row.get('replaced_at') or row['replaced']}"
             tier = f"  [{row['storage_class']}" if row.get("storage_class") else ""
             if row.get("thaw"):
                 tier += f", {row['thaw']}" + (f" until {row['thawed_until']}"
@@ -5893,6 +6033,10 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--allow-mass-delete", action="store_true",
                          help="allow a backup that marks deleted or removes more than half of "
                               "the backed-up files")
+    options.add_argument("--expire-versions", action="store_true",
+                         help="with a backup: apply versions_keep_days to every version object, "
+                              "also those kept under a longer setting (0 or unset: remove every "
+                              "version); without it a lowered setting removes none early")
     options.add_argument("--allow-mass-change", action="store_true",
                          help="allow a backup without history (versions_keep_days 0) that "
                               "replaces more than half of the backed-up files")
@@ -5924,6 +6068,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--dry-run is for a backup or --restore")
     if args.versions and not args.list:
         parser.error("--versions needs --list")
+    if args.expire_versions and (args.restore or args.verify or args.list
+                                 or args.report_skipped is not None):
+        parser.error("--expire-versions is for a backup")
     if args.no_thaw and not (args.restore or args.verify):
         parser.error("--no-thaw needs --restore or --verify")
     if args.subset is not None:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 TODAY = datetime.date(2026, 11, 30)
 STAMP = esb.date_number(TODAY)
+NOON = esb.noon(TODAY)                 # the moment of a plan made for TODAY
 MTIME = 1_700_000_000
 NOW = int(datetime.datetime.now().timestamp())
 YESTERDAY = (datetime.date.today() - datetime.timedelta(days=1)).isoformat()
@@ -56,7 +57,7 @@ def test_a_changed_file_keeps_its_old_object_as_a_version_once_the_new_one_is_st
     old = stored("a.txt")
     p = plan([entry("a.txt")], [old])
     assert actions(p) == [("upload", "a.txt", (), (
-        (old, old.name._replace(deleted=STAMP, version=True)),))]
+        (old, old.name._replace(deleted=esb.version_stamp(NOON, 30), version=True)),))]
     assert p.changed == 1 and p.live == 1
     assert esb.encode_name(p.uploads[0].versions[0].name, esb.Codec(encrypt=False)).endswith(
         ".ver")
@@ -69,15 +70,48 @@ def test_without_history_a_changed_file_replaces_its_old_object_as_before():
     assert p.changed == 1
 
 
-@pytest.mark.parametrize("keep, age, gone", [(30, 29, False), (30, 30, True), (1, 0, False),
-                                             (1, 1, True), (0, 0, True), (0, -5, True)])
-def test_versions_expire_keep_days_after_the_day_they_were_replaced(keep, age, gone):
+@pytest.mark.parametrize("kept, keep, age, gone", [
+    (30, 30, 29, False), (30, 30, 30, True), (1, 1, 0, False), (1, 1, 1, True),
+    (30, 7, 29, False), (30, 7, 30, True),       # a lowered setting: the version's own days
+    (30, 0, 29, False), (30, 0, 30, True),       # history off: the same
+    (7, 30, 7, False), (7, 30, 30, True),        # a raised one: the longer
+    (None, 30, 29, False), (None, 30, 30, True),  # from before stamps: the setting's days ...
+    (None, 0, 0, False), (None, 0, 900, False)])  # ... and kept while history is off
+def test_versions_expire_by_the_longer_of_their_own_days_and_the_setting(kept, keep, age,
+                                                                         gone):
     replaced = TODAY - datetime.timedelta(days=age)
-    version = stored("a.txt", md5=NEW_MD5, deleted=esb.date_number(replaced), version=True)
+    deleted = esb.date_number(replaced) if kept is None else esb.version_stamp(
+        esb.noon(replaced) - 3600, kept)
+    version = stored("a.txt", md5=NEW_MD5, deleted=deleted, version=True)
     live = stored("a.txt", mtime=MTIME + 60)
     p = plan([entry("a.txt")], [live, version], versions_keep_days=keep)
     assert actions(p) == ([("expire version", version)] if gone else [])
     assert p.unchanged == 1
+    assert p.outliving == (not gone and esb.version_expired(version.name, TODAY, keep, True))
+
+
+@pytest.mark.parametrize("keep, removed", [(0, 3), (7, 2), (30, 0)])
+def test_expire_versions_applies_the_setting_to_every_version(keep, removed):
+    """--expire-versions: the setting as it is now, whatever each version was kept under."""
+    versions = [stored("a.txt", md5=bytes([n]) * 16, version=True, deleted=esb.version_stamp(
+        esb.noon(TODAY - datetime.timedelta(days=age)), 30)) for n, age in enumerate((1, 9))]
+    versions.append(stored("a.txt", md5=b"\7" * 16, deleted=STAMP - 20, version=True))
+    live = stored("a.txt", mtime=MTIME + 60)
+    p = esb.plan_backup([entry("a.txt")], [live, *versions], TODAY, None, (), keep,
+                        expire_versions=True)
+    assert len(p.removes) == removed and all(r.why == "expire version" for r in p.removes)
+
+
+def test_a_version_stamp_reads_back_and_is_never_taken_for_a_day():
+    for moment, days in [(1_000, 1), (NOON, 30), (2 ** 40, esb.STAMP_DAYS - 1)]:
+        stamp = esb.version_stamp(moment, days)
+        assert stamp >= esb.STAMP_MIN > 99991231 and esb.read_stamp(stamp) == (moment, days)
+        name = esb.BackupName("a", MTIME, 3, OLD_MD5, stamp, True)
+        key = esb.encode_name(name, esb.Codec(encrypt=False))
+        assert esb.decode_name(key, esb.Codec(encrypt=False)) == name
+    assert esb.read_stamp(STAMP) is None and esb.read_stamp(99991231) is None
+    assert esb.replaced_on(esb.BackupName("a", 1, 1, OLD_MD5, esb.version_stamp(NOON, 3),
+                                          True)) == STAMP
 
 
 def test_a_deleted_file_keeps_its_versions_and_follows_deleted_keep_days():
@@ -93,8 +127,9 @@ def test_a_deleted_file_keeps_its_versions_and_follows_deleted_keep_days():
 def test_a_file_back_with_new_content_keeps_its_deleted_object_as_a_version_of_that_day():
     deleted = stored("a.txt", deleted=STAMP - 3)
     p = plan([entry("a.txt")], [deleted])
+    start = esb.day_start(STAMP - 3)          # gone since that day began, as a deletion says
     assert actions(p) == [("upload", "a.txt", (), (
-        (deleted, deleted.name._replace(version=True)),))]
+        (deleted, deleted.name._replace(deleted=esb.version_stamp(start, 30), version=True)),))]
     assert p.changed == 0            # not a live file: no part of a mass change
 
 
@@ -112,7 +147,8 @@ def test_crash_leftovers_become_versions_unless_their_content_is_kept_already():
     old = stored("a.txt", md5=OLD_MD5)
     same = stored("a.txt", mtime=MTIME + 30, md5=NEW_MD5)
     p = plan([entry("a.txt")], [new, old, same])
-    assert actions(p) == sorted([("keep version", old, old.name.as_version(STAMP)),
+    assert actions(p) == sorted([("keep version", old, old.name.as_version(
+                                     esb.version_stamp(NOON, 30))),
                                  ("duplicate", same)], key=repr)
     kept = stored("a.txt", md5=OLD_MD5, deleted=STAMP - 1, version=True)
     p = plan([entry("a.txt")], [new, old, kept])
@@ -295,7 +331,8 @@ def test_ransomware_is_refused_without_history_and_undone_with_it(tool):
     kinds = objects_by_kind(tool)
     assert {p: len(n) for p, n in kinds[".enc"].items()} == {p: 1 for p in FILES}
     assert {p: len(n) for p, n in kinds[".ver"].items()} == {p: 1 for p in FILES}
-    assert all(n[0].deleted == esb.date_number(esb.today()) for n in kinds[".ver"].values())
+    assert all(esb.replaced_on(n[0]) == esb.date_number(esb.today())
+               and esb.read_stamp(n[0].deleted)[1] == 30 for n in kinds[".ver"].values())
     encrypted = tree(tool.src)
     assert enc_contents(tool) == encrypted        # the existing tool sees the current state
 
@@ -335,15 +372,18 @@ def test_list_versions_shows_every_object_oldest_first(tool):
     code, out, err = tool("--list", "--versions", "--json")
     assert code == 0, err
     stamp = esb.date_number(esb.today())
-    assert json.loads(out) == [
+    rows = json.loads(out)
+    replaced_at = rows[0].pop("replaced_at")          # the second the second run started
+    assert abs(esb.parse_as_of(replaced_at).moment - NOW) < 600
+    assert rows == [
         {"path": "a.txt", "size": 3, "mtime": MTIME, "deleted": None, "kind": "version",
-         "replaced": stamp},
+         "replaced": stamp, "kept_days": 10},
         {"path": "a.txt", "size": 3, "mtime": MTIME + 100, "deleted": None, "kind": "live"},
         {"path": "b.txt", "size": 3, "mtime": MTIME, "deleted": stamp, "kind": "deleted"}]
     code, out, _ = tool("--list", "--versions", "--restore-only", "a.txt")
     lines = out.strip().splitlines()
-    assert len(lines) == 2 and f"version, replaced {stamp}" in lines[0]
-    assert lines[0].endswith(f"a.txt  version, replaced {stamp}") and "a.txt" in lines[1]
+    assert len(lines) == 2 and lines[0].endswith(f"a.txt  version, replaced {replaced_at}")
+    assert "a.txt" in lines[1]
     code, out, _ = tool("--list", "--json")                 # without --versions: as before
     assert [r["path"] for r in json.loads(out)] == ["a.txt", "b.txt"]
 
@@ -375,23 +415,99 @@ def test_versions_expire_on_their_day_and_all_when_history_is_turned_off(local_t
     assert tool()[0] == 0
     assert sorted(objects_by_kind(tool)[".ver"]) == ["a.txt", "b.txt"]
 
-    monkeypatch.setattr(esb, "today", lambda: start + datetime.timedelta(days=2))
+    def move_to(days):
+        day = start + datetime.timedelta(days=days)
+        monkeypatch.setattr(esb, "today", lambda: day)
+        monkeypatch.setattr(esb, "now", lambda: esb.noon(day))
+
+    move_to(2)
     code, out, _ = tool()
     assert code == 0 and "versions expired" not in out
     assert sorted(objects_by_kind(tool)[".ver"]) == ["a.txt", "b.txt"]
-    monkeypatch.setattr(esb, "today", lambda: start + datetime.timedelta(days=3))
+    move_to(3)
     tool.write("b.txt", b"bee three", MTIME + 2)      # a new version of b, replaced today
     code, out, _ = tool()
     assert code == 0 and "2 versions expired" in out and "1 versions kept" in out
-    assert {p: [n.deleted for n in v] for p, v in objects_by_kind(tool)[".ver"].items()} == {
+    assert {p: [esb.replaced_on(n) for n in v]
+            for p, v in objects_by_kind(tool)[".ver"].items()} == {
         "b.txt": [esb.date_number(start + datetime.timedelta(days=3))]}
     assert "c.txt" in objects_by_kind(tool)[".enc"]   # deleted files follow their own days
 
-    tool.set(VERSIONS_KEEP_DAYS=0)
+    kept = tool.keys()
+    for lowered in (1, 0):           # history lowered, then off: the version keeps its 3 days
+        tool.set(VERSIONS_KEEP_DAYS=lowered)
+        code, out, _ = tool("--quiet")
+        assert code == 0 and "versions expired" not in out and tool.keys() == kept
     code, out, _ = tool()
-    assert code == 0 and "1 versions expired" in out
-    assert "versions_keep_days is 0" in out
+    assert "note: 1 version objects are kept longer than versions_keep_days (0)" in out
+    move_to(6)
+    code, out, _ = tool()                              # its own 3 days are over
+    assert code == 0 and "1 versions expired" in out and objects_by_kind(tool)[".ver"] == {}
+
+
+def test_expire_versions_removes_what_a_lowered_setting_keeps_and_says_how_many(local_tool):
+    tool = local_tool
+    tool.set(VERSIONS_KEEP_DAYS=30)
+    for n in range(3):
+        tool.write("a.txt", b"content %d" % n, MTIME + n)
+        assert tool()[0] == 0
+    assert len(objects_by_kind(tool)[".ver"]["a.txt"]) == 2
+    tool.set(VERSIONS_KEEP_DAYS=0)
+    before = tool.keys()
+    code, out, err = tool("--expire-versions", "--dry-run")
+    assert code == 0 and "2 versions to expire" in out and tool.keys() == before, err
+    code, out, err = tool("--quiet", "--expire-versions")
+    assert code == 0, err
+    assert "removed 2 version objects: --expire-versions applied versions_keep_days 0" in out
     assert objects_by_kind(tool)[".ver"] == {}
+    with pytest.raises(SystemExit) as done:
+        tool("--restore", "--expire-versions")                # for a backup only
+    assert done.value.code == 2
+
+
+def test_a_lowered_deleted_keep_days_that_expires_most_files_is_refused(local_tool,
+                                                                       monkeypatch):
+    tool = local_tool
+    for n in range(30):
+        tool.write(f"f{n:02d}.txt", b"x%d" % n, MTIME)
+    assert tool()[0] == 0
+    for n in range(18):
+        (tool.src / f"f{n:02d}.txt").unlink()
+    assert tool("--allow-mass-delete")[0] == 0      # 18 of 30 marked deleted: wanted
+    later = esb.today() + datetime.timedelta(days=5)
+    monkeypatch.setattr(esb, "today", lambda: later)
+    before = tool.keys()
+    tool.set(DELETED_KEEP_DAYS=2)                     # was: forever
+    code, out, err = tool()
+    assert code == 2 and tool.keys() == before
+    line, = [x for x in err.splitlines() if "refusing" in x]
+    assert "refusing to remove the objects of 18 deleted files at once" in line
+    assert "deleted_keep_days" in line and "--allow-mass-delete" in line
+    code, out, err = tool("--allow-mass-delete")
+    assert code == 0 and len(tool.keys()) == 12, err
+
+
+def test_as_of_a_time_of_the_same_day_restores_what_was_there_then(tool, monkeypatch):
+    """Written in the morning, rewritten in the afternoon: the state in between comes back."""
+    day = esb.today()
+
+    def at_hour(hour):
+        return int(datetime.datetime.combine(day, datetime.time(hour)).timestamp())
+
+    tool.set(VERSIONS_KEEP_DAYS=30)
+    tool.write("a.txt", b"morning", at_hour(9))
+    tool.write("b.txt", b"untouched", at_hour(9))
+    monkeypatch.setattr(esb, "now", lambda: at_hour(9) + 300)
+    assert tool()[0] == 0
+    tool.write("a.txt", b"afternoon", at_hour(14))
+    monkeypatch.setattr(esb, "now", lambda: at_hour(14) + 300)
+    assert tool()[0] == 0
+    for when, expected in [("T12:00", b"morning"), ("T13:59:59", b"morning"),
+                           ("T14:00", b"afternoon"), ("T14:06", b"afternoon")]:
+        shutil.rmtree(tool.restore, ignore_errors=True)
+        code, out, err = tool("--restore", "--as-of", day.isoformat() + when)
+        assert code == 0, err
+        assert tool.restored() == {"a.txt": expected, "b.txt": b"untouched"}, when
 
 
 def test_history_with_encrypted_names(make_tool):
@@ -416,7 +532,9 @@ def test_dry_run_counts_versions_and_changes_nothing(local_tool, monkeypatch):
     assert tool()[0] == 0
     tool.write("a.txt", b"three", MTIME + 2)
     before = tool.keys()
-    monkeypatch.setattr(esb, "today", lambda: datetime.date.today() + datetime.timedelta(2))
+    later = datetime.date.today() + datetime.timedelta(2)
+    monkeypatch.setattr(esb, "today", lambda: later)
+    monkeypatch.setattr(esb, "now", lambda: esb.noon(later))
     code, out, _ = tool("--dry-run")
     assert code == 0 and tool.keys() == before
     assert "would upload a.txt" in out and "would expire version a.txt" in out
@@ -538,10 +656,10 @@ def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
                                                               files[path].mtime)
         else:
             assert all(n.deleted for n in current)
-        if not versions_keep_days:
-            assert versions == []
+        assert all(not esb.version_expired(v, TODAY, versions_keep_days) for v in versions)
+        if not versions_keep_days:        # no new versions; those kept keep their own days
+            assert all(objects.get(key_of(v)) == v for v in versions)
             continue
-        assert all(not esb.expired(v.deleted, TODAY, versions_keep_days) for v in versions)
         before = {n.md5 for n in objects.values() if n.path == path and not n.version}
         now = {n.md5 for n in current + versions} | ({NEW} if path in files else set())
         lost = {md5 for md5 in before - now if (path, md5) not in expired_on_purpose}

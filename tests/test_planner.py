@@ -378,12 +378,19 @@ def test_mass_delete_guard_refuses(live, vanishing, keep_days):
     assert "--allow-mass-delete" in message
 
 
-def test_mass_delete_guard_ignores_already_deleted_objects():
-    # Expiring old deleted objects is the normal course of things, not a mass deletion.
+def test_mass_delete_guard_lets_deleted_objects_expire_in_the_normal_course_of_things():
+    # Expiring old deleted objects is the normal course of things, not a mass deletion ...
+    live = [stored(f"live{i:03d}") for i in range(101)]
     objects = [stored(f"old{i:02d}", deleted=20200101) for i in range(50)]
-    p = plan([], objects, keep_days=1)
-    assert len(p.removes) == 50 and p.vanishing == 0
+    p = plan([entry(o.name.path) for o in live], live + objects, keep_days=1)
+    assert len(p.removes) == 50 and p.vanishing == 0 and p.expiring == 50
     esb.check_mass_delete(p)
+    # ... unless more than half of the live files' worth expire at once: deleted_keep_days
+    # lowered (by mistake?) is refused like a mass delete
+    p = plan([entry(o.name.path) for o in live[:98]], live[:98] + objects, keep_days=1)
+    assert (p.expiring, p.live) == (50, 98)
+    with pytest.raises(esb.RefusedError, match="objects of 50 deleted files at once"):
+        esb.check_mass_delete(p)
 
 
 def test_mass_delete_guard_counts_paths_not_duplicate_objects():
