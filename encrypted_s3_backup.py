@@ -39,6 +39,11 @@ On-disk format (frozen: it is the existing masterapps-au tool's format; no versi
         smaller deleted field of a ".ver" is the YYYYMMDD it was replaced on (release 1.0.0
         wrote those).  The existing tool reads only ".enc" objects, so it never sees them; a
         path keeps at most one ".enc" object after a completed run.
+    deletion marks (ours only): an object in an archive storage class cannot be renamed, so
+        when its file is deleted it keeps its live name and an empty object is written
+        beside it, named as the rename would have (deleted field: the date) with the suffix
+        ".del" (encrypted names: encrypted stem + ".del").  A mark whose fields but the date
+        are a live ".enc" object's makes us read that object as deleted on that date.
 
 There is no state anywhere else: the destination's listing is the whole truth.
 
@@ -92,8 +97,10 @@ __version__ = "1.0.0"
 # =====================================================================================
 
 OBJECT_SUFFIX = ".enc"            # every backup object's name ends with this, but ...
-VERSION_SUFFIX = ".ver"           # ... a version object's (history): the existing tool reads
+VERSION_SUFFIX = ".ver"           # ... a version object's (history), and ...
+MARK_SUFFIX = ".del"              # ... a deletion mark's (archive classes): the existing tool reads
                                   # only ".enc" objects, so it never sees them
+NAME_SUFFIXES = (OBJECT_SUFFIX, VERSION_SUFFIX, MARK_SUFFIX)   # (all of one length)
 B36_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 B36_FIELD_MAX = 64                # chars; longest numeric name field we accept (md5 is <= 25)
 MD5_LEN = 16                      # bytes of an MD5 digest
@@ -528,6 +535,8 @@ class BackupName(NamedTuple):
                               # (of a version: its stamp, see version_stamp, or the YYYYMMDD
                               # it was replaced on when an earlier release wrote it)
     version: bool = False     # a version object (".ver"): a content the file had before
+    mark: bool = False        # a deletion mark (".del"): the object of this name, less the
+                              # deleted field, is deleted (see apply_marks)
 
     def with_deleted(self, deleted: int) -> "BackupName":
         return self._replace(deleted=deleted)
@@ -556,7 +565,7 @@ def read_stamp(deleted: int) -> Optional[tuple[int, int]]:
 
 
 def name_suffix(name: BackupName) -> str:
-    return VERSION_SUFFIX if name.version else OBJECT_SUFFIX
+    return VERSION_SUFFIX if name.version else MARK_SUFFIX if name.mark else OBJECT_SUFFIX
 
 
 def format_plain_name(name: BackupName) -> str:
@@ -586,13 +595,15 @@ def parse_plain_name(stem: str) -> BackupName:
 
 
 def read_stem(stem: str, suffix: str) -> BackupName:
-    """A plaintext name without its suffix, read with the suffix (".enc" or ".ver"; another
-    is a BadNameError)."""
+    """A plaintext name without its suffix, read with the suffix (".enc", ".ver" or ".del";
+    another is a BadNameError)."""
     if suffix == OBJECT_SUFFIX:
         return parse_plain_name(stem)
     if suffix == VERSION_SUFFIX:
         return parse_plain_name(stem)._replace(version=True)
-    raise BadNameError(f"does not end with {OBJECT_SUFFIX} or {VERSION_SUFFIX}")
+    if suffix == MARK_SUFFIX:
+        return parse_plain_name(stem)._replace(mark=True)
+    raise BadNameError(f"does not end with {' or '.join(NAME_SUFFIXES)}")
 
 
 def encode_name(name: BackupName, codec: Codec) -> str:
@@ -609,9 +620,8 @@ def decode_name(object_name: str, codec: Codec) -> BackupName:
     Raises BadNameError when it is neither (the message names the object, never secrets).
     """
     suffix = object_name[-len(OBJECT_SUFFIX):]
-    if suffix not in (OBJECT_SUFFIX, VERSION_SUFFIX):
-        raise BadNameError(f"{object_name!r} does not end with {OBJECT_SUFFIX} or "
-                           f"{VERSION_SUFFIX}")
+    if suffix not in NAME_SUFFIXES:
+        raise BadNameError(f"{object_name!r} does not end with {' or '.join(NAME_SUFFIXES)}")
     stem = object_name[:-len(suffix)]
     if codec.encrypt_filenames and "/" not in stem:
         try:
@@ -2845,18 +2855,13 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
 
 def archive_warnings(config: Config) -> list[str]:
     """What a backup cannot do with an archive storage_class for dest: S3 copies (renames)
-    an archived object only once it is thawed, and the settings that need renames say so."""
+    an archived object only once it is thawed, and the settings that need renames say so
+    (a deletion needs none: a mark records it, see apply_marks)."""
     chosen = ((config.dest and config.dest.storage_class) or "").strip().upper()
     if chosen not in ARCHIVE_CLASSES:
         return []
     refuses = f"dest.storage_class is {chosen}, whose objects S3 cannot rename (copy)"
     warnings = []
-    if config.deleted_keep_days != 0:
-        warnings.append(
-            f"{refuses}: a deleted file's object is not marked deleted but stays under its "
-            "live name (a restore brings the file back, deleted_keep_days never removes it); "
-            "set deleted_keep_days to 0 (environment DELETED_KEEP_DAYS) to remove the objects "
-            "of deleted files at once, or use storage_class GLACIER_IR")
     if config.versions_keep_days:
         warnings.append(
             f"{refuses}: a changed file's old object cannot be kept as a version and is "
@@ -2972,9 +2977,19 @@ class Rename(_ObjectJob):
 
 
 @dataclass(frozen=True)
+class Mark(_ObjectJob):
+    """Write the deletion mark ``name`` (empty) of an object that cannot be renamed (an
+    archived one) because its file is gone: "mark deleted"."""
+
+    name: BackupName
+    why: str
+
+
+@dataclass(frozen=True)
 class Remove(_ObjectJob):
-    """Delete an object: "expire" (deleted long enough ago), "expire version" or
-    "duplicate"."""
+    """Delete an object: "expire" (deleted long enough ago), "expire version",
+    "duplicate", or a deletion mark: "undelete" (its file is back) or "drop mark" (its
+    object is gone, or goes)."""
 
     why: str
     hub: ClassVar[str] = "remove"
@@ -3031,7 +3046,7 @@ class Verify(_ContentJob):
     writes: ClassVar[Optional[str]] = None
 
 
-Job = Union[Upload, Rename, Remove, Restore, Verify]
+Job = Union[Upload, Rename, Mark, Remove, Restore, Verify]
 
 
 @dataclass(frozen=True)
@@ -3065,6 +3080,7 @@ class Outcome:
 class Plan:
     uploads: list[Upload] = field(default_factory=list)
     renames: list[Rename] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
     removes: list[Remove] = field(default_factory=list)
     unchanged: int = 0
     live: int = 0                      # paths with a live object before the run
@@ -3074,8 +3090,6 @@ class Plan:
     object_bytes: int = 0              # ... and their sizes
     replaced: dict[str, tuple[int, int]] = field(default_factory=dict)   # path of an upload:
                                        # the objects (count, bytes) it replaces
-    unmarked: int = 0                  # files gone whose archived object cannot be marked
-                                       # deleted (a rename): it keeps its live name
     unkept: int = 0                    # old contents history would keep as versions, but
                                        # archived (no rename): removed instead
     expiring: int = 0                  # deleted files whose objects expire in this run
@@ -3173,6 +3187,33 @@ def gone_moment(name: BackupName) -> int:
     return (day_start(name.deleted) or 0) if name.deleted else 0
 
 
+def apply_marks(group: list[Stored]) -> tuple[list[Stored], dict[str, Stored], list[Stored]]:
+    """A path's objects with its deletion marks (".del") applied: a live object that a mark
+    names (the same mtime, size and MD5; the earliest date if several do) is read as
+    deleted on the mark's date, under its own key.  Returns the objects (marks left out),
+    each marked object's mark by the object's key, and the marks that name no live object
+    (left over: to be removed).  A mark applies to one object at most."""
+    marks = [o for o in group if o.name.mark]
+    if not marks:
+        return group, {}, []
+    objects, applied, used = [], {}, set()
+    for obj in group:
+        name = obj.name
+        if name.mark:
+            continue
+        if not name.deleted and not name.version:
+            mine = [m for m in marks if m.name.deleted and m.key not in used
+                    and (m.name.mtime, m.name.size, m.name.md5) == name[1:4]]
+            if mine:
+                mark = min(mine, key=lambda m: (m.name.deleted, m.key))
+                applied[obj.key] = mark
+                used.add(mark.key)
+                obj = Stored(obj.key, obj.size, name.with_deleted(mark.name.deleted),
+                             obj.storage_class)
+        objects.append(obj)
+    return objects, applied, [m for m in marks if m.key not in used]
+
+
 def _same_file(name: BackupName, entry: Entry) -> bool:
     return name.size == entry.size and name.mtime == entry.mtime
 
@@ -3223,9 +3264,10 @@ class Planner:
     Plan, each list in the order of the paths.
 
     An object in an archive class (is_archived) cannot be renamed, so instead: the object
-    of a file gone keeps its live name (counted in ``unmarked``) unless ``keep_days`` is 0
-    (then it is removed, as any); a deleted file that comes back is uploaded again, and
-    its archived object removed; an old content history would keep is removed
+    of a file gone keeps its live name and gets a deletion mark (see apply_marks) unless
+    ``keep_days`` is 0 (then it is removed, as any); a marked file that comes back
+    unchanged loses its mark, and one that was renamed deleted is uploaded again (its
+    archived object removed); an old content history would keep is removed
     (``unkept``)."""
 
     def __init__(self, today: datetime.date, keep_days: Optional[int],
@@ -3287,6 +3329,13 @@ class Planner:
 
     def _judge(self, path: str, group: list[Stored], entry: Optional[Entry]) -> None:
         plan, today, history = self.plan, self.today, self.versions_keep_days
+        group, marks, stale = apply_marks(group)
+        plan.removes += [Remove(mark, "drop mark") for mark in stale]
+
+        def unmark(objects: Iterable[Stored], why: str = "drop mark") -> list[Remove]:
+            """The removals of the marks of ``objects`` (which leave their keys)."""
+            return [Remove(marks.pop(o.key), why) for o in objects if o.key in marks]
+
         current = [o for o in group if not o.name.version]
         kept: set[bytes] = set()
         for version in (o for o in group if o.name.version):
@@ -3307,13 +3356,16 @@ class Planner:
         if entry is not None and not _same_file(name, entry):
             plan.changed += live
             renames, removes = self._keep_or_drop([keeper, *others], kept, "replace")
+            removes += unmark([keeper, *others])    # (removed once the new object is safe)
             plan.uploads.append(Upload(path, entry.size, entry.mtime,
                                        tuple(o.old.key for o in removes), tuple(renames)))
             if removes:
                 plan.replaced[path] = len(removes), sum(o.old.size for o in removes)
             return
         if entry is not None:
-            if name.deleted and is_archived(keeper):    # no rename back: upload it again
+            if name.deleted and keeper.key in marks:    # back as it was: its mark goes
+                plan.removes += unmark([keeper], "undelete")
+            elif name.deleted and is_archived(keeper):    # no rename back: upload it again
                 plan.uploads.append(Upload(path, entry.size, entry.mtime, (keeper.key,)))
                 plan.replaced[path] = 1, keeper.size
             elif name.deleted:
@@ -3323,31 +3375,30 @@ class Planner:
         elif name.deleted == 0:
             marked = name.with_deleted(self.stamp)
             copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
-            plan.vanishing += (self.keep_days == 0 or copy is not None
-                               or not is_archived(keeper))
+            plan.vanishing += 1
             if self.keep_days == 0:
                 plan.removes.append(Remove(keeper, "expire"))
             elif copy is not None:     # a run stopped in this very rename left its copy: the
                 others = [o for o in others if o is not copy] + [keeper]   # live one goes
-            elif is_archived(keeper):
-                plan.unmarked += 1
+            elif is_archived(keeper):  # no rename: a mark says it
+                plan.marks.append(Mark(keeper, marked._replace(mark=True), "mark deleted"))
             else:
                 plan.renames.append(Rename(keeper, marked, "mark deleted"))
         elif expired(name.deleted, today, self.keep_days):
-            plan.removes.append(Remove(keeper, "expire"))
+            plan.removes += [Remove(keeper, "expire"), *unmark([keeper])]
             plan.expiring += 1
         renames, removes = self._keep_or_drop(others, kept | {name.md5}, "duplicate")
         plan.renames += renames
-        plan.removes += removes
+        plan.removes += removes + unmark(others)
 
     def finish(self) -> Plan:
         plan = self.plan
-        for jobs in (plan.uploads, plan.renames, plan.removes):
+        for jobs in (plan.uploads, plan.renames, plan.marks, plan.removes):
             jobs.sort(key=_job_path)      # stable: a path's own jobs keep their order
         return plan
 
 
-def _job_path(job: Union[Upload, Rename, Remove]) -> str:
+def _job_path(job: Union[Upload, Rename, Mark, Remove]) -> str:
     return job.path
 
 
@@ -3535,18 +3586,25 @@ def state_at(objects: list[Stored], as_of: AsOf) -> Optional[Stored]:
                                     not o.name.version, o.key))
 
 
+def by_path(stored: Iterable[Stored]) -> dict[str, list[Stored]]:
+    """Objects grouped by the path they belong to."""
+    groups: dict[str, list[Stored]] = {}
+    for obj in stored:
+        groups.setdefault(obj.name.path, []).append(obj)
+    return groups
+
+
 def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
                        only: tuple[str, ...] = (), as_of: Optional[AsOf] = None
                        ) -> list[Stored]:
     """One object per path: the live one, else (with include_deleted) the latest deleted;
-    with ``as_of``, the one current then (see state_at); only paths matching ``only``."""
-    by_path: dict[str, list[Stored]] = {}
-    for obj in stored:
-        by_path.setdefault(obj.name.path, []).append(obj)
+    with ``as_of``, the one current then (see state_at); only paths matching ``only``.
+    Deletion marks count (apply_marks)."""
     chosen = []
-    for path, objects in sorted(by_path.items()):
+    for path, objects in sorted(by_path(stored).items()):
         if not matches_only(path, only):
             continue
+        objects = apply_marks(objects)[0]
         if as_of is not None:
             then = state_at(objects, as_of)
             if then is not None:
@@ -4318,6 +4376,11 @@ def _replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
     return replace(outcome, versions=kept) if kept != outcome.versions else outcome
 
 
+def _mark(worker: _Worker, job: Mark) -> Outcome:
+    worker.dest.put(encode_name(job.name, worker.codec), b"")
+    return Outcome(job.action, job.path)
+
+
 def _rename(worker: _Worker, job: Rename) -> Outcome:
     worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
     return Outcome(job.action, job.path)
@@ -4383,7 +4446,8 @@ class Handler(NamedTuple):
 
 
 HANDLERS: dict[type, Handler] = {
-    Upload: Handler(_upload, _replaced), Rename: Handler(_rename), Remove: Handler(_remove),
+    Upload: Handler(_upload, _replaced), Rename: Handler(_rename), Mark: Handler(_mark),
+    Remove: Handler(_remove),
     Restore: Handler(_restore), Verify: Handler(_verify)}
 
 
@@ -4430,8 +4494,7 @@ log = logging.getLogger("encrypted_s3_backup")
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified", "keep version": "versions kept",
-              "expire version": "versions expired",
-              "unmarked": "deleted, not marked: archived"}
+              "expire version": "versions expired", "drop mark": "deletion marks removed"}
 
 
 def show(path: str) -> str:
@@ -4581,7 +4644,7 @@ METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
                "duplicates_removed", "versions_kept", "versions_expired",
-               "deleted_not_marked_archived", "failed", "bytes_read", "bytes_written"),
+               "deletion_marks_removed", "failed", "bytes_read", "bytes_written"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -4714,7 +4777,8 @@ class Holdings:
     """The backup objects on the destination, counted and summed: the listing's, then
     changed by each outcome of the run.  An upload adds its object and removes the ones it
     replaces (and an old object it would keep as a version when the content is the same,
-    see _replaced); a removal removes one; renames change neither."""
+    see _replaced); a removal removes one, a deletion mark adds one; renames change
+    neither."""
 
     def __init__(self, plan: Plan):
         self.objects, self.bytes = plan.objects, plan.object_bytes
@@ -4723,6 +4787,7 @@ class Holdings:
             self._removed.setdefault((job.action, job.path), []).append(job.old.size)
         self._replaced = dict(plan.replaced)                   # path: (objects, bytes)
         self._versions = {u.path: u.versions for u in plan.uploads if u.versions}
+        self._marks = {job.path for job in plan.marks}
 
     def add(self, outcome: Outcome) -> None:
         if outcome.error:
@@ -4734,6 +4799,9 @@ class Holdings:
                     count, size = count + 1, size + version.old.size
             self.objects += 1 - count
             self.bytes += outcome.bytes_out - size
+        elif outcome.action == "mark deleted" and outcome.path in self._marks:
+            self._marks.discard(outcome.path)
+            self.objects += 1
         elif self._removed.get((outcome.action, outcome.path)):
             self.objects -= 1
             self.bytes -= self._removed[outcome.action, outcome.path].pop()
@@ -5357,8 +5425,7 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
 
 def backup_entries(dest: Storage, report: ListReport) -> Iterator[Entry]:
     """The backup objects (and version objects) among the files ``dest`` lists."""
-    return (entry for entry in dest.list_files(report)
-            if entry.key.endswith((OBJECT_SUFFIX, VERSION_SUFFIX)))
+    return (entry for entry in dest.list_files(report) if entry.key.endswith(NAME_SUFFIXES))
 
 
 def list_objects(dest: Storage, report: ListReport) -> Listing:
@@ -5638,7 +5705,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     if not args.allow_mass_change:
         check_mass_change(plan, bool(history))
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
-    jobs: list[Job] = [*uploads, *plan.renames, *plan.removes]
+    jobs: list[Job] = [*uploads, *plan.renames, *plan.marks, *plan.removes]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
                   progress=not args.quiet)
     versions_kept = sum(len(u.versions) for u in uploads) + sum(
@@ -5649,7 +5716,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
             log.info("would %s %s", show(job.action), show(job.path))
         log.info("dry run: %d to upload, %d unchanged, %d to rename, %d to remove, up to %d "
                  "old contents to keep as versions, %d versions to expire; nothing was "
-                 "changed", len(plan.uploads), plan.unchanged, len(plan.renames),
+                 "changed", len(plan.uploads), plan.unchanged, len(plan.renames) + len(plan.marks),
                  len(plan.removes), versions_kept, versions_expired, extra={"summary": True})
         log_requests()
         log_archived(plan)
@@ -5660,7 +5727,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         holdings.add(outcome)
         tally.add(outcome)
     run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
-    tally.summary("backup", [("unchanged", plan.unchanged), ("unmarked", plan.unmarked)],
+    tally.summary("backup", [("unchanged", plan.unchanged)],
                   destination=holdings.figures())
     log_archived(plan)
     if history and is_mass(plan.changed, plan.live):
@@ -5686,10 +5753,6 @@ def log_versions(plan: Plan, history: int, strict: bool, expired_now: int) -> No
 
 def log_archived(plan: Plan) -> None:
     """What a backup left undone because objects are archived (see plan_backup)."""
-    if plan.unmarked:
-        log.info("note: %d deleted files keep their objects under their live names: those "
-                 "are in an archive storage class, which cannot be renamed (deleted_keep_days "
-                 "0 removes them instead)", plan.unmarked)
     if plan.unkept:
         log.info("note: %d old contents were removed, not kept as versions: their objects "
                  "are in an archive storage class, which cannot be renamed", plan.unkept)
@@ -5873,7 +5936,8 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config)
-    stored.sort(key=lambda o: o.name.path)
+    stored = sorted((o for o in stored if not o.name.mark), key=lambda o: o.name.path)
+    # ^ deletion marks hold no content to check
     chosen = select_subset(stored, args.subset) if args.subset else stored
     skipped = len(stored) - len(chosen)
     which = f" (subset {args.subset}: {len(chosen)} checked, {skipped} skipped)" \
@@ -5921,8 +5985,10 @@ def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[
 def run_list(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, decodes=False)
     only = tuple(args.restore_only or ())
-    if args.versions:        # every object, oldest first per path
-        chosen = sorted((o for o in stored if matches_only(o.name.path, only)),
+    if args.versions:        # every object, oldest first per path (marks applied)
+        chosen = sorted((o for group in by_path(o for o in stored
+                                                if matches_only(o.name.path, only)).values()
+                         for o in apply_marks(group)[0]),
                         key=lambda o: (o.name.path, o.name.mtime, o.name.deleted == 0,
                                        gone_moment(o.name)))
     else:

@@ -67,17 +67,68 @@ def classes(bucket):
 
 # ------------------------------------------------------------------------ the planner
 
-def test_a_deleted_files_archived_object_keeps_its_live_name_and_is_counted():
-    p = plan([], [stored("gone.txt")])
+def test_a_deleted_files_archived_object_keeps_its_live_name_and_gets_a_mark():
+    obj = stored("gone.txt")
+    p = plan([], [obj])
     assert (p.renames, p.removes, p.uploads) == ([], [], [])
-    assert (p.unmarked, p.vanishing, p.live) == (1, 0, 1)
+    assert [(m.why, m.old, m.name) for m in p.marks] == [
+        ("mark deleted", obj, obj.name._replace(deleted=STAMP, mark=True))]
+    assert (p.vanishing, p.live) == (1, 1)
+    key = esb.encode_name(p.marks[0].name, esb.Codec(encrypt=False))
+    assert key == obj.key[:-len(".0.enc")] + "." + esb.b36_encode_int(STAMP) + ".del"
+
+
+def marked(obj, day):
+    """The object read as its mark says (deleted on ``day``), and the mark."""
+    mark = stored(obj.name.path, obj.name.mtime, day, storage_class="DEEP_ARCHIVE",
+                  md5=obj.name.md5)._replace(name=obj.name._replace(deleted=day, mark=True))
+    return esb.Stored(obj.key, obj.size, obj.name.with_deleted(day), obj.storage_class), mark
+
+
+def test_a_mark_makes_its_object_deleted_for_every_reader():
+    obj = stored("gone.txt")
+    as_deleted, mark = marked(obj, STAMP - 3)
+    other_content = stored("gone.txt", md5=hashlib.md5(b"x").digest())._replace(
+        name=mark.name._replace(md5=hashlib.md5(b"x").digest()))
+    assert esb.apply_marks([obj, mark]) == ([as_deleted], {obj.key: mark}, [])
+    assert esb.apply_marks([obj, other_content]) == ([obj], {}, [other_content])
+    assert esb.select_for_restore([obj, mark], False) == []
+    assert esb.select_for_restore([obj, mark], True) == [as_deleted]
+    before = esb.parse_as_of((TODAY - datetime.timedelta(days=4)).isoformat())
+    assert esb.select_for_restore([obj, mark], False, as_of=before) == [as_deleted]
+    assert esb.select_for_restore([obj, mark], False, as_of=esb.parse_as_of(
+        (TODAY - datetime.timedelta(days=3)).isoformat())) == []
+    assert plan([], [obj, mark]).marks == []             # marked once: nothing more to do
+
+
+@pytest.mark.parametrize("keep_days, expires", [(None, False), (5, False), (3, True)])
+def test_a_marked_object_expires_with_its_mark(keep_days, expires):
+    obj = stored("gone.txt")
+    as_deleted, mark = marked(obj, STAMP - 3)
+    p = plan([], [obj, mark], keep_days=keep_days)
+    assert [(r.why, r.old) for r in p.removes] == (
+        [("expire", as_deleted), ("drop mark", mark)] if expires else [])
+    assert p.expiring == expires and p.vanishing == 0
+
+
+def test_a_marked_file_that_comes_back_loses_its_mark_or_is_replaced():
+    obj = stored("back.txt")
+    as_deleted, mark = marked(obj, STAMP - 1)
+    p = plan([entry("back.txt")], [obj, mark])            # unchanged: only the mark goes
+    assert [(r.why, r.old) for r in p.removes] == [("undelete", mark)] and not p.uploads
+    p = plan([entry("back.txt", MTIME + 9)], [obj, mark], versions_keep_days=30)
+    assert [(u.replaces, u.versions) for u in p.uploads] == [((obj.key, mark.key), ())]
+    assert p.removes == [] and p.changed == 0
+    stale = marked(stored("back.txt", MTIME + 1), STAMP - 1)[1]  # names no object
+    p = plan([entry("back.txt")], [obj, stale])
+    assert [(r.why, r.old) for r in p.removes] == [("drop mark", stale)] and p.unchanged == 1
 
 
 def test_a_deleted_files_archived_object_is_removed_with_deleted_keep_days_0():
     obj = stored("gone.txt")
     p = plan([], [obj], keep_days=0)
     assert [(r.why, r.old) for r in p.removes] == [("expire", obj)]
-    assert (p.unmarked, p.vanishing) == (0, 1)
+    assert (p.marks, p.vanishing) == ([], 1)
 
 
 @pytest.mark.parametrize("storage_class", ["", "STANDARD_IA", "GLACIER_IR"])
@@ -86,7 +137,7 @@ def test_a_class_that_reads_at_once_is_marked_deleted_as_before(storage_class):
     p = plan([], [obj])
     assert [(r.why, r.old, r.name) for r in p.renames] == [
         ("mark deleted", obj, obj.name.with_deleted(STAMP))]
-    assert (p.unmarked, p.vanishing) == (0, 1)
+    assert (p.marks, p.vanishing) == ([], 1)
 
 
 def test_an_archived_deleted_file_that_comes_back_is_uploaded_again_and_replaces_it():
@@ -169,12 +220,11 @@ def test_thaw_settings_come_from_the_environment_with_their_defaults(monkeypatch
         "expedited" in raised.value.message
 
 
-def test_an_archive_class_warns_about_each_setting_that_needs_renames(monkeypatch, tmp_path):
+def test_an_archive_class_warns_about_the_setting_that_needs_renames(monkeypatch, tmp_path):
     config = config_with(monkeypatch, tmp_path, DEST_STORAGE_CLASS="DEEP_ARCHIVE",
                          VERSIONS_KEEP_DAYS=30)
-    deleted, versions = esb.archive_warnings(config)
-    assert "DEEP_ARCHIVE" in deleted and "set deleted_keep_days to 0" in deleted
-    assert "DELETED_KEEP_DAYS" in deleted
+    versions, = esb.archive_warnings(config)           # deletions need no rename: a mark
+    assert "DEEP_ARCHIVE" in versions
     assert "set versions_keep_days to 0" in versions and "GLACIER_IR" in versions
     config = config_with(monkeypatch, tmp_path, DEST_STORAGE_CLASS="glacier",
                          DELETED_KEEP_DAYS=0, VERSIONS_KEEP_DAYS=0)
@@ -234,27 +284,55 @@ def test_a_local_folder_has_nothing_archived(tmp_path):
 
 # ------------------------------------------------------------------ whole runs, on moto
 
-def test_backup_with_deletions_under_deep_archive_never_fails(archive_tool, moto_bucket):
+def test_deleted_files_under_deep_archive_are_marked_and_stay_deleted(archive_tool,
+                                                                         moto_bucket,
+                                                                         monkeypatch):
+    """Deleted means deleted on every storage class: the archived object keeps its live
+    name (the existing tool still sees one .enc per path) and a mark says it is deleted,
+    for restore, list, --restore-deleted, expiry and the mass-delete guard alike."""
     tool = archive_tool
     code, out, err = tool()
-    assert code == 0, err
-    assert "dest.storage_class is DEEP_ARCHIVE" in err and "DELETED_KEEP_DAYS" in err
+    assert code == 0 and "dest.storage_class" not in err, err
     assert set(classes(moto_bucket).values()) == {"DEEP_ARCHIVE"}
     (tool.src / "docs/b.bin").unlink()
+    (tool.src / "c.txt").unlink()
     code, out, err = tool("--dry-run")
-    assert code == 0 and "0 to rename, 0 to remove" in out, err
-    assert "note: 1 deleted files keep their objects under their live names" in out
-    for _ in range(2):           # the same on every run: counted, never a failure
-        code, out, err = tool()
-        assert code == 0, err
-        assert "1 deleted, not marked: archived" in out and "0 failed" in out
-        assert "FAILED" not in err and "COPY" not in requests_line(out)
-        assert {n.path: n.deleted for n in tool.objects().values()} == {
-            "a.txt": 0, "docs/b.bin": 0, "c.txt": 0}
-    tool.set(DELETED_KEEP_DAYS=0)
+    assert code == 0 and "2 to rename, 0 to remove" in out, err
+    assert "would mark deleted docs/b.bin" in out
     code, out, err = tool()
-    assert code == 0 and "1 expired" in out and "DELETED_KEEP_DAYS" not in err, err
-    assert set(tool.objects()) == {"a.txt", "c.txt"}
+    assert code == 0 and "2 marked deleted" in out and "COPY" not in requests_line(out), err
+    keys = tool.keys()
+    assert sorted(k[-4:] for k in keys) == [".del", ".del", ".enc", ".enc", ".enc"]
+    assert len([k for k in keys if k.endswith(".enc")]) == 3       # names as they were
+    code, out, err = tool()                                        # a second run: nothing
+    assert code == 0 and "marked deleted" not in out and tool.keys() == keys, err
+
+    code, out, _ = tool("--list", "--json")
+    assert {r["path"]: r["deleted"] for r in json.loads(out)} == {
+        "a.txt": None, "docs/b.bin": esb.date_number(esb.today()),
+        "c.txt": esb.date_number(esb.today())}
+    thaws_under_way(moto_bucket)
+    code, out, err = tool("--restore")
+    assert code == 4 and restore_requests(out) == 1, err   # the live file's object only
+    thaws_done(moto_bucket)
+    code, out, err = tool("--restore")
+    assert code == 0 and tool.restored() == {"a.txt": b"alpha\n" * 100}, err
+    thaws_under_way(moto_bucket)
+    code, out, err = tool("--restore", "--restore-deleted")
+    assert code == 4 and restore_requests(out) == 2, err   # and now the deleted ones'
+    code, out, err = tool("--verify")                      # marks hold no content: left out
+    assert code == 4 and "verify" in out and restore_requests(out) == 0, err
+    thaws_done(moto_bucket)
+    code, out, err = tool("--verify")
+    assert code == 0 and "3 verified" in out and "FAILED" not in err, err
+
+    later = esb.today() + datetime.timedelta(days=3)
+    monkeypatch.setattr(esb, "today", lambda: later)
+    tool.set(DELETED_KEEP_DAYS=2)
+    code, out, err = tool()
+    assert code == 0 and "1 expired" not in out and "2 expired" in out, err
+    assert "2 deletion marks removed" in out
+    assert set(tool.objects()) == {"a.txt"} and len(tool.keys()) == 1
 
 
 def test_an_archived_deleted_object_of_a_file_that_came_back_is_uploaded_again(

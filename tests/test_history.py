@@ -587,7 +587,9 @@ NEW = hashlib.md5(b"the content of this run").digest()
 
 an_object = st.tuples(st.sampled_from([(3, MTIME), (3, MTIME + 1), (9, MTIME)]),
                       st.sampled_from(MD5S),
-                      st.sampled_from([0, 20200101, STAMP - 1, STAMP]), st.booleans())
+                      st.sampled_from([0, 20200101, STAMP - 1, STAMP]),
+                      st.sampled_from([".enc", ".ver", ".del"]),
+                      st.sampled_from(["", "DEEP_ARCHIVE"]))
 a_path = st.tuples(st.one_of(st.none(), st.sampled_from([(3, MTIME), (3, MTIME + 2)])),
                    st.lists(an_object, max_size=4))
 
@@ -611,6 +613,8 @@ def apply(objects, p):
     for rename in p.renames:
         after.pop(rename.old.key)
         after[key_of(rename.name)] = rename.name
+    for mark in p.marks:
+        after[key_of(mark.name)] = mark.name
     for remove in p.removes:
         after.pop(remove.old.key)
     return after
@@ -622,15 +626,17 @@ def apply(objects, p):
        keep_days=st.sampled_from([None, 0, 1, 30]))
 def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
         layout, versions_keep_days, keep_days):
-    source, objects = [], {}
+    source, objects, classes = [], {}, {}
     for path, (file, listed) in layout.items():
         if file:
             source.append(esb.Entry(path, *file))
-        for (size, mtime), md5, deleted, version in listed:
-            name = esb.BackupName(path, mtime, size, md5, deleted, version)
-            assume(not version or deleted)             # a version always has its day
+        for (size, mtime), md5, deleted, suffix, storage_class in listed:
+            name = esb.BackupName(path, mtime, size, md5, deleted, suffix == ".ver",
+                                  suffix == ".del")
+            assume(suffix == ".enc" or deleted)     # a version or a mark always has its day
             objects[key_of(name)] = name
-    stored_objects = [esb.Stored(None, n.size + 48, n) for n in objects.values()]
+            classes[key_of(name)] = "" if suffix == ".del" else storage_class
+    stored_objects = [esb.Stored(None, n.size + 48, n, classes[k]) for k, n in objects.items()]
     p = plan_three_ways(source, stored_objects, TODAY, keep_days, (), versions_keep_days)
     # jobs run in parallel: no two may touch the same key (one writing what another removes)
     touched = [key for u in p.uploads for key in u.replaces]
@@ -638,6 +644,7 @@ def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
                                                                         key_of(v.name))]
     touched += [key for r in p.renames for key in (r.old.key, key_of(r.name))]
     touched += [r.old.key for r in p.removes]
+    touched += [key_of(m.name) for m in p.marks]
     assert len(touched) == len(set(touched)), sorted(touched)
     after = apply(objects, p)
     expired_on_purpose = {(r.old.name.path, r.old.name.md5) for r in p.removes
@@ -645,10 +652,15 @@ def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
     # a deleted object's content, as a version, would date from its deletion day
     expired_on_purpose |= {(n.path, n.md5) for n in objects.values() if not n.version
                            and esb.expired(n.deleted or STAMP, TODAY, versions_keep_days)}
+    # an archived object cannot be renamed into a version (counted in unkept, said)
+    expired_on_purpose |= {(n.path, n.md5) for k, n in objects.items() if classes[k]}
     files = {e.key: e for e in source}
     for path in layout:
-        current = [n for n in after.values() if n.path == path and not n.version]
-        versions = [n for n in after.values() if n.path == path and n.version]
+        group, _, stale = esb.apply_marks([esb.Stored(k, 0, n) for k, n in after.items()
+                                           if n.path == path])
+        assert stale == []                             # every mark left names its object
+        current = [o.name for o in group if not o.name.version]
+        versions = [o.name for o in group if o.name.version]
         assert len(current) <= 1, (path, current)
         if path in files:
             name, = current
@@ -660,7 +672,8 @@ def test_after_any_run_one_enc_per_path_and_no_content_lost_that_history_keeps(
         if not versions_keep_days:        # no new versions; those kept keep their own days
             assert all(objects.get(key_of(v)) == v for v in versions)
             continue
-        before = {n.md5 for n in objects.values() if n.path == path and not n.version}
+        before = {n.md5 for n in objects.values()
+                  if n.path == path and not n.version and not n.mark}
         now = {n.md5 for n in current + versions} | ({NEW} if path in files else set())
         lost = {md5 for md5 in before - now if (path, md5) not in expired_on_purpose}
         assert not lost, (path, lost)
