@@ -309,21 +309,29 @@ def upload(config, name):
 
 
 class Overlap:
-    """Counts how many calls of a wrapped function run at the same moment."""
+    """Counts how many calls of a wrapped function run at the same moment.  With
+    ``await_others`` each call, before it goes on, waits (up to WAIT_LIMIT seconds) until
+    that many calls are running at once: calls that can overlap then always do, however
+    slow the machine, and calls that cannot make the count stay below it."""
 
-    def __init__(self, call, pause):
-        self.call, self.pause, self.now, self.most = call, pause, 0, 0
-        self.lock = threading.Lock()
+    WAIT_LIMIT = 10.0
+
+    def __init__(self, call, await_others=1, pause=0.0):
+        self.call, self.await_others, self.now, self.most = call, await_others, 0, 0
+        self.pause = pause            # a wider window for calls that should never overlap
+        self.changed = threading.Condition()
 
     def __call__(self, *args, **kwargs):
-        with self.lock:
+        with self.changed:
             self.now += 1
             self.most = max(self.most, self.now)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.most >= self.await_others, self.WAIT_LIMIT)
         try:
             time.sleep(self.pause)
             return self.call(*args, **kwargs)
         finally:
-            with self.lock:
+            with self.changed:
                 self.now -= 1
 
 
@@ -333,9 +341,9 @@ def test_s3_batch_overlaps_requests_but_runs_one_codec_at_a_time(monkeypatch, tm
     config = local_config(tmp_path, files, DEST_LOCAL_PATH="", **s3_env("DEST", s3_bucket))
     worker = esb._Worker(config)
     monkeypatch.setattr(esb, "_WORKER", worker)
-    encodes = Overlap(esb.encode, 0.05)
+    encodes = Overlap(esb.encode, pause=0.05)
     monkeypatch.setattr(esb, "encode", encodes)
-    puts = Overlap(worker.dest.wire.put, 0.3)          # small objects: the wire's PUTs
+    puts = Overlap(worker.dest.wire.put, await_others=2)   # small objects: the wire's PUTs
     monkeypatch.setattr(worker.dest.wire, "put", puts)
     try:
         outcomes, requests = esb.in_worker(esb.run_batch, esb.Batch(
