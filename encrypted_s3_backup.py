@@ -7,7 +7,8 @@ Pipeline
     files that disappeared (deleted date), expire old ones.  Restore and verify run the
     same steps backwards: authenticate and decrypt, decompress, check size and MD5.
 
-On-disk format (frozen: it is the existing masterapps-au tool's format; no version byte)
+On-disk format (frozen: it is the existing masterapps-au tool's format; no version byte;
+docs/FORMAT.md is the reference, with its known answers)
     object name, plaintext names:
         <path>.<b36 mtime>.<b36 size>.<b36 md5>.<b36 deleted YYYYMMDD or 0>.enc
         b36 of a number: lowercase base 36, no leading zeros ("0" for 0); md5 is the digest

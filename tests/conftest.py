@@ -28,7 +28,7 @@ import encrypted_s3_backup as esb  # noqa: E402
 # The test secrets
 # ---------------------------------------------------------------------------------------
 
-# PASSWORD and SALT are also the inputs of the known answers of FORMAT.md section 6
+# PASSWORD and SALT are also the inputs of the known answers of docs/FORMAT.md section 6
 # (test_crypto.py, test_codec.py): other values would change those answers.
 PASSWORD = "correct horse battery staple"
 SALT = "000102030405060708090a0b0c0d0e0f"          # as configured: 32 hex digits

@@ -1,11 +1,11 @@
-"""Base36 and object names: FORMAT.md sections 2, 3 and 6, and every vector's names."""
+"""Base36 and object names: docs/FORMAT.md sections 2, 3 and 6, and every vector's names."""
 
 import hashlib
 
 import pytest
 from conftest import SALT_BYTES, codec_for, esb, make_codec
 
-# FORMAT.md section 2 examples.
+# docs/FORMAT.md section 2 examples.
 INT_CASES = [(0, "0"), (35, "z"), (36, "10"), (255, "73"), (1700000000, "s44we8"),
              (20261126, "c29l2")]
 BYTES_CASES = [("00", "0"), ("0000", "00"), ("0001", "01"), ("0000ff", "0073"), ("ff", "73")]
@@ -50,7 +50,7 @@ def test_b36_bytes_refuses_empty():
 HELLO_MD5 = bytes.fromhex("746308829575e17c3331bbcb00c0898b")
 HELLO = esb.BackupName("docs/hello.txt", 1700000000, 14, HELLO_MD5, 0)
 
-# FORMAT.md section 6, plaintext names.
+# docs/FORMAT.md section 6, plaintext names.
 NAME_CASES = [
     (HELLO, "docs/hello.txt.s44we8.e.6w1xpqf64x85bwmud2ryoahzf.0.enc"),
     (HELLO.with_deleted(20261126), "docs/hello.txt.s44we8.e.6w1xpqf64x85bwmud2ryoahzf.c29l2.enc"),
@@ -87,7 +87,7 @@ def test_bad_names_give_typed_error(bad):
     assert bad[:8] in info.value.message
 
 
-# FORMAT.md section 6: encrypted name of docs/hello.txt with a fixed salt and nonce (the
+# docs/FORMAT.md section 6: encrypted name of docs/hello.txt with a fixed salt and nonce (the
 # password and salt are conftest's PASSWORD and SALT).
 ENCRYPTED_NAME_KAT = {
     "aes": ("101112131415161718191a1b1c1d1e1f", "01fpon5qjw6ieyoqbogchst2p4bye41kwe55a7yo5bpa9lp80b4zyfacgfgir430v5qe5rypgyq9xqgeihafkirzujm7vl9q70h12ftrv41a1swvqwumtdokpvkkjwhdnzdk6pon8f8gzo86u4y5qh9a.enc"),  # noqa: E501

@@ -1,6 +1,6 @@
 """Key derivation and the streaming AEADs: known answers, cross-checks, failures.
 
-Known answers come from FORMAT.md section 6 (produced by the existing tool) and from
+Known answers come from docs/FORMAT.md section 6 (produced by the existing tool) and from
 draft-irtf-cfrg-xchacha-03 (sections 2.2.1 and A.3.1).  The streaming XChaCha20-Poly1305
 is cross-checked against libsodium (pynacl) and the streaming AES-GCM against the one-shot
 AESGCM of `cryptography`, at sizes on both sides of block and chunk boundaries.
@@ -14,7 +14,7 @@ from conftest import PASSWORD, SALT_BYTES, esb, make_codec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt
 
-KEY_KATS = [  # FORMAT.md section 6
+KEY_KATS = [  # docs/FORMAT.md section 6
     ("aes", PASSWORD, "8736985eadc89cfee314d74a15389705a28c73a1e48ba151f1fc29f25442352c"),
     ("cha", PASSWORD, "853b272a44db1421c02962669a55eb0994f3cab385ed1c4c79253eee19bab49e"),
     ("aes", "pässwörd-ß", "1ec76a52e2db9798981033782d9b50a8af4ab11cad82c8445d0cc673e4fdeb6e"),
@@ -98,7 +98,7 @@ def test_xchacha20poly1305_draft_vector_streamed():
     assert sealer.finalize().hex() == "c0875924c1c7987947deafd8780acf49"
 
 
-# FORMAT.md section 6: whole objects of "hi\n" without compression (salt | nonce | tag | ct).
+# docs/FORMAT.md section 6: whole objects of "hi\n" without compression (salt | nonce | tag | ct).
 OBJECT_KATS = {
     "aes": ("101112131415161718191a1b1c1d1e1f",
             "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
