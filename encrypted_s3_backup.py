@@ -1729,13 +1729,15 @@ def _s3_attempt(**kwargs: Any) -> None:
 
 
 def _s3_content_md5(request: Any, **kwargs: Any) -> None:
-    """A Content-MD5 header on every request that sends data (PutObject, UploadPart,
-    DeleteObjects): the service checks the body it got against it.  So an upload whose
-    process dies after its headers went out stores nothing, even on a service that would
-    otherwise keep the body it got so far (SeaweedFS stores an empty object); and some
-    S3-compatible services ask for it on DeleteObjects."""
-    body = request.body
-    if "Content-MD5" in request.headers or body is None:
+    """A Content-MD5 header on every request that writes an object or sends data
+    (PutObject, UploadPart, DeleteObjects, CopyObject with its empty body): the service
+    checks the body it got against it.  So an upload whose process dies after its headers
+    went out stores nothing, even on a service that would otherwise keep the body it got
+    so far (SeaweedFS stores an empty object); some S3-compatible services ask for it on
+    DeleteObjects; and a bucket with Object Lock wants it on every write (AWS answers
+    MissingUploadObjectWithObjectLockHeaders without it)."""
+    body = b"" if request.body is None else request.body
+    if "Content-MD5" in request.headers:
         return
     digest = hashlib.md5()
     if isinstance(body, (bytes, bytearray)):
@@ -2142,7 +2144,7 @@ class S3Storage:
         client = session.client("s3", endpoint_url=c.endpoint_url, config=Config(**options))
         client.meta.events.register("before-call.s3", _s3_before_call)
         client.meta.events.register("request-created.s3", _s3_attempt)
-        for operation in ("PutObject", "UploadPart", "DeleteObjects"):
+        for operation in ("PutObject", "UploadPart", "DeleteObjects", "CopyObject"):
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
         return client, (session, core.get_config_variable("ca_bundle"))
 
