@@ -5578,61 +5578,58 @@ def name_decrypted(obj: Stored) -> bool:
     return obj.object_key is not None and not reads_as(obj.object_key, obj.name)
 
 
-def check_password(config: Config, dest: Storage, objects: Iterable[Stored]) -> None:
+def check_password(config: Config, dest: Storage, objects: Iterable[Stored], listed: int
+                   ) -> None:
     """Before a backup, restore or verify does anything: PasswordError when the password
-    (or encryption_type) is not the backup's.  One object that opens proves it right: a
-    name that was decrypted, else one of the smallest objects (Candidates), read whole and
-    authenticated.  It is wrong only when PASSWORD_TRIES of them fail and none opens, or
-    when all there are fail: one damaged object is not enough.  An object that cannot be
-    read (network, gone) proves nothing; with nothing proved the run goes on, saying so.
-    Costs a GET, or a few when objects fail."""
+    (or encryption_type) is not the backup's, whose ``listed`` objects include ``objects``.
+    One object that opens proves it right: a name that was decrypted, else one of the
+    smallest objects (Candidates), read whole and authenticated.  It is wrong only when
+    PASSWORD_TRIES of them fail and none opens, or every object there is fails: one
+    damaged object is not enough.  An object that cannot be read (archived, network, gone)
+    proves nothing; with nothing proved the run goes on, saying so.  Costs a GET, or a few
+    when objects fail."""
     codec = config.codec
-    if not codec.encrypt:
+    if not codec.encrypt or not listed:
         return
-    candidates, listed = Candidates(), 0
+    candidates = Candidates()
     for obj in objects:
         if codec.encrypt_filenames and name_decrypted(obj):
             return
         candidates.offer(obj)
-        listed += 1
-    if not listed:
-        return                       # an empty backup: nothing to open
     etype = codec.encryption_type
     tries = [o for o in candidates.best() if header_len(etype) < o.size <= PASSWORD_READ_MAX]
     if tries:
         key_derived()                # (the configured salt's key, derived ahead: once)
-        opened, failed, unread = run_apart(config, (dest,), try_password, dest, codec, tries)
+        opened, failed = run_apart(config, (dest,), try_password, dest, codec, tries)
         if opened:
             return
-        if failed >= PASSWORD_TRIES or (failed and not unread):
-            raise password_error(dest, codec, "the smallest object does not authenticate"
-                                 if failed == 1 else f"none of the {failed} smallest objects "
+        if failed >= PASSWORD_TRIES or failed == listed:
+            raise password_error(dest, codec, "its only object does not authenticate"
+                                 if listed == 1 else f"none of the {failed} smallest objects "
                                  "authenticates")
     log.info("note: the password was not checked before starting: no object of the backup "
              "could be read for it (archived, too large or unreachable)")
 
 
-def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bool, int, int]:
+def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bool, int]:
     """Authenticate ``objects`` one at a time until one opens or PASSWORD_TRIES fail:
-    (whether one opened, how many failed, how many could not be read)."""
-    failed = unread = 0
+    whether one opened, and how many failed.  One that cannot be read is skipped."""
+    failed = 0
     for obj in objects:
         try:
             blob = dest.read(obj.key, obj.size + 1)
         except FILE_FAILURES:
-            unread += 1
             continue
         if len(blob) != obj.size:        # rewritten since it was listed
-            unread += 1
             continue
         try:
             open_with(codec, blob)
-            return True, failed, unread
+            return True, failed
         except IntegrityError:
             failed += 1
             if failed >= PASSWORD_TRIES:
                 break
-    return False, failed, unread
+    return False, failed
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
@@ -5641,7 +5638,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
     plan, report = plan_run(config, src, dest, args.dry_run)
-    check_password(config, dest, plan.candidates)
+    check_password(config, dest, plan.candidates, plan.objects)
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -5850,7 +5847,7 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
 
 def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, decodes=not args.dry_run)
-    check_password(config, dest, stored)
+    check_password(config, dest, stored, len(stored))
     target = make_storage(config.restore, confined=True)
     chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()),
                                 args.as_of)
@@ -5879,7 +5876,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config)
-    check_password(config, dest, stored)
+    check_password(config, dest, stored, len(stored))
     stored.sort(key=lambda o: o.name.path)
     chosen = select_subset(stored, args.subset) if args.subset else stored
     skipped = len(stored) - len(chosen)
