@@ -3160,8 +3160,8 @@ class Candidates:
         else:
             return
         if len(self.heap) == PASSWORD_CANDIDATES:
-            live, size = self.heap[0][:2]
-            self.bound = -size if live else math.inf
+            live, minus_size = self.heap[0][:2]      # the worst kept: a live one is beaten
+            self.bound = -minus_size if live else math.inf   # only by a smaller one
 
     def best(self) -> list[Stored]:
         """The candidates, the one to try first first."""
@@ -5321,7 +5321,7 @@ def decode_listing(dest: Storage, objects: Listing, config: Config, report: List
                 found += 1
             else:
                 bad.append(name)
-                sealed += codec.encrypt_filenames and sealed_name(key, codec)
+                sealed += bool(codec.encrypt_filenames and sealed_name(key, codec))
 
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
         tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j))

@@ -8,6 +8,7 @@ local folder and a real S3 server (SeaweedFS).
 """
 
 import dataclasses
+import datetime
 import os
 
 import pytest
@@ -243,3 +244,13 @@ def test_candidates_are_the_smallest_readable_objects_live_ones_first():
     for obj in objects[:2] + objects[-2:]:
         few.offer(obj)
     assert [o.name.path for o in few.best()] == ["f1", "f0", "deleted", "version"]
+
+
+def test_a_backup_picks_its_candidates_while_it_plans():
+    objects = [stored(f"f{i:02d}", 100 + (i * 7) % 23) for i in range(30)]
+    objects.append(stored("cold", 50, storage_class="GLACIER"))
+    plan = esb.plan_backup([], objects, datetime.date(2026, 12, 1), None)
+    smallest = sorted((o for o in objects if o.name.path != "cold"),
+                      key=lambda o: o.size)[:esb.PASSWORD_CANDIDATES]
+    assert [o.size for o in plan.candidates] == [o.size for o in smallest]
+    assert plan.objects == 31 and len(plan.renames) == 31 - 1    # (all gone: marked deleted)
