@@ -54,11 +54,6 @@ def assert_refused(code, out, err, etype="aes"):
     assert " done: " not in out                 # no summary: nothing was started
 
 
-def smallest_key(tool):
-    entries = tool.storage().list_files(esb.ListReport())
-    return min(entries, key=lambda e: (e.size, e.key)).key
-
-
 def overwrite(tool, key, data):
     """Replace an object's bytes, as damage or an attacker would."""
     tool.storage().put(key, data)
