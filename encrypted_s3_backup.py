@@ -71,6 +71,7 @@ import itertools
 import json
 import logging
 import lzma
+import math
 import multiprocessing
 import os
 import queue
@@ -199,6 +200,13 @@ class TransferError(BackupError):
 
 class RefusedError(BackupError):
     """A run that looks like a mistake (mass deletion) was refused; nothing was changed."""
+
+    exit_code = EXIT_USAGE
+
+
+class PasswordError(BackupError):
+    """The configured password (or encryption_type) opens none of the backup's objects it
+    was tried on; nothing was done."""
 
     exit_code = EXIT_USAGE
 
@@ -3098,6 +3106,8 @@ class Plan:
     expiring: int = 0                  # deleted files whose objects expire in this run
     outliving: int = 0                 # versions kept longer than versions_keep_days says (by
                                        # their own days; --expire-versions removes them)
+    candidates: list[Stored] = field(default_factory=list, compare=False)   # the objects
+                                       # the password is tried on (see Candidates)
 
 
 def today() -> datetime.date:
@@ -3261,6 +3271,44 @@ class BlindSpots:
         return False
 
 
+PASSWORD_CANDIDATES = 6   # objects kept to try the password on before a run writes ...
+PASSWORD_TRIES = 3        # ... of which this many failing, none authenticating, prove it wrong
+CANDIDATE_MIN = SALT_LEN + min(NONCE_LEN.values()) + TAG_LEN   # bytes; an object no larger
+                          # than the smallest header holds nothing: damage, not worth a try
+
+
+class Candidates:
+    """The objects a run tries the password on before it writes anything (check_password):
+    the PASSWORD_CANDIDATES smallest that can be read (not archived, larger than a header),
+    live ones first, from every listed object ``offer``ed, in bounded memory.  ``bound``:
+    an object at least this large cannot get in (checked before the call, for a million
+    objects)."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[bool, int, int, Stored]] = []   # (live, -size, -order, obj):
+        self.bound: float = math.inf                         # the worst kept on top
+        self.order = 0
+
+    def offer(self, obj: Stored) -> None:
+        if obj.size <= CANDIDATE_MIN or obj.storage_class in ARCHIVE_CLASSES:
+            return
+        self.order += 1
+        item = (not (obj.name.deleted or obj.name.version), -obj.size, -self.order, obj)
+        if len(self.heap) < PASSWORD_CANDIDATES:
+            heapq.heappush(self.heap, item)
+        elif item[:3] > self.heap[0][:3]:
+            heapq.heapreplace(self.heap, item)
+        else:
+            return
+        if len(self.heap) == PASSWORD_CANDIDATES:
+            live, minus_size = self.heap[0][:2]      # the worst kept: a live one is beaten
+            self.bound = -minus_size if live else math.inf   # only by a smaller one
+
+    def best(self) -> list[Stored]:
+        """The candidates, the one to try first first."""
+        return [item[3] for item in sorted(self.heap, reverse=True)]
+
+
 class Planner:
     """The decisions of a backup run, one path at a time: ``file()`` is told each path's
     source file (or None) and its objects, the paths in any order; ``finish()`` gives the
@@ -3281,6 +3329,7 @@ class Planner:
         self.versions_keep_days = max(0, versions_keep_days)     # (below 0: none)
         self.moment = noon(today) if moment is None else moment  # the run's start
         self.strict = expire_versions
+        self.candidates = Candidates()
 
     def file(self, path: str, group: list[Stored], entry: Optional[Entry]) -> None:
         """Decide what becomes of one path: its file (None when the source has none) and
@@ -3396,6 +3445,7 @@ class Planner:
 
     def finish(self) -> Plan:
         plan = self.plan
+        plan.candidates = self.candidates.best()
         for jobs in (plan.uploads, plan.renames, plan.marks, plan.removes):
             jobs.sort(key=_job_path)      # stable: a path's own jobs keep their order
         return plan
@@ -3474,12 +3524,14 @@ def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[st
             head = next(after, None)
         return group
 
-    plan, file = planner.plan, planner.file
+    plan, file, candidates = planner.plan, planner.file, planner.candidates
 
     def decide(path: str, group: list[Stored], entry: Optional[Entry]) -> None:
         plan.objects += len(group)
         for obj in group:
             plan.object_bytes += obj.size
+            if obj.size < candidates.bound:
+                candidates.offer(obj)
         file(path, [] if group and blind.spots and path in blind else group, entry)
 
     for key, entry in files:
@@ -5446,21 +5498,23 @@ def decode_listing(dest: Storage, objects: Listing, config: Config, report: List
     the others go into the report.  Encrypted names with per-object salts cost a key
     derivation each, so then they are decoded in the worker pool.
 
-    When names are encrypted and not one of several decodes, the password (or cipher) is
-    wrong: that is fatal, or a backup would upload everything again beside the old objects.
+    When names are encrypted and none decodes while some look encrypted (sealed_name),
+    the password (or cipher) is wrong: PasswordError, or a backup would upload everything
+    again beside the old objects.
     """
     codec = config.codec
     bad: list[str] = []
-    found = 0
+    found = sealed = 0
 
     def take(decoded: Iterable[tuple[str, int, str, Union[BackupName, str]]]) -> None:
-        nonlocal found
+        nonlocal found, sealed
         for key, size, storage_class, name in decoded:
             if isinstance(name, BackupName):
                 each(key, size, name, storage_class)
                 found += 1
             else:
                 bad.append(name)
+                sealed += bool(codec.encrypt_filenames and sealed_name(key, codec))
 
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
         tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j))
@@ -5470,11 +5524,20 @@ def decode_listing(dest: Storage, objects: Listing, config: Config, report: List
     else:
         take((entry.key, entry.size, entry.storage_class, parse_name(entry.key, codec))
              for entry in objects)
-    if codec.encrypt_filenames and len(bad) > 1 and not found:
-        raise ConfigError(f"none of the {len(bad)} object names in {dest} decrypts: "
-                          "encryption_password or encryption_type is not the one this backup "
-                          "was made with")
+    if sealed and not found:
+        raise password_error(dest, codec, f"none of the {len(bad)} object names there "
+                             "decrypts")
     report.bad_names += bad
+
+
+def sealed_name(key: str, codec: Codec) -> bool:
+    """Whether an object name looks like an encrypted one: base 36 for more bytes than a
+    header (a name that does not decrypt then is a sign of a wrong password)."""
+    stem = key[:-len(OBJECT_SUFFIX)]
+    try:
+        return len(b36_decode_bytes(stem)) > header_len(codec.encryption_type)
+    except ValueError:
+        return False
 
 
 def read_backup(dest: Storage, objects: Listing, config: Config,
@@ -5690,12 +5753,86 @@ def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
     return held_objects(dest, held, config, report).objects_in_order()
 
 
+PASSWORD_READ_MAX = 8 * 1024 * 1024   # bytes; a larger object is not read to try the
+                                      # password on (a backup would download it every run)
+
+
+def password_error(dest: Storage, codec: Codec, tried: str) -> PasswordError:
+    """The one line of a run refused for its password; ``tried``: what did not open."""
+    return PasswordError(
+        f"the backup in {dest} does not open with this encryption_password and "
+        f"encryption_type '{codec.encryption_type}': {tried}; set the password "
+        "(ENCRYPTION_PASSWORD) and encryption_type (ENCRYPTION_TYPE) the backup was made "
+        "with. Nothing was done")
+
+
+def name_decrypted(obj: Stored) -> bool:
+    """Whether the object's name was decrypted (not read as a plaintext name): that took
+    the password."""
+    return obj.object_key is not None and not reads_as(obj.object_key, obj.name)
+
+
+def check_password(config: Config, dest: Storage, objects: Iterable[Stored], listed: int
+                   ) -> None:
+    """Before a backup, restore or verify does anything: PasswordError when the password
+    (or encryption_type) is not the backup's, whose ``listed`` objects include ``objects``.
+    One object that opens proves it right: a name that was decrypted, else one of the
+    smallest objects (Candidates), read whole and authenticated.  It is wrong only when
+    PASSWORD_TRIES of them fail and none opens, or every object there is fails: one
+    damaged object is not enough.  An object that cannot be read (archived, network, gone)
+    proves nothing; with nothing proved the run goes on, saying so.  Costs a GET, or a few
+    when objects fail."""
+    codec = config.codec
+    if not codec.encrypt or not listed:
+        return
+    candidates = Candidates()
+    for obj in objects:
+        if codec.encrypt_filenames and name_decrypted(obj):
+            return
+        candidates.offer(obj)
+    etype = codec.encryption_type
+    tries = [o for o in candidates.best() if header_len(etype) < o.size <= PASSWORD_READ_MAX]
+    if tries:
+        key_derived()                # (the configured salt's key, derived ahead: once)
+        opened, failed = run_apart(config, (dest,), try_password, dest, codec, tries)
+        if opened:
+            return
+        if failed >= PASSWORD_TRIES or failed == listed:
+            raise password_error(dest, codec, "its only object does not authenticate"
+                                 if listed == 1 else f"none of the {failed} smallest objects "
+                                 "authenticates")
+    log.info("note: the password was not checked before starting: no object of the backup "
+             "could be read for it (archived, too large or unreachable)")
+
+
+def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bool, int]:
+    """Authenticate ``objects`` one at a time until one opens or PASSWORD_TRIES fail:
+    whether one opened, and how many failed.  One that cannot be read is skipped."""
+    failed = 0
+    for obj in objects:
+        try:
+            blob = dest.read(obj.key, obj.size + 1)
+        except FILE_FAILURES:
+            continue
+        if len(blob) != obj.size:        # rewritten since it was listed
+            continue
+        try:
+            open_with(codec, blob)
+            return True, failed
+        except IntegrityError:
+            failed += 1
+            if failed >= PASSWORD_TRIES:
+                break
+    return False, failed
+
+
 def run_backup(config: Config, args: argparse.Namespace) -> int:
     src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
     plan, report = plan_run(config, src, dest, args.dry_run, args.expire_versions)
+    check_password(config, dest, plan.candidates, plan.objects)
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -5911,6 +6048,7 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
 
 def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, decodes=not args.dry_run)
+    check_password(config, dest, stored, len(stored))
     target = make_storage(config.restore, confined=True)
     chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()),
                                 args.as_of)
@@ -5939,6 +6077,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config)
+    check_password(config, dest, [o for o in stored if not o.name.mark], len(stored))
     stored = sorted((o for o in stored if not o.name.mark), key=lambda o: o.name.path)
     # ^ deletion marks hold no content to check
     chosen = select_subset(stored, args.subset) if args.subset else stored
