@@ -2485,6 +2485,19 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
             "bandwidth_limit", "thaw_days", "thaw_tier")
+LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
+                                    # (a configured one was never used): accepted, ignored
+STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
+# ^ every variable that starts with one of these must be a storage key's (or RESTORE_PROCESSES)
+OTHER_VARIABLES = ("CRONTAB", "TZ", "BACKUP_EXIT_CODE")   # crontab.sh's, and the one a
+                                    # post_command gets: ours, though not configuration
+SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)"
+                          r"(_(PROTO|PORT|ADDR))?)?)$")
+# ^ what Kubernetes (and Docker's legacy links) inject for a service, e.g. a service named
+#   "dest" gives DEST_SERVICE_HOST and DEST_PORT_443_TCP_ADDR: never a typo of ours
+TYPO_RATIO = 0.85                   # difflib ratio from which an unknown variable with as
+                                    # many words as one of ours is taken for a typo of it
+                                    # (VERSION_KEEP_DAYS: 0.97; LOG_LEVEL-GZIP_LEVEL: 0.74)
 NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
@@ -2574,9 +2587,6 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         if has_secret and os.stat(file_path).st_mode & 0o077:
             warnings.append(f"config file {file_path} holds secrets and is readable by other "
                             f"users; run: chmod 600 {file_path}")
-        for key in raw:
-            if key not in TOP_KEYS and key not in STORAGE_SECTIONS:
-                warnings.append(f"config file {file_path}: unknown key {key!r} ignored")
     elif path is not None:
         # The existing tool never opens the file while a configuration variable is set, so
         # an old "--config /config.json" must keep working once the file is gone.
@@ -2604,6 +2614,64 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         merged.update(overrides)
         raw[section] = merged or None
     return raw, warnings
+
+
+def closest(name: str, known: Iterable[str], cutoff: float) -> Optional[str]:
+    """The name of ``known`` most like ``name`` (difflib's ratio, at least ``cutoff``) and
+    made of as many "_"-separated words, or None."""
+    import difflib
+    words = name.count("_")
+    scored = [(difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known
+              if k.count("_") == words]
+    best = max(scored, default=(0.0, ""))
+    return best[1] if best[0] >= cutoff else None
+
+
+def unknown_keys(raw: dict, file_path: str) -> list[str]:
+    """A problem for each top-level key of the config file that no setting reads (a typo
+    must not leave its setting at the default: "version_keep_days" turned history off)."""
+    problems = []
+    known = (*TOP_KEYS, *STORAGE_SECTIONS)
+    for key in raw:
+        if key in known or key in LEGACY_KEYS:
+            continue
+        near = closest(str(key), known, 0.75) if isinstance(key, str) else None
+        fix = (f"did you mean {near!r} (environment {env_name(near)})? rename it" if near
+               else "remove it (README, Configuration, lists every key)")
+        problems.append(f"config file {file_path}: unknown key {key!r}; {fix}")
+    return problems
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """A problem for each environment variable that looks meant for this tool but is not
+    one it reads: one starting with SRC_, DEST_ or RESTORE_ (not a Kubernetes service
+    link), or one whose upper-case name is one of ours or close to one (TYPO_RATIO, as
+    many words).  Everything else in an environment (PATH, AWS_REGION, ...) is not ours."""
+    known = (*config_variables(), *(env_name(k) for k in LEGACY_KEYS), *OTHER_VARIABLES)
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if name in known:
+            continue
+        if upper in known:
+            problems.append(f"environment variable {name}: names are upper case; rename it "
+                            f"to {upper}")
+            continue
+        near = closest(upper, known, TYPO_RATIO)
+        ours = name.startswith(STORAGE_PREFIXES) and not SERVICE_LINK.search(name)
+        if near is None and ours:
+            import difflib
+            section = [k for k in known if k.startswith(name.split("_")[0] + "_")]
+            near = next(iter(difflib.get_close_matches(name, section, 1, 0.6)), None)
+            if near is None:
+                keys = ", ".join(env_name(k) for k in STORAGE_KEYS)
+                problems.append(f"environment variable {name} is not one this tool reads (a "
+                                f"storage's variables end in {keys}); rename or unset it")
+                continue
+        if near is not None:
+            problems.append(f"environment variable {name} is not one this tool reads; did "
+                            f"you mean {near}? rename it (or unset it)")
+    return problems
 
 
 class _Checker:
@@ -2708,8 +2776,10 @@ def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[
     sub = _Checker({f"{section}.{k}": v for k, v in values.items()})
     unknown = sorted(set(values) - set(STORAGE_KEYS))
     for key in unknown:
-        check.problem(f"{section}.{key}", "unknown storage key; valid keys: "
-                      + ", ".join(STORAGE_KEYS))
+        near = closest(key, STORAGE_KEYS, 0.75)
+        check.problem(f"{section}.{key}", "unknown storage key; " + (
+            f"did you mean {near!r}? rename it" if near else
+            "valid keys: " + ", ".join(STORAGE_KEYS)))
     config = StorageConfig(**{k: sub.text(f"{section}.{k}") for k in STORAGE_KEYS})
     check.problems += sub.problems
     where = f"{section}.local_path / {section}.s3_bucket (environment " \
@@ -2755,11 +2825,15 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
 
     (Command-line flags mostly choose the action; the few that set a config value, like
     --bwlimit for bandwidth_limit, come in ``flags`` by key.)  Every problem is collected
-    and reported together, one line each, as a ConfigError.
+    and reported together, one line each, as a ConfigError; a config file key or an
+    environment variable meant for this tool that it does not read is one (unknown_keys,
+    unknown_variables).
     """
-    raw, warnings = read_raw_config(path, dict(os.environ if environ is None else environ))
-    raw.update(flags or {})
+    environ = dict(os.environ if environ is None else environ)
+    raw, warnings = read_raw_config(path, environ)
     check = _Checker(raw)
+    check.problems += unknown_keys(raw, path or DEFAULT_CONFIG) + unknown_variables(environ)
+    raw.update(flags or {})
     storages = {s: _storage(s, raw.get(s), check) for s in STORAGE_SECTIONS}
     for section in needs:
         if storages[section] is None:
