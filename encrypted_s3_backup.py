@@ -189,6 +189,13 @@ class RefusedError(BackupError):
     exit_code = EXIT_USAGE
 
 
+class NothingSelectedError(BackupError):
+    """A restore, verify or list found nothing to do with what it was given (a destination
+    without backup objects, a filter that matches nothing); nothing was done."""
+
+    exit_code = EXIT_USAGE
+
+
 class CommandError(BackupError):
     """The pre_command failed, so the backup did not start; nothing was changed."""
 
@@ -3512,6 +3519,71 @@ def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
     return chosen
 
 
+SUGGESTIONS = 3          # paths a filter that matches nothing suggests, at most
+
+
+def near_misses(paths: Iterable[str], pattern: str) -> list[str]:
+    """What a --restore-only ``pattern`` that matches none of ``paths`` may have meant: the
+    paths (or folders) it matches with its case ignored and its leading "/" or "./"
+    removed, sorted, at most SUGGESTIONS of them."""
+    import fnmatch
+    bare = re.sub(r"^(\./|/)+", "", pattern).rstrip("/").lower()
+    found: set[str] = set()
+    if not bare:
+        return []
+    for path in paths:
+        folded = path.lower()
+        if folded == bare or fnmatch.fnmatchcase(folded, bare):
+            found.add(path)
+        elif folded.startswith(bare + "/"):
+            found.add(path[:len(bare)])
+    return sorted(found)[:SUGGESTIONS]
+
+
+def check_selection(stored: list[Stored], chosen: list[Stored], only: tuple[str, ...],
+                    as_of: Optional[AsOf], as_of_text: str = "", deleted_option: str = ""
+                    ) -> None:
+    """NothingSelectedError when a restore or list with ``only`` patterns and ``as_of``
+    would select nothing, or a pattern matches no path at all (a typo must not pass as a
+    restore of "0 files"): naming the pattern and the paths it may have meant (see
+    near_misses), the earliest moment the backup knows, or the option that would include
+    deleted files (``deleted_option``: empty when there is none).  ``stored`` is not
+    empty (see open_backup)."""
+    paths = sorted({o.name.path for o in stored})
+    missing = [p for p in only if not any(matches_only(path, (p,)) for path in paths)]
+    if missing:
+        said = []
+        for pattern in missing:
+            near = near_misses(paths, pattern)
+            said.append(f"--restore-only {pattern!r} matches no path in the backup" + (
+                f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""))
+        raise NothingSelectedError("; ".join(said) + ": paths are relative to the backed-up "
+                                   "folder, without a leading '/', and case counts; "
+                                   "--list shows them")
+    if chosen:
+        return
+    matching = [o for o in stored if matches_only(o.name.path, only)]
+    which = f" under --restore-only {', '.join(repr(p) for p in only)}" if only else ""
+    if as_of is not None:
+        first = min(o.name.mtime for o in matching)
+        when = datetime.datetime.fromtimestamp(first).strftime("%Y-%m-%dT%H:%M:%S") \
+            if first < 2 ** 37 else str(first)
+        if first > as_of.moment:
+            raise NothingSelectedError(
+                f"no file{which} existed as of {as_of_text or as_of.moment}, as far as the "
+                f"backup knows: its earliest file is from {when}; give --as-of that moment or "
+                "later")
+        raise NothingSelectedError(
+            f"no file{which} was there as of {as_of_text or as_of.moment}: each was deleted "
+            "by then or written later; --list --versions shows every object with its dates")
+    if any(o.name.deleted and not o.name.version for o in matching) and deleted_option:
+        raise NothingSelectedError(f"every file{which} is marked deleted in the backup; add "
+                                   f"{deleted_option} to restore them")
+    raise NothingSelectedError(f"no file{which} has a current object in the backup, only "
+                               "old versions: --list --versions shows them, --as-of restores "
+                               "one")
+
+
 class Subset(NamedTuple):
     """What --verify --subset checks: slice ``part`` of ``parts`` ("N/T"), or ``percent``
     of the objects picked at random ("P%")."""
@@ -5641,11 +5713,13 @@ def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
     return list_objects(dest, report), report
 
 
-def open_backup(config: Config, decodes: bool = True
+def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False
                 ) -> tuple[Storage, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
     reading it (each already reported; an object name that does not decode is one).
-    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead)."""
+    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead).  A
+    destination without backup objects is a NothingSelectedError (a typo in dest), or,
+    ``empty_ok``, a warning."""
     dest = make_storage(config.dest)
     if decodes and not dest.remote:
         config.codec.key_ahead()         # while the objects are listed here ...
@@ -5656,6 +5730,12 @@ def open_backup(config: Config, decodes: bool = True
     problems = report.problems + report.bad_names
     for problem in problems:
         log.error("FAILED listing: %s", problem)
+    if not stored and not problems:
+        empty = (f"dest {dest} holds no backup objects: check dest's local_path, s3_bucket "
+                 "and base_path (environment DEST_LOCAL_PATH, DEST_S3_BUCKET, DEST_BASE_PATH)")
+        if not empty_ok:
+            raise NothingSelectedError(empty)
+        log.warning("warning: %s", empty)
     return dest, stored, problems
 
 
@@ -5785,8 +5865,11 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
 def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, decodes=not args.dry_run)
     target = make_storage(config.restore, confined=True)
-    chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()),
-                                args.as_of)
+    only = tuple(args.restore_only or ())
+    chosen = select_for_restore(stored, args.restore_deleted, only, args.as_of)
+    if stored and not problems:    # (a listing that failed in part may miss the paths)
+        check_selection(stored, chosen, only, args.as_of, args.as_of_text,
+                        "" if args.restore_deleted else "--restore-deleted")
     when = f" as of {args.as_of_text}" if args.as_of else ""
     log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
     chosen, waiting = readable_now(config, dest, chosen, args)
@@ -5858,14 +5941,17 @@ def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[
 
 
 def run_list(config: Config, args: argparse.Namespace) -> int:
-    dest, stored, problems = open_backup(config, decodes=False)
     only = tuple(args.restore_only or ())
+    dest, stored, problems = open_backup(config, decodes=False,
+                                         empty_ok=not (only or args.as_of))
     if args.versions:        # every object, oldest first per path
         chosen = sorted((o for o in stored if matches_only(o.name.path, only)),
                         key=lambda o: (o.name.path, o.name.mtime, o.name.deleted == 0,
                                        o.name.deleted))
     else:
         chosen = select_for_restore(stored, True, only, args.as_of)
+    if stored and not problems and (only or args.as_of):
+        check_selection(stored, chosen, only, args.as_of, args.as_of_text or "")
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
              "deleted": o.name.deleted or None} for o in chosen]
     problems += add_classes(config, dest, chosen, rows)
@@ -5906,7 +5992,7 @@ EPILOG = """examples:
       python3 encrypted_s3_backup.py                  configuration from the environment
 
 exit codes: 0 success, 1 some files failed (the rest were done), 2 configuration, usage
-or storage error (nothing was done), 3 internal error (please report), 4 restore or verify
+or storage error, or a restore or verify that selects nothing (nothing was done), 3 internal error (please report), 4 restore or verify
 did all it could read, the rest is thawing from an archive storage class (run it again
 later), 130 interrupted."""
 

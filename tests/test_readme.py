@@ -3,6 +3,7 @@ crontab.sh and the Dockerfile are tested in test_docker.py)."""
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -77,10 +78,17 @@ def test_first_command_backs_up_this_folder(checkout, tmp_path):
 
 
 def test_every_usage_example_runs(checkout, tmp_path):
+    """Over a source the examples' filters match (a restore that selects nothing is an
+    error), its files older than the --as-of example's date."""
+    data = tmp_path / "data"
+    for rel, text in (("docs/a.txt", "alpha\n"), ("notes.txt", "beta\n")):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text(text)
+        os.utime(data / rel, (1_700_000_000, 1_700_000_000))
     (checkout / "config.json").write_text(
-        '{"src": {"local_path": "docs"}, "dest": {"local_path": "%s"}, '
+        '{"src": {"local_path": "%s"}, "dest": {"local_path": "%s"}, '
         '"restore": {"local_path": "%s"}, "encryption_password": "pw"}'
-        % (tmp_path / "dest", tmp_path / "restored"))
+        % (data, tmp_path / "dest", tmp_path / "restored"))
     (checkout / "config.json").chmod(0o600)
     lines = usage_lines()
     assert len(lines) >= 9
@@ -89,7 +97,7 @@ def test_every_usage_example_runs(checkout, tmp_path):
         assert done.returncode == 0, (line, done.stderr)
         if "2> errors.log" in line:
             assert (checkout / "errors.log").read_text() == ""
-    assert (tmp_path / "restored" / "a.txt").read_text() == "alpha\n"
+    assert (tmp_path / "restored" / "docs" / "a.txt").read_text() == "alpha\n"
 
 
 def test_quick_start_environment_block(checkout, tmp_path, s3_bucket):

@@ -67,3 +67,105 @@ def test_a_typo_in_an_environment_variable_stops_the_run(local_tool):
     code, out, err = tool("--restore")
     assert code == 2 and "did you mean DEST_BASE_PATH?" in err
     assert not tool.restore.exists()
+
+
+# ---------------------------------------------------------- 5. a restore of nothing is an error
+
+@pytest.fixture(params=["local", "s3"])
+def tool(request, make_tool):
+    """The tool, its destination a local folder or the test's S3 bucket."""
+    if request.param == "local":
+        return make_tool()
+    return make_tool(request.getfixturevalue("s3_bucket"))
+
+
+TAXES = {"taxes/2024/return.pdf": b"%PDF return", "taxes/2024/receipts/a.jpg": b"jpeg",
+         "Photos/cat.jpg": b"meow"}
+
+
+def one_error(code, err):
+    """The run failed with exit code 2 and one error line, which is returned."""
+    assert code == esb.EXIT_USAGE, err
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("pattern,suggested", [
+    ("/Taxes/2024", "'taxes/2024'"), ("taxes/2024/RETURN.PDF", "'taxes/2024/return.pdf'"),
+    ("./taxes/2024/", "'taxes/2024'"), ("photos/*.JPG", "'Photos/cat.jpg'"),
+    ("taxes/2023", None)])
+def test_restore_only_that_matches_nothing_is_an_error_with_the_paths_it_may_mean(
+        local_tool, pattern, suggested):
+    tool = local_tool
+    back_up(tool, TAXES)
+    for argv in (["--restore"], ["--restore", "--dry-run"], ["--list"]):
+        line = one_error(*tool(*argv, "--restore-only", pattern)[::2])
+        assert f"--restore-only {pattern!r} matches no path in the backup" in line
+        if suggested:
+            assert f"did you mean {suggested}?" in line
+        else:
+            assert "did you mean" not in line
+        assert "--list shows them" in line
+    assert not tool.restore.exists()
+
+
+def test_one_restore_only_of_several_that_matches_nothing_is_an_error(tool):
+    back_up(tool, TAXES)
+    code, out, err = tool("--restore", "--restore-only", "Photos/", "--restore-only", "/taxes")
+    line = one_error(code, err)
+    assert "'/taxes' matches no path" in line and "did you mean 'taxes'?" in line
+    assert "Photos" not in line
+    assert not tool.restore.exists()
+
+
+def test_as_of_before_the_first_backup_is_an_error_naming_the_earliest_moment(tool):
+    back_up(tool, TAXES)
+    earliest = esb.datetime.datetime.fromtimestamp(MTIME).strftime("%Y-%m-%dT%H:%M:%S")
+    for argv in (["--restore"], ["--restore", "--dry-run"], ["--list"]):
+        line = one_error(*tool(*argv, "--as-of", "2001-01-01")[::2])
+        assert "no file existed as of 2001-01-01" in line
+        assert f"earliest file is from {earliest}" in line and "--as-of" in line
+    line = one_error(*tool("--restore", "--as-of", "2001-01-01", "--restore-only",
+                           "Photos/")[::2])
+    assert "no file under --restore-only 'Photos/' existed as of 2001-01-01" in line
+    assert not tool.restore.exists()
+
+
+def test_restore_of_only_deleted_files_says_how_to_get_them(local_tool):
+    tool = local_tool
+    back_up(tool, TAXES)
+    (tool.src / "Photos" / "cat.jpg").unlink()
+    assert tool()[0] == 0
+    line = one_error(*tool("--restore", "--restore-only", "Photos/")[::2])
+    assert "every file under --restore-only 'Photos/' is marked deleted" in line
+    assert "add --restore-deleted" in line
+    assert not tool.restore.exists()
+    code, _, err = tool("--restore", "--restore-only", "Photos/", "--restore-deleted")
+    assert code == 0 and tool.restored() == {"Photos/cat.jpg": b"meow"}, err
+
+
+def test_restore_and_verify_of_an_empty_destination_are_errors_naming_it(local_tool):
+    tool = local_tool
+    tool.dest.mkdir()
+    for argv in (["--restore"], ["--restore", "--dry-run"], ["--verify"],
+                 ["--list", "--restore-only", "a"]):
+        line = one_error(*tool(*argv)[::2])
+        assert f"dest {tool.dest} holds no backup objects" in line
+        assert "base_path" in line and "DEST_LOCAL_PATH" in line
+    code, out, err = tool("--list")             # a listing of nothing is a listing, said
+    assert code == 0 and out == ""
+    assert "holds no backup objects" in err
+    assert not tool.restore.exists() and tree(tool.dest) == {}
+
+
+def test_a_typo_in_the_s3_base_path_is_an_error_not_a_restore_of_nothing(make_tool, s3_bucket):
+    tool = make_tool(s3_bucket, base_path="host1")
+    back_up(tool, TAXES)
+    keys = tool.keys()
+    tool.set(DEST_BASE_PATH="hots1")
+    for argv in (["--restore"], ["--verify"]):
+        line = one_error(*tool(*argv)[::2])
+        assert "holds no backup objects" in line and "hots1" in line
+    tool.set(DEST_BASE_PATH="host1")
+    assert tool.keys() == keys and not tool.restore.exists()
