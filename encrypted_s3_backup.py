@@ -125,6 +125,8 @@ EXIT_USAGE = 2         # usage, configuration or storage error, or a refused run
 EXIT_BUG = 3           # internal error: a traceback to report
 EXIT_THAWING = 4       # restore or verify did everything readable; the rest is in an archive
                        # storage class, asked to thaw (or left, --no-thaw): run again later
+EXIT_ATTENTION = 5     # a backup did everything, but needs attention: more than half of the
+                       # files changed (kept as history): ransomware, or a wanted change?
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -4604,7 +4606,8 @@ METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
                "duplicates_removed", "versions_kept", "versions_expired",
-               "deleted_not_marked_archived", "failed", "bytes_read", "bytes_written"),
+               "deleted_not_marked_archived", "failed", "bytes_read", "bytes_written",
+               "mass_change_files"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -4615,7 +4618,7 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
      "When the last run of this kind that exited 0 ended (Unix time)."),
     ("last_exit_code", "Exit code of the last run of this kind (0 success, 1 some files "
                        "failed, 2 configuration, storage or refused, 3 bug, 4 waiting on "
-                       "archive thaws, 130 interrupted)."),
+                       "archive thaws, 5 a mass change kept as history, 130 interrupted)."),
     ("last_duration_seconds", "How long the last run of this kind took."),
     ("last_files", "Files of the last run of this kind by result: read and written in full, "
                    "unchanged, failed, skipped (verify --subset)."),
@@ -4623,6 +4626,8 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("destination_objects", "Backup objects on the destination after the last run of this "
                             "kind (that got as far as listing it)."),
     ("destination_bytes", "Bytes of those backup objects."),
+    ("last_mass_change_files", "Files the last backup found changed when they were more "
+                               "than half of the backed-up files (exit code 5), else 0."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
     "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged"},
@@ -4844,6 +4849,8 @@ def metric_samples(kind: str, code: int, started: float, ended: float,
     for name in ("destination_objects", "destination_bytes"):
         if name in figures:
             samples[name, by_kind] = figures[name]
+    if kind == "backup":
+        samples["last_mass_change_files", by_kind] = figures.get("mass_change_files", 0)
     return samples
 
 
@@ -4854,7 +4861,8 @@ def iso_time(moment: float) -> str:
 
 class Monitor(logging.Handler):
     """One run as the world outside sees it.  Attached to the log, it keeps the summary's
-    figures and the failure lines (the errors).  begin() sends the start ping and, before
+    figures, the failure lines (the errors) and what needs attention (a record with an
+    ``attention`` attribute: its message, and the figures in that attribute).  begin() sends the start ping and, before
     a backup, runs the pre_command; end() runs the post_command and reports the outcome:
     the metrics file, the webhook, the end ping.  For ``kind`` None (a list, a dry run)
     it does nothing."""
@@ -4866,6 +4874,8 @@ class Monitor(logging.Handler):
         self.alerts: Optional[Alerts] = None     # known once the configuration loaded
         self.post_command: Optional[str] = None  # set once a backup is under way
         self.summary, self.figures = "", {}
+        self.attention: list[str] = []           # what needs attention, e.g. a mass change
+        self.attention_figures: dict[str, Any] = {}
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
         self.last_bytes = 0                                        # PING_BODY_MAX bytes
@@ -4874,7 +4884,10 @@ class Monitor(logging.Handler):
             log.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
+        if getattr(record, "attention", None) is not None:
+            self.attention.append(record.getMessage().removeprefix("warning: "))
+            self.attention_figures.update(record.attention)
+        elif record.levelno >= logging.ERROR:
             for line in record.getMessage().splitlines():
                 if len(self.first) < WEBHOOK_FAILURES:
                     self.first.append(line)
@@ -4914,7 +4927,8 @@ class Monitor(logging.Handler):
                 if status:
                     log.warning("warning: post_command failed (%s); the backup's outcome is "
                                 "unchanged", command_status(status))
-            self._report("success" if code == EXIT_OK else "failure", code)
+            self._report("success" if code == EXIT_OK else
+                         "attention" if code == EXIT_ATTENTION else "failure", code)
         except KeyboardInterrupt:
             log.warning("warning: interrupted while reporting the run's outcome")
         finally:
@@ -4935,7 +4949,8 @@ class Monitor(logging.Handler):
         if alerts.metrics_file and code is not None:
             try:
                 write_metrics(alerts.metrics_file, self.kind, metric_samples(
-                    self.kind, code, self.started, ended, self.figures))
+                    self.kind, code, self.started, ended,
+                    {**self.figures, **self.attention_figures}))
             except OSError as exc:
                 log.warning("warning: cannot write the metrics file %s: %s",
                             alerts.metrics_file, exc.strerror or exc)
@@ -4962,8 +4977,9 @@ class Monitor(logging.Handler):
         return self.summary or f"{self.kind} ended with exit code {code}"
 
     def _ping_body(self, code: Optional[int]) -> bytes:
-        """The summary, then as many of the last failure lines as PING_BODY_MAX holds."""
-        head = self._headline(code) + "\n"
+        """The summary and what needs attention, then as many of the last failure lines as
+        PING_BODY_MAX holds."""
+        head = "".join(line + "\n" for line in [self._headline(code), *self.attention])
         room = PING_BODY_MAX - len(head.encode("utf-8", "replace"))
         tail: list[str] = []
         for line in reversed(self.last):
@@ -4976,13 +4992,15 @@ class Monitor(logging.Handler):
     def _webhook(self, status: str, code: Optional[int], ended: float) -> bytes:
         import socket
         host = socket.gethostname()
-        said = {"success": "succeeded", "failure": "failed", "skipped": "was skipped"}[status]
+        said = {"success": "succeeded", "failure": "failed", "skipped": "was skipped",
+                "attention": "needs attention"}[status]
         figures: dict[str, Any] = dict.fromkeys(FIGURES[self.kind], 0)
         figures.update(seconds=round(ended - self.started, 3), mb_per_s=0,
                        destination_objects=None, destination_bytes=None)
         figures.update(self.figures)
+        figures.update(self.attention_figures)
         message = [self.summary] if self.summary else []
-        message += self.first[:MESSAGE_FAILURES]
+        message += self.attention + self.first[:MESSAGE_FAILURES]
         return json.dumps({
             "title": f"encrypted_s3_backup: {self.kind} {said} on {host}",
             "message": "\n".join(message or [self._headline(code)]),
@@ -5685,14 +5703,21 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     tally.summary("backup", [("unchanged", plan.unchanged), ("unmarked", plan.unmarked)],
                   destination=holdings.figures())
     log_archived(plan)
-    if history and is_mass(plan.changed, plan.live):
+    mass_change = bool(history) and is_mass(plan.changed, plan.live) and \
+        not args.allow_mass_change
+    if mass_change:        # done, and safe (history), but someone must look: exit code 5
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
                     "or rewritten in place?); their previous contents are kept as versions "
-                    "for %d days", plan.changed, plan.live, history)
+                    "for %d days: check the source before then, and restore with --as-of "
+                    "if it was not wanted (exit code %d; --allow-mass-change when a change "
+                    "like this is expected)", plan.changed, plan.live, history, EXIT_ATTENTION,
+                    extra={"attention": {"mass_change_files": plan.changed}})
     if not history and versions_expired:
         log.info("note: versions_keep_days is 0, so the %d version objects that earlier runs "
                  "kept were removed", versions_expired)
-    return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+    if tally.failed or report.problems:
+        return EXIT_FAILED
+    return EXIT_ATTENTION if mass_change else EXIT_OK
 
 
 def log_archived(plan: Plan) -> None:
@@ -5992,9 +6017,11 @@ EPILOG = """examples:
       python3 encrypted_s3_backup.py                  configuration from the environment
 
 exit codes: 0 success, 1 some files failed (the rest were done), 2 configuration, usage
-or storage error, or a restore or verify that selects nothing (nothing was done), 3 internal error (please report), 4 restore or verify
-did all it could read, the rest is thawing from an archive storage class (run it again
-later), 130 interrupted."""
+or storage error, or a restore or verify that selects nothing (nothing was done),
+3 internal error (please report), 4 restore or verify did all it could read, the rest is
+thawing from an archive storage class (run it again later), 5 a backup did everything but
+needs attention: more than half of the files changed (their old contents are kept as
+history: check the source), 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -6054,8 +6081,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="allow a backup that marks deleted or removes more than half of "
                               "the backed-up files")
     options.add_argument("--allow-mass-change", action="store_true",
-                         help="allow a backup without history (versions_keep_days 0) that "
-                              "replaces more than half of the backed-up files")
+                         help="allow a backup that replaces more than half of the backed-up "
+                              "files: without history (versions_keep_days 0) it is refused, "
+                              "with history it exits 5")
     options.add_argument("--json", action="store_true", help="with --list: JSON output")
     options.add_argument("-q", "--quiet", action="store_true",
                          help="only warnings, errors and the summary")

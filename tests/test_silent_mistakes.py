@@ -169,3 +169,79 @@ def test_a_typo_in_the_s3_base_path_is_an_error_not_a_restore_of_nothing(make_to
         assert "holds no backup objects" in line and "hots1" in line
     tool.set(DEST_BASE_PATH="host1")
     assert tool.keys() == keys and not tool.restore.exists()
+
+
+# ------------------------------------------------------------ 6. a mass change alerts
+
+def rewrite_all(tool, files=FILES):
+    """What ransomware does: every file rewritten in place, mtime later."""
+    for rel in files:
+        tool.write(rel, os.urandom(64), MTIME + 3600)
+
+
+def test_a_mass_change_kept_as_history_alerts_every_monitor(local_tool, ping_server):
+    """The run completes (history keeps the old contents), but it is no success: exit code
+    5, the /fail ping with the reason, the webhook whatever notify_on says, a metric."""
+    tool = local_tool
+    metrics = tool.tmp / "esb.prom"
+    tool.set(VERSIONS_KEEP_DAYS=30, HEALTHCHECK_URL=ping_server.url("/ping/k"),
+             NOTIFY_URL=ping_server.url("/hook"), NOTIFY_ON="failure", METRICS_FILE=metrics)
+    back_up(tool)
+    assert [r.path for r in ping_server.requests] == ["/ping/k/start", "/ping/k"]
+    assert "last_mass_change_files{kind=\"backup\"} 0" in metrics.read_text()
+    ping_server.requests.clear()
+    rewrite_all(tool)
+
+    code, out, err = tool()
+    assert code == esb.EXIT_ATTENTION == 5, err
+    assert "12 uploaded" in out and "12 versions kept" in out
+    [warning] = [line for line in err.splitlines() if "changed in this run" in line]
+    assert "12 of 12 backed-up files changed" in warning and "exit code 5" in warning
+    assert "--as-of" in warning
+    paths = [r.path for r in ping_server.requests]
+    assert paths == ["/ping/k/start", "/hook", "/ping/k/fail"]
+    body = ping_server.requests[2].body.decode()
+    assert body.startswith("backup done: 12 uploaded") and "12 of 12 backed-up files" in body
+    hook = ping_server.requests[1].json()
+    assert hook["status"] == "attention" and hook["exit_code"] == 5
+    assert hook["mass_change_files"] == 12 and "needs attention" in hook["title"]
+    assert "12 of 12 backed-up files changed" in hook["message"]
+    text = metrics.read_text()
+    assert 'encrypted_s3_backup_last_mass_change_files{kind="backup"} 12' in text
+    assert 'encrypted_s3_backup_last_exit_code{kind="backup"} 5' in text
+
+    ping_server.requests.clear()                 # the next quiet run is a success again
+    code, _, err = tool()
+    assert code == 0, err
+    assert [r.path for r in ping_server.requests] == ["/ping/k/start", "/ping/k"]
+    assert 'last_mass_change_files{kind="backup"} 0' in metrics.read_text()
+
+
+def test_an_expected_mass_change_with_history_passes_with_allow_mass_change(local_tool):
+    tool = local_tool
+    tool.set(VERSIONS_KEEP_DAYS=30)
+    back_up(tool)
+    rewrite_all(tool)
+    code, out, err = tool("--allow-mass-change")
+    assert code == 0 and "12 versions kept" in out, err
+    assert "changed in this run" not in err
+
+
+def test_a_mass_change_with_a_failed_file_exits_1_and_still_says_the_mass_change(
+        local_tool, ping_server, monkeypatch):
+    tool = local_tool
+    tool.set(VERSIONS_KEEP_DAYS=30, NOTIFY_URL=ping_server.url("/hook"))
+    back_up(tool)
+    rewrite_all(tool)
+    real_open = esb.LocalStorage.open
+
+    def broken_open(self, key):
+        if key == "docs/file03.txt":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, key)
+    monkeypatch.setattr(esb.LocalStorage, "open", broken_open)
+    code, _, err = tool()
+    assert code == esb.EXIT_FAILED, err
+    hook = ping_server.requests[0].json()
+    assert hook["status"] == "failure" and hook["mass_change_files"] == 12
+    assert "12 of 12 backed-up files changed" in hook["message"]
