@@ -245,3 +245,62 @@ def test_a_mass_change_with_a_failed_file_exits_1_and_still_says_the_mass_change
     hook = ping_server.requests[0].json()
     assert hook["status"] == "failure" and hook["mass_change_files"] == 12
     assert "12 of 12 backed-up files changed" in hook["message"]
+
+
+# ---------------------------------------------------------------- 8. the small ones
+
+def test_a_backup_to_a_bucket_that_does_not_exist_says_it_created_it(make_tool, s3_bucket):
+    """A typo in s3_bucket starts a second, empty backup: one line says so, even with -q."""
+    tool = make_tool(s3_bucket)
+    typo = s3_bucket.name + "x"
+    tool.set(DEST_S3_BUCKET=typo)
+    tool.write("a.txt", b"alpha", MTIME)
+    code, out, err = tool("--dry-run")
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if "a new backup starts there" in line]
+    assert f"s3://{typo}/" in line and "does not exist (a backup creates it)" in line
+    buckets = lambda: [b["Name"] for b in s3_bucket.client.list_buckets()["Buckets"]]  # noqa
+    assert typo not in buckets()
+    try:
+        code, out, err = tool("-q")
+        assert code == 0, err
+        [line] = [line for line in out.splitlines() if "note:" in line]
+        assert f"s3://{typo}/" in line and "did not exist and was created" in line
+        assert "check dest's s3_bucket" in line
+        code, out, _ = tool()                      # once: the next run says nothing of it
+        assert code == 0 and "a new backup starts" not in out
+    finally:
+        from s3_server import empty_and_delete_bucket
+        empty_and_delete_bucket(s3_bucket.client, typo)
+
+
+def test_a_first_backup_without_a_salt_says_what_it_costs_and_how_to_set_one(local_tool):
+    tool = local_tool
+    tool.set(ENCRYPTION_SALT=None)
+    tool.write("a.txt", b"alpha", MTIME)
+    code, out, err = tool()
+    assert code == 0, err
+    [line] = [line for line in out.splitlines() if "encryption_salt" in line]
+    assert "0.1 s of CPU per file" in line and "ENCRYPTION_SALT=$(python3 generate_salt.py)" \
+        in line
+    tool.write("b.txt", b"beta", MTIME)
+    code, out, _ = tool()
+    assert code == 0 and "encryption_salt" not in out      # the first run only
+    tool.set(ENCRYPTION_SALT=esb.SALT_LEN * "ab")
+    tool.dest = tool.tmp / "dest2"
+    tool.set(DEST_LOCAL_PATH=tool.dest)
+    code, out, _ = tool()
+    assert code == 0 and "new backup starts" in out and "encryption_salt" not in out
+
+
+def test_the_summary_counts_listing_failures(local_tool):
+    tool = local_tool
+    tool.write("ok.txt", b"data", MTIME)
+    tool.write("ctl\x01char.txt", b"data", MTIME)
+    code, out, err = tool()
+    assert code == 1 and "FAILED listing: cannot back up 'ctl\\x01char.txt'" in err
+    assert "1 uploaded, 1 failed;" in out
+    (tool.dest / "not-ours.enc").write_bytes(b"junk")
+    code, out, err = tool("--restore")
+    assert code == 1 and "FAILED listing" in err
+    assert "1 restored, 1 failed;" in out
