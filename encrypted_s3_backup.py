@@ -4862,10 +4862,10 @@ def iso_time(moment: float) -> str:
 class Monitor(logging.Handler):
     """One run as the world outside sees it.  Attached to the log, it keeps the summary's
     figures, the failure lines (the errors) and what needs attention (a record with an
-    ``attention`` attribute: its message, and the figures in that attribute).  begin() sends the start ping and, before
-    a backup, runs the pre_command; end() runs the post_command and reports the outcome:
-    the metrics file, the webhook, the end ping.  For ``kind`` None (a list, a dry run)
-    it does nothing."""
+    ``attention`` attribute: its message, and the figures that attribute holds).  begin()
+    sends the start ping and, before a backup, runs the pre_command; end() runs the
+    post_command and reports the outcome: the metrics file, the webhook, the end ping.
+    For ``kind`` None (a list, a dry run) it does nothing."""
 
     def __init__(self, kind: Optional[str], config_path: Optional[str]):
         super().__init__(logging.INFO)
