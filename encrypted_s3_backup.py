@@ -3551,12 +3551,11 @@ def check_selection(stored: list[Stored], chosen: list[Stored], only: tuple[str,
     near_misses), the earliest moment the backup knows, or the option that would include
     deleted files (``deleted_option``: empty when there is none).  ``stored`` is not
     empty (see open_backup)."""
-    paths = sorted({o.name.path for o in stored})
-    missing = [p for p in only if not any(matches_only(path, (p,)) for path in paths)]
+    missing = [p for p in only if not any(matches_only(o.name.path, (p,)) for o in stored)]
     if missing:
         said = []
         for pattern in missing:
-            near = near_misses(paths, pattern)
+            near = near_misses((o.name.path for o in stored), pattern)
             said.append(f"--restore-only {pattern!r} matches no path in the backup" + (
                 f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""))
         raise NothingSelectedError("; ".join(said) + ": paths are relative to the backed-up "

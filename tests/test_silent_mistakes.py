@@ -99,6 +99,7 @@ def test_restore_only_that_matches_nothing_is_an_error_with_the_paths_it_may_mea
         local_tool, pattern, suggested):
     tool = local_tool
     back_up(tool, TAXES)
+    before = snapshot(tool.dest)
     for argv in (["--restore"], ["--restore", "--dry-run"], ["--list"]):
         line = one_error(*tool(*argv, "--restore-only", pattern)[::2])
         assert f"--restore-only {pattern!r} matches no path in the backup" in line
@@ -107,7 +108,15 @@ def test_restore_only_that_matches_nothing_is_an_error_with_the_paths_it_may_mea
         else:
             assert "did you mean" not in line
         assert "--list shows them" in line
-    assert not tool.restore.exists()
+    assert not tool.restore.exists() and snapshot(tool.dest) == before
+
+
+def test_near_misses_are_a_few_paths_or_folders_by_case_and_leading_slash():
+    paths = [f"Docs/{i}.txt" for i in range(10)] + ["docs2/x.txt", "Docs/sub/y.txt"]
+    assert esb.near_misses(paths, "/docs") == ["Docs"]                  # the folder, once
+    assert esb.near_misses(paths, "./DOCS/*.TXT") == ["Docs/0.txt", "Docs/1.txt",
+                                                      "Docs/2.txt"]      # SUGGESTIONS
+    assert esb.near_misses(paths, "/") == [] and esb.near_misses(paths, "taxes") == []
 
 
 def test_one_restore_only_of_several_that_matches_nothing_is_an_error(tool):
