@@ -2656,11 +2656,11 @@ def unknown_variables(environ: dict[str, str]) -> list[str]:
     one it reads: one starting with SRC_, DEST_ or RESTORE_ (not a Kubernetes service
     link), or one whose upper-case name is one of ours or close to one (TYPO_RATIO, as
     many words).  Everything else in an environment (PATH, AWS_REGION, ...) is not ours."""
-    known = (*config_variables(), *(env_name(k) for k in LEGACY_KEYS), *OTHER_VARIABLES)
+    known = (*config_variables(), *(env_name(k) for k in LEGACY_KEYS))
     problems = []
     for name in sorted(environ):
         upper = name.upper()
-        if name in known:
+        if name in known or upper in OTHER_VARIABLES:
             continue
         if upper in known:
             problems.append(f"environment variable {name}: names are upper case; rename it "
