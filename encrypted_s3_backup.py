@@ -140,6 +140,8 @@ EXIT_USAGE = 2         # usage, configuration or storage error, or a refused run
 EXIT_BUG = 3           # internal error: a traceback to report
 EXIT_THAWING = 4       # restore or verify did everything readable; the rest is in an archive
                        # storage class, asked to thaw (or left, --no-thaw): run again later
+EXIT_ATTENTION = 5     # a backup did everything, but needs attention: more than half of the
+                       # files changed (kept as history): ransomware, or a wanted change?
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -207,6 +209,13 @@ class RefusedError(BackupError):
 class PasswordError(BackupError):
     """The configured password (or encryption_type) opens none of the backup's objects it
     was tried on; nothing was done."""
+
+    exit_code = EXIT_USAGE
+
+
+class NothingSelectedError(BackupError):
+    """A restore, verify or list found nothing to do with what it was given (a destination
+    without backup objects, a filter that matches nothing); nothing was done."""
 
     exit_code = EXIT_USAGE
 
@@ -2531,6 +2540,19 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
             "bandwidth_limit", "thaw_days", "thaw_tier")
+LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
+                                    # (a configured one was never used): accepted, ignored
+STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
+# ^ every variable that starts with one of these must be a storage key's (or RESTORE_PROCESSES)
+OTHER_VARIABLES = ("CRONTAB", "TZ", "BACKUP_EXIT_CODE")   # crontab.sh's, and the one a
+                                    # post_command gets: ours, though not configuration
+SERVICE_LINK = re.compile(r"_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)"
+                          r"(_(PROTO|PORT|ADDR))?)?)$")
+# ^ what Kubernetes (and Docker's legacy links) inject for a service, e.g. a service named
+#   "dest" gives DEST_SERVICE_HOST and DEST_PORT_443_TCP_ADDR: never a typo of ours
+TYPO_RATIO = 0.85                   # difflib ratio from which an unknown variable with as
+                                    # many words as one of ours is taken for a typo of it
+                                    # (VERSION_KEEP_DAYS: 0.97; LOG_LEVEL-GZIP_LEVEL: 0.74)
 NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
@@ -2620,9 +2642,6 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         if has_secret and os.stat(file_path).st_mode & 0o077:
             warnings.append(f"config file {file_path} holds secrets and is readable by other "
                             f"users; run: chmod 600 {file_path}")
-        for key in raw:
-            if key not in TOP_KEYS and key not in STORAGE_SECTIONS:
-                warnings.append(f"config file {file_path}: unknown key {key!r} ignored")
     elif path is not None:
         # The existing tool never opens the file while a configuration variable is set, so
         # an old "--config /config.json" must keep working once the file is gone.
@@ -2650,6 +2669,64 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         merged.update(overrides)
         raw[section] = merged or None
     return raw, warnings
+
+
+def closest(name: str, known: Iterable[str], cutoff: float) -> Optional[str]:
+    """The name of ``known`` most like ``name`` (difflib's ratio, at least ``cutoff``) and
+    made of as many "_"-separated words, or None."""
+    import difflib
+    words = name.count("_")
+    scored = [(difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known
+              if k.count("_") == words]
+    best = max(scored, default=(0.0, ""))
+    return best[1] if best[0] >= cutoff else None
+
+
+def unknown_keys(raw: dict, file_path: str) -> list[str]:
+    """A problem for each top-level key of the config file that no setting reads (a typo
+    must not leave its setting at the default: "version_keep_days" turned history off)."""
+    problems = []
+    known = (*TOP_KEYS, *STORAGE_SECTIONS)
+    for key in raw:
+        if key in known or key in LEGACY_KEYS:
+            continue
+        near = closest(str(key), known, 0.75) if isinstance(key, str) else None
+        fix = (f"did you mean {near!r} (environment {env_name(near)})? rename it" if near
+               else "remove it (README, Configuration, lists every key)")
+        problems.append(f"config file {file_path}: unknown key {key!r}; {fix}")
+    return problems
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """A problem for each environment variable that looks meant for this tool but is not
+    one it reads: one starting with SRC_, DEST_ or RESTORE_ (not a Kubernetes service
+    link), or one whose upper-case name is one of ours or close to one (TYPO_RATIO, as
+    many words).  Everything else in an environment (PATH, AWS_REGION, ...) is not ours."""
+    known = (*config_variables(), *(env_name(k) for k in LEGACY_KEYS))
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if name in known or upper in OTHER_VARIABLES:
+            continue
+        if upper in known:
+            problems.append(f"environment variable {name}: names are upper case; rename it "
+                            f"to {upper}")
+            continue
+        near = closest(upper, known, TYPO_RATIO)
+        ours = name.startswith(STORAGE_PREFIXES) and not SERVICE_LINK.search(name)
+        if near is None and ours:
+            import difflib
+            section = [k for k in known if k.startswith(name.split("_")[0] + "_")]
+            near = next(iter(difflib.get_close_matches(name, section, 1, 0.6)), None)
+            if near is None:
+                keys = ", ".join(env_name(k) for k in STORAGE_KEYS)
+                problems.append(f"environment variable {name} is not one this tool reads (a "
+                                f"storage's variables end in {keys}); rename or unset it")
+                continue
+        if near is not None:
+            problems.append(f"environment variable {name} is not one this tool reads; did "
+                            f"you mean {near}? rename it (or unset it)")
+    return problems
 
 
 class _Checker:
@@ -2754,8 +2831,10 @@ def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[
     sub = _Checker({f"{section}.{k}": v for k, v in values.items()})
     unknown = sorted(set(values) - set(STORAGE_KEYS))
     for key in unknown:
-        check.problem(f"{section}.{key}", "unknown storage key; valid keys: "
-                      + ", ".join(STORAGE_KEYS))
+        near = closest(key, STORAGE_KEYS, 0.75)
+        check.problem(f"{section}.{key}", "unknown storage key; " + (
+            f"did you mean {near!r}? rename it" if near else
+            "valid keys: " + ", ".join(STORAGE_KEYS)))
     config = StorageConfig(**{k: sub.text(f"{section}.{k}") for k in STORAGE_KEYS})
     check.problems += sub.problems
     where = f"{section}.local_path / {section}.s3_bucket (environment " \
@@ -2801,11 +2880,15 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
 
     (Command-line flags mostly choose the action; the few that set a config value, like
     --bwlimit for bandwidth_limit, come in ``flags`` by key.)  Every problem is collected
-    and reported together, one line each, as a ConfigError.
+    and reported together, one line each, as a ConfigError; a config file key or an
+    environment variable meant for this tool that it does not read is one (unknown_keys,
+    unknown_variables).
     """
-    raw, warnings = read_raw_config(path, dict(os.environ if environ is None else environ))
-    raw.update(flags or {})
+    environ = dict(os.environ if environ is None else environ)
+    raw, warnings = read_raw_config(path, environ)
     check = _Checker(raw)
+    check.problems += unknown_keys(raw, path or DEFAULT_CONFIG) + unknown_variables(environ)
+    raw.update(flags or {})
     storages = {s: _storage(s, raw.get(s), check) for s in STORAGE_SECTIONS}
     for section in needs:
         if storages[section] is None:
@@ -3672,6 +3755,70 @@ def select_for_restore(stored: Iterable[Stored], include_deleted: bool,
         if keeper.name.deleted == 0 or include_deleted:
             chosen.append(keeper)
     return chosen
+
+
+SUGGESTIONS = 3          # paths a filter that matches nothing suggests, at most
+
+
+def near_misses(paths: Iterable[str], pattern: str) -> list[str]:
+    """What a --restore-only ``pattern`` that matches none of ``paths`` may have meant: the
+    paths (or folders) it matches with its case ignored and its leading "/" or "./"
+    removed, sorted, at most SUGGESTIONS of them."""
+    import fnmatch
+    bare = re.sub(r"^(\./|/)+", "", pattern).rstrip("/").lower()
+    found: set[str] = set()
+    if not bare:
+        return []
+    for path in paths:
+        folded = path.lower()
+        if folded == bare or fnmatch.fnmatchcase(folded, bare):
+            found.add(path)
+        elif folded.startswith(bare + "/"):
+            found.add(path[:len(bare)])
+    return sorted(found)[:SUGGESTIONS]
+
+
+def check_selection(stored: list[Stored], chosen: list[Stored], only: tuple[str, ...],
+                    as_of: Optional[AsOf], as_of_text: str = "", deleted_option: str = ""
+                    ) -> None:
+    """NothingSelectedError when a restore or list with ``only`` patterns and ``as_of``
+    would select nothing, or a pattern matches no path at all (a typo must not pass as a
+    restore of "0 files"): naming the pattern and the paths it may have meant (see
+    near_misses), the earliest moment the backup knows, or the option that would include
+    deleted files (``deleted_option``: empty when there is none).  ``stored`` is not
+    empty (see open_backup)."""
+    missing = [p for p in only if not any(matches_only(o.name.path, (p,)) for o in stored)]
+    if missing:
+        said = []
+        for pattern in missing:
+            near = near_misses((o.name.path for o in stored), pattern)
+            said.append(f"--restore-only {pattern!r} matches no path in the backup" + (
+                f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""))
+        raise NothingSelectedError("; ".join(said) + ": paths are relative to the backed-up "
+                                   "folder, without a leading '/', and case counts; "
+                                   "--list shows them")
+    if chosen:
+        return
+    matching = [o for o in stored if matches_only(o.name.path, only)]
+    which = f" under --restore-only {', '.join(repr(p) for p in only)}" if only else ""
+    if as_of is not None:
+        first = min(o.name.mtime for o in matching)
+        when = datetime.datetime.fromtimestamp(first).strftime("%Y-%m-%dT%H:%M:%S") \
+            if first < 2 ** 37 else str(first)
+        if first > as_of.moment:
+            raise NothingSelectedError(
+                f"no file{which} existed as of {as_of_text or as_of.moment}, as far as the "
+                f"backup knows: its earliest file is from {when}; give --as-of that moment or "
+                "later")
+        raise NothingSelectedError(
+            f"no file{which} was there as of {as_of_text or as_of.moment}: each was deleted "
+            "by then or written later; --list --versions shows every object with its dates")
+    if any(o.name.deleted and not o.name.version for o in matching) and deleted_option:
+        raise NothingSelectedError(f"every file{which} is marked deleted in the backup; add "
+                                   f"{deleted_option} to restore them")
+    raise NothingSelectedError(f"no file{which} has a current object in the backup, only "
+                               "old versions: --list --versions shows them, --as-of restores "
+                               "one")
 
 
 class Subset(NamedTuple):
@@ -4699,7 +4846,8 @@ METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
                "duplicates_removed", "versions_kept", "versions_expired",
-               "deletion_marks_removed", "failed", "bytes_read", "bytes_written"),
+               "deletion_marks_removed", "failed", "bytes_read", "bytes_written",
+               "mass_change_files"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -4710,7 +4858,7 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
      "When the last run of this kind that exited 0 ended (Unix time)."),
     ("last_exit_code", "Exit code of the last run of this kind (0 success, 1 some files "
                        "failed, 2 configuration, storage or refused, 3 bug, 4 waiting on "
-                       "archive thaws, 130 interrupted)."),
+                       "archive thaws, 5 a mass change kept as history, 130 interrupted)."),
     ("last_duration_seconds", "How long the last run of this kind took."),
     ("last_files", "Files of the last run of this kind by result: read and written in full, "
                    "unchanged, failed, skipped (verify --subset)."),
@@ -4718,6 +4866,8 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("destination_objects", "Backup objects on the destination after the last run of this "
                             "kind (that got as far as listing it)."),
     ("destination_bytes", "Bytes of those backup objects."),
+    ("last_mass_change_files", "Files the last backup found changed when they were more "
+                               "than half of the backed-up files (exit code 5), else 0."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
     "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged"},
@@ -4944,6 +5094,8 @@ def metric_samples(kind: str, code: int, started: float, ended: float,
     for name in ("destination_objects", "destination_bytes"):
         if name in figures:
             samples[name, by_kind] = figures[name]
+    if kind == "backup":
+        samples["last_mass_change_files", by_kind] = figures.get("mass_change_files", 0)
     return samples
 
 
@@ -4954,10 +5106,11 @@ def iso_time(moment: float) -> str:
 
 class Monitor(logging.Handler):
     """One run as the world outside sees it.  Attached to the log, it keeps the summary's
-    figures and the failure lines (the errors).  begin() sends the start ping and, before
-    a backup, runs the pre_command; end() runs the post_command and reports the outcome:
-    the metrics file, the webhook, the end ping.  For ``kind`` None (a list, a dry run)
-    it does nothing."""
+    figures, the failure lines (the errors) and what needs attention (a record with an
+    ``attention`` attribute: its message, and the figures that attribute holds).  begin()
+    sends the start ping and, before a backup, runs the pre_command; end() runs the
+    post_command and reports the outcome: the metrics file, the webhook, the end ping.
+    For ``kind`` None (a list, a dry run) it does nothing."""
 
     def __init__(self, kind: Optional[str], config_path: Optional[str]):
         super().__init__(logging.INFO)
@@ -4966,6 +5119,8 @@ class Monitor(logging.Handler):
         self.alerts: Optional[Alerts] = None     # known once the configuration loaded
         self.post_command: Optional[str] = None  # set once a backup is under way
         self.summary, self.figures = "", {}
+        self.attention: list[str] = []           # what needs attention, e.g. a mass change
+        self.attention_figures: dict[str, Any] = {}
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
         self.last_bytes = 0                                        # PING_BODY_MAX bytes
@@ -4974,7 +5129,10 @@ class Monitor(logging.Handler):
             log.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
+        if getattr(record, "attention", None) is not None:
+            self.attention.append(record.getMessage().removeprefix("warning: "))
+            self.attention_figures.update(record.attention)
+        elif record.levelno >= logging.ERROR:
             for line in record.getMessage().splitlines():
                 if len(self.first) < WEBHOOK_FAILURES:
                     self.first.append(line)
@@ -5014,7 +5172,8 @@ class Monitor(logging.Handler):
                 if status:
                     log.warning("warning: post_command failed (%s); the backup's outcome is "
                                 "unchanged", command_status(status))
-            self._report("success" if code == EXIT_OK else "failure", code)
+            self._report("success" if code == EXIT_OK else
+                         "attention" if code == EXIT_ATTENTION else "failure", code)
         except KeyboardInterrupt:
             log.warning("warning: interrupted while reporting the run's outcome")
         finally:
@@ -5035,7 +5194,8 @@ class Monitor(logging.Handler):
         if alerts.metrics_file and code is not None:
             try:
                 write_metrics(alerts.metrics_file, self.kind, metric_samples(
-                    self.kind, code, self.started, ended, self.figures))
+                    self.kind, code, self.started, ended,
+                    {**self.figures, **self.attention_figures}))
             except OSError as exc:
                 log.warning("warning: cannot write the metrics file %s: %s",
                             alerts.metrics_file, exc.strerror or exc)
@@ -5062,8 +5222,9 @@ class Monitor(logging.Handler):
         return self.summary or f"{self.kind} ended with exit code {code}"
 
     def _ping_body(self, code: Optional[int]) -> bytes:
-        """The summary, then as many of the last failure lines as PING_BODY_MAX holds."""
-        head = self._headline(code) + "\n"
+        """The summary and what needs attention, then as many of the last failure lines as
+        PING_BODY_MAX holds."""
+        head = "".join(line + "\n" for line in [self._headline(code), *self.attention])
         room = PING_BODY_MAX - len(head.encode("utf-8", "replace"))
         tail: list[str] = []
         for line in reversed(self.last):
@@ -5076,13 +5237,15 @@ class Monitor(logging.Handler):
     def _webhook(self, status: str, code: Optional[int], ended: float) -> bytes:
         import socket
         host = socket.gethostname()
-        said = {"success": "succeeded", "failure": "failed", "skipped": "was skipped"}[status]
+        said = {"success": "succeeded", "failure": "failed", "skipped": "was skipped",
+                "attention": "needs attention"}[status]
         figures: dict[str, Any] = dict.fromkeys(FIGURES[self.kind], 0)
         figures.update(seconds=round(ended - self.started, 3), mb_per_s=0,
                        destination_objects=None, destination_bytes=None)
         figures.update(self.figures)
+        figures.update(self.attention_figures)
         message = [self.summary] if self.summary else []
-        message += self.first[:MESSAGE_FAILURES]
+        message += self.attention + self.first[:MESSAGE_FAILURES]
         return json.dumps({
             "title": f"encrypted_s3_backup: {self.kind} {said} on {host}",
             "message": "\n".join(message or [self._headline(code)]),
@@ -5616,11 +5779,13 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
 
 
 def object_listing(report: ListReport, dest: Storage, dry_run: bool
-                   ) -> Iterator[Union[bool, Entry]]:
-    """What a backup reads of its destination: whether it exists (a dry run does not make
-    it), then the backup objects it lists (see backup_entries).  What killed runs left
-    there is cleared first."""
-    exists = dest.prepare(create=not dry_run, missing_ok=dry_run)
+                   ) -> Iterator[Union[bool, str, Entry]]:
+    """What a backup reads of its destination: whether it exists, or "created" when this
+    run made it (a dry run does not), then the backup objects it lists (see
+    backup_entries).  What killed runs left there is cleared first."""
+    exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
+    if not exists and not dry_run:
+        exists = dest.prepare(create=True) and "created"
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
@@ -5700,12 +5865,13 @@ def _received(reader: Any, future: Any, report: ListReport) -> Iterator[Any]:
 
 
 def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
-             expire_versions: bool = False) -> tuple[Plan, ListReport]:
+             expire_versions: bool = False) -> tuple[Plan, ListReport, Union[bool, str]]:
     """List both storages and plan the backup.  A storage that lists in key order
     (``ordered``) is walked as it lists, in plan order (in_plan_order); another, or one
     found not to be in order after all (it is listed again), is held as a Listing and
     sorted, and so are encrypted names.  The plan counts everything before anything is
-    done: the guards see every count."""
+    done: the guards see every count.  The last value: whether the destination is there,
+    or "created" when this run made it."""
     source_filter(src, dest, config.ignore_regex)      # its error before anything is done
     walked = {"src": src.ordered,
               "dest": dest.ordered and not config.codec.encrypt_filenames}
@@ -5720,7 +5886,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
-                    next(objects)
+                    there = next(objects)
                     if not dry_run:          # (after both forks) while both are walked
                         config.codec.key_ahead()
                     return plan_walked(
@@ -5729,7 +5895,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                         listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
                                              config),
                         day, config.deleted_keep_days, report.blind,
-                        config.versions_keep_days, moment, expire_versions), report
+                        config.versions_keep_days, moment, expire_versions), report, there
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
@@ -5831,8 +5997,22 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
-    plan, report = plan_run(config, src, dest, args.dry_run, args.expire_versions)
+    plan, report, there = plan_run(config, src, dest, args.dry_run, args.expire_versions)
     check_password(config, dest, plan.candidates, plan.objects)
+    if plan.objects == 0 and (plan.uploads or there == "created"):
+        # A typo in s3_bucket, local_path or base_path starts a second backup: say so, even
+        # with --quiet (a first run says it once).
+        log.info("note: %s %s: a new backup starts there (if you meant an existing one, "
+                 "check dest's s3_bucket, local_path and base_path)", dest,
+                 "did not exist and was created" if there == "created" else
+                 "holds no backup objects" if there else "does not exist (a backup creates it)",
+                 extra={"summary": True})
+        if plan.uploads and config.codec.encrypt and config.codec.salt is None:
+            log.info("note: no encryption_salt is set, so every object derives its own key: "
+                     "about 0.1 s of CPU per file with aes (0.2 s with cha), in backups and "
+                     "restores alike. Set one once and keep it (ENCRYPTION_SALT=$(python3 "
+                     "generate_salt.py), or encryption_salt in the config file): the key is "
+                     "then derived once per run")
     for note in report.notes:
         log.info("note: %s", note)
     for problem in report.problems:
@@ -5867,15 +6047,23 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         holdings.add(outcome)
         tally.add(outcome)
     run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
+    tally.failed += len(report.problems)      # each a "FAILED listing" line: counted too
     tally.summary("backup", [("unchanged", plan.unchanged)],
                   destination=holdings.figures())
     log_archived(plan)
-    if history and is_mass(plan.changed, plan.live):
+    mass_change = bool(history) and is_mass(plan.changed, plan.live) and \
+        not args.allow_mass_change
+    if mass_change:        # done, and safe (history), but someone must look: exit code 5
         log.warning("warning: %d of %d backed-up files changed in this run (files encrypted "
                     "or rewritten in place?); their previous contents are kept as versions "
-                    "for %d days", plan.changed, plan.live, history)
+                    "for %d days: check the source before then, and restore with --as-of "
+                    "if it was not wanted (exit code %d; --allow-mass-change when a change "
+                    "like this is expected)", plan.changed, plan.live, history, EXIT_ATTENTION,
+                    extra={"attention": {"mass_change_files": plan.changed}})
     log_versions(plan, history, args.expire_versions, versions_expired)
-    return EXIT_FAILED if tally.failed or report.problems else EXIT_OK
+    if tally.failed or report.problems:
+        return EXIT_FAILED
+    return EXIT_ATTENTION if mass_change else EXIT_OK
 
 
 def log_versions(plan: Plan, history: int, strict: bool, expired_now: int) -> None:
@@ -5905,11 +6093,13 @@ def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
     return list_objects(dest, report), report
 
 
-def open_backup(config: Config, decodes: bool = True
+def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False
                 ) -> tuple[Storage, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
     reading it (each already reported; an object name that does not decode is one).
-    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead)."""
+    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead).  A
+    destination without backup objects is a NothingSelectedError (a typo in dest), or,
+    ``empty_ok``, a warning."""
     dest = make_storage(config.dest)
     if decodes and not dest.remote:
         config.codec.key_ahead()         # while the objects are listed here ...
@@ -5920,6 +6110,12 @@ def open_backup(config: Config, decodes: bool = True
     problems = report.problems + report.bad_names
     for problem in problems:
         log.error("FAILED listing: %s", problem)
+    if not stored and not problems:
+        empty = (f"dest {dest} holds no backup objects: check dest's local_path, s3_bucket "
+                 "and base_path (environment DEST_LOCAL_PATH, DEST_S3_BUCKET, DEST_BASE_PATH)")
+        if not empty_ok:
+            raise NothingSelectedError(empty)
+        log.warning("warning: %s", empty)
     return dest, stored, problems
 
 
@@ -6050,8 +6246,11 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, decodes=not args.dry_run)
     check_password(config, dest, stored, len(stored))
     target = make_storage(config.restore, confined=True)
-    chosen = select_for_restore(stored, args.restore_deleted, tuple(args.restore_only or ()),
-                                args.as_of)
+    only = tuple(args.restore_only or ())
+    chosen = select_for_restore(stored, args.restore_deleted, only, args.as_of)
+    if stored and not problems:    # (a listing that failed in part may miss the paths)
+        check_selection(stored, chosen, only, args.as_of, args.as_of_text,
+                        "" if args.restore_deleted else "--restore-deleted")
     when = f" as of {args.as_of_text}" if args.as_of else ""
     log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
     chosen, waiting = readable_now(config, dest, chosen, args)
@@ -6070,9 +6269,10 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
         tally.add(failure)
     run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
+    tally.failed += len(problems)             # each a "FAILED listing" line: counted too
     tally.summary("restore", destination=(len(stored), sum(o.size for o in stored)))
     report_waiting(waiting, args)
-    return read_outcome(tally.failed or len(problems), waiting)
+    return read_outcome(tally.failed, waiting)
 
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
@@ -6125,8 +6325,9 @@ def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[
 
 
 def run_list(config: Config, args: argparse.Namespace) -> int:
-    dest, stored, problems = open_backup(config, decodes=False)
     only = tuple(args.restore_only or ())
+    dest, stored, problems = open_backup(config, decodes=False,
+                                         empty_ok=not (only or args.as_of))
     if args.versions:        # every object, oldest first per path (marks applied)
         chosen = sorted((o for group in by_path(o for o in stored
                                                 if matches_only(o.name.path, only)).values()
@@ -6135,6 +6336,8 @@ def run_list(config: Config, args: argparse.Namespace) -> int:
                                        gone_moment(o.name)))
     else:
         chosen = select_for_restore(stored, True, only, args.as_of)
+    if stored and not problems and (only or args.as_of):
+        check_selection(stored, chosen, only, args.as_of, args.as_of_text or "")
     rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
              "deleted": o.name.deleted or None} for o in chosen]
     problems += add_classes(config, dest, chosen, rows)
@@ -6180,9 +6383,11 @@ EPILOG = """examples:
       python3 encrypted_s3_backup.py                  configuration from the environment
 
 exit codes: 0 success, 1 some files failed (the rest were done), 2 configuration, usage
-or storage error (nothing was done), 3 internal error (please report), 4 restore or verify
-did all it could read, the rest is thawing from an archive storage class (run it again
-later), 130 interrupted."""
+or storage error, or a restore or verify that selects nothing (nothing was done),
+3 internal error (please report), 4 restore or verify did all it could read, the rest is
+thawing from an archive storage class (run it again later), 5 a backup did everything but
+needs attention: more than half of the files changed (their old contents are kept as
+history: check the source), 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -6246,8 +6451,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "also those kept under a longer setting (0 or unset: remove every "
                               "version); without it a lowered setting removes none early")
     options.add_argument("--allow-mass-change", action="store_true",
-                         help="allow a backup without history (versions_keep_days 0) that "
-                              "replaces more than half of the backed-up files")
+                         help="allow a backup that replaces more than half of the backed-up "
+                              "files: without history (versions_keep_days 0) it is refused, "
+                              "with history it exits 5")
     options.add_argument("--json", action="store_true", help="with --list: JSON output")
     options.add_argument("-q", "--quiet", action="store_true",
                          help="only warnings, errors and the summary")

@@ -619,14 +619,89 @@ def test_private_config_file_does_not_warn(tmp_path, mode):
     assert esb.load_config(path, {})[1] == []
 
 
-def test_unknown_top_level_key_is_a_warning_not_an_error(tmp_path):
+def test_unknown_top_level_key_is_an_error_with_the_key_it_looks_like(tmp_path):
+    """A typo must not leave its setting at the default: "version_keep_days" turned history
+    off, and the run then removed every kept version."""
     path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
                                    "encryption_password": PASSWORD, "comment": "nightly",
-                                   "backup_procesess": 3})
-    config, warnings = esb.load_config(path, {})
-    assert config.backup_processes == 5
-    assert any("'comment'" in w for w in warnings)
-    assert any("'backup_procesess'" in w for w in warnings)
+                                   "version_keep_days": 30})
+    lines = config_error(path).splitlines()[1:]
+    assert len(lines) == 2
+    typo = next(line for line in lines if "'version_keep_days'" in line)
+    assert path in typo and "did you mean 'versions_keep_days'" in typo
+    assert "VERSIONS_KEEP_DAYS" in typo and "rename" in typo
+    other = next(line for line in lines if "'comment'" in line)
+    assert "did you mean" not in other and "remove it" in other
+
+
+def test_unknown_storage_key_close_to_one_names_it(tmp_path):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "encryption_password": PASSWORD,
+                                   "dest": {"s3_bucket": "b", "regoin_name": "eu"}})
+    message = config_error(path)
+    assert "dest.regoin_name" in message and "did you mean 'region_name'" in message
+
+
+def test_every_key_the_existing_tool_reads_is_accepted(tmp_path):
+    """Its code reads these top-level keys (CONFIG_ALL, and config.get('encryption_key'),
+    which it set itself); a config of its users holds no others."""
+    old_keys = {"encryption_password": PASSWORD, "encryption_salt": SALT,
+                "encrypt_filenames": False, "backup_processes": 4, "restore_processes": 4,
+                "deleted_keep_days": None, "ignore_regex": [], "lzma_level": 6,
+                "gzip_level": 6, "compress": True, "encrypt": True, "encryption_type": "aes",
+                "encryption_key": None}
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "restore": {"local_path": "/r"}, **old_keys})
+    assert esb.load_config(path, {})[1] == []
+
+
+@pytest.mark.parametrize("variable,expected", [
+    ("VERSION_KEEP_DAYS", "did you mean VERSIONS_KEEP_DAYS?"),
+    ("ENCRYPTION_PASWORD", "did you mean ENCRYPTION_PASSWORD?"),
+    ("DEST_BUCKET", "did you mean DEST_S3_BUCKET?"),
+    ("SRC_LOCALPATH", "did you mean SRC_LOCAL_PATH?"),
+    ("RESTORE_FOLDER", "a storage's variables end in LOCAL_PATH"),
+    ("versions_keep_days", "names are upper case; rename it to VERSIONS_KEEP_DAYS"),
+])
+def test_environment_variable_meant_for_us_but_unknown_is_an_error(variable, expected):
+    message = config_error(environ=env(**{variable: "30"}))
+    lines = message.splitlines()[1:]
+    assert len(lines) == 1 and variable in lines[0] and expected in lines[0]
+    assert "rename" in lines[0]
+
+
+# What a machine, a container image, Docker, Kubernetes, ECS or CI put in an environment:
+# none of it is ours, and none may stop a run.
+TYPICAL_VARIABLES = (
+    "PATH HOME HOSTNAME LANG LANGUAGE LC_ALL PWD OLDPWD TERM SHELL SHLVL USER LOGNAME MAIL _ "
+    "TMPDIR TZ CRONTAB DEBIAN_FRONTEND container PYTHONUNBUFFERED PYTHONDONTWRITEBYTECODE "
+    "PYTHON_VERSION PYTHON_SHA256 PYTHON_PIP_VERSION PYTHON_GET_PIP_URL GPG_KEY PYTHONPATH "
+    "VIRTUAL_ENV PIP_NO_CACHE_DIR BASH_ENV ENV COLUMNS LINES EDITOR PAGER DISPLAY "
+    "XDG_RUNTIME_DIR XDG_CONFIG_HOME SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT SSH_TTY "
+    "HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy REQUESTS_CA_BUNDLE "
+    "SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY "
+    "AWS_SESSION_TOKEN AWS_DEFAULT_REGION AWS_REGION AWS_PROFILE AWS_CONFIG_FILE "
+    "AWS_SHARED_CREDENTIALS_FILE AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_CA_BUNDLE "
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI AWS_EXECUTION_ENV ECS_CONTAINER_METADATA_URI "
+    "ECS_CONTAINER_METADATA_URI_V4 KUBERNETES_SERVICE_HOST KUBERNETES_SERVICE_PORT "
+    "KUBERNETES_SERVICE_PORT_HTTPS KUBERNETES_PORT KUBERNETES_PORT_443_TCP "
+    "KUBERNETES_PORT_443_TCP_PROTO KUBERNETES_PORT_443_TCP_PORT KUBERNETES_PORT_443_TCP_ADDR "
+    "DEST_SERVICE_HOST DEST_SERVICE_PORT DEST_PORT DEST_PORT_9000_TCP_ADDR "
+    "RESTORE_API_SERVICE_HOST RESTORE_API_PORT_8080_TCP SRC_DB_SERVICE_PORT_POSTGRES "
+    "ESB_ENV_FILE ESB_LOCK_FILE ESB_SCRIPT ESB_PYTHON ESB_CRON ESB_LOG_OUT ESB_LOG_ERR "
+    "ESB_LOCALTIME BACKUP_EXIT_CODE ENCRYPTION_KEY MINIO_ROOT_USER MINIO_ROOT_PASSWORD "
+    "POSTGRES_PASSWORD PGPASSWORD MYSQL_PASSWORD DATABASE_URL REDIS_URL SECRET_KEY "
+    "LOG_LEVEL DEBUG CI GITHUB_ACTIONS GITHUB_WORKSPACE RUNNER_TEMP PYTEST_XDIST_WORKER "
+    "PYTEST_CURRENT_TEST COVERAGE_PROCESS_START NODE_EXTRA_CA_CERTS PIP_CERT HOSTTYPE "
+    "S6_KEEP_ENV PUID PGID UMASK NVIDIA_VISIBLE_DEVICES tz crontab").split()
+
+
+def test_no_ordinary_environment_variable_is_taken_for_a_mistake():
+    """The check runs over this machine's real environment (a run reads it whole) plus what
+    containers typically hold: nothing there is an error or a warning."""
+    environ = {**os.environ, **dict.fromkeys(TYPICAL_VARIABLES, "x"), **BASE_ENV}
+    assert esb.unknown_variables(environ) == []
+    config, warnings = esb.load_config(None, environ)
+    assert config.src.local_path == "/srv/data" and warnings == []
 
 
 # ----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ crontab.sh and the Dockerfile are tested in test_docker.py)."""
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -69,18 +70,62 @@ def test_first_command_backs_up_this_folder(checkout, tmp_path):
     backup_part = BLOCKS[0].strip().split(" && ")[-1]
     dest = tmp_path / "demo-backup"
     command = backup_part.replace("/tmp/esb-demo-backup", str(dest)).replace(
-        "python encrypted_s3_backup.py", f"{sys.executable} encrypted_s3_backup.py")
+        "python encrypted_s3_backup.py", f"{sys.executable} encrypted_s3_backup.py").replace(
+        "python generate_salt.py", f"{sys.executable} generate_salt.py")
+    assert "ENCRYPTION_SALT=$(" in command        # a first backup of many files is not slow
     done = bash(command, checkout)
     assert done.returncode == 0, done.stderr
     names = sorted(path.split(".")[0] for path in tree(dest) if path.endswith(".enc"))
     assert names == ["README", "docs/a", "encrypted_s3_backup", "generate_salt"]  # no .git
+    assert "encryption_salt" not in done.stdout and "a new backup starts there" in done.stdout
+
+
+def test_the_host_cron_line_runs_the_backup_and_skips_while_one_runs(tmp_path):
+    """The README's crontab line, its schedule cut off, run by sh as cron runs it with HOME
+    a test folder holding the env file and the script: it backs up once, and while the
+    lock is held it skips without a word."""
+    line = re.search(r"```crontab\n(.*?)\n```", README, re.S).group(1).strip()
+    command = line.split(None, 5)[5]
+    assert command.startswith("flock -n ") and "backup.env" in command
+    assert "chmod 600 ~/backup.env" in README
+    home = tmp_path / "home"
+    (home / "encrypted_s3_backup").mkdir(parents=True)
+    shutil.copy(ROOT / "encrypted_s3_backup.py", home / "encrypted_s3_backup")
+    (home / "data").mkdir()
+    (home / "data" / "a.txt").write_text("alpha\n")
+    (home / "backup.env").write_text(
+        f"export SRC_LOCAL_PATH='{home / 'data'}' DEST_LOCAL_PATH='{tmp_path / 'dest'}'\n"
+        "export ENCRYPTION_PASSWORD='a long passphrase'\n"
+        f"export ENCRYPTION_SALT={esb.SALT_LEN * 'ab'}\n")
+    (home / "backup.env").chmod(0o600)
+    env = {"HOME": str(home), "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
+    command = command.replace("python3 ", f"{sys.executable} ")
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    log = (home / "encrypted_s3_backup.log").read_text()
+    assert "backup done: 1 uploaded, 0 failed" in log
+    with open(home / ".encrypted_s3_backup.lock") as lock:
+        import fcntl
+        fcntl.flock(lock, fcntl.LOCK_EX)                   # a run still going
+        done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 1 and done.stdout == done.stderr == ""   # skipped
+    assert (home / "encrypted_s3_backup.log").read_text() == log
 
 
 def test_every_usage_example_runs(checkout, tmp_path):
+    """Over a source the examples' filters match (a restore that selects nothing is an
+    error), its files older than the --as-of example's date."""
+    data = tmp_path / "data"
+    for rel, text in (("docs/a.txt", "alpha\n"), ("notes.txt", "beta\n")):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_text(text)
+        os.utime(data / rel, (1_700_000_000, 1_700_000_000))
     (checkout / "config.json").write_text(
-        '{"src": {"local_path": "docs"}, "dest": {"local_path": "%s"}, '
+        '{"src": {"local_path": "%s"}, "dest": {"local_path": "%s"}, '
         '"restore": {"local_path": "%s"}, "encryption_password": "pw"}'
-        % (tmp_path / "dest", tmp_path / "restored"))
+        % (data, tmp_path / "dest", tmp_path / "restored"))
     (checkout / "config.json").chmod(0o600)
     lines = usage_lines()
     assert len(lines) >= 9
@@ -89,7 +134,7 @@ def test_every_usage_example_runs(checkout, tmp_path):
         assert done.returncode == 0, (line, done.stderr)
         if "2> errors.log" in line:
             assert (checkout / "errors.log").read_text() == ""
-    assert (tmp_path / "restored" / "a.txt").read_text() == "alpha\n"
+    assert (tmp_path / "restored" / "docs" / "a.txt").read_text() == "alpha\n"
 
 
 def test_quick_start_environment_block(checkout, tmp_path, s3_bucket):
