@@ -114,12 +114,15 @@ class FlatStorage(esb.LocalStorage):
 
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(params=["local", "s3", "s3-base-path", "flat", "moto"])
+@pytest.fixture(params=["local", "restore-folder", "s3", "s3-base-path", "flat", "moto"])
 def storage(request, tmp_path):
-    """A prepared, empty storage of each kind ("moto": S3 as moto serves it, the server of
-    the archive tests, tests/moto_server.py)."""
+    """A prepared, empty storage of each kind ("restore-folder": a local folder as a restore
+    writes it; "moto": S3 as moto serves it, the server of the archive tests,
+    tests/moto_server.py)."""
     if request.param == "local":
         store = esb.LocalStorage(str(tmp_path / "root"))
+    elif request.param == "restore-folder":
+        store = esb.RestoreFolder(str(tmp_path / "root"))
     elif request.param == "flat":
         store = FlatStorage(str(tmp_path / "root"))
     else:
@@ -512,20 +515,23 @@ def test_local_confined_refuses_a_symlink_leading_outside(root, tmp_path, key):
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, root / "escape")
-    storage = esb.LocalStorage(str(root), confined=True)
+    storage = esb.RestoreFolder(str(root))
 
     with pytest.raises(esb.UnsafePathError):
         put(storage, key, b"evil")
     assert os.listdir(outside) == []
 
 
-def test_local_confined_allows_a_symlink_inside_the_root(root):
+def test_local_confined_refuses_even_a_symlink_inside_the_root(root):
+    """A link that stays inside could be changed to one that does not between a check and
+    a write: no link below the root is followed."""
     (root / "real").mkdir()
     os.symlink(root / "real", root / "alias")
-    storage = esb.LocalStorage(str(root), confined=True)
+    storage = esb.RestoreFolder(str(root))
 
-    put(storage, "alias/f.txt", b"ok")
-    assert (root / "real" / "f.txt").read_bytes() == b"ok"
+    with pytest.raises(esb.UnsafePathError, match="'alias' there is a symbolic link"):
+        put(storage, "alias/f.txt", b"ok")
+    assert os.listdir(root / "real") == []
 
 
 def test_local_prepare_without_create_on_a_missing_folder(tmp_path):
@@ -827,11 +833,11 @@ def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
     monkeypatch.setattr(FlatStorage, "remote", remote)
     real_make_storage = esb.make_storage
 
-    def make_storage(config, confined=False, reap=False, requests=0, throttle=None):
+    def make_storage(config, confined=False, reap=False, requests=0, throttle=None,
+                     **restore_options):
         if config.local_path == str(dest):
-            return FlatStorage(config.local_path, confined=confined, reap=reap,
-                               throttle=throttle)
-        return real_make_storage(config, confined, reap, requests, throttle)
+            return FlatStorage(config.local_path, reap=reap, throttle=throttle)
+        return real_make_storage(config, confined, reap, requests, throttle, **restore_options)
 
     monkeypatch.setattr(esb, "make_storage", make_storage)
     src = tmp_path / "src"
