@@ -43,8 +43,8 @@ There is no state anywhere else: the destination's listing is the whole truth.
 Sections, in this order (each needs only those above it)
     Constants, Errors, Base36 codec, Key derivation and streaming AEAD, Backup names,
     Compression, Content pipeline, Bandwidth cap, Storages (the contract, LocalStorage and
-    its RestoreFolder, S3Storage), Configuration, Jobs, Planner, Stopping, Workers, Reporting, Monitoring,
-    Driver, Command line.
+    its RestoreFolder, S3Storage), Configuration, Jobs, Planner, Stopping, Workers,
+    Reporting, Monitoring, Driver, Command line.
 """
 
 from __future__ import annotations
@@ -1572,7 +1572,7 @@ class RestoreFolder(LocalStorage):
     ``private``: the folders made here are 0700 (their files out of other users' reach),
     else as the umask says.  ``owned``: the root must be a folder of this user and not a
     link (the default restore folder, a fixed name in a temporary folder every user may
-    write in): one made here, or refused."""
+    write in): one made here (0700 either way), or refused."""
 
     def __init__(self, root: str, private: bool = True, owned: bool = False,
                  throttle: Optional[Throttle] = None):
@@ -1585,12 +1585,12 @@ class RestoreFolder(LocalStorage):
         # (and batch()'s _pending holds (folder, temporary name, name, key))
 
     def prepare(self, create: bool, missing_ok: bool = False) -> bool:
-        """Check the root (creating it, 0700 when private, if asked) and open it."""
+        """Check the root (creating it, 0700 when private or owned, if asked) and open it."""
         if create:
             try:
                 if self.owned:     # made here, or refused below when it is not ours
                     with contextlib.suppress(FileExistsError):
-                        os.mkdir(self.root, self.folder_mode)
+                        os.mkdir(self.root, 0o700)
                 else:
                     os.makedirs(self.root, self.folder_mode, exist_ok=True)
             except OSError as exc:

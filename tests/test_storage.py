@@ -6,6 +6,7 @@ streams a file back, read() gives its first bytes at once, put() stores bytes in
 stat(), rename(), remove(); a missing key raises MissingError.
 """
 
+import contextlib
 import json
 import os
 import pickle
@@ -532,6 +533,24 @@ def test_local_confined_refuses_even_a_symlink_inside_the_root(root):
     with pytest.raises(esb.UnsafePathError, match="'alias' there is a symbolic link"):
         put(storage, "alias/f.txt", b"ok")
     assert os.listdir(root / "real") == []
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+def test_restore_folder_keeps_a_bounded_number_of_folders_open(root, monkeypatch, batched):
+    """Folders stay open for the next file, up to FOLDER_FDS: none is closed while a batch
+    still has to rename a file in it, and none is left open beyond the bound after."""
+    monkeypatch.setattr(esb, "FOLDER_FDS", 4)
+    storage = esb.RestoreFolder(str(root))
+    open_before = len(os.listdir("/proc/self/fd"))
+    keys = [f"d{i}/e{i % 3}/f{i}.txt" for i in range(40)]
+    with storage.batch() if batched else contextlib.nullcontext({}) as lost:
+        for key in keys:
+            put(storage, key, key.encode())
+    assert lost == {}
+    assert len(storage._fds) <= 4 + 1          # (and the root)
+    assert len(os.listdir("/proc/self/fd")) <= open_before + 4 + 1
+    assert {key: (root / key).read_bytes() for key in keys} == {k: k.encode() for k in keys}
+    assert no_temp_files_under(root)
 
 
 def test_local_prepare_without_create_on_a_missing_folder(tmp_path):
