@@ -1678,10 +1678,17 @@ class RestoreFolder(LocalStorage):
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
+            try:        # (which of the two, only to say it)
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+            except OSError:
+                mode = stat.S_IFLNK     # gone again: swapped, as a link would be
+            if not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):   # (a folder: swapped back)
+                raise UnsafePathError(f"cannot write into {folder!r}: {name!r} there is not a "
+                                      "folder; move it, or restore elsewhere") from None
             raise UnsafePathError(
-                f"refusing to write into {folder!r}: {name!r} there is a symbolic link (or "
-                "not a folder), and a restore never follows one below its folder "
-                f"{self.root}; remove it, or restore elsewhere") from None
+                f"refusing to write into {folder!r}: {name!r} there is a symbolic link, "
+                f"and a restore never follows one below its folder {self.root}; remove it, "
+                "or restore elsewhere") from None
         if made and os.fstat(fd).st_uid != os.geteuid():
             os.close(fd)
             raise UnsafePathError(f"refusing to write into {folder!r}: the folder made there "

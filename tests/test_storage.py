@@ -535,6 +535,13 @@ def test_local_confined_refuses_even_a_symlink_inside_the_root(root):
     assert os.listdir(root / "real") == []
 
 
+def test_restore_folder_says_when_a_file_stands_where_a_folder_goes(root):
+    (root / "a").write_bytes(b"a file")
+    with pytest.raises(esb.UnsafePathError, match="'a' there is not a folder"):
+        put(esb.RestoreFolder(str(root)), "a/b.txt", b"b")
+    assert (root / "a").read_bytes() == b"a file"
+
+
 @pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
 def test_restore_folder_keeps_a_bounded_number_of_folders_open(root, monkeypatch, batched):
     """Folders stay open for the next file, up to FOLDER_FDS: none is closed while a batch
