@@ -1595,8 +1595,11 @@ class RestoreFolder(LocalStorage):
                     os.makedirs(self.root, self.folder_mode, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create folder {self.root}: {exc.strerror}") from None
-        if self.owned and os.path.islink(self.root):
-            raise self._not_ours("is a symbolic link")
+        if self.owned and os.path.lexists(self.root):
+            kind = os.lstat(self.root).st_mode
+            if not stat.S_ISDIR(kind):
+                raise self._not_ours("is a symbolic link" if stat.S_ISLNK(kind) else
+                                     "is not a folder")
         if not super().prepare(False, missing_ok):
             return False
         self._open("")

@@ -189,6 +189,14 @@ def test_a_default_restore_folder_made_a_link_by_another_user_is_refused(default
     assert os.listdir(outside) == []
 
 
+def test_a_default_restore_folder_that_is_a_file_is_refused(default_tool):
+    tool, default, _ = default_tool
+    default.write_bytes(b"")
+    code, _, err = tool("--restore")
+    assert code == esb.EXIT_USAGE
+    assert err.strip().count("\n") == 0 and "is not a folder" in err, err
+
+
 def test_a_default_restore_folder_of_another_user_is_refused(default_tool, tmp_path):
     tool, default, _ = default_tool
     if AS_ROOT:

@@ -7,6 +7,7 @@ stat(), rename(), remove(); a missing key raises MissingError.
 """
 
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -560,6 +561,50 @@ def test_restore_folder_keeps_a_bounded_number_of_folders_open(root, monkeypatch
     assert no_temp_files_under(root)
 
 
+def test_restore_folder_errors_of_its_own_root(tmp_path):
+    """Made where a file is; missing (not to be made); gone before a worker opens it."""
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(esb.StorageError, match="cannot create folder"):
+        esb.RestoreFolder(str(tmp_path / "file" / "restore")).prepare(create=True)
+    assert esb.RestoreFolder(str(tmp_path / "gone")).prepare(False, missing_ok=True) is False
+    with pytest.raises(esb.StorageError, match=r"cannot open folder .*gone: No such file"):
+        put(esb.RestoreFolder(str(tmp_path / "gone")), "a.txt", b"a")
+
+
+@pytest.mark.parametrize("what", ["link", "file"])
+def test_an_owned_restore_folder_swapped_before_a_worker_opens_it(tmp_path, what):
+    """The default folder checked by the run, then replaced before a worker opens it."""
+    place = tmp_path / "default"
+    if what == "link":
+        (tmp_path / "elsewhere").mkdir()
+        place.symlink_to(tmp_path / "elsewhere")
+    else:
+        place.write_bytes(b"")
+    with pytest.raises(esb.StorageError, match="is a symbolic link" if what == "link"
+                       else "is not a folder"):
+        put(esb.RestoreFolder(str(place), owned=True), "a.txt", b"a")
+    if what == "link":
+        assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_restore_folder_refuses_a_folder_it_made_once_it_is_another_users(root, monkeypatch):
+    """(As if another user had put a folder of theirs in place of the one just made.)"""
+    storage = esb.RestoreFolder(str(root))
+    put(storage, "top.txt", b"opened the root as this user")
+    monkeypatch.setattr(esb.os, "geteuid", lambda: NOBODY + 1)
+    with pytest.raises(esb.UnsafePathError, match="swapped for another user's"):
+        put(storage, "new/deep.txt", b"x")
+    assert os.listdir(root / "new") == []
+
+
+def test_restore_folder_passes_on_other_errors_of_a_folder(root):
+    """Deeper than the first folder (one it opened on the way is closed again)."""
+    with pytest.raises(OSError) as caught:
+        put(esb.RestoreFolder(str(root)), "a/" + "x" * 300 + "/f.txt", b"f")
+    assert caught.value.errno == errno.ENAMETOOLONG
+    assert os.listdir(root / "a") == []
+
+
 def test_local_prepare_without_create_on_a_missing_folder(tmp_path):
     missing = tmp_path / "not mounted"
     storage = esb.LocalStorage(str(missing))
@@ -793,7 +838,9 @@ def test_batch_files_appear_only_when_the_batch_ends(storage):
     assert sizes(storage) == {"a/one.txt": 1, "b/two.txt": 2}
 
 
-def test_failed_batch_leaves_no_file_and_no_temporary(local, root):
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_failed_batch_leaves_no_file_and_no_temporary(root, kind):
+    local = kind(str(root))
     put(local, "a/old.txt", b"old")
     with pytest.raises(RuntimeError):
         with local.batch():
@@ -805,7 +852,21 @@ def test_failed_batch_leaves_no_file_and_no_temporary(local, root):
     assert (root / "a" / "old.txt").read_bytes() == b"old"
 
 
-def test_batch_falls_back_to_fsync_without_syncfs(local, monkeypatch):
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_a_batch_names_the_file_whose_rename_failed(root, kind):
+    local = kind(str(root))
+    (root / "a" / "taken").mkdir(parents=True)
+    (root / "a" / "taken" / "inside.txt").write_bytes(b"a folder is in the way")
+    with local.batch() as lost:
+        put(local, "a/fine.txt", b"fine")
+        put(local, "a/taken", b"cannot replace a folder")
+    assert list(lost) == ["a/taken"] and isinstance(lost["a/taken"], OSError)
+    assert sorted(os.listdir(root / "a")) == ["fine.txt", "taken"]
+
+
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_batch_falls_back_to_fsync_without_syncfs(root, monkeypatch, kind):
+    local = kind(str(root))
     synced = []
     monkeypatch.setattr(esb, "_libc_syncfs", lambda: None)
     real_fsync = os.fsync
