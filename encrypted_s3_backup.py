@@ -50,9 +50,9 @@ There is no state anywhere else: the destination's listing is the whole truth.
 
 Sections, in this order (each needs only those above it)
     Constants, Errors, Base36 codec, Key derivation and streaming AEAD, Backup names,
-    Compression, Content pipeline, Bandwidth cap, Storages (the contract, LocalStorage,
-    S3Storage), Configuration, Jobs, Planner, Stopping, Workers, Reporting, Monitoring,
-    Driver, Command line.
+    Compression, Content pipeline, Bandwidth cap, Storages (the contract, LocalStorage and
+    its RestoreFolder, S3Storage), Configuration, Jobs, Planner, Stopping, Workers,
+    Reporting, Monitoring, Driver, Command line.
 """
 
 from __future__ import annotations
@@ -1015,6 +1015,9 @@ FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (o
                                   # is only removed when it has not been written for this long
 MEMORY_WRITE = 1024 * 1024        # bytes; a local write expected to be at most this big is
                                   # made in memory and written with one system call
+FOLDER_FDS = 64                   # open folders a RestoreFolder keeps per process (of the
+                                  # 1024 descriptors a process usually may have)
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW   # a folder, never a link to one
 
 
 @lru_cache(maxsize=1)
@@ -1277,14 +1280,12 @@ class LocalStorage:
     remote: ClassVar[bool] = False
     ordered: ClassVar[bool] = True
 
-    def __init__(self, root: str, confined: bool = False, reap: bool = False,
-                 throttle: Optional[Throttle] = None):
+    def __init__(self, root: str, reap: bool = False, throttle: Optional[Throttle] = None):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.throttle = throttle
-        self.reap = reap or confined   # remove stale temporary files of ours: only where we
-                                       # write (a backup's destination, a restore target)
-        self.confined = confined  # refuse writes whose folder resolves outside the root
-        self._ready: set[str] = set()        # folders known to exist (and be inside)
+        self.reap = reap     # remove stale temporary files of ours: only where we write (a
+                             # backup's destination; a RestoreFolder always)
+        self._ready: set[str] = set()        # folders known to exist
         self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
         self._unfinished: set[str] = set()   # temporary files not yet renamed or removed
 
@@ -1402,9 +1403,10 @@ class LocalStorage:
         return None
 
     @staticmethod
-    def _reap(path: str, name: str) -> None:
+    def _reap(path: str, name: str, dir_fd: Optional[int] = None) -> None:
         """Remove a temporary file whose writer is gone: a dead process of this host, or,
-        for another host's (whose processes we cannot see), one untouched for a day."""
+        for another host's (whose processes we cannot see), one untouched for a day.
+        With ``dir_fd``, ``path`` is the name in that open folder."""
         owner, _, _ = name[len(TMP_PREFIX):].rpartition("-")
         pid_text, _, host = owner.partition("@")
         gone = False
@@ -1412,10 +1414,10 @@ class LocalStorage:
             gone = int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
         else:
             with contextlib.suppress(OSError):
-                gone = time.time() - os.stat(path).st_mtime > FOREIGN_TMP_AGE
+                gone = time.time() - os.stat(path, dir_fd=dir_fd).st_mtime > FOREIGN_TMP_AGE
         if gone:
             with contextlib.suppress(OSError):
-                os.remove(path)
+                os.remove(path, dir_fd=dir_fd)
 
     def stat(self, key: str) -> Entry:
         try:
@@ -1472,35 +1474,9 @@ class LocalStorage:
         # the middle of creating it still finds the name to remove.
         tmp = os.path.join(directory, temp_prefix() + os.urandom(6).hex())
         self._unfinished.add(tmp)
-
-        def finish(fd: int) -> None:
-            """Mode and mtime through the open file (no path lookups), then fsync: so
-            they are as durable as the contents."""
-            if mode != 0o600:
-                os.fchmod(fd, mode)
-            if mtime is not None:
-                os.utime(fd, (mtime, mtime))
-            if self._pending is None:
-                os.fsync(fd)
-
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            if 0 < expect <= MEMORY_WRITE:      # made in memory, written at once
-                try:
-                    with io.BytesIO() as memory:
-                        result = fill(memory)
-                        with memory.getbuffer() as data:
-                            if self.throttle:
-                                self.throttle.take(len(data))
-                            _write_all(fd, data)
-                    finish(fd)
-                finally:
-                    os.close(fd)
-            else:
-                with os.fdopen(fd, "w+b") as sink:
-                    result = fill(Metered(sink, self.throttle) if self.throttle else sink)
-                    sink.flush()
-                    finish(sink.fileno())
+            result = self._fill(fd, fill, mtime, mode, expect)
             key = key_of(result)
             assert key.rpartition("/")[0] == folder, (key, folder)
             if self._pending is not None:
@@ -1516,20 +1492,42 @@ class LocalStorage:
         _fsync_dir(directory)
         return result, key
 
+    def _fill(self, fd: int, fill: Callable[[BinaryIO], R], mtime: Optional[int], mode: int,
+              expect: int) -> R:
+        """Write a new file through its descriptor ``fd`` (closed here): ``fill(sink)``'s
+        bytes, then mode and mtime (no path lookups), then fsync outside a batch, so that
+        they are as durable as the contents.  Returns what ``fill`` returned."""
+        def finish(fd: int) -> None:
+            if mode != 0o600:
+                os.fchmod(fd, mode)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            if self._pending is None:
+                os.fsync(fd)
+
+        if 0 < expect <= MEMORY_WRITE:      # made in memory, written at once
+            try:
+                with io.BytesIO() as memory:
+                    result = fill(memory)
+                    with memory.getbuffer() as data:
+                        if self.throttle:
+                            self.throttle.take(len(data))
+                        _write_all(fd, data)
+                finish(fd)
+            finally:
+                os.close(fd)
+        else:
+            with os.fdopen(fd, "w+b") as sink:
+                result = fill(Metered(sink, self.throttle) if self.throttle else sink)
+                sink.flush()
+                finish(sink.fileno())
+        return result
+
     def _folder(self, folder: str) -> str:
-        """The folder's path, created (and, when confined, checked) once per process."""
+        """The folder's path, created once per process."""
         directory = self._full(folder)
         if directory not in self._ready:
-            if self.confined:
-                self._check_inside(folder, directory)
             os.makedirs(directory, exist_ok=True)
-            if self.confined:
-                self._check_inside(folder, directory)
-                # A restore target is never listed: remove what killed runs left here.
-                with os.scandir(directory) as scan:
-                    for item in scan:
-                        if item.name.startswith(TMP_PREFIX):
-                            self._reap(item.path, item.name)
             self._ready.add(directory)
         return directory
 
@@ -1573,17 +1571,6 @@ class LocalStorage:
                 os.remove(tmp)
             self._unfinished.discard(tmp)
 
-    def _check_inside(self, folder: str, directory: str) -> None:
-        """Refuse a folder that resolves (through symbolic links) outside the root; checked
-        on the deepest existing parent before any folder is created, and again after."""
-        existing = directory
-        while not os.path.exists(existing) and len(existing) > len(self.root):
-            existing = os.path.dirname(existing)
-        real, root = os.path.realpath(existing), os.path.realpath(self.root)
-        if real != root and not real.startswith(root + os.sep):
-            raise UnsafePathError(f"refusing to write into {folder!r}: a symbolic link leads "
-                                  f"it outside {self.root}")
-
     def rename(self, old: str, new: str, size: int = 0) -> None:
         os.replace(self._full(old), self._full(new))
         _fsync_dir(os.path.dirname(self._full(new)))
@@ -1609,6 +1596,242 @@ class LocalStorage:
     @staticmethod
     def thaw(key: str, days: int, tier: str) -> bool:
         return False
+
+
+def _syncfs_at(folders: Iterable[int]) -> bool:
+    """_syncfs() of open folders (descriptors)."""
+    syncfs = _libc_syncfs()
+    if syncfs is None:
+        return False
+    synced = True
+    for fd in {os.fstat(fd).st_dev: fd for fd in folders}.values():
+        synced &= syncfs(fd) == 0
+    return synced
+
+
+class RestoreFolder(LocalStorage):
+    """A restore target: a local folder that no write leaves, even while another user who
+    may write in it swaps its folders for symbolic links.
+
+    Below the root nothing is reached by a path: each folder is opened within its parent's
+    descriptor without following a link (FOLDER_FLAGS), a missing one made there first;
+    each file is created there (O_EXCL, O_NOFOLLOW) under a temporary name and renamed
+    within the same descriptor.  A descriptor stays the folder it was opened as, whatever
+    becomes of its path, so a folder swapped for a link fails the files not yet in it, and
+    the files written go where they were meant to go.  The open folders are kept (up to
+    FOLDER_FDS, closed only where no write can be using one: at a batch's end, or before a
+    write outside a batch, since writes run at once only inside a batch).
+
+    ``private``: the folders made here are 0700 (their files out of other users' reach),
+    else as the umask says.  ``owned``: the root must be a folder of this user and not a
+    link (the default restore folder, a fixed name in a temporary folder every user may
+    write in): one made here (0700 either way), or refused."""
+
+    def __init__(self, root: str, private: bool = True, owned: bool = False,
+                 throttle: Optional[Throttle] = None):
+        super().__init__(root, reap=True, throttle=throttle)
+        self.folder_mode = 0o700 if private else 0o777
+        self.owned = owned
+        self._fds: dict[str, int] = {}   # folder key ("" the root) -> its open descriptor
+        self._opening = threading.Lock()
+        self._unfinished_at: set[tuple[int, str]] = set()    # (folder, temporary name)
+        # (and batch()'s _pending holds (folder, temporary name, name, key))
+
+    def prepare(self, create: bool, missing_ok: bool = False) -> bool:
+        """Check the root (creating it, 0700 when private or owned, if asked) and open it."""
+        if create:
+            try:
+                if self.owned:     # made here, or refused below when it is not ours
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(self.root, 0o700)
+                else:
+                    os.makedirs(self.root, self.folder_mode, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create folder {self.root}: {exc.strerror}") from None
+        if self.owned and os.path.lexists(self.root):
+            kind = os.lstat(self.root).st_mode
+            if not stat.S_ISDIR(kind):
+                raise self._not_ours("is a symbolic link" if stat.S_ISLNK(kind) else
+                                     "is not a folder")
+        if not super().prepare(False, missing_ok):
+            return False
+        self._open("")
+        return True
+
+    def _not_ours(self, what: str) -> StorageError:
+        return StorageError(
+            f"refusing to restore into {self.root}: it {what}, so another user may have made "
+            "it to catch the restore; remove it, or set restore.local_path (environment "
+            "RESTORE_LOCAL_PATH) to a folder of yours")
+
+    def _open_root(self) -> int:
+        try:
+            fd = os.open(self.root, FOLDER_FLAGS if self.owned else
+                         FOLDER_FLAGS & ~os.O_NOFOLLOW)
+        except OSError as exc:
+            if self.owned and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._not_ours("is a symbolic link" if os.path.islink(self.root) else
+                                     "is not a folder") from None
+            raise StorageError(f"cannot open folder {self.root}: {exc.strerror}") from None
+        owner = os.fstat(fd).st_uid
+        if self.owned and owner != os.geteuid():
+            os.close(fd)
+            raise self._not_ours(f"belongs to another user (uid {owner})")
+        return fd
+
+    def _open(self, folder: str) -> int:
+        """The open descriptor of ``folder`` (a key without its final "/", "" for the
+        root), the folders on the way made as needed."""
+        fd = self._fds.get(folder)
+        if fd is not None:
+            return fd
+        with self._opening:        # (threads of a batch: each folder opened once)
+            fd = self._fds.get(folder)
+            if fd is None:
+                if "" not in self._fds:
+                    self._fds[""] = self._open_root()
+                fd = self._fds[folder] = self._walk(folder) if folder else self._fds[""]
+                if folder not in self._ready:
+                    # A restore target is never listed: remove what killed runs left here.
+                    self._ready.add(folder)
+                    with os.scandir(fd) as scan:
+                        for item in scan:
+                            if item.name.startswith(TMP_PREFIX):
+                                self._reap(item.name, item.name, fd)
+        return fd
+
+    def _walk(self, folder: str) -> int:
+        """Open ``folder`` from the deepest folder on its way that is open already."""
+        parts = folder.split("/")
+        start = len(parts) - 1
+        while start and "/".join(parts[:start]) not in self._fds:
+            start -= 1
+        fd, own = self._fds["/".join(parts[:start])], False
+        try:
+            for depth in range(start, len(parts)):
+                inner = self._enter(fd, parts[depth], "/".join(parts[:depth + 1]))
+                if own:
+                    os.close(fd)
+                fd, own = inner, True
+        except BaseException:
+            if own:
+                os.close(fd)
+            raise
+        return fd
+
+    def _enter(self, parent: int, name: str, folder: str) -> int:
+        """Open the folder ``name`` in the open folder ``parent`` (``folder`` is its key),
+        making it when missing; never through a symbolic link."""
+        made = False
+        try:
+            try:
+                return os.open(name, FOLDER_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):     # (another worker's)
+                    os.mkdir(name, self.folder_mode, dir_fd=parent)
+                    made = True
+                fd = os.open(name, FOLDER_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            try:        # (which of the two, only to say it)
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+            except OSError:
+                mode = stat.S_IFLNK     # gone again: swapped, as a link would be
+            if not (stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):   # (a folder: swapped back)
+                raise UnsafePathError(f"cannot write into {folder!r}: {name!r} there is not a "
+                                      "folder; move it, or restore elsewhere") from None
+            raise UnsafePathError(
+                f"refusing to write into {folder!r}: {name!r} there is a symbolic link, "
+                f"and a restore never follows one below its folder {self.root}; remove it, "
+                "or restore elsewhere") from None
+        if made and os.fstat(fd).st_uid != os.geteuid():
+            os.close(fd)
+            raise UnsafePathError(f"refusing to write into {folder!r}: the folder made there "
+                                  "was swapped for another user's while the restore ran")
+        return fd
+
+    def _trim(self) -> None:
+        """Close the folders opened longest ago, once more than FOLDER_FDS are open; only
+        where no write can be using one (see the class)."""
+        if len(self._fds) > FOLDER_FDS:
+            for folder in list(self._fds)[:len(self._fds) - FOLDER_FDS // 2]:
+                if folder:
+                    os.close(self._fds.pop(folder))
+
+    def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
+              mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
+              ) -> tuple[R, str]:
+        """As LocalStorage.store(), every name relative to its folder's descriptor."""
+        if self._pending is None:
+            self._trim()
+        at = self._open(folder)
+        tmp = temp_prefix() + os.urandom(6).hex()     # (chosen first: see LocalStorage)
+        self._unfinished_at.add((at, tmp))
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                         dir_fd=at)
+            result = self._fill(fd, fill, mtime, mode, expect)
+            key = key_of(result)
+            head, _, name = key.rpartition("/")
+            assert head == folder, (key, folder)
+            if self._pending is not None:
+                self._pending.append((at, tmp, name, key))
+                return result, key
+            os.replace(tmp, name, src_dir_fd=at, dst_dir_fd=at)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp, dir_fd=at)
+            self._unfinished_at.discard((at, tmp))
+            raise
+        self._unfinished_at.discard((at, tmp))
+        os.fsync(at)
+        return result, key
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[dict[str, BaseException]]:
+        """As LocalStorage.batch(), through the folders' descriptors."""
+        self._pending = pending = []
+        failed: dict[str, BaseException] = {}
+        done = 0
+        try:
+            yield failed
+            folders = {at for at, _, _, _ in pending}
+            if not _syncfs_at(folders):
+                for at, tmp, _, _ in pending:
+                    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=at)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            for at, tmp, name, key in pending:
+                try:
+                    os.replace(tmp, name, src_dir_fd=at, dst_dir_fd=at)
+                except OSError as exc:
+                    failed[key] = exc
+                    with contextlib.suppress(OSError):
+                        os.remove(tmp, dir_fd=at)
+                self._unfinished_at.discard((at, tmp))
+                done += 1       # only now: a stop before this line still removes tmp
+            if not _syncfs_at(folders):
+                for at in folders:
+                    os.fsync(at)
+            self._pending = None
+            self._trim()
+        except BaseException:
+            for at, tmp, _, _ in pending[done:]:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp, dir_fd=at)
+                self._unfinished_at.discard((at, tmp))
+            raise
+        finally:
+            self._pending = None
+
+    def discard_unfinished(self) -> None:
+        for at, tmp in list(self._unfinished_at):
+            with contextlib.suppress(OSError):
+                os.remove(tmp, dir_fd=at)
+            self._unfinished_at.discard((at, tmp))
 
 
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
@@ -2516,16 +2739,19 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
 
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
-                 requests: int = 0, throttle: Optional[Throttle] = None) -> Storage:
-    """The storage a configuration section names.  ``confined``: refuse writes that would
-    leave the root (a restore target); ``reap``: remove stale temporary files of killed
-    runs (where this run writes); ``requests``: how many a remote storage may have in
-    flight at once in this process; ``throttle``: the bandwidth budget its object data
-    passes through (the destination's).  A new backend adds one line here."""
+                 requests: int = 0, throttle: Optional[Throttle] = None,
+                 private: bool = True, owned: bool = False) -> Storage:
+    """The storage a configuration section names.  ``confined``: a restore target, whose
+    writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
+    ``reap``: remove stale temporary files of killed runs (where this run writes);
+    ``requests``: how many a remote storage may have in flight at once in this process;
+    ``throttle``: the bandwidth budget its object data passes through (the
+    destination's).  A new backend adds one line here."""
     if config.s3_bucket:
         return S3Storage(config, requests, throttle=throttle)
-    return LocalStorage(config.local_path or "", confined=confined, reap=reap,
-                        throttle=throttle)
+    if confined:
+        return RestoreFolder(config.local_path or "", private, owned, throttle=throttle)
+    return LocalStorage(config.local_path or "", reap=reap, throttle=throttle)
 
 
 # =====================================================================================
@@ -2539,7 +2765,7 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
-            "bandwidth_limit", "thaw_days", "thaw_tier")
+            "bandwidth_limit", "thaw_days", "thaw_tier", "restore_permissions")
 LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
                                     # (a configured one was never used): accepted, ignored
 STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
@@ -2557,6 +2783,8 @@ NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
 THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
+RESTORE_PERMISSIONS = ("private", "umask")   # restore_permissions: files 0600 in folders
+                                    # 0700 (the format keeps no mode), or as the umask says
 RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
                                     # (powers of 1024, as in rclone's --bwlimit)
 FALSE_WORDS = ("false", "no", "0", "off", "n")
@@ -2600,6 +2828,7 @@ class Config:
     # ^ the shared bucket of bandwidth_limit: main() makes it before any worker is forked
     thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
     thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
+    restore_permissions: str = "private"   # or "umask" (RESTORE_PERMISSIONS)
 
 
 def env_name(*parts: str) -> str:
@@ -2941,10 +3170,19 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         alerts=_alerts(check), pre_command=check.text("pre_command"),
         post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"),
         thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
-        thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize())
+        thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize(),
+        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
+
+
+def restore_storage(config: Config, requests: int = 0) -> Storage:
+    """Where a restore writes: the restore section's storage, confined to its root, private
+    or not as restore_permissions says; the default folder must be one of this user's."""
+    return make_storage(config.restore, confined=True, requests=requests,
+                        private=config.restore_permissions == "private",
+                        owned=config.restore.local_path == DEFAULT_RESTORE)
 
 
 def archive_warnings(config: Config) -> list[str]:
@@ -4334,10 +4572,10 @@ class _Worker:
         self.src = make_storage(config.src, requests=requests) if config.src else None
         self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle) \
             if config.dest else None
-        self.restore = make_storage(config.restore, confined=True, requests=requests)
+        self.restore = restore_storage(config, requests=requests)
         umask = os.umask(0o022)
         os.umask(umask)
-        self.file_mode = 0o666 & ~umask
+        self.file_mode = 0o600 if config.restore_permissions == "private" else 0o666 & ~umask
         self._threads: Any = None
         # Threads overlap remote requests; the CPU work (compressing, decompressing) runs
         # one at a time under this lock, so a process holds one codec's buffers, not one
@@ -4612,14 +4850,21 @@ def _object_source(worker: _Worker, obj: Stored, data: Optional[bytes]
     return contextlib.nullcontext(data) if data is not None else worker.dest.open(obj.key)
 
 
-def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Outcome:
-    obj = job.obj
-    name = obj.name
+def restorable(name: BackupName) -> str:
+    """The path a restore writes the object of ``name`` to; UnsafePathError or
+    IntegrityError when a restore refuses the name (so a verify fails it too)."""
     path = safe_relpath(name.path)
     try:
         time.gmtime(name.mtime)
     except (OverflowError, OSError, ValueError):
         raise IntegrityError(f"its name declares an impossible mtime ({name.mtime})") from None
+    return path
+
+
+def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Outcome:
+    obj = job.obj
+    name = obj.name
+    path = restorable(name)
 
     def fill(sink: BinaryIO) -> None:
         with worker.cpu:
@@ -4634,6 +4879,7 @@ def _restore(worker: _Worker, job: Restore, data: Optional[bytes] = None) -> Out
 def _verify(worker: _Worker, job: Verify, data: Optional[bytes] = None) -> Outcome:
     obj = job.obj
     name = obj.name
+    restorable(name)
     with _object_source(worker, obj, data) as src, worker.cpu:
         decode(src, name.size, name.md5, worker.codec, _NullSink())
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size)
@@ -6245,7 +6491,7 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
 def run_restore(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, decodes=not args.dry_run)
     check_password(config, dest, stored, len(stored))
-    target = make_storage(config.restore, confined=True)
+    target = restore_storage(config)
     only = tuple(args.restore_only or ())
     chosen = select_for_restore(stored, args.restore_deleted, only, args.as_of)
     if stored and not problems:    # (a listing that failed in part may miss the paths)

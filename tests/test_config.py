@@ -71,6 +71,7 @@ FULL = {
     "encrypt_filenames": True,
     "backup_processes": 3,
     "restore_processes": 12,
+    "restore_permissions": "umask",
     "deleted_keep_days": 30,
     "ignore_regex": ["^tmp/", r"\.swp$"],
     "lzma_level": 9,
@@ -121,6 +122,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
     assert config.post_command == "rm -f /data/db.sql"
     assert config.bandwidth_limit == 2 * 1024 * 1024 and config.throttle is None
     assert config.thaw_days == 3 and config.thaw_tier == "Expedited"
+    assert config.restore_permissions == "umask"
 
 
 def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
@@ -372,8 +374,10 @@ def test_notify_on_and_urls_are_read_leniently_when_the_rest_is_broken(tmp_path)
     assert esb.alerts_anyway(bad_file, broken).healthcheck_url == "http://hc.example/k3y"
 
 
-def test_restore_defaults_to_a_local_folder_in_the_temp_dir():
-    restore = load_env(BASE_ENV).restore
+def test_restore_defaults_to_a_private_local_folder_in_the_temp_dir():
+    config = load_env(BASE_ENV)
+    assert config.restore_permissions == "private"
+    restore = config.restore
     assert not restore.s3_bucket
     assert restore.local_path.endswith("encrypted_s3_backup_restore")
     assert os.path.dirname(restore.local_path) == tempfile.gettempdir()

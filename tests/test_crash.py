@@ -758,10 +758,11 @@ def test_workers_that_do_not_stop_are_killed(tmp_path, monkeypatch, how):
     assert not esb._STOP_ASKED
 
 
-def test_an_unfinished_store_is_discarded_on_a_stop(tmp_path):
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_an_unfinished_store_is_discarded_on_a_stop(tmp_path, kind):
     """On a stop, other threads may be inside store(): their temporary files go, and a
     store that then tries to finish fails instead of leaving a file."""
-    storage = esb.LocalStorage(str(tmp_path))
+    storage = kind(str(tmp_path))
     writing, release = threading.Event(), threading.Event()
     errors = []
 

@@ -152,6 +152,12 @@ def test_planted_names_are_refused_and_nothing_leaves_the_restore_root(
     for escape in ("/etc/evil-esb-test", "/tmp/evil-esb-test", "/tmp/evil-esb-abs"):
         assert not os.path.exists(escape)
     assert temp_files(tool.restore) == []
+    code, out, err = tool("--verify")          # what a restore refuses, a verify fails
+    assert_no_crash(code, err)
+    assert code == esb.EXIT_FAILED, err
+    for path in paths:
+        assert_reported(err, path, "refusing")
+    assert len(failures(err)) == len(paths), err
     if deleted:    # a plain --restore does not even look at deleted objects
         code, _, err = tool("--restore")
         assert code == esb.EXIT_OK, err
@@ -409,6 +415,25 @@ def test_absurd_names_in_restore(make_tool, encrypt_filenames):
         assert_reported(err, path)
     assert_good_restored(tool)
     assert temp_files(tool.restore) == []
+
+
+@pytest.mark.parametrize("encrypt_filenames", [False, True], ids=["plain", "encrypted"])
+def test_verify_fails_every_object_a_restore_refuses(make_tool, encrypt_filenames):
+    """A verify that says OK promises a restore: both fail the same objects, saying why."""
+    tool = make_tool(encrypt_filenames=encrypt_filenames)
+    backup_good(tool)
+    plant_absurd(tool)
+    plant_hostile(tool, HOSTILE_PATHS if encrypt_filenames else PLAIN_HOSTILE_PATHS, 0)
+    said = {}
+    for argv in (["--restore", "--restore-deleted"], ["--verify"]):
+        code, _, err = tool(*argv)
+        assert_no_crash(code, err)
+        assert code == esb.EXIT_FAILED, err
+        said[argv[0]] = {line.split("FAILED ", 1)[1].split(" ", 1)[1] for line in failures(err)}
+    assert said["--verify"] == said["--restore"]
+    # the huge size, the two mtimes beyond time_t, and every hostile path
+    assert len(said["--verify"]) == 3 + (len(HOSTILE_PATHS) if encrypt_filenames else
+                                         len(PLAIN_HOSTILE_PATHS))
 
 
 def test_absurd_deleted_date_does_not_crash_a_backup_with_expiry(make_tool):

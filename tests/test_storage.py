@@ -6,6 +6,8 @@ streams a file back, read() gives its first bytes at once, put() stores bytes in
 stat(), rename(), remove(); a missing key raises MissingError.
 """
 
+import contextlib
+import errno
 import json
 import os
 import pickle
@@ -114,12 +116,15 @@ class FlatStorage(esb.LocalStorage):
 
 # ----------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(params=["local", "s3", "s3-base-path", "flat", "moto"])
+@pytest.fixture(params=["local", "restore-folder", "s3", "s3-base-path", "flat", "moto"])
 def storage(request, tmp_path):
-    """A prepared, empty storage of each kind ("moto": S3 as moto serves it, the server of
-    the archive tests, tests/moto_server.py)."""
+    """A prepared, empty storage of each kind ("restore-folder": a local folder as a restore
+    writes it; "moto": S3 as moto serves it, the server of the archive tests,
+    tests/moto_server.py)."""
     if request.param == "local":
         store = esb.LocalStorage(str(tmp_path / "root"))
+    elif request.param == "restore-folder":
+        store = esb.RestoreFolder(str(tmp_path / "root"))
     elif request.param == "flat":
         store = FlatStorage(str(tmp_path / "root"))
     else:
@@ -512,20 +517,92 @@ def test_local_confined_refuses_a_symlink_leading_outside(root, tmp_path, key):
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, root / "escape")
-    storage = esb.LocalStorage(str(root), confined=True)
+    storage = esb.RestoreFolder(str(root))
 
     with pytest.raises(esb.UnsafePathError):
         put(storage, key, b"evil")
     assert os.listdir(outside) == []
 
 
-def test_local_confined_allows_a_symlink_inside_the_root(root):
+def test_local_confined_refuses_even_a_symlink_inside_the_root(root):
+    """A link that stays inside could be changed to one that does not between a check and
+    a write: no link below the root is followed."""
     (root / "real").mkdir()
     os.symlink(root / "real", root / "alias")
-    storage = esb.LocalStorage(str(root), confined=True)
+    storage = esb.RestoreFolder(str(root))
 
-    put(storage, "alias/f.txt", b"ok")
-    assert (root / "real" / "f.txt").read_bytes() == b"ok"
+    with pytest.raises(esb.UnsafePathError, match="'alias' there is a symbolic link"):
+        put(storage, "alias/f.txt", b"ok")
+    assert os.listdir(root / "real") == []
+
+
+def test_restore_folder_says_when_a_file_stands_where_a_folder_goes(root):
+    (root / "a").write_bytes(b"a file")
+    with pytest.raises(esb.UnsafePathError, match="'a' there is not a folder"):
+        put(esb.RestoreFolder(str(root)), "a/b.txt", b"b")
+    assert (root / "a").read_bytes() == b"a file"
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "batched"])
+def test_restore_folder_keeps_a_bounded_number_of_folders_open(root, monkeypatch, batched):
+    """Folders stay open for the next file, up to FOLDER_FDS: none is closed while a batch
+    still has to rename a file in it, and none is left open beyond the bound after."""
+    monkeypatch.setattr(esb, "FOLDER_FDS", 4)
+    storage = esb.RestoreFolder(str(root))
+    open_before = len(os.listdir("/proc/self/fd"))
+    keys = [f"d{i}/e{i % 3}/f{i}.txt" for i in range(40)]
+    with storage.batch() if batched else contextlib.nullcontext({}) as lost:
+        for key in keys:
+            put(storage, key, key.encode())
+    assert lost == {}
+    assert len(storage._fds) <= 4 + 1          # (and the root)
+    assert len(os.listdir("/proc/self/fd")) <= open_before + 4 + 1
+    assert {key: (root / key).read_bytes() for key in keys} == {k: k.encode() for k in keys}
+    assert no_temp_files_under(root)
+
+
+def test_restore_folder_errors_of_its_own_root(tmp_path):
+    """Made where a file is; missing (not to be made); gone before a worker opens it."""
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(esb.StorageError, match="cannot create folder"):
+        esb.RestoreFolder(str(tmp_path / "file" / "restore")).prepare(create=True)
+    assert esb.RestoreFolder(str(tmp_path / "gone")).prepare(False, missing_ok=True) is False
+    with pytest.raises(esb.StorageError, match=r"cannot open folder .*gone: No such file"):
+        put(esb.RestoreFolder(str(tmp_path / "gone")), "a.txt", b"a")
+
+
+@pytest.mark.parametrize("what", ["link", "file"])
+def test_an_owned_restore_folder_swapped_before_a_worker_opens_it(tmp_path, what):
+    """The default folder checked by the run, then replaced before a worker opens it."""
+    place = tmp_path / "default"
+    if what == "link":
+        (tmp_path / "elsewhere").mkdir()
+        place.symlink_to(tmp_path / "elsewhere")
+    else:
+        place.write_bytes(b"")
+    with pytest.raises(esb.StorageError, match="is a symbolic link" if what == "link"
+                       else "is not a folder"):
+        put(esb.RestoreFolder(str(place), owned=True), "a.txt", b"a")
+    if what == "link":
+        assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_restore_folder_refuses_a_folder_it_made_once_it_is_another_users(root, monkeypatch):
+    """(As if another user had put a folder of theirs in place of the one just made.)"""
+    storage = esb.RestoreFolder(str(root))
+    put(storage, "top.txt", b"opened the root as this user")
+    monkeypatch.setattr(esb.os, "geteuid", lambda: NOBODY + 1)
+    with pytest.raises(esb.UnsafePathError, match="swapped for another user's"):
+        put(storage, "new/deep.txt", b"x")
+    assert os.listdir(root / "new") == []
+
+
+def test_restore_folder_passes_on_other_errors_of_a_folder(root):
+    """Deeper than the first folder (one it opened on the way is closed again)."""
+    with pytest.raises(OSError) as caught:
+        put(esb.RestoreFolder(str(root)), "a/" + "x" * 300 + "/f.txt", b"f")
+    assert caught.value.errno == errno.ENAMETOOLONG
+    assert os.listdir(root / "a") == []
 
 
 def test_local_prepare_without_create_on_a_missing_folder(tmp_path):
@@ -761,7 +838,9 @@ def test_batch_files_appear_only_when_the_batch_ends(storage):
     assert sizes(storage) == {"a/one.txt": 1, "b/two.txt": 2}
 
 
-def test_failed_batch_leaves_no_file_and_no_temporary(local, root):
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_failed_batch_leaves_no_file_and_no_temporary(root, kind):
+    local = kind(str(root))
     put(local, "a/old.txt", b"old")
     with pytest.raises(RuntimeError):
         with local.batch():
@@ -773,7 +852,21 @@ def test_failed_batch_leaves_no_file_and_no_temporary(local, root):
     assert (root / "a" / "old.txt").read_bytes() == b"old"
 
 
-def test_batch_falls_back_to_fsync_without_syncfs(local, monkeypatch):
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_a_batch_names_the_file_whose_rename_failed(root, kind):
+    local = kind(str(root))
+    (root / "a" / "taken").mkdir(parents=True)
+    (root / "a" / "taken" / "inside.txt").write_bytes(b"a folder is in the way")
+    with local.batch() as lost:
+        put(local, "a/fine.txt", b"fine")
+        put(local, "a/taken", b"cannot replace a folder")
+    assert list(lost) == ["a/taken"] and isinstance(lost["a/taken"], OSError)
+    assert sorted(os.listdir(root / "a")) == ["fine.txt", "taken"]
+
+
+@pytest.mark.parametrize("kind", [esb.LocalStorage, esb.RestoreFolder])
+def test_batch_falls_back_to_fsync_without_syncfs(root, monkeypatch, kind):
+    local = kind(str(root))
     synced = []
     monkeypatch.setattr(esb, "_libc_syncfs", lambda: None)
     real_fsync = os.fsync
@@ -827,11 +920,11 @@ def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
     monkeypatch.setattr(FlatStorage, "remote", remote)
     real_make_storage = esb.make_storage
 
-    def make_storage(config, confined=False, reap=False, requests=0, throttle=None):
+    def make_storage(config, confined=False, reap=False, requests=0, throttle=None,
+                     **restore_options):
         if config.local_path == str(dest):
-            return FlatStorage(config.local_path, confined=confined, reap=reap,
-                               throttle=throttle)
-        return real_make_storage(config, confined, reap, requests, throttle)
+            return FlatStorage(config.local_path, reap=reap, throttle=throttle)
+        return real_make_storage(config, confined, reap, requests, throttle, **restore_options)
 
     monkeypatch.setattr(esb, "make_storage", make_storage)
     src = tmp_path / "src"
