@@ -168,6 +168,11 @@ class UnsafePathError(BackupError):
     """A backup name's path would leave the restore root (``..``, absolute, control chars)."""
 
 
+class UnusableNameError(BackupError):
+    """A file's name cannot be a key of the storage (an S3 key must be UTF-8); that file
+    fails, the others go on."""
+
+
 class StorageError(BackupError):
     """A storage cannot be reached or refused an operation; the run cannot start."""
 
@@ -1857,12 +1862,12 @@ class S3Wire:
         _WireFailed."""
         import http.client
         import ssl
-        path = self.path(key)
         payload = "UNSIGNED-PAYLOAD" if self.https else (
             hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
         while True:
             connection, kept = None, False
             try:
+                path = self.path(key)
                 signed = self.signed(method, path, payload, headers)
                 connection, kept = self._connection()
                 _count_request("attempts")
@@ -2110,6 +2115,22 @@ class S3Storage:
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
         return client, (session, core.get_config_variable("ca_bundle"))
 
+    def _key(self, key: str) -> str:
+        """The object key of ``key`` in the bucket.  UnusableNameError when it cannot be one:
+        an S3 key is UTF-8, and a local file name need not be (Python hands its bytes over
+        as surrogates), so such a file fails alone instead of the whole run."""
+        full = self.prefix + key
+        if not full.isascii():
+            try:
+                full.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                raise UnusableNameError(
+                    f"its name is not UTF-8 ({shown}), and an S3 key must be: turn "
+                    "encrypt_filenames on (an encrypted name holds any name), or rename the "
+                    "file (a restore of it needs a local folder)") from None
+        return full
+
     def error(self, exc: Exception, doing: str) -> BackupError:
         """A one-line StorageError for a boto3/botocore exception."""
         code = s3_error_code(exc)
@@ -2261,18 +2282,18 @@ class S3Storage:
 
     def stat(self, key: str) -> Entry:
         with s3_requests(missing=key):
-            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()),
                      other_class(head.get("StorageClass")))
 
     def open(self, key: str) -> Union[_S3Body, _WireBody, Metered]:
         wire = self.wire
-        body: Union[_S3Body, _WireBody, None] = wire.get(self.prefix + key) if wire else None
+        body: Union[_S3Body, _WireBody, None] = wire.get(self._key(key)) if wire else None
         if body is not None:
             return Metered(body, self.throttle) if self.throttle else body
         with s3_requests(missing=key):
             body = _S3Body(self.client.get_object(Bucket=self.bucket,
-                                                  Key=self.prefix + key)["Body"])
+                                                  Key=self._key(key))["Body"])
         return Metered(body, self.throttle) if self.throttle else body
 
     def read(self, key: str, limit: int) -> bytes:
@@ -2319,20 +2340,21 @@ class S3Storage:
 
     def _wire_put(self, key: str, data: bytes) -> bool:
         """PutObject sent by our own client; False: not sent (no wire, or it gave up)."""
+        full_key = self._key(key)
         if self.wire is None:
             return False
         if self.throttle:
             self.throttle.take(len(data))
         headers = ({"x-amz-storage-class": self.config.storage_class}
                    if self.config.storage_class else {})
-        return self.wire.put(self.prefix + key, data, headers)
+        return self.wire.put(full_key, data, headers)
 
     def _boto_put(self, key: str, body: BinaryIO, size: int) -> None:
         """PutObject, or a multipart upload when large, made by boto3 from ``body``."""
         if self.throttle:
             self._meter_uploads()
         if size < S3_MULTIPART_THRESHOLD:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body,
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
                                    **self._extra())
         else:
             self._upload_parts(body, key, size)
@@ -2367,7 +2389,7 @@ class S3Storage:
         """Multipart upload holding one part in memory at a time; on any failure the upload
         is aborted, so no half-written object lingers (or is billed)."""
         part_size = s3_part_size(size)
-        where = {"Bucket": self.bucket, "Key": self.prefix + key}
+        where = {"Bucket": self.bucket, "Key": self._key(key)}
         upload = self.client.create_multipart_upload(**where, **self._extra())["UploadId"]
         try:
             parts = []
@@ -2386,24 +2408,24 @@ class S3Storage:
 
     def rename(self, old: str, new: str, size: int = 0) -> None:
         """Server-side copy, then delete the old key (multipart copy above 5 GB)."""
-        source = {"Bucket": self.bucket, "Key": self.prefix + old}
+        source = {"Bucket": self.bucket, "Key": self._key(old)}
         with s3_requests():
             if size < S3_COPY_LIMIT:
                 self.client.copy_object(CopySource=source, Bucket=self.bucket,
-                                        Key=self.prefix + new, **self._extra())
+                                        Key=self._key(new), **self._extra())
             else:
-                self.client.copy(source, self.bucket, self.prefix + new,
+                self.client.copy(source, self.bucket, self._key(new),
                                  ExtraArgs=self._extra() or None)
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + old)
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(old))
 
     def remove(self, key: str) -> None:
         with s3_requests():
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def thaw_state(self, key: str) -> Thaw:
         """HeadObject's Restore header says it (see parse_restore_header)."""
         with s3_requests(missing=key):
-            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return parse_restore_header(head.get("Restore"))
 
     def thaw(self, key: str, days: int, tier: str) -> bool:
@@ -2413,7 +2435,7 @@ class S3Storage:
         with s3_requests(missing=key):
             try:
                 self.client.restore_object(
-                    Bucket=self.bucket, Key=self.prefix + key, RestoreRequest={
+                    Bucket=self.bucket, Key=self._key(key), RestoreRequest={
                         "Days": days, "GlacierJobParameters": {"Tier": tier}})
             except ClientError as exc:
                 if s3_error_code(exc) != "RestoreAlreadyInProgress":
@@ -2425,12 +2447,18 @@ class S3Storage:
         """DeleteObjects, S3_DELETE_BATCH keys a request: each key's own error comes back in
         the answer, and a request that fails fails its keys."""
         failed: dict[str, BaseException] = {}
+        for key in keys:
+            try:
+                self._key(key)
+            except UnusableNameError as exc:
+                failed[key] = exc
+        keys = [key for key in keys if key not in failed]
         for start in range(0, len(keys), S3_DELETE_BATCH):
             chunk = keys[start:start + S3_DELETE_BATCH]
             try:
                 with s3_requests():
                     answer = self.client.delete_objects(Bucket=self.bucket, Delete={
-                        "Objects": [{"Key": self.prefix + key} for key in chunk],
+                        "Objects": [{"Key": self._key(key)} for key in chunk],
                         "Quiet": True})
             except TransferError as exc:
                 failed.update((key, exc) for key in chunk)
