@@ -963,6 +963,9 @@ class Metered(Closing):
 
 R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
+TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"\d+@[^/]*-[a-z0-9_]+\Z")   # such a name
+                                  # whole (a random part without dots: a backup object's
+                                  # name, ending in .enc or .ver, is never one)
 FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (or container)
                                   # is only removed when it has not been written for this long
 MEMORY_WRITE = 1024 * 1024        # bytes; a local write expected to be at most this big is
@@ -979,6 +982,12 @@ def host_tag() -> str:
 def temp_prefix() -> str:
     """The prefix of this process's temporary files: whose they are, for stale-file cleanup."""
     return f"{TMP_PREFIX}{os.getpid()}@{host_tag()}-"
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of our temporary files' (temp_prefix() and a random
+    part); a file of the user's that merely starts with TMP_PREFIX is not."""
+    return name.startswith(TMP_PREFIX) and TMP_NAME.match(name) is not None
 
 
 class Entry(NamedTuple):
@@ -1017,11 +1026,16 @@ class ListReport:
                                                         # that could not be read
     bad_names: list[str] = field(default_factory=list)  # .enc objects whose name does not
                                                         # decode (why, for each)
+    skipped: int = 0          # files left out as not regular files (each one in notes too)
+    ignored: int = 0          # files and folders left out by ignore_regex ...
+    ignored_keys: list[str] = field(default_factory=list)   # ... and their keys, when the
+                                                        # listing was asked to name them
 
     def take(self) -> "ListReport":
         """What this report holds, leaving it empty (a listing goes on adding to it)."""
         taken = replace(self)
         self.problems, self.notes, self.blind, self.bad_names = [], [], [], []
+        self.skipped, self.ignored, self.ignored_keys = 0, 0, []
         return taken
 
     def add(self, other: "ListReport") -> None:
@@ -1030,6 +1044,9 @@ class ListReport:
         self.notes += other.notes
         self.blind += other.blind
         self.bad_names += other.bad_names
+        self.skipped += other.skipped
+        self.ignored += other.ignored
+        self.ignored_keys += other.ignored_keys
 
 
 @dataclass(frozen=True)
@@ -1230,11 +1247,13 @@ class LocalStorage:
     ordered: ClassVar[bool] = True
 
     def __init__(self, root: str, confined: bool = False, reap: bool = False,
-                 throttle: Optional[Throttle] = None):
+                 throttle: Optional[Throttle] = None, source: bool = False):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.throttle = throttle
         self.reap = reap or confined   # remove stale temporary files of ours: only where we
                                        # write (a backup's destination, a restore target)
+        self.source = source      # a backup's source: we never write there, so a name with
+                                  # our temporary prefix is the user's file, listed as any
         self.confined = confined  # refuse writes whose folder resolves outside the root
         self._ready: set[str] = set()        # folders known to exist (and be inside)
         self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
@@ -1283,8 +1302,8 @@ class LocalStorage:
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         """Regular files (and symlinks to them) in key order: each folder's names sorted,
-        a folder's files where its name plus "/" sorts.  Our temp files are skipped and
-        stale ones (their process is gone) removed.  ``skip(key)`` drops a file, and a
+        a folder's files where its name plus "/" sorts.  Our temp files are skipped (but
+        in a source) and stale ones (their process is gone) removed where we write.  ``skip(key)`` drops a file, and a
         whole folder when it is true for the folder's key plus "/".  Holds the names of
         the folders it is in, not the files it has listed."""
         walking = [self._names("", report)]
@@ -1329,7 +1348,7 @@ class LocalStorage:
         """The Entry of the file ``name`` the listing met in ``directory`` (a path ending
         in a separator), or None (skipped, vanished or unreadable: reported as such)."""
         path = directory + name
-        if name.startswith(TMP_PREFIX):
+        if not self.source and is_temp_name(name):
             if self.reap:
                 self._reap(path, name)
             return None
@@ -1340,6 +1359,7 @@ class LocalStorage:
                     info = os.stat(path)
                 except FileNotFoundError:
                     report.notes.append(f"skipped {key}: dangling symbolic link")
+                    report.skipped += 1
                     return None
         except FileNotFoundError:
             return None     # vanished between listing and stat: nothing to back up
@@ -1351,6 +1371,7 @@ class LocalStorage:
             return Entry(key, info.st_size, max(0, int(info.st_mtime)))
         report.notes.append(f"skipped {key}: " + ("symbolic link to a folder" if
                             stat.S_ISDIR(info.st_mode) else "not a regular file"))
+        report.skipped += 1
         return None
 
     @staticmethod
@@ -1480,7 +1501,7 @@ class LocalStorage:
                 # A restore target is never listed: remove what killed runs left here.
                 with os.scandir(directory) as scan:
                     for item in scan:
-                        if item.name.startswith(TMP_PREFIX):
+                        if is_temp_name(item.name):
                             self._reap(item.path, item.name)
             self._ready.add(directory)
         return directory
@@ -2489,16 +2510,18 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
 
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
-                 requests: int = 0, throttle: Optional[Throttle] = None) -> Storage:
+                 requests: int = 0, throttle: Optional[Throttle] = None,
+                 source: bool = False) -> Storage:
     """The storage a configuration section names.  ``confined``: refuse writes that would
     leave the root (a restore target); ``reap``: remove stale temporary files of killed
     runs (where this run writes); ``requests``: how many a remote storage may have in
     flight at once in this process; ``throttle``: the bandwidth budget its object data
-    passes through (the destination's).  A new backend adds one line here."""
+    passes through (the destination's); ``source``: a backup's source, where nothing is
+    ours (its listing leaves out no name of ours).  A new backend adds one line here."""
     if config.s3_bucket:
         return S3Storage(config, requests, throttle=throttle)
     return LocalStorage(config.local_path or "", confined=confined, reap=reap,
-                        throttle=throttle)
+                        throttle=throttle, source=source)
 
 
 # =====================================================================================
@@ -4486,7 +4509,8 @@ METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
                "duplicates_removed", "versions_kept", "versions_expired",
-               "deleted_not_marked_archived", "failed", "bytes_read", "bytes_written"),
+               "deleted_not_marked_archived", "skipped", "ignored", "failed", "bytes_read",
+               "bytes_written"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -4507,7 +4531,8 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("destination_bytes", "Bytes of those backup objects."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
-    "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged"},
+    "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged",
+               "skipped": "skipped"},
     "restore": {"read": "restored", "written": "restored"},
     "verify": {"read": "verified", "skipped": "skipped"},
 }
@@ -5358,10 +5383,12 @@ def _backup_path_ok(key: str, report: ListReport) -> bool:
         return False
 
 
-def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...]
+def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...],
+                  report: Optional[ListReport] = None, name_ignored: bool = False
                   ) -> Callable[[str], bool]:
     """What the source listing skips: ignore_regex, and the destination when it lies
-    inside the source."""
+    inside the source.  What ignore_regex skips is counted in ``report`` (and its keys
+    kept there too, ``name_ignored``)."""
     ignore = [re.compile(p) for p in ignore_regex]
     nested = src.inside(dest)
     if nested == "":
@@ -5370,16 +5397,25 @@ def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...]
     inner = None if nested is None else nested + "/"
 
     def skip(key: str) -> bool:
-        return (inner is not None and key.startswith(inner)) or any(p.match(key)
-                                                                    for p in ignore)
+        if inner is not None and key.startswith(inner):
+            return True
+        if not any(p.match(key) for p in ignore):
+            return False
+        if report is not None:
+            report.ignored += 1
+            if name_ignored:
+                report.ignored_keys.append(key)
+        return True
     return skip
 
 
 def source_listing(report: ListReport, src: Storage, dest: Storage,
-                   ignore_regex: tuple[str, ...]) -> Iterator[Optional[Entry]]:
+                   ignore_regex: tuple[str, ...], name_ignored: bool = False
+                   ) -> Iterator[Optional[Entry]]:
     """What a backup reads of its source: None once the source is there, then the files
-    it lists that a restore could write back (see _backup_path_ok)."""
-    skip = source_filter(src, dest, ignore_regex)
+    it lists that a restore could write back (see _backup_path_ok).  What it leaves out is
+    counted in ``report`` (see source_filter)."""
+    skip = source_filter(src, dest, ignore_regex, report, name_ignored)
     src.prepare(create=False)
     yield None
     for entry in src.list_files(report, skip):
@@ -5471,8 +5507,8 @@ def _received(reader: Any, future: Any, report: ListReport) -> Iterator[Any]:
     merge_requests(done.pop().result()[1])
 
 
-def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
-             ) -> tuple[Plan, ListReport]:
+def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
+             name_ignored: bool = False) -> tuple[Plan, ListReport]:
     """List both storages and plan the backup.  A storage that lists in key order
     (``ordered``) is walked as it lists, in plan order (in_plan_order); another, or one
     found not to be in order after all (it is listed again), is held as a Listing and
@@ -5487,7 +5523,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool
             # A remote storage is listed apart (see Storage.remote); with two local ones, the
             # source is, so that the walks of both run on two cores.
             with listed(config, src.remote or not dest.remote, report, source_listing, src,
-                        dest, config.ignore_regex) as source:
+                        dest, config.ignore_regex, name_ignored) as source:
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
@@ -5525,13 +5561,15 @@ def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
+    src, dest = make_storage(config.src, source=True), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
-    plan, report = plan_run(config, src, dest, args.dry_run)
+    plan, report = plan_run(config, src, dest, args.dry_run, name_ignored=args.verbose)
     for note in report.notes:
         log.info("note: %s", note)
+    for key in report.ignored_keys:
+        log.info("ignored %s: ignore_regex matches it", show(key))
     for problem in report.problems:
         log.error("FAILED listing: %s", problem)
     for bad in report.bad_names:     # not ours, or damaged: left alone, never counted as ours
@@ -5564,7 +5602,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         holdings.add(outcome)
         tally.add(outcome)
     run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
-    tally.summary("backup", [("unchanged", plan.unchanged), ("unmarked", plan.unmarked)],
+    tally.summary("backup", [("unchanged", plan.unchanged), ("unmarked", plan.unmarked),
+                             ("skipped", report.skipped), ("ignored", report.ignored)],
                   destination=holdings.figures())
     log_archived(plan)
     if history and is_mass(plan.changed, plan.live):
