@@ -4557,14 +4557,32 @@ def with_suffix(url: str, suffix: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
 
 
+def basic_auth(url: str) -> tuple[str, Optional[str]]:
+    """``url`` without its user information (``https://user:pass@host/...``), and that as
+    an HTTP basic authorization header's value (None when the URL has none).  The user
+    and password are percent-decoded, as a browser does."""
+    import base64
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    user_info, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = user_info.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    credentials = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), f"Basic {credentials}"
+
+
 def deliver(url: str, body: Optional[bytes] = None,
             content_type: str = "text/plain; charset=utf-8") -> str:
     """One message: a GET without a body, a POST with one.  "" once it was accepted, else
     why not, after NOTIFY_TRIES tries NOTIFY_TIMEOUT long each with a growing pause
-    between them.  The reason never holds the URL."""
+    between them.  User information in the URL is sent as basic authentication (to the
+    URL's host only, not to one it redirects to).  The reason never holds the URL."""
     import http.client
     import urllib.error
     import urllib.request
+    target, authorization = basic_auth(url)
     headers = {"User-Agent": f"encrypted_s3_backup/{__version__}"}
     if body is not None:
         headers["Content-Type"] = content_type
@@ -4573,8 +4591,10 @@ def deliver(url: str, body: Optional[bytes] = None,
         if attempt:
             time.sleep(NOTIFY_BACKOFF * 2 ** (attempt - 1))
         try:
-            request = urllib.request.Request(url, data=body, headers=headers,
+            request = urllib.request.Request(target, data=body, headers=headers,
                                              method="GET" if body is None else "POST")
+            if authorization:
+                request.add_unredirected_header("Authorization", authorization)
             with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT) as answer:
                 answer.read(64 * 1024)
             return ""
@@ -4589,7 +4609,7 @@ def deliver(url: str, body: Optional[bytes] = None,
             why = str(exc) or type(exc).__name__
         except ValueError:
             return "not a URL that can be requested"
-    return why.replace(url, url_origin(url))
+    return why.replace(url, url_origin(url)).replace(target, url_origin(url))
 
 
 def command_status(status: int) -> str:

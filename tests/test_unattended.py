@@ -195,6 +195,27 @@ def test_a_client_error_is_final_and_a_bad_url_is_refused_without_showing_it(
     assert "notify_url (environment NOTIFY_URL)" in err
 
 
+def test_user_information_in_a_url_is_sent_as_basic_authentication_never_shown(
+        local_tool, ping_server, fast_retries):
+    import base64
+    tool = local_tool
+    secured = ping_server.url("").replace("http://", "http://nas-user:s%40cret-pw@")
+    tool.set(HEALTHCHECK_URL=f"{secured}/ping/{KEY}", NOTIFY_URL=f"{secured}/hook/{KEY}",
+             NOTIFY_ON="always")
+    sample(tool)
+    code, out, err = run(tool)
+    assert code == 0, err
+    assert ping_server.seen() == [("GET", f"/ping/{KEY}/start"), ("POST", f"/hook/{KEY}"),
+                                  ("POST", f"/ping/{KEY}")]
+    sent = "Basic " + base64.b64encode(b"nas-user:s@cret-pw").decode()
+    assert [r.headers.get("Authorization") for r in ping_server.requests] == [sent] * 3
+    ping_server.answers[f"/hook/{KEY}"] = 401                 # refused: said, not shown
+    code, out, err = run(tool)
+    assert code == 0 and "webhook to http://127.0.0.1:" in err and "(HTTP 401)" in err
+    for secret in ("nas-user", "s%40cret", "s@cret"):
+        assert secret not in out + err
+
+
 def test_the_overlap_guards_report_pings_fail_with_its_reason(pinged, ping_server):
     code, out, err = run(pinged, "--report-skipped", "previous run still going")
     assert code == 0 and out == "" and err == ""
