@@ -2535,7 +2535,7 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
-            "bandwidth_limit", "thaw_days", "thaw_tier")
+            "command_timeout", "bandwidth_limit", "thaw_days", "thaw_tier")
 NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
@@ -2547,6 +2547,9 @@ TRUE_WORDS = ("true", "yes", "1", "on", "y")
 DEFAULT_CONFIG = "config.json"
 DEFAULT_RESTORE = os.path.join(tempfile.gettempdir(), "encrypted_s3_backup_restore")
 REQUESTS_IN_FLIGHT = 64   # default requests_in_flight (chosen by bench/bench.py --rtt)
+COMMAND_TIMEOUT = 3600    # seconds; default command_timeout: a pre_command or post_command
+                          # still running then is stopped (a dump of a large database fits)
+SHOWN_MAX = 60            # characters of a bad value a configuration problem quotes
 
 
 @dataclass(frozen=True)
@@ -2577,6 +2580,7 @@ class Config:
     alerts: Alerts = field(default_factory=Alerts)
     pre_command: Optional[str] = None  # shell commands run before and after a backup
     post_command: Optional[str] = None
+    command_timeout: int = COMMAND_TIMEOUT   # seconds each of them may run
     bandwidth_limit: int = 0           # bytes per second of the destination's object data;
                                        # 0: no limit
     throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
@@ -2612,6 +2616,11 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
                               f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except (ValueError, RecursionError) as exc:   # JSON, but more than Python holds
+            why = ("it nests arrays or objects too deeply" if isinstance(exc, RecursionError)
+                   else "a number in it has too many digits")
+            raise ConfigError(f"config file {file_path} cannot be read: {why}; fix the "
+                              "file") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
                               "(a Latin-1 password stays the same password)") from None
@@ -2657,6 +2666,15 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
     return raw, warnings
 
 
+def _shown(value: Any) -> str:
+    """A raw value as a problem quotes it: repr, cut short (a value can be huge)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):   # nested too deeply; an int too long to print
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 3] + "..."
+
+
 class _Checker:
     """Coerces raw values (JSON types or environment strings), collecting one line per problem."""
 
@@ -2673,10 +2691,11 @@ class _Checker:
             return default
         if isinstance(value, bool):
             return value
-        text = str(value).strip().lower()
+        text = value.strip().lower() if isinstance(value, str) else (
+            str(value) if isinstance(value, int) and -10 < value < 10 else "")
         if text in FALSE_WORDS or text in TRUE_WORDS:
             return text in TRUE_WORDS
-        self.problem(key, f"{value!r} is not true or false")
+        self.problem(key, f"{_shown(value)} is not true or false")
         return default
 
     def integer(self, key: str, default: Optional[int], low: int, high: Optional[int] = None,
@@ -2685,13 +2704,15 @@ class _Checker:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null",
                                                                                "none")):
             return default
-        try:
-            number = int(str(value).strip()) if not isinstance(value, bool) else None
-        except ValueError:
-            number = None
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:           # (also a number of more digits than Python reads)
+                number = None
         if number is None or number < low or (high is not None and number > high):
             span = f"from {low} to {high}" if high is not None else f"{low} or more"
-            self.problem(key, f"{value!r} is not a whole number {span}")
+            self.problem(key, f"{_shown(value)} is not a whole number {span}")
             return default
         return default if (zero_means_default and number == 0) else number
 
@@ -2702,7 +2723,17 @@ class _Checker:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             self.problem(key, "must be text")
             return None
-        return str(value)
+        text = str(value)
+        try:
+            text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:     # a lone "\ud800" escape in the JSON file
+            self.problem(key, "holds a character that is not text (a lone surrogate "
+                              "\\ud800-\\udfff escape); fix the value")
+            return None
+        if "\0" in text and key != "encryption_password":    # paths, commands, URLs
+            self.problem(key, "holds a NUL character; fix the value")
+            return None
+        return text
 
     def url(self, key: str) -> Optional[str]:
         """An http:// or https:// URL.  The problem never quotes it: it holds a key."""
@@ -2710,11 +2741,11 @@ class _Checker:
         text = self.text(key)
         if text is None:
             return None
-        parts = urllib.parse.urlsplit(text.strip())
         try:
+            parts = urllib.parse.urlsplit(text.strip())
             good = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (
                 parts.port is None or parts.port > 0)    # (a port not a number: ValueError)
-        except ValueError:
+        except ValueError:                               # (as a bad "[::1" host is)
             good = False
         if not good or re.search(r"[\s\x00-\x1f\x7f]", text.strip()):
             self.problem(key, "must be an http:// or https:// URL without spaces (the value "
@@ -2746,9 +2777,10 @@ def parse_rate(text: str) -> int:
     message for the user when it is none of these."""
     match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmg]?)(?:i?b)?(?:/s)?", str(text).strip(),
                          re.IGNORECASE)
-    rate = int(float(match[1]) * RATE_UNITS[match[2].lower()]) if match else -1
+    scaled = float(match[1]) * RATE_UNITS[match[2].lower()] if match else -1.0
+    rate = int(scaled) if scaled < float(sys.maxsize) else -1   # (inf: too many digits)
     if rate < 0 or (rate == 0 and float(match[1]) > 0):
-        raise ValueError(f"{text!r} is not a rate: bytes per second as a number with an "
+        raise ValueError(f"{_shown(text)} is not a rate: bytes per second as a number with an "
                          "optional K, M or G (powers of 1024), e.g. 4M; 0 for no limit")
     return rate
 
@@ -2794,8 +2826,10 @@ def _ignore_patterns(value: Any, check: _Checker) -> tuple[str, ...]:
     for pattern in value:
         try:
             re.compile(pattern)
-        except re.error as exc:
-            check.problem("ignore_regex", f"{pattern!r} is not a regular expression ({exc})")
+        except (re.error, OverflowError, RecursionError) as exc:   # (a{99999999999}, or
+            why = str(exc) or type(exc).__name__                  # "(" * 10000)
+            check.problem("ignore_regex", f"{_shown(pattern)} is not a regular expression "
+                          f"({why})")
     return tuple(value)
 
 
@@ -2861,7 +2895,9 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
         alerts=_alerts(check), pre_command=check.text("pre_command"),
-        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"),
+        post_command=check.text("post_command"),
+        command_timeout=check.integer("command_timeout", COMMAND_TIMEOUT, 1),
+        bandwidth_limit=check.rate("bandwidth_limit"),
         thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
         thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize())
     if check.problems:
@@ -4505,6 +4541,11 @@ WEBHOOK_FAILURES = 50      # failure lines a webhook carries: the first ones ...
 MESSAGE_FAILURES = 10      # ... of which its short "message" repeats this many
 COMMAND_TAIL = 5           # last output lines of a failed pre_command quoted in the error
 COMMAND_LINE_MAX = 200     # characters of each of them
+COMMAND_GRACE_SECONDS = 5  # a stopped command (timeout, Ctrl-C) gets this long after SIGTERM
+                           # before SIGKILL ends what is left of it
+COMMAND_POLL_SECONDS = 0.1  # how often a quiet command is looked at: has its shell exited?
+COMMAND_DRAIN_READS = 64   # reads of what a command's streams hold once its shell exited
+COMMAND_PARTIAL_MAX = 64 * 1024   # bytes of output without a newline logged as one line
 METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
@@ -4582,7 +4623,10 @@ def deliver(url: str, body: Optional[bytes] = None,
     import http.client
     import urllib.error
     import urllib.request
-    target, authorization = basic_auth(url)
+    try:
+        target, authorization = basic_auth(url)
+    except ValueError:
+        return "not a URL that can be requested"
     headers = {"User-Agent": f"encrypted_s3_backup/{__version__}"}
     if body is not None:
         headers["Content-Type"] = content_type
@@ -4616,30 +4660,80 @@ def command_status(status: int) -> str:
     return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
 
 
-def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list[str]]:
+def run_command(what: str, command: str, env: dict[str, str], timeout: float
+                ) -> tuple[Optional[int], list[str]]:
     """Run a shell command with its output in the log as it comes, each line prefixed with
     ``what`` (stdout as progress, stderr as warnings); its exit status (negative: the
-    signal that killed it) and its last lines of output.  A stop (Ctrl-C, SIGTERM) stops
+    signal that killed it; None: it ran longer than ``timeout`` seconds and was stopped)
+    and its last lines of output.  The wait is for the shell's exit, not for the end of
+    its output: a process it leaves in the background keeps running, and what that writes
+    afterwards is not read (its output pipe is closed).  A stop (Ctrl-C, SIGTERM) stops
     the command and all it started, then goes on as a stop."""
+    import selectors
     import subprocess
     last: collections.deque[str] = collections.deque(maxlen=COMMAND_TAIL)
     log.info("%s: running", what)
     process: Optional[subprocess.Popen] = None
+    pending: dict[int, bytearray] = {}              # a stream's unfinished line
+    levels: dict[int, int] = {}
+
+    def signal_all(signum: int) -> bool:
+        """Send ``signum`` to the command and all it started (its own process group);
+        False when none of them is left."""
+        try:
+            os.killpg(process.pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError:        # (not ours to signal any more: the group is someone else's)
+            return False
 
     def stop_all() -> None:
-        """The command and all it started (its own session), then its exit."""
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGTERM)
+        """SIGTERM to the command and all it started; SIGKILL to what is left of them after
+        COMMAND_GRACE_SECONDS, or at once on another stop signal."""
+        log.warning("%s: stopping it and all it started (SIGTERM, then SIGKILL after %d s)",
+                    what, COMMAND_GRACE_SECONDS)
+        signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + COMMAND_GRACE_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                if process.returncode is None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(STOP_POLL_SECONDS)
+                else:                   # the shell is gone: do others of the group remain?
+                    time.sleep(STOP_POLL_SECONDS)
+                if process.returncode is not None and not signal_all(0):
+                    return
+        except KeyboardInterrupt:
+            pass
+        signal_all(signal.SIGKILL)
         process.wait()
 
-    def pump(stream: BinaryIO, level: int) -> None:
-        for raw in stream:
-            line = show(raw.decode("utf-8", "replace").rstrip("\r\n"))
-            last.append(line[:COMMAND_LINE_MAX])
-            log.log(level, "%s: %s", what, line)
+    def line_out(fd: int, raw: bytes) -> None:
+        line = show(raw.decode("utf-8", "replace").rstrip("\r"))
+        last.append(line[:COMMAND_LINE_MAX])
+        log.log(levels[fd], "%s: %s", what, line)
+
+    def read(selector: Any, fd: int) -> None:
+        """What the stream holds now, logged line by line; at its end, the rest."""
+        try:
+            data = os.read(fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        buffer = pending[fd]
+        buffer += data
+        *lines, rest = bytes(buffer).split(b"\n")
+        if rest and (not data or len(rest) > COMMAND_PARTIAL_MAX):   # the end, or a line
+            lines.append(rest)                                       # too long to wait for
+            rest = b""
+        for line in lines:
+            line_out(fd, line)
+        pending[fd] = bytearray(rest)
+        if not data:
+            selector.unregister(fd)
 
     # One try from before the shell starts to its exit: a stop at any point in between
-    # (while the shell starts, while the thread that reads its errors starts, ...) stops it.
+    # (while the shell starts, while its output is read, ...) stops it.
     try:
         with deferred_stop():       # a stop while the shell starts comes once its pid is known
             try:
@@ -4648,14 +4742,37 @@ def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list
                                            stderr=subprocess.PIPE, start_new_session=True)
             except OSError as exc:
                 return 127, [f"cannot start a shell: {exc.strerror}"]
-        errors = threading.Thread(target=pump, args=(process.stderr, logging.WARNING),
-                                  daemon=True)
-        errors.start()
-        pump(process.stdout, logging.INFO)
-        errors.join()
-        return process.wait(), list(last)
+        with selectors.DefaultSelector() as selector, process.stdout, process.stderr:
+            for stream, level in ((process.stdout, logging.INFO),
+                                  (process.stderr, logging.WARNING)):
+                os.set_blocking(stream.fileno(), False)
+                selector.register(stream.fileno(), selectors.EVENT_READ)
+                pending[stream.fileno()], levels[stream.fileno()] = bytearray(), level
+            deadline = time.monotonic() + timeout
+            while process.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stop_all()
+                    return None, list(last)
+                if not selector.get_map():       # both streams ended: the shell's exit
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(min(left, STOP_POLL_SECONDS))
+                    continue
+                for key, _ in selector.select(min(left, COMMAND_POLL_SECONDS)):
+                    read(selector, key.fd)
+            # The shell is gone: what its streams hold now is read, not what comes later.
+            for _ in range(COMMAND_DRAIN_READS):
+                ready = selector.select(0) if selector.get_map() else []
+                if not ready:
+                    break
+                for key, _ in ready:
+                    read(selector, key.fd)
+            for fd, rest in pending.items():
+                if rest:
+                    line_out(fd, bytes(rest))
+        return process.returncode, list(last)
     except BaseException:
-        if process is not None:
+        if process is not None and process.returncode is None:
             stop_all()
         raise
 
@@ -4792,6 +4909,7 @@ class Monitor(logging.Handler):
         self.started = time.time()
         self.alerts: Optional[Alerts] = None     # known once the configuration loaded
         self.post_command: Optional[str] = None  # set once a backup is under way
+        self.command_timeout = COMMAND_TIMEOUT
         self.summary, self.figures = "", {}
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
@@ -4820,9 +4938,17 @@ class Monitor(logging.Handler):
         self.alerts = config.alerts
         if self.kind == "backup":
             self.post_command = config.post_command
+            self.command_timeout = config.command_timeout
         self._send(config.alerts.healthcheck_url, "/start")
         if self.kind == "backup" and config.pre_command:
-            status, tail = run_command("pre_command", config.pre_command, dict(os.environ))
+            status, tail = run_command("pre_command", config.pre_command, dict(os.environ),
+                                       config.command_timeout)
+            if status is None:
+                raise CommandError(
+                    f"pre_command did not finish within command_timeout "
+                    f"({config.command_timeout} s), so it was stopped with all it started; the "
+                    "backup did not start and nothing was changed. Fix the command, or raise "
+                    "command_timeout (environment COMMAND_TIMEOUT)")
             if status:
                 said = f": {' | '.join(tail)}" if tail else " with no output"
                 raise CommandError(
@@ -4837,8 +4963,13 @@ class Monitor(logging.Handler):
         try:
             if self.post_command:
                 status, _ = run_command("post_command", self.post_command,
-                                        {**os.environ, "BACKUP_EXIT_CODE": str(code)})
-                if status:
+                                        {**os.environ, "BACKUP_EXIT_CODE": str(code)},
+                                        self.command_timeout)
+                if status is None:
+                    log.warning("warning: post_command did not finish within command_timeout "
+                                "(%d s), so it was stopped with all it started; the backup's "
+                                "outcome is unchanged", self.command_timeout)
+                elif status:
                     log.warning("warning: post_command failed (%s); the backup's outcome is "
                                 "unchanged", command_status(status))
             self._report("success" if code == EXIT_OK else "failure", code)
