@@ -5236,8 +5236,19 @@ class Hub:
             self.pool, self.threads = pool, ThreadPoolExecutor(self.requests)
             try:
                 self._loop(work, fetches, requests)
+            except Exception:
+                self._remove_all_replaced()
+                raise
             finally:
                 self.threads.shutdown(wait=False, cancel_futures=True)
+
+    def _remove_all_replaced(self) -> None:
+        """A bug stops the run: the objects that new ones have replaced already are removed
+        now, not left for the next run, so that no path keeps two live objects."""
+        keys = [key for key, _ in self.replaced]
+        self.replaced.clear()
+        with contextlib.suppress(*FILE_FAILURES):
+            self.worker.dest.remove_many(keys)
 
     def _loop(self, work: Iterator[Batch], fetches: Iterator[Job],
               requests: Iterator[tuple[Callable[..., Any], tuple, Callable[[Any], None]]]

@@ -14,6 +14,7 @@ import json
 import lzma
 import os
 import signal
+import threading
 import time
 import tracemalloc
 
@@ -197,6 +198,37 @@ def test_a_name_that_is_not_utf8_fails_one_file_never_the_run(make_tool, request
     code, _, err = tool()                                 # and again: the same, no more
     assert code == (esb.EXIT_OK if holds_any_name else esb.EXIT_FAILED), err
     assert len(tool.keys()) == len(expected)
+
+
+def test_a_bug_that_stops_a_backup_to_s3_leaves_no_path_with_two_live_objects(
+        make_tool, s3_bucket, monkeypatch):
+    """The hub removes replaced objects in groups, later: a bug that stops the run first
+    removes those whose new object is stored already."""
+    tool = make_tool(bucket=s3_bucket)
+    backup_good(tool)
+    for rel in GOOD:
+        (tool.src / rel).write_bytes(b"changed " + rel.encode())
+    tool.write("zz-bug.txt", b"the one that meets a bug")
+    real_store, stored, lock = esb.Hub._store, [], threading.Lock()
+
+    def store(hub, encoded):
+        if encoded.job.path != "zz-bug.txt":
+            outcome = real_store(hub, encoded)
+            with lock:
+                stored.append(encoded.job.path)
+            return outcome
+        deadline = time.monotonic() + 60
+        while len(stored) < len(GOOD):           # the others' new objects are in first
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        raise RuntimeError("a bug while storing")
+    monkeypatch.setattr(esb.Hub, "_store", store)
+    code, _, err = tool()
+    assert code == esb.EXIT_BUG and "RuntimeError: a bug while storing" in err
+    live = [key for key in tool.keys() if key.endswith(".enc")]
+    assert sorted(esb.decode_name(key, tool.codec()).path for key in live) == sorted(GOOD)
+    assert {esb.decode_name(key, tool.codec()).md5 for key in live} == {
+        hashlib.md5(b"changed " + rel.encode()).digest() for rel in GOOD}
 
 
 def test_planted_empty_path_is_reported_by_its_object_name(make_tool):
