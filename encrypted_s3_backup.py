@@ -2799,6 +2799,14 @@ def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[
         f"{env_name(section, 'local_path')} / {env_name(section, 's3_bucket')})"
     keys = f"{section}.aws_access_key_id / {section}.aws_secret_access_key (environment " \
         f"{env_name(section, 'aws_access_key_id')} / {env_name(section, 'aws_secret_access_key')})"
+    for key in STORAGE_KEYS:
+        value = getattr(config, key)
+        if config.s3_bucket and key != "local_path" and value and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:      # a variable in another encoding than UTF-8
+                check.problem(f"{section}.{key}", "is not UTF-8 text, which S3 needs; fix "
+                                                  "the value")
     if config.local_path and config.s3_bucket:
         check.problems.append(f"{where}: both are set; keep one")
     elif not config.local_path and not config.s3_bucket:

@@ -402,7 +402,9 @@ def test_json_that_python_cannot_hold_is_one_line_naming_the_file(tmp_path, text
     ({"healthcheck_url": "http://[::1/ping"}, "healthcheck_url", "must be an http://"),
     ({"pre_command": "dump\x00"}, "pre_command", "holds a NUL character"),
     ({"dest": {"local_path": "/mnt/\ud800"}}, "dest.local_path", "lone surrogate"),
-    ({"command_timeout": 0}, "command_timeout", "is not a whole number 1 or more")])
+    ({"command_timeout": 0}, "command_timeout", "is not a whole number 1 or more"),
+    ({"dest": {"s3_bucket": "b", "base_path": "caf\udce9"}}, "dest.base_path",
+     "is not UTF-8 text, which S3 needs")])
 def test_values_python_chokes_on_are_problems_naming_the_key(tmp_path, changes, key, said):
     path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
                                    "encryption_password": "pw", **changes})
