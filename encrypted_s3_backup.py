@@ -1303,9 +1303,9 @@ class LocalStorage:
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         """Regular files (and symlinks to them) in key order: each folder's names sorted,
         a folder's files where its name plus "/" sorts.  Our temp files are skipped (but
-        in a source) and stale ones (their process is gone) removed where we write.  ``skip(key)`` drops a file, and a
-        whole folder when it is true for the folder's key plus "/".  Holds the names of
-        the folders it is in, not the files it has listed."""
+        in a source), and stale ones (their process is gone) removed where we write.
+        ``skip(key)`` drops a file, and a whole folder when it is true for the folder's key
+        plus "/".  Holds the names of the folders it is in, not the files it has listed."""
         walking = [self._names("", report)]
         while walking:
             folder, directory, names = walking[-1]
