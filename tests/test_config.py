@@ -413,6 +413,20 @@ def test_values_python_chokes_on_are_problems_naming_the_key(tmp_path, changes, 
     assert all(len(line) < 300 for line in lines), lines      # a huge value is cut short
 
 
+@pytest.mark.parametrize("key", ["backup_processes", "encrypt", "ignore_regex", "pre_command"])
+def test_a_value_nested_as_deep_as_json_allows_is_a_problem_naming_its_key(tmp_path, key):
+    deep = "[" * 900 + "1" + "]" * 900
+    text = '{"src": {"local_path": "/a"}, "dest": {"local_path": "/b"}, ' \
+           '"encryption_password": "pw", "%s": %s}' % (key, deep)
+    message = config_error(write_config(tmp_path, text))    # parsed, or too deep to be
+    lines = message.splitlines()
+    assert lines[0] in ("configuration problems:",
+                        f"config file {tmp_path}/settings.json cannot be read: it nests "
+                        "arrays or objects too deeply; fix the file")
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].strip().startswith(key))
+    assert all(len(line) < 300 for line in lines)
+
+
 def json_values():
     """Any JSON value: huge and odd numbers, any text (lone surrogates too), nesting."""
     scalars = (st.none() | st.booleans() | st.integers() | st.integers(-10, 300)
