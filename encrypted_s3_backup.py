@@ -185,6 +185,11 @@ class UnsafePathError(BackupError):
     """A backup name's path would leave the restore root (``..``, absolute, control chars)."""
 
 
+class UnusableNameError(BackupError):
+    """A file's name cannot be a key of the storage (an S3 key must be UTF-8); that file
+    fails, the others go on."""
+
+
 class StorageError(BackupError):
     """A storage cannot be reached or refused an operation; the run cannot start."""
 
@@ -1011,6 +1016,9 @@ class Metered(Closing):
 
 R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
+TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"\d+@[^/]*-[a-z0-9_]+\Z")   # such a name
+                                  # whole (a random part without dots: a backup object's
+                                  # name, ending in .enc or .ver, is never one)
 FOREIGN_TMP_AGE = 24 * 3600       # seconds; a temporary file of another host (or container)
                                   # is only removed when it has not been written for this long
 MEMORY_WRITE = 1024 * 1024        # bytes; a local write expected to be at most this big is
@@ -1030,6 +1038,12 @@ def host_tag() -> str:
 def temp_prefix() -> str:
     """The prefix of this process's temporary files: whose they are, for stale-file cleanup."""
     return f"{TMP_PREFIX}{os.getpid()}@{host_tag()}-"
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of our temporary files' (temp_prefix() and a random
+    part); a file of the user's that merely starts with TMP_PREFIX is not."""
+    return name.startswith(TMP_PREFIX) and TMP_NAME.match(name) is not None
 
 
 class Entry(NamedTuple):
@@ -1068,11 +1082,16 @@ class ListReport:
                                                         # that could not be read
     bad_names: list[str] = field(default_factory=list)  # .enc objects whose name does not
                                                         # decode (why, for each)
+    skipped: int = 0          # files left out as not regular files (each one in notes too)
+    ignored: int = 0          # files and folders left out by ignore_regex ...
+    ignored_keys: list[str] = field(default_factory=list)   # ... and their keys, when the
+                                                        # listing was asked to name them
 
     def take(self) -> "ListReport":
         """What this report holds, leaving it empty (a listing goes on adding to it)."""
         taken = replace(self)
         self.problems, self.notes, self.blind, self.bad_names = [], [], [], []
+        self.skipped, self.ignored, self.ignored_keys = 0, 0, []
         return taken
 
     def add(self, other: "ListReport") -> None:
@@ -1081,6 +1100,9 @@ class ListReport:
         self.notes += other.notes
         self.blind += other.blind
         self.bad_names += other.bad_names
+        self.skipped += other.skipped
+        self.ignored += other.ignored
+        self.ignored_keys += other.ignored_keys
 
 
 @dataclass(frozen=True)
@@ -1280,11 +1302,14 @@ class LocalStorage:
     remote: ClassVar[bool] = False
     ordered: ClassVar[bool] = True
 
-    def __init__(self, root: str, reap: bool = False, throttle: Optional[Throttle] = None):
+    def __init__(self, root: str, reap: bool = False, throttle: Optional[Throttle] = None,
+                 source: bool = False):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.throttle = throttle
         self.reap = reap     # remove stale temporary files of ours: only where we write (a
                              # backup's destination; a RestoreFolder always)
+        self.source = source      # a backup's source: we never write there, so a name with
+                                  # our temporary prefix is the user's file, listed as any
         self._ready: set[str] = set()        # folders known to exist
         self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
         self._unfinished: set[str] = set()   # temporary files not yet renamed or removed
@@ -1332,10 +1357,10 @@ class LocalStorage:
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
         """Regular files (and symlinks to them) in key order: each folder's names sorted,
-        a folder's files where its name plus "/" sorts.  Our temp files are skipped and
-        stale ones (their process is gone) removed.  ``skip(key)`` drops a file, and a
-        whole folder when it is true for the folder's key plus "/".  Holds the names of
-        the folders it is in, not the files it has listed."""
+        a folder's files where its name plus "/" sorts.  Our temp files are skipped (but
+        in a source), and stale ones (their process is gone) removed where we write.
+        ``skip(key)`` drops a file, and a whole folder when it is true for the folder's key
+        plus "/".  Holds the names of the folders it is in, not the files it has listed."""
         walking = [self._names("", report)]
         while walking:
             folder, directory, names = walking[-1]
@@ -1378,7 +1403,7 @@ class LocalStorage:
         """The Entry of the file ``name`` the listing met in ``directory`` (a path ending
         in a separator), or None (skipped, vanished or unreadable: reported as such)."""
         path = directory + name
-        if name.startswith(TMP_PREFIX):
+        if not self.source and is_temp_name(name):
             if self.reap:
                 self._reap(path, name)
             return None
@@ -1389,6 +1414,7 @@ class LocalStorage:
                     info = os.stat(path)
                 except FileNotFoundError:
                     report.notes.append(f"skipped {key}: dangling symbolic link")
+                    report.skipped += 1
                     return None
         except FileNotFoundError:
             return None     # vanished between listing and stat: nothing to back up
@@ -1400,6 +1426,7 @@ class LocalStorage:
             return Entry(key, info.st_size, max(0, int(info.st_mtime)))
         report.notes.append(f"skipped {key}: " + ("symbolic link to a folder" if
                             stat.S_ISDIR(info.st_mode) else "not a regular file"))
+        report.skipped += 1
         return None
 
     @staticmethod
@@ -1696,7 +1723,7 @@ class RestoreFolder(LocalStorage):
                     self._ready.add(folder)
                     with os.scandir(fd) as scan:
                         for item in scan:
-                            if item.name.startswith(TMP_PREFIX):
+                            if is_temp_name(item.name):
                                 self._reap(item.name, item.name, fd)
         return fd
 
@@ -2135,12 +2162,12 @@ class S3Wire:
         _WireFailed."""
         import http.client
         import ssl
-        path = self.path(key)
         payload = "UNSIGNED-PAYLOAD" if self.https else (
             hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
         while True:
             connection, kept = None, False
             try:
+                path = self.path(key)
                 signed = self.signed(method, path, payload, headers)
                 connection, kept = self._connection()
                 _count_request("attempts")
@@ -2388,6 +2415,22 @@ class S3Storage:
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
         return client, (session, core.get_config_variable("ca_bundle"))
 
+    def _key(self, key: str) -> str:
+        """The object key of ``key`` in the bucket.  UnusableNameError when it cannot be one:
+        an S3 key is UTF-8, and a local file name need not be (Python hands its bytes over
+        as surrogates), so such a file fails alone instead of the whole run."""
+        full = self.prefix + key
+        if not full.isascii():
+            try:
+                full.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                raise UnusableNameError(
+                    f"its name is not UTF-8 ({shown}), and an S3 key must be: turn "
+                    "encrypt_filenames on (an encrypted name holds any name), or rename the "
+                    "file (a restore of it needs a local folder)") from None
+        return full
+
     def error(self, exc: Exception, doing: str) -> BackupError:
         """A one-line StorageError for a boto3/botocore exception."""
         code = s3_error_code(exc)
@@ -2539,18 +2582,18 @@ class S3Storage:
 
     def stat(self, key: str) -> Entry:
         with s3_requests(missing=key):
-            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()),
                      other_class(head.get("StorageClass")))
 
     def open(self, key: str) -> Union[_S3Body, _WireBody, Metered]:
         wire = self.wire
-        body: Union[_S3Body, _WireBody, None] = wire.get(self.prefix + key) if wire else None
+        body: Union[_S3Body, _WireBody, None] = wire.get(self._key(key)) if wire else None
         if body is not None:
             return Metered(body, self.throttle) if self.throttle else body
         with s3_requests(missing=key):
             body = _S3Body(self.client.get_object(Bucket=self.bucket,
-                                                  Key=self.prefix + key)["Body"])
+                                                  Key=self._key(key))["Body"])
         return Metered(body, self.throttle) if self.throttle else body
 
     def read(self, key: str, limit: int) -> bytes:
@@ -2597,20 +2640,21 @@ class S3Storage:
 
     def _wire_put(self, key: str, data: bytes) -> bool:
         """PutObject sent by our own client; False: not sent (no wire, or it gave up)."""
+        full_key = self._key(key)
         if self.wire is None:
             return False
         if self.throttle:
             self.throttle.take(len(data))
         headers = ({"x-amz-storage-class": self.config.storage_class}
                    if self.config.storage_class else {})
-        return self.wire.put(self.prefix + key, data, headers)
+        return self.wire.put(full_key, data, headers)
 
     def _boto_put(self, key: str, body: BinaryIO, size: int) -> None:
         """PutObject, or a multipart upload when large, made by boto3 from ``body``."""
         if self.throttle:
             self._meter_uploads()
         if size < S3_MULTIPART_THRESHOLD:
-            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=body,
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
                                    **self._extra())
         else:
             self._upload_parts(body, key, size)
@@ -2645,7 +2689,7 @@ class S3Storage:
         """Multipart upload holding one part in memory at a time; on any failure the upload
         is aborted, so no half-written object lingers (or is billed)."""
         part_size = s3_part_size(size)
-        where = {"Bucket": self.bucket, "Key": self.prefix + key}
+        where = {"Bucket": self.bucket, "Key": self._key(key)}
         upload = self.client.create_multipart_upload(**where, **self._extra())["UploadId"]
         try:
             parts = []
@@ -2664,24 +2708,24 @@ class S3Storage:
 
     def rename(self, old: str, new: str, size: int = 0) -> None:
         """Server-side copy, then delete the old key (multipart copy above 5 GB)."""
-        source = {"Bucket": self.bucket, "Key": self.prefix + old}
+        source = {"Bucket": self.bucket, "Key": self._key(old)}
         with s3_requests():
             if size < S3_COPY_LIMIT:
                 self.client.copy_object(CopySource=source, Bucket=self.bucket,
-                                        Key=self.prefix + new, **self._extra())
+                                        Key=self._key(new), **self._extra())
             else:
-                self.client.copy(source, self.bucket, self.prefix + new,
+                self.client.copy(source, self.bucket, self._key(new),
                                  ExtraArgs=self._extra() or None)
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + old)
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(old))
 
     def remove(self, key: str) -> None:
         with s3_requests():
-            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def thaw_state(self, key: str) -> Thaw:
         """HeadObject's Restore header says it (see parse_restore_header)."""
         with s3_requests(missing=key):
-            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         return parse_restore_header(head.get("Restore"))
 
     def thaw(self, key: str, days: int, tier: str) -> bool:
@@ -2691,7 +2735,7 @@ class S3Storage:
         with s3_requests(missing=key):
             try:
                 self.client.restore_object(
-                    Bucket=self.bucket, Key=self.prefix + key, RestoreRequest={
+                    Bucket=self.bucket, Key=self._key(key), RestoreRequest={
                         "Days": days, "GlacierJobParameters": {"Tier": tier}})
             except ClientError as exc:
                 if s3_error_code(exc) != "RestoreAlreadyInProgress":
@@ -2703,12 +2747,18 @@ class S3Storage:
         """DeleteObjects, S3_DELETE_BATCH keys a request: each key's own error comes back in
         the answer, and a request that fails fails its keys."""
         failed: dict[str, BaseException] = {}
+        for key in keys:
+            try:
+                self._key(key)
+            except UnusableNameError as exc:
+                failed[key] = exc
+        keys = [key for key in keys if key not in failed]
         for start in range(0, len(keys), S3_DELETE_BATCH):
             chunk = keys[start:start + S3_DELETE_BATCH]
             try:
                 with s3_requests():
                     answer = self.client.delete_objects(Bucket=self.bucket, Delete={
-                        "Objects": [{"Key": self.prefix + key} for key in chunk],
+                        "Objects": [{"Key": self._key(key)} for key in chunk],
                         "Quiet": True})
             except TransferError as exc:
                 failed.update((key, exc) for key in chunk)
@@ -2740,18 +2790,19 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
                  requests: int = 0, throttle: Optional[Throttle] = None,
-                 private: bool = True, owned: bool = False) -> Storage:
+                 private: bool = True, owned: bool = False, source: bool = False) -> Storage:
     """The storage a configuration section names.  ``confined``: a restore target, whose
     writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
     ``reap``: remove stale temporary files of killed runs (where this run writes);
     ``requests``: how many a remote storage may have in flight at once in this process;
     ``throttle``: the bandwidth budget its object data passes through (the
-    destination's).  A new backend adds one line here."""
+    destination's); ``source``: a backup's source, where nothing is ours (its listing
+    leaves out no name of ours).  A new backend adds one line here."""
     if config.s3_bucket:
         return S3Storage(config, requests, throttle=throttle)
     if confined:
         return RestoreFolder(config.local_path or "", private, owned, throttle=throttle)
-    return LocalStorage(config.local_path or "", reap=reap, throttle=throttle)
+    return LocalStorage(config.local_path or "", reap=reap, throttle=throttle, source=source)
 
 
 # =====================================================================================
@@ -2765,7 +2816,8 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
-            "bandwidth_limit", "thaw_days", "thaw_tier", "restore_permissions")
+            "command_timeout", "bandwidth_limit", "thaw_days", "thaw_tier",
+            "restore_permissions")
 LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
                                     # (a configured one was never used): accepted, ignored
 STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
@@ -2792,6 +2844,9 @@ TRUE_WORDS = ("true", "yes", "1", "on", "y")
 DEFAULT_CONFIG = "config.json"
 DEFAULT_RESTORE = os.path.join(tempfile.gettempdir(), "encrypted_s3_backup_restore")
 REQUESTS_IN_FLIGHT = 64   # default requests_in_flight (chosen by bench/bench.py --rtt)
+COMMAND_TIMEOUT = 3600    # seconds; default command_timeout: a pre_command or post_command
+                          # still running then is stopped (a dump of a large database fits)
+SHOWN_MAX = 60            # characters of a bad value a configuration problem quotes
 
 
 @dataclass(frozen=True)
@@ -2822,6 +2877,7 @@ class Config:
     alerts: Alerts = field(default_factory=Alerts)
     pre_command: Optional[str] = None  # shell commands run before and after a backup
     post_command: Optional[str] = None
+    command_timeout: int = COMMAND_TIMEOUT   # seconds each of them may run
     bandwidth_limit: int = 0           # bytes per second of the destination's object data;
                                        # 0: no limit
     throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
@@ -2858,6 +2914,11 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
                               f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except (ValueError, RecursionError) as exc:   # JSON, but more than Python holds
+            why = ("it nests arrays or objects too deeply" if isinstance(exc, RecursionError)
+                   else "a number in it has too many digits")
+            raise ConfigError(f"config file {file_path} cannot be read: {why}; fix the "
+                              "file") from None
         except UnicodeDecodeError:
             raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
                               "(a Latin-1 password stays the same password)") from None
@@ -2958,6 +3019,15 @@ def unknown_variables(environ: dict[str, str]) -> list[str]:
     return problems
 
 
+def _shown(value: Any) -> str:
+    """A raw value as a problem quotes it: repr, cut short (a value can be huge)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):   # nested too deeply; an int too long to print
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 3] + "..."
+
+
 class _Checker:
     """Coerces raw values (JSON types or environment strings), collecting one line per problem."""
 
@@ -2974,10 +3044,11 @@ class _Checker:
             return default
         if isinstance(value, bool):
             return value
-        text = str(value).strip().lower()
+        text = value.strip().lower() if isinstance(value, str) else (
+            str(value) if isinstance(value, int) and -10 < value < 10 else "")
         if text in FALSE_WORDS or text in TRUE_WORDS:
             return text in TRUE_WORDS
-        self.problem(key, f"{value!r} is not true or false")
+        self.problem(key, f"{_shown(value)} is not true or false")
         return default
 
     def integer(self, key: str, default: Optional[int], low: int, high: Optional[int] = None,
@@ -2986,13 +3057,15 @@ class _Checker:
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null",
                                                                                "none")):
             return default
-        try:
-            number = int(str(value).strip()) if not isinstance(value, bool) else None
-        except ValueError:
-            number = None
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:           # (also a number of more digits than Python reads)
+                number = None
         if number is None or number < low or (high is not None and number > high):
             span = f"from {low} to {high}" if high is not None else f"{low} or more"
-            self.problem(key, f"{value!r} is not a whole number {span}")
+            self.problem(key, f"{_shown(value)} is not a whole number {span}")
             return default
         return default if (zero_means_default and number == 0) else number
 
@@ -3003,7 +3076,17 @@ class _Checker:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             self.problem(key, "must be text")
             return None
-        return str(value)
+        text = str(value)
+        try:
+            text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:     # a lone "\ud800" escape in the JSON file
+            self.problem(key, "holds a character that is not text (a lone surrogate "
+                              "\\ud800-\\udfff escape); fix the value")
+            return None
+        if "\0" in text and key != "encryption_password":    # paths, commands, URLs
+            self.problem(key, "holds a NUL character; fix the value")
+            return None
+        return text
 
     def url(self, key: str) -> Optional[str]:
         """An http:// or https:// URL.  The problem never quotes it: it holds a key."""
@@ -3011,11 +3094,11 @@ class _Checker:
         text = self.text(key)
         if text is None:
             return None
-        parts = urllib.parse.urlsplit(text.strip())
         try:
+            parts = urllib.parse.urlsplit(text.strip())
             good = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (
                 parts.port is None or parts.port > 0)    # (a port not a number: ValueError)
-        except ValueError:
+        except ValueError:                               # (as a bad "[::1" host is)
             good = False
         if not good or re.search(r"[\s\x00-\x1f\x7f]", text.strip()):
             self.problem(key, "must be an http:// or https:// URL without spaces (the value "
@@ -3047,9 +3130,10 @@ def parse_rate(text: str) -> int:
     message for the user when it is none of these."""
     match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmg]?)(?:i?b)?(?:/s)?", str(text).strip(),
                          re.IGNORECASE)
-    rate = int(float(match[1]) * RATE_UNITS[match[2].lower()]) if match else -1
+    scaled = float(match[1]) * RATE_UNITS[match[2].lower()] if match else -1.0
+    rate = int(scaled) if scaled < float(sys.maxsize) else -1   # (inf: too many digits)
     if rate < 0 or (rate == 0 and float(match[1]) > 0):
-        raise ValueError(f"{text!r} is not a rate: bytes per second as a number with an "
+        raise ValueError(f"{_shown(text)} is not a rate: bytes per second as a number with an "
                          "optional K, M or G (powers of 1024), e.g. 4M; 0 for no limit")
     return rate
 
@@ -3070,6 +3154,14 @@ def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[
         f"{env_name(section, 'local_path')} / {env_name(section, 's3_bucket')})"
     keys = f"{section}.aws_access_key_id / {section}.aws_secret_access_key (environment " \
         f"{env_name(section, 'aws_access_key_id')} / {env_name(section, 'aws_secret_access_key')})"
+    for key in STORAGE_KEYS:
+        value = getattr(config, key)
+        if config.s3_bucket and key != "local_path" and value and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:      # a variable in another encoding than UTF-8
+                check.problem(f"{section}.{key}", "is not UTF-8 text, which S3 needs; fix "
+                                                  "the value")
     if config.local_path and config.s3_bucket:
         check.problems.append(f"{where}: both are set; keep one")
     elif not config.local_path and not config.s3_bucket:
@@ -3097,8 +3189,10 @@ def _ignore_patterns(value: Any, check: _Checker) -> tuple[str, ...]:
     for pattern in value:
         try:
             re.compile(pattern)
-        except re.error as exc:
-            check.problem("ignore_regex", f"{pattern!r} is not a regular expression ({exc})")
+        except (re.error, OverflowError, RecursionError) as exc:   # (a{99999999999}, or
+            why = str(exc) or type(exc).__name__                  # "(" * 10000)
+            check.problem("ignore_regex", f"{_shown(pattern)} is not a regular expression "
+                          f"({why})")
     return tuple(value)
 
 
@@ -3168,7 +3262,9 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
         ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
         alerts=_alerts(check), pre_command=check.text("pre_command"),
-        post_command=check.text("post_command"), bandwidth_limit=check.rate("bandwidth_limit"),
+        post_command=check.text("post_command"),
+        command_timeout=check.integer("command_timeout", COMMAND_TIMEOUT, 1),
+        bandwidth_limit=check.rate("bandwidth_limit"),
         thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
         thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize(),
         restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS))
@@ -5088,12 +5184,17 @@ WEBHOOK_FAILURES = 50      # failure lines a webhook carries: the first ones ...
 MESSAGE_FAILURES = 10      # ... of which its short "message" repeats this many
 COMMAND_TAIL = 5           # last output lines of a failed pre_command quoted in the error
 COMMAND_LINE_MAX = 200     # characters of each of them
+COMMAND_GRACE_SECONDS = 5  # a stopped command (timeout, Ctrl-C) gets this long after SIGTERM
+                           # before SIGKILL ends what is left of it
+COMMAND_POLL_SECONDS = 0.1  # how often a quiet command is looked at: has its shell exited?
+COMMAND_DRAIN_READS = 64   # reads of what a command's streams hold once its shell exited
+COMMAND_PARTIAL_MAX = 64 * 1024   # bytes of output without a newline logged as one line
 METRIC_PREFIX = "encrypted_s3_backup_"
 FIGURES = {                # the summary figures of each kind of run; a webhook sends them
     "backup": ("uploaded", "unchanged", "marked_deleted", "undeleted", "expired",   # all
                "duplicates_removed", "versions_kept", "versions_expired",
-               "deletion_marks_removed", "failed", "bytes_read", "bytes_written",
-               "mass_change_files"),
+               "deletion_marks_removed", "skipped", "ignored", "failed", "bytes_read",
+               "bytes_written", "mass_change_files"),
     "restore": ("restored", "failed", "bytes_read", "bytes_written"),
     "verify": ("verified", "skipped", "failed", "bytes_read", "bytes_checked"),
 }
@@ -5116,7 +5217,8 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
                                "than half of the backed-up files (exit code 5), else 0."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
-    "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged"},
+    "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged",
+               "skipped": "skipped"},
     "restore": {"read": "restored", "written": "restored"},
     "verify": {"read": "verified", "skipped": "skipped"},
 }
@@ -5141,14 +5243,35 @@ def with_suffix(url: str, suffix: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))
 
 
+def basic_auth(url: str) -> tuple[str, Optional[str]]:
+    """``url`` without its user information (``https://user:pass@host/...``), and that as
+    an HTTP basic authorization header's value (None when the URL has none).  The user
+    and password are percent-decoded, as a browser does."""
+    import base64
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    user_info, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = user_info.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    credentials = base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return urllib.parse.urlunsplit(parts._replace(netloc=host)), f"Basic {credentials}"
+
+
 def deliver(url: str, body: Optional[bytes] = None,
             content_type: str = "text/plain; charset=utf-8") -> str:
     """One message: a GET without a body, a POST with one.  "" once it was accepted, else
     why not, after NOTIFY_TRIES tries NOTIFY_TIMEOUT long each with a growing pause
-    between them.  The reason never holds the URL."""
+    between them.  User information in the URL is sent as basic authentication (to the
+    URL's host only, not to one it redirects to).  The reason never holds the URL."""
     import http.client
     import urllib.error
     import urllib.request
+    try:
+        target, authorization = basic_auth(url)
+    except ValueError:
+        return "not a URL that can be requested"
     headers = {"User-Agent": f"encrypted_s3_backup/{__version__}"}
     if body is not None:
         headers["Content-Type"] = content_type
@@ -5157,8 +5280,10 @@ def deliver(url: str, body: Optional[bytes] = None,
         if attempt:
             time.sleep(NOTIFY_BACKOFF * 2 ** (attempt - 1))
         try:
-            request = urllib.request.Request(url, data=body, headers=headers,
+            request = urllib.request.Request(target, data=body, headers=headers,
                                              method="GET" if body is None else "POST")
+            if authorization:
+                request.add_unredirected_header("Authorization", authorization)
             with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT) as answer:
                 answer.read(64 * 1024)
             return ""
@@ -5173,37 +5298,87 @@ def deliver(url: str, body: Optional[bytes] = None,
             why = str(exc) or type(exc).__name__
         except ValueError:
             return "not a URL that can be requested"
-    return why.replace(url, url_origin(url))
+    return why.replace(url, url_origin(url)).replace(target, url_origin(url))
 
 
 def command_status(status: int) -> str:
     return f"killed by signal {-status}" if status < 0 else f"exit status {status}"
 
 
-def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list[str]]:
+def run_command(what: str, command: str, env: dict[str, str], timeout: float
+                ) -> tuple[Optional[int], list[str]]:
     """Run a shell command with its output in the log as it comes, each line prefixed with
     ``what`` (stdout as progress, stderr as warnings); its exit status (negative: the
-    signal that killed it) and its last lines of output.  A stop (Ctrl-C, SIGTERM) stops
+    signal that killed it; None: it ran longer than ``timeout`` seconds and was stopped)
+    and its last lines of output.  The wait is for the shell's exit, not for the end of
+    its output: a process it leaves in the background keeps running, and what that writes
+    afterwards is not read (its output pipe is closed).  A stop (Ctrl-C, SIGTERM) stops
     the command and all it started, then goes on as a stop."""
+    import selectors
     import subprocess
     last: collections.deque[str] = collections.deque(maxlen=COMMAND_TAIL)
     log.info("%s: running", what)
     process: Optional[subprocess.Popen] = None
+    pending: dict[int, bytearray] = {}              # a stream's unfinished line
+    levels: dict[int, int] = {}
+
+    def signal_all(signum: int) -> bool:
+        """Send ``signum`` to the command and all it started (its own process group);
+        False when none of them is left."""
+        try:
+            os.killpg(process.pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError:        # (not ours to signal any more: the group is someone else's)
+            return False
 
     def stop_all() -> None:
-        """The command and all it started (its own session), then its exit."""
-        with contextlib.suppress(OSError):
-            os.killpg(process.pid, signal.SIGTERM)
+        """SIGTERM to the command and all it started; SIGKILL to what is left of them after
+        COMMAND_GRACE_SECONDS, or at once on another stop signal."""
+        log.warning("%s: stopping it and all it started (SIGTERM, then SIGKILL after %d s)",
+                    what, COMMAND_GRACE_SECONDS)
+        signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + COMMAND_GRACE_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                if process.returncode is None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(STOP_POLL_SECONDS)
+                else:                   # the shell is gone: do others of the group remain?
+                    time.sleep(STOP_POLL_SECONDS)
+                if process.returncode is not None and not signal_all(0):
+                    return
+        except KeyboardInterrupt:
+            pass
+        signal_all(signal.SIGKILL)
         process.wait()
 
-    def pump(stream: BinaryIO, level: int) -> None:
-        for raw in stream:
-            line = show(raw.decode("utf-8", "replace").rstrip("\r\n"))
-            last.append(line[:COMMAND_LINE_MAX])
-            log.log(level, "%s: %s", what, line)
+    def line_out(fd: int, raw: bytes) -> None:
+        line = show(raw.decode("utf-8", "replace").rstrip("\r"))
+        last.append(line[:COMMAND_LINE_MAX])
+        log.log(levels[fd], "%s: %s", what, line)
+
+    def read(selector: Any, fd: int) -> None:
+        """What the stream holds now, logged line by line; at its end, the rest."""
+        try:
+            data = os.read(fd, 64 * 1024)
+        except BlockingIOError:
+            return
+        buffer = pending[fd]
+        buffer += data
+        *lines, rest = bytes(buffer).split(b"\n")
+        if rest and (not data or len(rest) > COMMAND_PARTIAL_MAX):   # the end, or a line
+            lines.append(rest)                                       # too long to wait for
+            rest = b""
+        for line in lines:
+            line_out(fd, line)
+        pending[fd] = bytearray(rest)
+        if not data:
+            selector.unregister(fd)
 
     # One try from before the shell starts to its exit: a stop at any point in between
-    # (while the shell starts, while the thread that reads its errors starts, ...) stops it.
+    # (while the shell starts, while its output is read, ...) stops it.
     try:
         with deferred_stop():       # a stop while the shell starts comes once its pid is known
             try:
@@ -5212,14 +5387,37 @@ def run_command(what: str, command: str, env: dict[str, str]) -> tuple[int, list
                                            stderr=subprocess.PIPE, start_new_session=True)
             except OSError as exc:
                 return 127, [f"cannot start a shell: {exc.strerror}"]
-        errors = threading.Thread(target=pump, args=(process.stderr, logging.WARNING),
-                                  daemon=True)
-        errors.start()
-        pump(process.stdout, logging.INFO)
-        errors.join()
-        return process.wait(), list(last)
+        with selectors.DefaultSelector() as selector, process.stdout, process.stderr:
+            for stream, level in ((process.stdout, logging.INFO),
+                                  (process.stderr, logging.WARNING)):
+                os.set_blocking(stream.fileno(), False)
+                selector.register(stream.fileno(), selectors.EVENT_READ)
+                pending[stream.fileno()], levels[stream.fileno()] = bytearray(), level
+            deadline = time.monotonic() + timeout
+            while process.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    stop_all()
+                    return None, list(last)
+                if not selector.get_map():       # both streams ended: the shell's exit
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(min(left, STOP_POLL_SECONDS))
+                    continue
+                for key, _ in selector.select(min(left, COMMAND_POLL_SECONDS)):
+                    read(selector, key.fd)
+            # The shell is gone: what its streams hold now is read, not what comes later.
+            for _ in range(COMMAND_DRAIN_READS):
+                ready = selector.select(0) if selector.get_map() else []
+                if not ready:
+                    break
+                for key, _ in ready:
+                    read(selector, key.fd)
+            for fd, rest in pending.items():
+                if rest:
+                    line_out(fd, bytes(rest))
+        return process.returncode, list(last)
     except BaseException:
-        if process is not None:
+        if process is not None and process.returncode is None:
             stop_all()
         raise
 
@@ -5364,6 +5562,7 @@ class Monitor(logging.Handler):
         self.started = time.time()
         self.alerts: Optional[Alerts] = None     # known once the configuration loaded
         self.post_command: Optional[str] = None  # set once a backup is under way
+        self.command_timeout = COMMAND_TIMEOUT
         self.summary, self.figures = "", {}
         self.attention: list[str] = []           # what needs attention, e.g. a mass change
         self.attention_figures: dict[str, Any] = {}
@@ -5397,9 +5596,17 @@ class Monitor(logging.Handler):
         self.alerts = config.alerts
         if self.kind == "backup":
             self.post_command = config.post_command
+            self.command_timeout = config.command_timeout
         self._send(config.alerts.healthcheck_url, "/start")
         if self.kind == "backup" and config.pre_command:
-            status, tail = run_command("pre_command", config.pre_command, dict(os.environ))
+            status, tail = run_command("pre_command", config.pre_command, dict(os.environ),
+                                       config.command_timeout)
+            if status is None:
+                raise CommandError(
+                    f"pre_command did not finish within command_timeout "
+                    f"({config.command_timeout} s), so it was stopped with all it started; the "
+                    "backup did not start and nothing was changed. Fix the command, or raise "
+                    "command_timeout (environment COMMAND_TIMEOUT)")
             if status:
                 said = f": {' | '.join(tail)}" if tail else " with no output"
                 raise CommandError(
@@ -5414,8 +5621,13 @@ class Monitor(logging.Handler):
         try:
             if self.post_command:
                 status, _ = run_command("post_command", self.post_command,
-                                        {**os.environ, "BACKUP_EXIT_CODE": str(code)})
-                if status:
+                                        {**os.environ, "BACKUP_EXIT_CODE": str(code)},
+                                        self.command_timeout)
+                if status is None:
+                    log.warning("warning: post_command did not finish within command_timeout "
+                                "(%d s), so it was stopped with all it started; the backup's "
+                                "outcome is unchanged", self.command_timeout)
+                elif status:
                     log.warning("warning: post_command failed (%s); the backup's outcome is "
                                 "unchanged", command_status(status))
             self._report("success" if code == EXIT_OK else
@@ -5687,8 +5899,19 @@ class Hub:
             self.pool, self.threads = pool, ThreadPoolExecutor(self.requests)
             try:
                 self._loop(work, fetches, requests)
+            except Exception:
+                self._remove_all_replaced()
+                raise
             finally:
                 self.threads.shutdown(wait=False, cancel_futures=True)
+
+    def _remove_all_replaced(self) -> None:
+        """A bug stops the run: the objects that new ones have replaced already are removed
+        now, not left for the next run, so that no path keeps two live objects."""
+        keys = [key for key, _ in self.replaced]
+        self.replaced.clear()
+        with contextlib.suppress(*FILE_FAILURES):
+            self.worker.dest.remove_many(keys)
 
     def _loop(self, work: Iterator[Batch], fetches: Iterator[Job],
               requests: Iterator[tuple[Callable[..., Any], tuple, Callable[[Any], None]]]
@@ -5995,10 +6218,12 @@ def _backup_path_ok(key: str, report: ListReport) -> bool:
         return False
 
 
-def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...]
+def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...],
+                  report: Optional[ListReport] = None, name_ignored: bool = False
                   ) -> Callable[[str], bool]:
     """What the source listing skips: ignore_regex, and the destination when it lies
-    inside the source."""
+    inside the source.  What ignore_regex skips is counted in ``report`` (and its keys
+    kept there too, ``name_ignored``)."""
     ignore = [re.compile(p) for p in ignore_regex]
     nested = src.inside(dest)
     if nested == "":
@@ -6007,16 +6232,25 @@ def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...]
     inner = None if nested is None else nested + "/"
 
     def skip(key: str) -> bool:
-        return (inner is not None and key.startswith(inner)) or any(p.match(key)
-                                                                    for p in ignore)
+        if inner is not None and key.startswith(inner):
+            return True
+        if not any(p.match(key) for p in ignore):
+            return False
+        if report is not None:
+            report.ignored += 1
+            if name_ignored:
+                report.ignored_keys.append(key)
+        return True
     return skip
 
 
 def source_listing(report: ListReport, src: Storage, dest: Storage,
-                   ignore_regex: tuple[str, ...]) -> Iterator[Optional[Entry]]:
+                   ignore_regex: tuple[str, ...], name_ignored: bool = False
+                   ) -> Iterator[Optional[Entry]]:
     """What a backup reads of its source: None once the source is there, then the files
-    it lists that a restore could write back (see _backup_path_ok)."""
-    skip = source_filter(src, dest, ignore_regex)
+    it lists that a restore could write back (see _backup_path_ok).  What it leaves out is
+    counted in ``report`` (see source_filter)."""
+    skip = source_filter(src, dest, ignore_regex, report, name_ignored)
     src.prepare(create=False)
     yield None
     for entry in src.list_files(report, skip):
@@ -6111,7 +6345,8 @@ def _received(reader: Any, future: Any, report: ListReport) -> Iterator[Any]:
 
 
 def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
-             expire_versions: bool = False) -> tuple[Plan, ListReport, Union[bool, str]]:
+             expire_versions: bool = False, name_ignored: bool = False
+             ) -> tuple[Plan, ListReport, Union[bool, str]]:
     """List both storages and plan the backup.  A storage that lists in key order
     (``ordered``) is walked as it lists, in plan order (in_plan_order); another, or one
     found not to be in order after all (it is listed again), is held as a Listing and
@@ -6128,7 +6363,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
             # A remote storage is listed apart (see Storage.remote); with two local ones, the
             # source is, so that the walks of both run on two cores.
             with listed(config, src.remote or not dest.remote, report, source_listing, src,
-                        dest, config.ignore_regex) as source:
+                        dest, config.ignore_regex, name_ignored) as source:
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
@@ -6239,11 +6474,12 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = make_storage(config.src), make_storage(config.dest, reap=True)
+    src, dest = make_storage(config.src, source=True), make_storage(config.dest, reap=True)
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
-    plan, report, there = plan_run(config, src, dest, args.dry_run, args.expire_versions)
+    plan, report, there = plan_run(config, src, dest, args.dry_run, args.expire_versions,
+                                   name_ignored=args.verbose)
     check_password(config, dest, plan.candidates, plan.objects)
     if plan.objects == 0 and (plan.uploads or there == "created"):
         # A typo in s3_bucket, local_path or base_path starts a second backup: say so, even
@@ -6261,6 +6497,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                      "then derived once per run")
     for note in report.notes:
         log.info("note: %s", note)
+    for key in report.ignored_keys:
+        log.info("ignored %s: ignore_regex matches it", show(key))
     for problem in report.problems:
         log.error("FAILED listing: %s", problem)
     for bad in report.bad_names:     # not ours, or damaged: left alone, never counted as ours
@@ -6294,7 +6532,8 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         tally.add(outcome)
     run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
     tally.failed += len(report.problems)      # each a "FAILED listing" line: counted too
-    tally.summary("backup", [("unchanged", plan.unchanged)],
+    tally.summary("backup", [("unchanged", plan.unchanged), ("skipped", report.skipped),
+                             ("ignored", report.ignored)],
                   destination=holdings.figures())
     log_archived(plan)
     mass_change = bool(history) and is_mass(plan.changed, plan.live) and \

@@ -406,10 +406,31 @@ def test_ignore_regex_from_the_environment_skips_files_and_whole_folders(local_t
     assert code == 0, err
     assert sorted(tool.objects()) == [".git/config", "keep.txt", "sub/b.tmp.not"]
     assert "dangling" not in out                      # nothing reported from a skipped folder
+    assert "2 ignored" in out and "ignored a.tmp" not in out   # counted; named with -v
+    code, out, _ = tool("-v")
+    assert code == 0 and "2 ignored" in out
+    assert "ignored a.tmp: ignore_regex matches it" in out
+    assert "ignored node_modules/: ignore_regex matches it" in out   # a folder: once, whole
     tool.set(IGNORE_REGEX=r"\.git/")                  # one pattern, not split into characters
     code, out, _ = tool()
-    assert code == 0 and "1 marked deleted" in out
+    assert code == 0 and "1 marked deleted" in out and "1 ignored" in out
     assert tool.objects()[".git/config"].deleted
+
+
+def test_a_source_file_named_like_our_temporary_files_is_backed_up(local_tool):
+    """Our temporary prefix means ours only where we write: in a source it is a user's."""
+    tool = local_tool
+    tool.write(".esb-tmp-notes.txt", b"my notes")
+    tool.write(f"sub/{esb.temp_prefix()}abc", b"looks like ours, is not")
+    code, out, err = tool()
+    assert code == 0 and "2 uploaded" in out, err
+    assert sorted(tool.objects()) == [".esb-tmp-notes.txt", f"sub/{esb.temp_prefix()}abc"]
+    code, _, err = tool("--restore")
+    assert code == 0, err
+    assert tool.restored() == {".esb-tmp-notes.txt": b"my notes",
+                               f"sub/{esb.temp_prefix()}abc": b"looks like ours, is not"}
+    code, out, _ = tool()                 # the destination lists their objects as ours
+    assert code == 0 and "2 unchanged" in out and "0 uploaded" not in out
 
 
 def test_foreign_enc_object_is_a_warning_for_backup_and_a_failure_for_verify(local_tool):
@@ -663,6 +684,7 @@ def test_special_files_and_symlink_loops_are_skipped_with_a_note(local_tool):
         server.close()
     assert sorted(tool.objects()) == ["link-to-real", "real.txt"]
     assert "skipped fifo: not a regular file" in out and "skipped sock" in out
+    assert "2 skipped" in out                     # and counted in the summary
     assert "loop-a" in err and code == 1          # a loop is an unreadable entry: reported
 
 

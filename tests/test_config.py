@@ -6,6 +6,8 @@ import tempfile
 
 import pytest
 from conftest import PASSWORD, S3_SECRET, SALT, esb
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 # The smallest valid configuration, from the environment alone.
 BASE_ENV = {"SRC_LOCAL_PATH": "/srv/data", "DEST_LOCAL_PATH": "/mnt/backup",
@@ -87,6 +89,7 @@ FULL = {
     "metrics_file": "/var/lib/node_exporter/textfile/esb.prom",
     "pre_command": "pg_dump -f /data/db.sql app",
     "post_command": "rm -f /data/db.sql",
+    "command_timeout": 600,
     "bandwidth_limit": "2M",
     "thaw_days": 3,
     "thaw_tier": "Expedited",
@@ -119,7 +122,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
         notify_url="https://ntfy.sh/backups?tpl=1", notify_on="always",
         metrics_file="/var/lib/node_exporter/textfile/esb.prom")
     assert config.pre_command == "pg_dump -f /data/db.sql app"
-    assert config.post_command == "rm -f /data/db.sql"
+    assert config.post_command == "rm -f /data/db.sql" and config.command_timeout == 600
     assert config.bandwidth_limit == 2 * 1024 * 1024 and config.throttle is None
     assert config.thaw_days == 3 and config.thaw_tier == "Expedited"
     assert config.restore_permissions == "umask"
@@ -353,6 +356,7 @@ def test_defaults():
     assert config.alerts == esb.Alerts(None, None, "failure", None)
     assert config.pre_command is config.post_command is None
     assert config.bandwidth_limit == 0
+    assert config.command_timeout == esb.COMMAND_TIMEOUT == 3600
 
 
 def test_a_flag_overrides_the_environment_and_the_file(tmp_path):
@@ -372,6 +376,105 @@ def test_notify_on_and_urls_are_read_leniently_when_the_rest_is_broken(tmp_path)
     assert alerts == esb.Alerts("http://hc.example/k3y", None, "always", "/m.prom")
     bad_file = write_config(tmp_path, "{broken")
     assert esb.alerts_anyway(bad_file, broken).healthcheck_url == "http://hc.example/k3y"
+
+
+# ----------------------------------------------------------------------------------------
+# JSON that Python cannot hold, and arbitrary JSON: a ConfigError, never a traceback
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,why", [
+    ('{"backup_processes": %s}' % ("7" * 5000), "a number in it has too many digits"),
+    ("[" * 100_000 + "]" * 100_000, "it nests arrays or objects too deeply"),
+    ('{"dest": {"local_path": %s}}' % ("[" * 100_000 + "]" * 100_000),
+     "it nests arrays or objects too deeply")])
+def test_json_that_python_cannot_hold_is_one_line_naming_the_file(tmp_path, text, why):
+    path = write_config(tmp_path, text)
+    message = config_error(path, BASE_ENV)
+    assert message == f"config file {path} cannot be read: {why}; fix the file"
+    alerts = esb.alerts_anyway(path, {**BASE_ENV, "HEALTHCHECK_URL": "http://hc.example/k"})
+    assert alerts.healthcheck_url == "http://hc.example/k"      # the environment's, at least
+
+
+@pytest.mark.parametrize("changes,key,said", [
+    ({"backup_processes": int("9" * 4000)}, "backup_processes", "99999"),
+    ({"encrypt": [[[[1]]]]}, "encrypt", "[[[[1]]]] is not true or false"),
+    ({"bandwidth_limit": "9" * 400}, "bandwidth_limit", "is not a rate"),
+    ({"ignore_regex": ["a{99999999999999999999}", "(" * 5000]}, "ignore_regex",
+     "repetition number is too large"),
+    ({"healthcheck_url": "http://[::1/ping"}, "healthcheck_url", "must be an http://"),
+    ({"pre_command": "dump\x00"}, "pre_command", "holds a NUL character"),
+    ({"dest": {"local_path": "/mnt/\ud800"}}, "dest.local_path", "lone surrogate"),
+    ({"command_timeout": 0}, "command_timeout", "is not a whole number 1 or more"),
+    ({"dest": {"s3_bucket": "b", "base_path": "caf\udce9"}}, "dest.base_path",
+     "is not UTF-8 text, which S3 needs")])
+def test_values_python_chokes_on_are_problems_naming_the_key(tmp_path, changes, key, said):
+    path = write_config(tmp_path, {"src": {"local_path": "/a"}, "dest": {"local_path": "/b"},
+                                   "encryption_password": "pw", **changes})
+    lines = [line for line in config_error(path).splitlines() if line.strip().startswith(key)]
+    assert any(said in line for line in lines), lines
+    assert all(len(line) < 300 for line in lines), lines      # a huge value is cut short
+
+
+@pytest.mark.parametrize("key", ["backup_processes", "encrypt", "ignore_regex", "pre_command"])
+def test_a_value_nested_as_deep_as_json_allows_is_a_problem_naming_its_key(tmp_path, key):
+    deep = "[" * 900 + "1" + "]" * 900
+    text = '{"src": {"local_path": "/a"}, "dest": {"local_path": "/b"}, ' \
+           '"encryption_password": "pw", "%s": %s}' % (key, deep)
+    message = config_error(write_config(tmp_path, text))    # parsed, or too deep to be
+    lines = message.splitlines()
+    assert lines[0] in ("configuration problems:",
+                        f"config file {tmp_path}/settings.json cannot be read: it nests "
+                        "arrays or objects too deeply; fix the file")
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].strip().startswith(key))
+    assert all(len(line) < 300 for line in lines)
+
+
+def json_values():
+    """Any JSON value: huge and odd numbers, any text (lone surrogates too), nesting."""
+    scalars = (st.none() | st.booleans() | st.integers() | st.integers(-10, 300)
+               | st.integers(10 ** 300, 10 ** 4000) | st.floats()
+               | st.text(st.characters(blacklist_categories=()), max_size=20)
+               | st.sampled_from(["", " ", "0", "1", "true", "off", "4M", "9" * 400, "[",
+                                  '["^a/"]', "http://h/x", "http://u:p@h/x", "aes", "cha",
+                                  "always", "bulk", SALT, "a{99999999999999999999}"]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                        max_leaves=8)
+
+
+def configurations():
+    """A top-level object whose keys are mostly ours, each with any JSON value; storage
+    sections are objects with our storage keys (or anything)."""
+    storage = st.dictionaries(st.sampled_from(esb.STORAGE_KEYS) | st.text(max_size=4),
+                              json_values(), max_size=4) | json_values()
+    top = st.dictionaries(st.sampled_from(esb.TOP_KEYS) | st.text(max_size=4), json_values(),
+                          max_size=8)
+    return st.builds(lambda t, sections: {**t, **sections}, top,
+                     st.dictionaries(st.sampled_from(esb.STORAGE_SECTIONS), storage,
+                                     max_size=3))
+
+
+@pytest.fixture(scope="module")
+def fuzz_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz") / "config.json"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=configurations(),
+       environ=st.dictionaries(st.sampled_from(sorted(esb.config_variables())),
+                               st.text(st.characters(blacklist_characters="\x00"), max_size=12),
+                               max_size=4))
+def test_any_json_configuration_loads_or_is_a_config_error(fuzz_file, data, environ):
+    fuzz_file.write_text(json.dumps(data), encoding="utf-8")
+    os.chmod(fuzz_file, 0o600)
+    for needs in (("src", "dest"), ("dest",)):
+        try:
+            config, warnings = esb.load_config(str(fuzz_file), environ, needs)
+        except esb.ConfigError as exc:
+            assert exc.exit_code == esb.EXIT_USAGE and exc.message
+        else:
+            assert isinstance(config, esb.Config) and isinstance(warnings, list)
+    assert isinstance(esb.alerts_anyway(str(fuzz_file), environ), esb.Alerts)
 
 
 def test_restore_defaults_to_a_private_local_folder_in_the_temp_dir():

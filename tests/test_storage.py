@@ -364,7 +364,10 @@ def test_local_stale_temp_file_is_skipped_and_deleted(root):
     (root / "sub" / "real.txt").write_bytes(b"r")
 
     assert sizes(esb.LocalStorage(str(root))) == {"sub/real.txt": 1}
-    assert stale.exists()                 # a source, or a verify: never changed by a listing
+    assert stale.exists()                 # a verify: never changed by a listing
+    assert sizes(esb.LocalStorage(str(root), source=True)) == {  # a source: nothing is ours
+        "sub/real.txt": 1, f"sub/{stale.name}": 15}
+    assert stale.exists()
     assert sizes(esb.LocalStorage(str(root), reap=True)) == {"sub/real.txt": 1}
     assert not stale.exists()             # a backup's destination: cleaned up
 
@@ -921,10 +924,11 @@ def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
     real_make_storage = esb.make_storage
 
     def make_storage(config, confined=False, reap=False, requests=0, throttle=None,
-                     **restore_options):
+                     source=False, **restore_options):
         if config.local_path == str(dest):
             return FlatStorage(config.local_path, reap=reap, throttle=throttle)
-        return real_make_storage(config, confined, reap, requests, throttle, **restore_options)
+        return real_make_storage(config, confined, reap, requests, throttle, source=source,
+                                 **restore_options)
 
     monkeypatch.setattr(esb, "make_storage", make_storage)
     src = tmp_path / "src"

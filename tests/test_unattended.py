@@ -117,6 +117,26 @@ def test_a_configuration_error_in_a_broken_file_still_pings_from_the_environment
     assert ping_server.seen() == [("POST", f"/ping/{KEY}/fail")]
 
 
+@pytest.mark.parametrize("text", ['{"backup_processes": %s}' % ("7" * 5000),
+                                  "[" * 100_000 + "]" * 100_000], ids=["digits", "nesting"])
+def test_a_configuration_python_cannot_hold_is_one_line_and_reaches_every_monitor(
+        pinged, ping_server, text):
+    """JSON that parses but that Python cannot hold: one line, exit 2, and the failure
+    reaches the ping, the webhook and the metrics file the environment names."""
+    metrics = pinged.tmp / "esb.prom"
+    pinged.set(NOTIFY_URL=ping_server.url(f"/hook/{KEY}"), METRICS_FILE=metrics)
+    (pinged.tmp / "config.json").write_text(text)
+    code, out, err = run(pinged)
+    assert code == 2 and "Traceback" not in err and "internal error" not in err
+    [line] = err.splitlines()
+    assert line.endswith("error: config file config.json cannot be read: " + (
+        "a number in it has too many digits" if "7777" in text else
+        "it nests arrays or objects too deeply") + "; fix the file")
+    assert sorted(ping_server.seen()) == [("POST", f"/hook/{KEY}"),
+                                          ("POST", f"/ping/{KEY}/fail")]
+    assert 'encrypted_s3_backup_last_exit_code{kind="backup"} 2' in metrics.read_text()
+
+
 def test_a_refused_mass_deletion_pings_fail(pinged, ping_server):
     sample(pinged, 12)
     assert run(pinged)[0] == 0
@@ -193,6 +213,27 @@ def test_a_client_error_is_final_and_a_bad_url_is_refused_without_showing_it(
     assert code == 2
     assert "healthcheck_url (environment HEALTHCHECK_URL): must be an http:// or https://" in err
     assert "notify_url (environment NOTIFY_URL)" in err
+
+
+def test_user_information_in_a_url_is_sent_as_basic_authentication_never_shown(
+        local_tool, ping_server, fast_retries):
+    import base64
+    tool = local_tool
+    secured = ping_server.url("").replace("http://", "http://nas-user:s%40cret-pw@")
+    tool.set(HEALTHCHECK_URL=f"{secured}/ping/{KEY}", NOTIFY_URL=f"{secured}/hook/{KEY}",
+             NOTIFY_ON="always")
+    sample(tool)
+    code, out, err = run(tool)
+    assert code == 0, err
+    assert ping_server.seen() == [("GET", f"/ping/{KEY}/start"), ("POST", f"/hook/{KEY}"),
+                                  ("POST", f"/ping/{KEY}")]
+    sent = "Basic " + base64.b64encode(b"nas-user:s@cret-pw").decode()
+    assert [r.headers.get("Authorization") for r in ping_server.requests] == [sent] * 3
+    ping_server.answers[f"/hook/{KEY}"] = 401                 # refused: said, not shown
+    code, out, err = run(tool)
+    assert code == 0 and "webhook to http://127.0.0.1:" in err and "(HTTP 401)" in err
+    for secret in ("nas-user", "s%40cret", "s@cret"):
+        assert secret not in out + err
 
 
 def test_the_overlap_guards_report_pings_fail_with_its_reason(pinged, ping_server):
@@ -486,6 +527,88 @@ def test_a_failing_post_command_is_a_warning(local_tool):
     assert "post_command: unmount failed" in err
     assert "warning: post_command failed (exit status 1); the backup's outcome is " \
         "unchanged" in err
+
+
+def group_alive(pgid):
+    """Whether a process of process group ``pgid`` runs (zombies do not count)."""
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as status:
+                fields = status.read().rpartition(")")[2].split()
+        except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+            continue
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def wait_for(condition, what, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_command_that_runs_too_long_is_stopped_with_all_it_started(local_tool, monkeypatch):
+    """command_timeout: SIGTERM to the command's process group, SIGKILL after the grace for
+    what ignores it; a pre_command then fails the run, a post_command is a warning."""
+    monkeypatch.setattr(esb, "COMMAND_GRACE_SECONDS", 1)
+    tool, shell = local_tool, local_tool.tmp / "shell.pid"
+    tool.set(PRE_COMMAND=f"trap '' TERM; echo $$ > {shell}; echo dumping; sleep 300",
+             COMMAND_TIMEOUT=1)
+    sample(tool)
+    code, out, err = run(tool)
+    assert code == 2 and "pre_command: dumping" in out
+    assert "pre_command: stopping it and all it started (SIGTERM, then SIGKILL after 1 s)" in err
+    [error] = [line for line in err.splitlines() if "error:" in line]
+    assert "pre_command did not finish within command_timeout (1 s), so it was stopped" in error
+    assert "nothing was changed" in error and "COMMAND_TIMEOUT" in error
+    wait_for(lambda: not group_alive(int(shell.read_text())), "the command still runs")
+    assert not tool.dest.exists()              # (SIGKILL lands at once, the exit a moment on)
+    tool.set(PRE_COMMAND=None, POST_COMMAND="sleep 300")
+    code, out, err = run(tool)
+    assert code == 0 and "3 uploaded" in out
+    assert "warning: post_command did not finish within command_timeout (1 s), so it was " \
+        "stopped with all it started; the backup's outcome is unchanged" in err
+
+
+def test_the_run_waits_for_the_shell_not_for_what_it_leaves_in_the_background(local_tool):
+    tool, sleeper = local_tool, local_tool.tmp / "sleeper.pid"
+    tool.set(PRE_COMMAND=f"sleep 300 & echo $! > {sleeper}; echo started; printf 'no newline'")
+    sample(tool)
+    try:
+        code, out, err = run(tool)
+        assert code == 0 and "3 uploaded" in out, err
+        assert "pre_command: started" in out and "pre_command: no newline" in out
+        assert esb._pid_alive(int(sleeper.read_text()))     # still running: not waited for
+    finally:
+        os.kill(int(sleeper.read_text()), signal.SIGKILL)
+
+
+def test_ctrl_c_stops_a_command_that_ignores_sigterm(tmp_path):
+    """The first Ctrl-C sends SIGTERM to the command's group, which ignores it; a second
+    one kills what is left at once.  The run exits 130 and nothing of the command runs."""
+    (tmp_path / "src").mkdir()
+    shell, log_file = tmp_path / "shell.pid", tmp_path / "stderr.txt"
+    env = process_env(SRC_LOCAL_PATH=tmp_path / "src", DEST_LOCAL_PATH=tmp_path / "dest",
+                      ENCRYPTION_PASSWORD="pw",
+                      PRE_COMMAND=f"trap '' TERM INT; echo $$ > {shell}; sleep 300")
+    with open(log_file, "w") as errors:
+        child = subprocess.Popen([sys.executable, str(ROOT / "encrypted_s3_backup.py")],
+                                 env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                 stderr=errors)
+    try:
+        wait_for(lambda: shell.exists() and shell.read_text().strip(), "no pre_command")
+        child.send_signal(signal.SIGINT)
+        wait_for(lambda: "stopping it and all it started" in log_file.read_text(),
+                 "the command was not being stopped")
+        child.send_signal(signal.SIGINT)                # the second: SIGKILL now
+        assert child.wait(timeout=60) == 130, log_file.read_text()
+    finally:
+        child.kill()
+    assert "interrupted" in log_file.read_text()
+    wait_for(lambda: not group_alive(int(shell.read_text())), "the command still runs")
+    assert not (tmp_path / "dest").exists()
 
 
 # ==================================================================== verify in slices
