@@ -2914,14 +2914,14 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
                               f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except UnicodeDecodeError:       # (a ValueError: before the next one)
+            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
+                              "(a Latin-1 password stays the same password)") from None
         except (ValueError, RecursionError) as exc:   # JSON, but more than Python holds
             why = ("it nests arrays or objects too deeply" if isinstance(exc, RecursionError)
                    else "a number in it has too many digits")
             raise ConfigError(f"config file {file_path} cannot be read: {why}; fix the "
                               "file") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
-                              "(a Latin-1 password stays the same password)") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
         if not isinstance(raw, dict):
@@ -3006,7 +3006,8 @@ def unknown_variables(environ: dict[str, str]) -> list[str]:
         ours = name.startswith(STORAGE_PREFIXES) and not SERVICE_LINK.search(name)
         if near is None and ours:
             import difflib
-            section = [k for k in known if k.startswith(name.split("_")[0] + "_")]
+            prefix = name.split("_")[0].lower()        # (a storage's own variables only)
+            section = [env_name(prefix, key) for key in STORAGE_KEYS]
             near = next(iter(difflib.get_close_matches(name, section, 1, 0.6)), None)
             if near is None:
                 keys = ", ".join(env_name(k) for k in STORAGE_KEYS)
