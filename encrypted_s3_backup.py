@@ -2616,14 +2616,14 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         except json.JSONDecodeError as exc:
             raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
                               f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
+                              "(a Latin-1 password stays the same password)") from None
         except (ValueError, RecursionError) as exc:   # JSON, but more than Python holds
             why = ("it nests arrays or objects too deeply" if isinstance(exc, RecursionError)
                    else "a number in it has too many digits")
             raise ConfigError(f"config file {file_path} cannot be read: {why}; fix the "
                               "file") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
-                              "(a Latin-1 password stays the same password)") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
         if not isinstance(raw, dict):
