@@ -352,7 +352,7 @@ def snapshot(root, skip=None):
 
 def is_temp(name):
     """Whether a file name (or path, or object key) is one of our temporary files."""
-    return os.path.basename(name).startswith(esb.TMP_PREFIX)
+    return esb.is_temp_name(os.path.basename(name))
 
 
 def temp_files(root):
