@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from conftest import esb, snapshot, tree
+from conftest import PASSWORD, esb, snapshot, tree
 
 MTIME = 1_700_000_000
 FILES = {f"docs/file{i:02d}.txt": f"the text of file {i}\n".encode() * (i + 1)
@@ -219,6 +219,10 @@ def test_a_mass_change_kept_as_history_alerts_every_monitor(local_tool, ping_ser
     assert 'encrypted_s3_backup_last_mass_change_files{kind="backup"} 12' in text
     assert 'encrypted_s3_backup_last_exit_code{kind="backup"} 5' in text
 
+    tool.set(ENCRYPTION_PASSWORD=None)           # a run that stops early keeps the figure
+    assert tool()[0] == 2
+    assert 'last_mass_change_files{kind="backup"} 12' in metrics.read_text()
+    tool.set(ENCRYPTION_PASSWORD=PASSWORD)
     ping_server.requests.clear()                 # the next quiet run is a success again
     code, _, err = tool()
     assert code == 0, err
