@@ -119,6 +119,19 @@ def test_near_misses_are_a_few_paths_or_folders_by_case_and_leading_slash():
     assert esb.near_misses(paths, "/") == [] and esb.near_misses(paths, "taxes") == []
 
 
+def test_check_selection_says_why_nothing_is_selected():
+    def stored(path, deleted=0, version=False):
+        return esb.Stored(None, 64, esb.BackupName(path, MTIME, 3, b"\0" * 16, deleted,
+                                                   version))
+    gone_early = stored("a.txt", deleted=esb.date_number(esb.datetime.date(2024, 1, 1)))
+    with pytest.raises(esb.NothingSelectedError, match="each was deleted by then"):
+        esb.check_selection([gone_early], [], (), esb.parse_as_of("2025-01-01"), "2025-01-01")
+    only_a_version = stored("b.txt", deleted=20240101, version=True)
+    with pytest.raises(esb.NothingSelectedError, match="only old versions"):
+        esb.check_selection([only_a_version], [], ("b.txt",), None)
+    esb.check_selection([only_a_version], [only_a_version], ("b.txt",), None)   # selected
+
+
 def test_one_restore_only_of_several_that_matches_nothing_is_an_error(tool):
     back_up(tool, TAXES)
     code, out, err = tool("--restore", "--restore-only", "Photos/", "--restore-only", "/taxes")
