@@ -5214,8 +5214,9 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("destination_objects", "Backup objects on the destination after the last run of this "
                             "kind (that got as far as listing it)."),
     ("destination_bytes", "Bytes of those backup objects."),
-    ("last_mass_change_files", "Files the last backup found changed when they were more "
-                               "than half of the backed-up files (exit code 5), else 0."),
+    ("last_mass_change_files", "Files the last backup that planned found changed when they "
+                               "were more than half of the backed-up files (exit code 5), "
+                               "else 0."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
     "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged",
@@ -5223,7 +5224,8 @@ FILE_RESULTS = {           # last_files{result=...}: the summary figure counted,
     "restore": {"read": "restored", "written": "restored"},
     "verify": {"read": "verified", "skipped": "skipped"},
 }
-KEPT_METRICS = ("last_success_timestamp_seconds", "destination_objects", "destination_bytes")
+KEPT_METRICS = ("last_success_timestamp_seconds", "destination_objects", "destination_bytes",
+                "last_mass_change_files")
 # ^ a run that does not know these leaves the last values in the file
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]   # (name, labels): value
 
@@ -5539,7 +5541,7 @@ def metric_samples(kind: str, code: int, started: float, ended: float,
     for name in ("destination_objects", "destination_bytes"):
         if name in figures:
             samples[name, by_kind] = figures[name]
-    if kind == "backup":
+    if kind == "backup" and figures:      # (a backup that got as far as its summary)
         samples["last_mass_change_files", by_kind] = figures.get("mass_change_files", 0)
     return samples
 

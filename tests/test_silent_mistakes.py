@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from conftest import esb, snapshot, tree
+from conftest import PASSWORD, esb, snapshot, tree
 
 MTIME = 1_700_000_000
 FILES = {f"docs/file{i:02d}.txt": f"the text of file {i}\n".encode() * (i + 1)
@@ -119,6 +119,19 @@ def test_near_misses_are_a_few_paths_or_folders_by_case_and_leading_slash():
     assert esb.near_misses(paths, "/") == [] and esb.near_misses(paths, "taxes") == []
 
 
+def test_check_selection_says_why_nothing_is_selected():
+    def stored(path, deleted=0, version=False):
+        return esb.Stored(None, 64, esb.BackupName(path, MTIME, 3, b"\0" * 16, deleted,
+                                                   version))
+    gone_early = stored("a.txt", deleted=esb.date_number(esb.datetime.date(2024, 1, 1)))
+    with pytest.raises(esb.NothingSelectedError, match="each was deleted by then"):
+        esb.check_selection([gone_early], [], (), esb.parse_as_of("2025-01-01"), "2025-01-01")
+    only_a_version = stored("b.txt", deleted=20240101, version=True)
+    with pytest.raises(esb.NothingSelectedError, match="only old versions"):
+        esb.check_selection([only_a_version], [], ("b.txt",), None)
+    esb.check_selection([only_a_version], [only_a_version], ("b.txt",), None)   # selected
+
+
 def test_one_restore_only_of_several_that_matches_nothing_is_an_error(tool):
     back_up(tool, TAXES)
     code, out, err = tool("--restore", "--restore-only", "Photos/", "--restore-only", "/taxes")
@@ -219,6 +232,10 @@ def test_a_mass_change_kept_as_history_alerts_every_monitor(local_tool, ping_ser
     assert 'encrypted_s3_backup_last_mass_change_files{kind="backup"} 12' in text
     assert 'encrypted_s3_backup_last_exit_code{kind="backup"} 5' in text
 
+    tool.set(ENCRYPTION_PASSWORD=None)           # a run that stops early keeps the figure
+    assert tool()[0] == 2
+    assert 'last_mass_change_files{kind="backup"} 12' in metrics.read_text()
+    tool.set(ENCRYPTION_PASSWORD=PASSWORD)
     ping_server.requests.clear()                 # the next quiet run is a success again
     code, _, err = tool()
     assert code == 0, err
