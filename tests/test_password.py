@@ -215,6 +215,23 @@ def test_an_object_that_cannot_be_read_is_no_proof(local_tool, monkeypatch, caps
     assert NOT_CHECKED in capsys.readouterr().out
 
 
+def test_an_object_rewritten_since_it_was_listed_is_no_proof(local_tool):
+    config, dest, objects = backed_up_storage(local_tool)
+    wrong = local_tool.codec(password=WRONG)
+    grown = [o._replace(size=o.size - 1) for o in objects]     # as listed before a rewrite
+    assert esb.try_password(dest, wrong, grown) == (False, 0)
+    assert esb.try_password(dest, wrong, objects) == (False, esb.PASSWORD_TRIES)
+    assert esb.try_password(dest, config.codec, objects) == (True, 0)
+
+
+def test_names_that_look_encrypted(local_tool):
+    codec = local_tool.codec(encrypt_filenames=True)
+    name = esb.BackupName("docs/a.txt", MTIME, 1, bytes(16))
+    assert esb.sealed_name(esb.encode_name(name, codec), codec)
+    assert not esb.sealed_name(esb.format_plain_name(name) + ".enc", codec)   # not base 36
+    assert not esb.sealed_name("notes.enc", codec)           # too short for a header
+
+
 # -------------------------------------------------------------------------------- Candidates
 
 def stored(path, size, deleted=0, version=False, storage_class=""):
