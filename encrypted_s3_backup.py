@@ -1636,6 +1636,10 @@ def _syncfs_at(folders: Iterable[int]) -> bool:
     return synced
 
 
+_CHECKED_ROOTS: dict[str, tuple[int, int]] = {}   # restore folder -> (device, inode) of the
+    # folder prepare() checked; the worker processes forked after it open only that one
+
+
 class RestoreFolder(LocalStorage):
     """A restore target: a local folder that no write leaves, even while another user who
     may write in it swaps its folders for symbolic links.
@@ -1645,7 +1649,8 @@ class RestoreFolder(LocalStorage):
     each file is created there (O_EXCL, O_NOFOLLOW) under a temporary name and renamed
     within the same descriptor.  A descriptor stays the folder it was opened as, whatever
     becomes of its path, so a folder swapped for a link fails the files not yet in it, and
-    the files written go where they were meant to go.  The open folders are kept (up to
+    the files written go where they were meant to go; the root itself must stay the folder
+    the run's prepare() checked (_CHECKED_ROOTS).  The open folders are kept (up to
     FOLDER_FDS, closed only where no write can be using one: at a batch's end, or before a
     write outside a batch, since writes run at once only inside a batch).
 
@@ -1682,7 +1687,9 @@ class RestoreFolder(LocalStorage):
                                      "is not a folder")
         if not super().prepare(False, missing_ok):
             return False
-        self._open("")
+        _CHECKED_ROOTS.pop(self.root, None)
+        info = os.fstat(self._open(""))
+        _CHECKED_ROOTS[self.root] = (info.st_dev, info.st_ino)
         return True
 
     def _not_ours(self, what: str) -> StorageError:
@@ -1700,10 +1707,15 @@ class RestoreFolder(LocalStorage):
                 raise self._not_ours("is a symbolic link" if os.path.islink(self.root) else
                                      "is not a folder") from None
             raise StorageError(f"cannot open folder {self.root}: {exc.strerror}") from None
-        owner = os.fstat(fd).st_uid
-        if self.owned and owner != os.geteuid():
+        info = os.fstat(fd)
+        if self.owned and info.st_uid != os.geteuid():
             os.close(fd)
-            raise self._not_ours(f"belongs to another user (uid {owner})")
+            raise self._not_ours(f"belongs to another user (uid {info.st_uid})")
+        if _CHECKED_ROOTS.get(self.root, (info.st_dev, info.st_ino)) != (info.st_dev,
+                                                                          info.st_ino):
+            os.close(fd)
+            raise StorageError(f"the restore folder {self.root} was replaced by another one "
+                               "while the restore ran; check it, then restore again")
         return fd
 
     def _open(self, folder: str) -> int:

@@ -574,6 +574,21 @@ def test_restore_folder_errors_of_its_own_root(tmp_path):
         put(esb.RestoreFolder(str(tmp_path / "gone")), "a.txt", b"a")
 
 
+def test_a_restore_folder_replaced_after_its_check_is_not_written(tmp_path):
+    """The run checks the folder, then a worker opens it by its path: it must be the same."""
+    root = tmp_path / "restore"
+    esb.RestoreFolder(str(root)).prepare(create=True)
+    root.rename(tmp_path / "checked")
+    (tmp_path / "elsewhere").mkdir()
+    root.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(esb.StorageError, match="was replaced by another one"):
+        put(esb.RestoreFolder(str(root)), "a.txt", b"a")
+    assert os.listdir(tmp_path / "elsewhere") == [] == os.listdir(tmp_path / "checked")
+    esb.RestoreFolder(str(root)).prepare(create=True)     # a new run checks it anew
+    put(esb.RestoreFolder(str(root)), "a.txt", b"a")
+    assert os.listdir(tmp_path / "elsewhere") == ["a.txt"]
+
+
 @pytest.mark.parametrize("what", ["link", "file"])
 def test_an_owned_restore_folder_swapped_before_a_worker_opens_it(tmp_path, what):
     """The default folder checked by the run, then replaced before a worker opens it."""
