@@ -1215,6 +1215,18 @@ class Storage(Protocol):
         """Ask for an archived file to be thawed, readable for ``days``, at ``tier`` (Bulk,
         Standard or Expedited); False when a thaw of it was under way already."""
 
+    def versioning(self) -> str:
+        """Whether the storage keeps every version of its files: "Enabled", "Suspended"
+        (it did), or "" (it never did: a local folder)."""
+
+    def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
+        """Where versioning() is not "": the files as they stood at ``moment``, each with
+        the id of that version."""
+
+    def pin(self, versions: dict[str, str]) -> None:
+        """From now on, in this process and those it forks, open() and read() read each
+        file of ``versions`` in the version given (list_versions' ids)."""
+
 
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -1623,6 +1635,13 @@ class LocalStorage:
     @staticmethod
     def thaw(key: str, days: int, tier: str) -> bool:
         return False
+
+    @staticmethod
+    def versioning() -> str:
+        return ""             # a folder keeps no versions of its files
+
+    def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
+        raise StorageError(f"{self} keeps no versions of its files")
 
 
 def _syncfs_at(folders: Iterable[int]) -> bool:
@@ -2599,14 +2618,62 @@ class S3Storage:
                      other_class(head.get("StorageClass")))
 
     def open(self, key: str) -> Union[_S3Body, _WireBody, Metered]:
-        wire = self.wire
-        body: Union[_S3Body, _WireBody, None] = wire.get(self._key(key)) if wire else None
+        full = self._key(key)
+        version = S3Storage.pinned.get((self.bucket, full))
+        wire = self.wire if version is None else None
+        body: Union[_S3Body, _WireBody, None] = wire.get(full) if wire else None
         if body is not None:
             return Metered(body, self.throttle) if self.throttle else body
         with s3_requests(missing=key):
-            body = _S3Body(self.client.get_object(Bucket=self.bucket,
-                                                  Key=self._key(key))["Body"])
+            body = _S3Body(self.client.get_object(
+                Bucket=self.bucket, Key=full, **({"VersionId": version} if version else {})
+            )["Body"])
         return Metered(body, self.throttle) if self.throttle else body
+
+    # The version each object key is read in, by (bucket, key): set by a run that reads the
+    # destination as it stood at a moment from the bucket's own versions (pin), in the main
+    # process before it forks its workers, so that every process reads those versions.
+    pinned: ClassVar[dict[tuple[str, str], str]] = {}
+
+    def pin(self, versions: dict[str, str]) -> None:
+        S3Storage.pinned = {(self.bucket, self.prefix + key): version
+                            for key, version in versions.items()}
+
+    def versioning(self) -> str:
+        """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "")
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error(exc, "cannot read the versioning of") from None
+
+    def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
+        """The objects as they stood at ``moment`` (epoch second), from the bucket's own
+        versions (ListObjectVersions), with the version id of each: of every key the
+        newest version written at or before then, unless that is a delete marker (the
+        key was deleted then).  Streamed in key order, a key's versions newest first, so
+        only the key being read is held."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        key: Optional[str] = None
+        decided = False
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=self.prefix)
+            for page in pages:
+                for item in merged_versions(page):
+                    if item["Key"] != key:
+                        key, decided = item["Key"], False
+                    if decided or item["LastModified"].timestamp() > moment:
+                        continue
+                    decided = True
+                    short = key[len(self.prefix):]
+                    if "Size" in item and short and not short.endswith("/"):   # not a marker
+                        yield (Entry(short, item["Size"],
+                                     int(item["LastModified"].timestamp()),
+                                     other_class(item.get("StorageClass"))),
+                               item["VersionId"])
+        except (BotoCoreError, ClientError) as exc:
+            raise self.error(exc, "cannot list the versions of") from None
 
     def read(self, key: str, limit: int) -> bytes:
         with self.open(key) as stream:
@@ -2780,6 +2847,16 @@ class S3Storage:
                 if key in chunk and error.get("Code") != "NoSuchKey":
                     failed[key] = TransferError(f"S3 error {error.get('Code', '')}".strip())
         return failed
+
+
+def merged_versions(page: dict) -> list[dict]:
+    """A ListObjectVersions page's versions and delete markers (two lists there) in one,
+    in the order S3 keeps them: by key, then newest first (on the same second, the one
+    S3 calls latest first)."""
+    items = [*page.get("Versions", ()), *page.get("DeleteMarkers", ())]
+    return sorted(items, key=lambda item: (item["Key"].encode("utf-8", "surrogatepass"),
+                                           -item["LastModified"].timestamp(),
+                                           not item.get("IsLatest")))
 
 
 def parse_restore_header(header: Optional[str]) -> Thaw:
@@ -3702,7 +3779,9 @@ class BlindSpots:
 
 
 PASSWORD_CANDIDATES = 6   # objects kept to try the password on before a run writes ...
-PASSWORD_TRIES = 3        # ... of which this many failing, none authenticating, prove it wrong
+PASSWORD_TRIES = 6        # ... of which this many failing, none authenticating, prove it wrong
+                          # (all of them: an attacker's junk under a few of the smallest
+                          # names must not pass for a wrong password)
 CANDIDATE_MIN = SALT_LEN + min(NONCE_LEN.values()) + TAG_LEN   # bytes; an object no larger
                           # than the smallest header holds nothing: damage, not worth a try
 
@@ -6586,24 +6665,43 @@ def log_archived(plan: Plan) -> None:
                  "are in an archive storage class, which cannot be renamed", plan.unkept)
 
 
-def survey_restore(dest: Storage) -> tuple[list[tuple[str, int]], ListReport]:
-    """Check the destination is there and list its backup objects."""
+def survey_restore(dest: Storage, moment: Optional[int] = None
+                   ) -> tuple[Listing, ListReport, Optional[dict[str, str]]]:
+    """Check the destination is there and list its backup objects; with ``moment`` and a
+    destination that keeps versions (S3 with versioning), its objects as they stood then,
+    from its own versions, and the version id of each (else None)."""
     dest.prepare(create=False)
     report = ListReport()
-    return list_objects(dest, report), report
+    if moment is None or not dest.versioning():
+        return list_objects(dest, report), report, None
+    objects, versions = Listing(), {}
+    for entry, version in dest.list_versions(moment, report):
+        if entry.key.endswith(NAME_SUFFIXES):
+            objects.append(*entry)
+            versions[entry.key] = version
+    return objects, report, versions
 
 
-def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False
+def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False,
+                as_of: Optional[AsOf] = None, listing: bool = False
                 ) -> tuple[Storage, list[Stored], list[str]]:
     """For restore, verify and list: the destination, its objects, and the problems met
     reading it (each already reported; an object name that does not decode is one).
     ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead).  A
     destination without backup objects is a NothingSelectedError (a typo in dest), or,
-    ``empty_ok``, a warning."""
+    ``empty_ok``, a warning.  With ``as_of``, a destination that keeps versions is read as
+    it stood then (survey_restore): what a stolen key deleted or overwrote since comes
+    back, and the objects are read in those versions (pin).  ``listing``: for --list,
+    whose standard output is the listing alone."""
     dest = make_storage(config.dest)
     if decodes and not dest.remote:
         config.codec.key_ahead()         # while the objects are listed here ...
-    objects, report = run_apart(config, (dest,), survey_restore, dest)
+    objects, report, versions = run_apart(config, (dest,), survey_restore, dest,
+                                          as_of.moment if as_of else None)
+    if versions is not None:
+        dest.pin(versions)
+        (log.debug if listing else log.info)("as of then: the destination as it stood, from the bucket's own versions "
+                 "(%d objects), then its version objects and deletion dates", len(versions))
     if decodes and dest.remote:
         config.codec.key_ahead()         # ... or, after run_apart's fork, while names decode
     stored = read_backup(dest, objects, config, report)
@@ -6743,7 +6841,7 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
 
 
 def run_restore(config: Config, args: argparse.Namespace) -> int:
-    dest, stored, problems = open_backup(config, decodes=not args.dry_run)
+    dest, stored, problems = open_backup(config, decodes=not args.dry_run, as_of=args.as_of)
     check_password(config, dest, stored, len(stored))
     target = restore_storage(config)
     only = tuple(args.restore_only or ())
@@ -6776,14 +6874,20 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_verify(config: Config, args: argparse.Namespace) -> int:
-    dest, stored, problems = open_backup(config)
+    dest, stored, problems = open_backup(config, as_of=args.as_of)
     check_password(config, dest, [o for o in stored if not o.name.mark], len(stored))
+    if args.as_of:           # what a restore as of then restores
+        then = select_for_restore(stored, False, (), args.as_of)
+        if stored and not problems:
+            check_selection(stored, then, (), args.as_of, args.as_of_text)
+        stored = then
     stored = sorted((o for o in stored if not o.name.mark), key=lambda o: o.name.path)
     # ^ deletion marks hold no content to check
     chosen = select_subset(stored, args.subset) if args.subset else stored
     skipped = len(stored) - len(chosen)
     which = f" (subset {args.subset}: {len(chosen)} checked, {skipped} skipped)" \
         if args.subset else ""
+    which += f" as of {args.as_of_text}" if args.as_of else ""
     log.info("verify %s: %d objects%s", dest, len(stored), which)
     chosen, waiting = readable_now(config, dest, chosen, args)
     tally = Tally(args.verbose, ok_lines=not args.quiet, files=len(chosen),
@@ -6827,7 +6931,8 @@ def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[
 def run_list(config: Config, args: argparse.Namespace) -> int:
     only = tuple(args.restore_only or ())
     dest, stored, problems = open_backup(config, decodes=False,
-                                         empty_ok=not (only or args.as_of))
+                                         empty_ok=not (only or args.as_of), as_of=args.as_of,
+                                         listing=True)
     if args.versions:        # every object, oldest first per path (marks applied)
         chosen = sorted((o for group in by_path(o for o in stored
                                                 if matches_only(o.name.path, only)).values()
@@ -6922,9 +7027,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --restore or --list: only this path, folder or glob "
                               "pattern (repeatable)")
     options.add_argument("--as-of", metavar="WHEN",
-                         help="with --restore or --list: the files as they were at WHEN, "
-                              "YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM[:SS], local "
-                              "time; uses versions (versions_keep_days) and deleted files")
+                         help="with --restore, --verify or --list: the files as they were at "
+                              "WHEN, YYYY-MM-DD (the end of that day) or YYYY-MM-DDTHH:MM[:SS], "
+                              "local time; uses versions (versions_keep_days), deleted files "
+                              "and, on a bucket with versioning, the bucket's own versions")
     options.add_argument("--versions", action="store_true",
                          help="with --list: every object of every path (live, deleted, "
                               "versions), oldest first")
@@ -6998,8 +7104,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--dry-run is for a backup or --restore")
     args.as_of_text, args.as_of = args.as_of, None
     if args.as_of_text is not None:
-        if not (args.restore or args.list):
-            parser.error("--as-of needs --restore or --list")
+        if not (args.restore or args.list or args.verify):
+            parser.error("--as-of needs --restore, --verify or --list")
         if args.restore_deleted or args.versions:
             parser.error("--as-of gives the files of one moment, deleted since or not: leave "
                          "out --restore-deleted and --versions")
@@ -7043,6 +7149,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     one_malloc_arena()    # before any thread: forked workers would inherit their arenas
     parent_stop_signals()
     take_requests()       # this run's requests only (main() may run more than once)
+    S3Storage.pinned = {}     # and no versions pinned by an earlier one
     monitor = Monitor(run_kind(args), args.config)
     if args.report_skipped is not None:
         monitor.skipped(args.report_skipped)

@@ -244,8 +244,7 @@ def test_parse_as_of(text, day, moment):
     (["--restore", "--as-of", "2026-13-01"], "is not a date"),
     (["--restore", "--as-of", "2026-11-31"], "is not a date"),
     (["--list", "--as-of", "02.11.2026"], "YYYY-MM-DD"),
-    (["--verify", "--as-of", "2026-11-02"], "--as-of needs --restore or --list"),
-    (["--as-of", "2026-11-02"], "--as-of needs --restore or --list"),
+    (["--as-of", "2026-11-02"], "--as-of needs --restore, --verify or --list"),
     (["--restore", "--restore-deleted", "--as-of", "2026-11-02"], "leave out"),
     (["--list", "--versions", "--as-of", "2026-11-02"], "leave out"),
     (["--restore", "--versions"], "--versions needs --list")])

@@ -70,7 +70,7 @@ def test_a_backup_with_a_wrong_password_writes_nothing(tool, dry_run):
     tool.set(ENCRYPTION_PASSWORD=WRONG)
     code, out, err = tool(*(["--dry-run"] if dry_run else []))
     assert_refused(code, out, err)
-    assert "none of the 3 smallest objects authenticates" in err
+    assert f"none of the {esb.PASSWORD_TRIES} smallest objects authenticates" in err
     assert destination(tool) == before
     tool.set(ENCRYPTION_PASSWORD=PASSWORD)                        # the right one: it runs
     code, out, err = tool()

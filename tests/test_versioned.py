@@ -110,3 +110,58 @@ def test_every_run_works_on_a_versioned_or_locked_bucket_and_never_removes_a_ver
     assert len(versions) == 16, versions
     assert len(markers) == 5           # the 2 replaced, the marked one's live name, the
                                        # expired deleted one and the expired version
+
+
+def moment_passed(after):
+    """Wait until the clock is past ``after`` (epoch second), so that S3 dates what is
+    written next later than anything written before."""
+    import time
+    while time.time() < after + 1.2:
+        time.sleep(0.1)
+
+
+def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
+        make_tool, bucket):
+    """The attack: with the tool's own keys, every object deleted (no version named: S3
+    keeps the versions), some keys overwritten with junk, junk objects added.  The state
+    before comes back byte for byte from the bucket's own versions."""
+    import time
+    tool = make_tool(bucket, VERSIONS_KEEP_DAYS=30)
+    for rel, data in FILES.items():
+        tool.write(rel, data, MTIME)
+    assert tool()[0] == 0
+    tool.write("docs/f03.txt", b"a later content", MTIME + 60)       # history too
+    assert tool()[0] == 0
+    before = int(time.time())
+    moment_passed(before)
+    expected = dict(FILES, **{"docs/f03.txt": b"a later content"})
+
+    client, keys = bucket.client, tool.keys()
+    for key in keys[:4]:                                            # overwritten ...
+        client.put_object(Bucket=bucket.name, Key=key, Body=b"junk" * 20)
+    client.delete_objects(Bucket=bucket.name, Delete={               # ... and the rest gone
+        "Objects": [{"Key": key} for key in keys[4:]], "Quiet": True})
+    name = esb.format_plain_name(esb.BackupName("docs/evil.txt", MTIME, 4, bytes(16)))
+    client.put_object(Bucket=bucket.name, Key=name + ".enc", Body=b"evil")
+    client.put_object(Bucket=bucket.name, Key="docs/f05.txt.1.1.1.0.ver", Body=b"evil")
+    assert tool("--restore")[0] != 0 or tool.restored() != expected   # the wreck as it is
+
+    when = datetime.datetime.fromtimestamp(before).strftime("%Y-%m-%dT%H:%M:%S")
+    code, out, err = tool("--verify", "--as-of", when)
+    assert code == 0 and "12 verified" in out and "bucket's own versions" in out, err
+    import shutil
+    shutil.rmtree(tool.restore, ignore_errors=True)
+    code, out, err = tool("--restore", "--as-of", when)
+    assert code == 0 and "FAILED" not in err, err
+    assert tool.restored() == expected                          # byte for byte
+    code, out, err = tool("--list", "--as-of", when, "--json")
+    assert code == 0 and sorted(r["path"] for r in __import__("json").loads(out)) == sorted(
+        expected), err
+
+    code, out, err = tool("--allow-mass-delete")      # the next backup puts back what it can:
+    assert code == 0, err                             # the deleted ones, while the junk ones
+    junk = [esb.decode_name(k, tool.codec()).path for k in keys[:4] if k.endswith(".enc")]
+    assert f"{12 - len(junk)} uploaded" in out, out   # look unchanged by their names ...
+    code, out, err = tool("--verify")                 # ... until a verify reads them
+    failed = [line for line in err.splitlines() if "FAILED" in line]
+    assert code == 1 and all(any(path in line for line in failed) for path in junk), err
