@@ -729,9 +729,11 @@ def test_a_stop_that_comes_with_an_error_is_not_left_pending(monkeypatch):
         pass
 
 
-def stubborn_job(seconds):
-    """A job whose clean-up never ends: it ignores SIGTERM."""
+def stubborn_job(seconds, started=None):
+    """A job whose clean-up never ends: it ignores SIGTERM (then creates ``started``)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    if started:
+        open(started, "w").close()
     time.sleep(seconds)
 
 
@@ -743,15 +745,21 @@ def test_workers_that_do_not_stop_are_killed(tmp_path, monkeypatch, how):
     monkeypatch.setattr(esb, "STOP_GRACE_SECONDS", 1 if how == "grace runs out" else 600)
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
     started = time.monotonic()
+    running = tmp_path / "running"
+    second = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     try:
         with pytest.raises(KeyboardInterrupt):
             with esb.worker_pool(1, config) as pool:
-                pool.submit(stubborn_job, 300)
-                time.sleep(0.5)             # the job is running
+                pool.submit(stubborn_job, 300, str(running))
+                deadline = time.monotonic() + 60
+                while not running.exists():         # the job is running (SIGTERM blocked)
+                    assert time.monotonic() < deadline, "the job never started"
+                    time.sleep(0.05)
                 if how == "second Ctrl-C":
-                    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+                    second.start()
                 raise KeyboardInterrupt     # the first Ctrl-C
     finally:
+        second.cancel()                     # never a Ctrl-C into a later test
         signal.signal(signal.SIGINT, previous)
     assert multiprocessing.active_children() == []
     assert time.monotonic() - started < 60, "the stuck worker was waited for"
