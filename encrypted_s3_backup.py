@@ -1989,7 +1989,8 @@ def s3_requests(missing: str = "") -> Iterator[None]:
 
 # Requests made in this process, by kind, and HTTP attempts (a retry is one more attempt).
 S3_REQUEST_KINDS = {
-    "ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "GetObject": "GET",
+    "ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "ListObjectVersions": "LIST",
+    "GetBucketVersioning": "GET", "GetObject": "GET",
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
@@ -2553,28 +2554,33 @@ class S3Storage:
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list") from None
 
-    def _pages(self, prefix: str, delimiter: str = "") -> Iterator[dict]:
-        """The pages of ListObjectsV2 under ``prefix``, each asked for when it is needed."""
+    def _pages(self, prefix: str, delimiter: str = "", versions: bool = False
+                ) -> Iterator[dict]:
+        """The pages of ListObjectsV2 (``versions``: ListObjectVersions) under ``prefix``,
+        each asked for when it is needed."""
         args = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": S3_LIST_PAGE}
         if delimiter:
             args["Delimiter"] = delimiter
-        return iter(self.client.get_paginator("list_objects_v2").paginate(**args))
+        operation = "list_object_versions" if versions else "list_objects_v2"
+        return iter(self.client.get_paginator(operation).paginate(**args))
 
-    def _list_split(self) -> Iterator[dict]:
+    def _list_split(self, versions: bool = False) -> Iterator[dict]:
         """The top level, a page at a time, with "/" as delimiter; each folder it names
         listed in a thread (S3_LIST_THREADS at once, in order), which keeps at most
-        S3_LIST_AHEAD of its pages waiting; merged back in the order S3 lists keys."""
+        S3_LIST_AHEAD of its pages waiting; merged back in the order S3 lists keys.
+        ``versions``: the versions and delete markers (page_items), a key's newest first."""
         from concurrent.futures import ThreadPoolExecutor
         stop = threading.Event()
         threads = ThreadPoolExecutor(S3_LIST_THREADS)
         try:
-            for page in self._pages(self.prefix, "/"):
+            for page in self._pages(self.prefix, "/", versions):
                 folders = {item["Prefix"]: queue.Queue(S3_LIST_AHEAD)
                            for item in page.get("CommonPrefixes", ())}
-                listing = {folder: threads.submit(self._list_folder, folder, pages, stop)
+                listing = {folder: threads.submit(self._list_folder, folder, pages, stop,
+                                                  versions)
                            for folder, pages in folders.items()}
                 for key, item in heapq.merge(
-                        ((item["Key"], item) for item in page.get("Contents", ())),
+                        ((item["Key"], item) for item in page_items(page, versions)),
                         ((folder, None) for folder in folders), key=lambda each: each[0]):
                     if item is not None:
                         yield item
@@ -2586,7 +2592,8 @@ class S3Storage:
             stop.set()          # (a thread in the middle of a request ends after it)
             threads.shutdown(wait=False, cancel_futures=True)
 
-    def _list_folder(self, folder: str, pages: queue.Queue, stop: threading.Event) -> None:
+    def _list_folder(self, folder: str, pages: queue.Queue, stop: threading.Event,
+                     versions: bool = False) -> None:
         """In a thread of _list_split: the objects of ``folder`` into ``pages``, a page's
         at a time, then None (also after an error, which the thread's future holds);
         waits while ``pages`` is full, and gives up when ``stop`` is set."""
@@ -2598,8 +2605,8 @@ class S3Storage:
             return False
 
         try:
-            for page in self._pages(folder):
-                if not put(page.get("Contents", [])):
+            for page in self._pages(folder, versions=versions):
+                if not put(page_items(page, versions)):
                     return
         finally:
             put(None)
@@ -2657,21 +2664,20 @@ class S3Storage:
         key: Optional[str] = None
         decided = False
         try:
-            pages = self.client.get_paginator("list_object_versions").paginate(
-                Bucket=self.bucket, Prefix=self.prefix)
-            for page in pages:
-                for item in merged_versions(page):
-                    if item["Key"] != key:
-                        key, decided = item["Key"], False
-                    if decided or item["LastModified"].timestamp() > moment:
-                        continue
-                    decided = True
-                    short = key[len(self.prefix):]
-                    if "Size" in item and short and not short.endswith("/"):   # not a marker
-                        yield (Entry(short, item["Size"],
-                                     int(item["LastModified"].timestamp()),
-                                     other_class(item.get("StorageClass"))),
-                               item["VersionId"])
+            first = self.client.list_object_versions(Bucket=self.bucket, Prefix=self.prefix,
+                                                     MaxKeys=S3_LIST_PAGE)
+            items = self._list_split(versions=True) if first.get("IsTruncated") else \
+                iter(page_items(first, True))
+            for item in items:
+                if item["Key"] != key:
+                    key, decided = item["Key"], False
+                if decided or item["LastModified"].timestamp() > moment:
+                    continue
+                decided = True
+                short = key[len(self.prefix):]
+                if "Size" in item and short and not short.endswith("/"):   # not a marker
+                    yield (Entry(short, item["Size"], int(item["LastModified"].timestamp()),
+                                 other_class(item.get("StorageClass"))), item["VersionId"])
         except (BotoCoreError, ClientError) as exc:
             raise self.error(exc, "cannot list the versions of") from None
 
@@ -2849,10 +2855,12 @@ class S3Storage:
         return failed
 
 
-def merged_versions(page: dict) -> list[dict]:
-    """A ListObjectVersions page's versions and delete markers (two lists there) in one,
-    in the order S3 keeps them: by key, then newest first (on the same second, the one
-    S3 calls latest first)."""
+def page_items(page: dict, versions: bool = False) -> list[dict]:
+    """The objects of a ListObjectsV2 page, or (``versions``) a ListObjectVersions page's
+    versions and delete markers (two lists there) in one, in the order S3 keeps them: by
+    key, then newest first (on the same second, the one S3 calls latest first)."""
+    if not versions:
+        return page.get("Contents", [])
     items = [*page.get("Versions", ()), *page.get("DeleteMarkers", ())]
     return sorted(items, key=lambda item: (item["Key"].encode("utf-8", "surrogatepass"),
                                            -item["LastModified"].timestamp(),

@@ -121,20 +121,22 @@ def moment_passed(after):
 
 
 def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
-        make_tool, bucket):
+        make_tool, bucket, monkeypatch):
     """The attack: with the tool's own keys, every object deleted (no version named: S3
     keeps the versions), some keys overwritten with junk, junk objects added.  The state
-    before comes back byte for byte from the bucket's own versions."""
+    before comes back byte for byte from the bucket's own versions (listed in pages of 3,
+    by folder, side by side: a long listing's way)."""
     import time
+    monkeypatch.setattr(esb, "S3_LIST_PAGE", 3)
     tool = make_tool(bucket, VERSIONS_KEEP_DAYS=30)
-    for rel, data in FILES.items():
+    for rel, data in {**FILES, "top.txt": b"at the top\n"}.items():
         tool.write(rel, data, MTIME)
     assert tool()[0] == 0
     tool.write("docs/f03.txt", b"a later content", MTIME + 60)       # history too
     assert tool()[0] == 0
     before = int(time.time())
     moment_passed(before)
-    expected = dict(FILES, **{"docs/f03.txt": b"a later content"})
+    expected = dict(FILES, **{"docs/f03.txt": b"a later content", "top.txt": b"at the top\n"})
 
     client, keys = bucket.client, tool.keys()
     for key in keys[:4]:                                            # overwritten ...
@@ -148,7 +150,9 @@ def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
 
     when = datetime.datetime.fromtimestamp(before).strftime("%Y-%m-%dT%H:%M:%S")
     code, out, err = tool("--verify", "--as-of", when)
-    assert code == 0 and "12 verified" in out and "bucket's own versions" in out, err
+    assert code == 0 and "13 verified" in out and "bucket's own versions" in out, err
+    lists = int(__import__("re").search(r"(\d+) LIST", out)[1])
+    assert lists > 5, out            # the versions' pages, the top level's and the folder's
     import shutil
     shutil.rmtree(tool.restore, ignore_errors=True)
     code, out, err = tool("--restore", "--as-of", when)
@@ -161,7 +165,7 @@ def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
     code, out, err = tool("--allow-mass-delete")      # the next backup puts back what it can:
     assert code == 0, err                             # the deleted ones, while the junk ones
     junk = [esb.decode_name(k, tool.codec()).path for k in keys[:4] if k.endswith(".enc")]
-    assert f"{12 - len(junk)} uploaded" in out, out   # look unchanged by their names ...
+    assert f"{13 - len(junk)} uploaded" in out, out   # look unchanged by their names ...
     code, out, err = tool("--verify")                 # ... until a verify reads them
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert code == 1 and all(any(path in line for line in failed) for path in junk), err
