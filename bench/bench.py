@@ -634,10 +634,12 @@ def run_reported(extra_args: list, env: dict, cwd: str, log_path: str, server_pi
     return result
 
 
-def fastest_run(runs: int, env: dict, work: str, log_name: str, server, target: str) -> dict:
-    """Run the tool ``runs`` times: the result of the fastest run, with the exit code of
-    all of them (worst_exit)."""
-    results = [run_reported([], env, work, os.path.join(work, "logs", f"{log_name}-{run}.log"),
+def fastest_run(runs: int, env: dict, work: str, log_name: str, server, target: str,
+                args: tuple = ()) -> dict:
+    """Run the tool ``runs`` times (with ``args``: a backup without): the result of the
+    fastest run, with the exit code of all of them (worst_exit)."""
+    results = [run_reported(list(args), env, work,
+                            os.path.join(work, "logs", f"{log_name}-{run}.log"),
                             server.pid if target == "s3" else 0) for run in range(runs)]
     best = min(results, key=lambda r: r["wall_s"])
     best.update(runs=runs, exit_code=worst_exit(r["exit_code"] for r in results))
@@ -805,19 +807,31 @@ def make_scale_tree(root: str, count: int) -> None:
 
 
 def scale_target(tool, work: str, name: str, count: int, target: str, server,
-                 processes: Optional[int]) -> list[dict]:
+                 processes: Optional[int], versioned: bool = False) -> list[dict]:
     """A first backup of the tree data/``name`` (``count`` files) to the target, then the
-    no-change run (fastest of SCALE_RUNS); one result dict per step."""
+    no-change run (fastest of SCALE_RUNS), then (S3) the listing and selection of a
+    restore as of now (--restore --dry-run --as-of: with ``versioned``, the bucket has
+    versioning on, so it is read from the bucket's versions); one result dict per step."""
     label = f"{name}-{target}"
     src_dir = os.path.join(work, "data", name)
     dest_dir = os.path.join(work, "dest", label)
     env = tool_env(tool, target_dest(target, name, dest_dir, server), os.path.join(
         work, "restore", label), src_dir, processes)
     env["COMPRESS"] = "false"       # tiny files: compressing them measures nothing here
+    if target == "s3" and versioned:
+        client = server.client()
+        client.create_bucket(Bucket=env["DEST_S3_BUCKET"])
+        client.put_bucket_versioning(Bucket=env["DEST_S3_BUCKET"],
+                                     VersioningConfiguration={"Status": "Enabled"})
+    as_of = ("--restore", "--dry-run", "--as-of",
+             time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600)))
+    plan = [("backup", 1, ()), ("no-change", SCALE_RUNS, ())]
+    if target == "s3":
+        plan.append(("as-of", SCALE_RUNS, as_of))
     steps = []
-    for step, runs in (("backup", 1), ("no-change", SCALE_RUNS)):
+    for step, runs, args in plan:
         print(f"  {label}: {step} ...", flush=True)
-        best = fastest_run(runs, env, work, f"{label}-{step}", server, target)
+        best = fastest_run(runs, env, work, f"{label}-{step}", server, target, args)
         best.update(dataset=name, target=target, step=step, files=count, mb=0.0,
                     files_per_s=count / best["wall_s"], mb_per_s=0.0, floor_ratio=float("nan"))
         steps.append(best)
@@ -827,7 +841,7 @@ def scale_target(tool, work: str, name: str, count: int, target: str, server,
 
 
 def bench_scale(tool, work: str, count: int, targets: list, server,
-                processes: Optional[int]) -> list[dict]:
+                processes: Optional[int], versioned: bool = False) -> list[dict]:
     """--scale: the steps of scale_target over ``count`` tiny files and over one file; each
     step's bytes per file are its peak memory beyond the one-file run's, per file."""
     for name, files in (("scale-1", 1), (f"scale-{count}", count)):
@@ -838,9 +852,9 @@ def bench_scale(tool, work: str, count: int, targets: list, server,
     steps = []
     for target in targets:
         fixed = {s["step"]: s for s in scale_target(tool, work, "scale-1", 1, target, server,
-                                                    processes)}
+                                                    processes, versioned)}
         for step in scale_target(tool, work, f"scale-{count}", count, target, server,
-                                 processes):
+                                 processes, versioned):
             step["bytes_per_file"] = max(0.0, step["peak_mb"] - fixed[step["step"]]["peak_mb"]
                                          ) * MB / count
             steps.append(step)
@@ -975,6 +989,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="instead of the data sets: N tiny files in up to 500 x 40 folders, "
                              "the first backup and the no-change run of them (and of one "
                              "file, for the bytes per file), compression off")
+    parser.add_argument("--versioned", action="store_true",
+                        help="with --scale and the s3 target: the bucket has versioning on, "
+                             "so the as-of step reads the bucket's own versions (compare its "
+                             "peak MB with a run without)")
     parser.add_argument("--planner", type=int, metavar="N",
                         help="synthetic entries for the planner figure (default 1,000,000; "
                              "20,000 with --quick; 0: none)")
@@ -1030,7 +1048,7 @@ def main(argv=None) -> int:
             print(f"SeaweedFS at {server.endpoint_url} (started in {server.startup_seconds:.1f} s)")
         if args.scale:
             results["scale_steps"] = bench_scale(tool, work, args.scale, args.targets, server,
-                                           args.processes)
+                                                 args.processes, args.versioned)
         corpus = b"" if args.scale else make_corpus(random.Random(SEED))
         start_floor = 0.0 if args.scale else measure_start_floor()
         for dataset in () if args.scale else args.datasets:
