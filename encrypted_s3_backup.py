@@ -2647,11 +2647,19 @@ class S3Storage:
                             for key, version in versions.items()}
 
     def versioning(self) -> str:
-        """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on)."""
+        """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on, or the
+        service or these keys do not say: then said in a note)."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
             return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "")
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            code = s3_error_code(exc)
+            if code not in ("AccessDenied", "NotImplemented", "MethodNotAllowed"):
+                raise self.error(exc, "cannot read the versioning of") from None
+            log.info("note: %s does not say whether it keeps versions (S3 error %s), so only "
+                     "its current objects are read", self, code)
+            return ""
+        except BotoCoreError as exc:
             raise self.error(exc, "cannot read the versioning of") from None
 
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:

@@ -169,3 +169,27 @@ def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
     code, out, err = tool("--verify")                 # ... until a verify reads them
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert code == 1 and all(any(path in line for line in failed) for path in junk), err
+
+
+@pytest.mark.parametrize("code, said", [("AccessDenied", ""), ("NotImplemented", ""),
+                                        ("NoSuchBucket", None)])
+def test_a_service_that_does_not_say_whether_it_keeps_versions_is_read_as_it_is(
+        code, said, caplog):
+    """Keys that may not read the versioning (or a service without it) leave --as-of to
+    the current objects, saying so; any other error is the storage's error."""
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        def get_bucket_versioning(self, **_):
+            raise ClientError({"Error": {"Code": code, "Message": "no"}},
+                              "GetBucketVersioning")
+
+    storage = esb.S3Storage(esb.StorageConfig(s3_bucket="b"))
+    storage._client, storage._pid = Refusing(), __import__("os").getpid()
+    if said is None:
+        with pytest.raises(esb.BackupError):
+            storage.versioning()
+        return
+    with caplog.at_level("INFO", logger="encrypted_s3_backup"):
+        assert storage.versioning() == said
+    assert f"S3 error {code}" in caplog.text and "only its current objects" in caplog.text
