@@ -807,11 +807,12 @@ def make_scale_tree(root: str, count: int) -> None:
 
 
 def scale_target(tool, work: str, name: str, count: int, target: str, server,
-                 processes: Optional[int], versioned: bool = False) -> list[dict]:
+                 processes: Optional[int], versioned: str = "") -> list[dict]:
     """A first backup of the tree data/``name`` (``count`` files) to the target, then the
     no-change run (fastest of SCALE_RUNS), then (S3) the listing and selection of a
     restore as of now (--restore --dry-run --as-of: with ``versioned``, the bucket has
-    versioning on, so it is read from the bucket's versions); one result dict per step."""
+    versioning on, so it is read from the bucket's versions; "locked": Object Lock with a
+    one-day GOVERNANCE default retention besides); one result dict per step."""
     label = f"{name}-{target}"
     src_dir = os.path.join(work, "data", name)
     dest_dir = os.path.join(work, "dest", label)
@@ -819,10 +820,14 @@ def scale_target(tool, work: str, name: str, count: int, target: str, server,
         work, "restore", label), src_dir, processes)
     env["COMPRESS"] = "false"       # tiny files: compressing them measures nothing here
     if target == "s3" and versioned:
-        client = server.client()
-        client.create_bucket(Bucket=env["DEST_S3_BUCKET"])
-        client.put_bucket_versioning(Bucket=env["DEST_S3_BUCKET"],
+        client, bucket = server.client(), env["DEST_S3_BUCKET"]
+        client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=versioned == "locked")
+        client.put_bucket_versioning(Bucket=bucket,
                                      VersioningConfiguration={"Status": "Enabled"})
+        if versioned == "locked":
+            client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
     as_of = ("--restore", "--dry-run", "--as-of",
              time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 3600)))
     plan = [("backup", 1, ()), ("no-change", SCALE_RUNS, ())]
@@ -841,7 +846,7 @@ def scale_target(tool, work: str, name: str, count: int, target: str, server,
 
 
 def bench_scale(tool, work: str, count: int, targets: list, server,
-                processes: Optional[int], versioned: bool = False) -> list[dict]:
+                processes: Optional[int], versioned: str = "") -> list[dict]:
     """--scale: the steps of scale_target over ``count`` tiny files and over one file; each
     step's bytes per file are its peak memory beyond the one-file run's, per file."""
     for name, files in (("scale-1", 1), (f"scale-{count}", count)):
@@ -989,10 +994,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="instead of the data sets: N tiny files in up to 500 x 40 folders, "
                              "the first backup and the no-change run of them (and of one "
                              "file, for the bytes per file), compression off")
-    parser.add_argument("--versioned", action="store_true",
-                        help="with --scale and the s3 target: the bucket has versioning on, "
-                             "so the as-of step reads the bucket's own versions (compare its "
-                             "peak MB with a run without)")
+    parser.add_argument("--versioned", nargs="?", const="versioned",
+                        choices=("versioned", "locked"),
+                        help="with --scale and the s3 target: the bucket has versioning on "
+                             "(locked: and Object Lock with a default retention), so the "
+                             "as-of step reads the bucket's own versions (compare its figures "
+                             "with a run without)")
     parser.add_argument("--planner", type=int, metavar="N",
                         help="synthetic entries for the planner figure (default 1,000,000; "
                              "20,000 with --quick; 0: none)")
