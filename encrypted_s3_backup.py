@@ -142,6 +142,8 @@ EXIT_THAWING = 4       # restore or verify did everything readable; the rest is 
                        # storage class, asked to thaw (or left, --no-thaw): run again later
 EXIT_ATTENTION = 5     # a backup did everything, but needs attention: more than half of the
                        # files changed (kept as history): ransomware, or a wanted change?
+EXIT_UNPROTECTED = 6    # --check-protection: keys that can write to the destination could
+                        # also destroy what it holds (or that could not be ruled out)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -1086,12 +1088,14 @@ class ListReport:
     ignored: int = 0          # files and folders left out by ignore_regex ...
     ignored_keys: list[str] = field(default_factory=list)   # ... and their keys, when the
                                                         # listing was asked to name them
+    protection: Optional["Protection"] = None   # the destination's, when a backup read it
 
     def take(self) -> "ListReport":
         """What this report holds, leaving it empty (a listing goes on adding to it)."""
         taken = replace(self)
         self.problems, self.notes, self.blind, self.bad_names = [], [], [], []
         self.skipped, self.ignored, self.ignored_keys = 0, 0, []
+        self.protection = None
         return taken
 
     def add(self, other: "ListReport") -> None:
@@ -1103,6 +1107,7 @@ class ListReport:
         self.skipped += other.skipped
         self.ignored += other.ignored
         self.ignored_keys += other.ignored_keys
+        self.protection = other.protection or self.protection
 
 
 @dataclass(frozen=True)
@@ -1222,6 +1227,12 @@ class Storage(Protocol):
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         """Where versioning() is not "": the files as they stood at ``moment``, each with
         the id of that version."""
+
+    def protection(self, probe: bool = True) -> Optional["Protection"]:
+        """What keeps the files from keys that can write here (--check-protection); with
+        ``probe``, the lifecycle and whether those keys can destroy a version, tried on an
+        object of its own (without: versioning and lock only, as a backup starts).  None:
+        nothing does (a local folder)."""
 
     def pin(self, versions: dict[str, str]) -> None:
         """From now on, in this process and those it forks, open() and read() read each
@@ -1643,6 +1654,10 @@ class LocalStorage:
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         raise StorageError(f"{self} keeps no versions of its files")
 
+    @staticmethod
+    def protection(probe: bool = True) -> None:
+        return None           # whoever can write to a folder can delete it all
+
 
 def _syncfs_at(folders: Iterable[int]) -> bool:
     """_syncfs() of open folders (descriptors)."""
@@ -1994,7 +2009,9 @@ S3_REQUEST_KINDS = {
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
-    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE"}
+    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE",
+    "GetBucketVersioning": "CONFIG", "GetObjectLockConfiguration": "CONFIG",   # the bucket's
+    "GetBucketLifecycleConfiguration": "CONFIG"}                               # settings
 _REQUESTS: dict[str, int] = {}
 _REQUESTS_LOCK = threading.Lock()
 EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
@@ -2366,6 +2383,81 @@ def _new_client_lock() -> None:
 os.register_at_fork(after_in_child=_new_client_lock)
 
 
+PROBE_KEY = ".esb-probe"   # under the destination's prefix: --check-protection's own object
+                           # (no backup suffix, so listings pass it by); one fixed key, so
+                           # that a probe version kept by a retention is tried again, not
+                           # joined by a new one on every check
+UNKNOWN = "unknown (these keys may not read it)"
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What protects an S3 destination from keys that can write to it; None in a field:
+    these keys were refused reading it."""
+    versioning: Optional[str]      # "Enabled", "Suspended", or "" (never turned on)
+    lock: Optional[str]            # Object Lock default mode ("GOVERNANCE", "COMPLIANCE"),
+                                   # "Enabled" (lock on, no default retention), or "" (off)
+    retention: str = ""            # the default retention, e.g. "30 days", when a mode is set
+    expiry: Optional[int] = 0      # days a lifecycle rule keeps non-current versions; 0: none
+    destroyable: Optional[bool] = None   # the probe: these keys can delete a version
+    why: str = "not probed"        # ... because
+    kept: str = ""                 # where a probe version stayed (kept by the retention)
+
+    def safe(self) -> bool:
+        """Versions kept, and these keys cannot destroy them (or, unprobed, a retention
+        keeps them)."""
+        return self.versioning == "Enabled" and (
+            self.destroyable is False or (self.destroyable is None and self.lock in LOCK_MODES))
+
+    def lines(self) -> list[str]:
+        """One line per fact, for --check-protection and the start of a backup."""
+        def known(value: Optional[str], shown: str) -> str:
+            return UNKNOWN if value is None else shown
+        lock = known(self.lock, f"{self.lock}, default retention {self.retention}"
+                     if self.lock in LOCK_MODES else "on, no default retention"
+                     if self.lock else "off")
+        expiry = UNKNOWN if self.expiry is None else (
+            f"after {self.expiry} days" if self.expiry else "never (no lifecycle rule does)")
+        verdict = "unknown" if self.destroyable is None else (
+            "yes" if self.destroyable else "no")
+        return [f"versioning: {known(self.versioning, (self.versioning or 'off').lower())}",
+                f"Object Lock: {lock}",
+                f"non-current versions expire: {expiry}",
+                f"an attacker with these keys could destroy the backup: {verdict}, because "
+                f"{self.why}"]
+
+    def summary(self) -> str:
+        """The line at the start of a backup (no probe there)."""
+        return ", ".join(self.lines()[:2]) + " (--check-protection tells more)"
+
+    def gauges(self) -> dict[str, int]:
+        """The metrics samples (see METRICS); a part not known is left out."""
+        found = {}
+        if self.versioning is not None:
+            found["destination_versioning"] = int(self.versioning == "Enabled")
+        if self.lock is not None:
+            found["destination_object_lock"] = int(self.lock in LOCK_MODES)
+        return found
+
+
+def noncurrent_expiry(rules: Iterable[dict], prefix: str) -> int:
+    """The fewest days an enabled lifecycle rule that covers every key under ``prefix``
+    keeps non-current versions; 0 when none expires them."""
+    found = []
+    for rule in rules:
+        days = (rule.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+        where = rule.get("Filter", {})
+        if "And" in where:
+            where = where["And"] if not where["And"].get("Tags") else {"Tag": True}
+        covers = "Tag" not in where and "ObjectSizeGreaterThan" not in where \
+            and "ObjectSizeLessThan" not in where and prefix.startswith(
+                where.get("Prefix", rule.get("Prefix", "")))
+        if rule.get("Status") == "Enabled" and days and covers:
+            found.append(int(days))
+    return min(found, default=0)
+
+
 class S3Storage:
     """A bucket and optional base_path; one boto3 client per process, made on first use."""
 
@@ -2661,6 +2753,100 @@ class S3Storage:
             return ""
         except BotoCoreError as exc:
             raise self.error(exc, "cannot read the versioning of") from None
+
+    def protection(self, probe: bool = True) -> Protection:
+        """One request each: versioning, Object Lock, and with ``probe`` the lifecycle (on a
+        bucket that keeps versions) and the probe (see _probe).  A request these keys may
+        not make leaves that part unknown."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        def asked(call: Callable[..., dict], absent: tuple[str, ...]) -> Optional[dict]:
+            try:
+                return call(Bucket=self.bucket)
+            except ClientError as exc:
+                code = s3_error_code(exc)
+                if code in absent:
+                    return {}
+                if code in ("AccessDenied", "403", "AllAccessDisabled", "NotImplemented"):
+                    return None
+                raise self.error(exc, "cannot read the protection of") from None
+            except BotoCoreError as exc:
+                raise self.error(exc, "cannot reach") from None
+
+        versions = asked(self.client.get_bucket_versioning, ())
+        locked = asked(self.client.get_object_lock_configuration,
+                       ("ObjectLockConfigurationNotFoundError",
+                        "NoSuchObjectLockConfiguration", "InvalidRequest"))
+        lock: Optional[str] = None
+        retention = ""
+        if locked is not None:
+            config = locked.get("ObjectLockConfiguration", {})
+            lock = "Enabled" if config.get("ObjectLockEnabled") == "Enabled" else ""
+            default = config.get("Rule", {}).get("DefaultRetention", {})
+            if lock and default.get("Mode"):
+                lock = default["Mode"]
+                count, unit = (default["Years"], "year") if default.get("Years") else (
+                    default.get("Days", 0), "day")
+                retention = f"{count} {unit}" + ("s" if count != 1 else "")
+        found = Protection(versioning=None if versions is None else versions.get("Status", ""),
+                           lock=lock, retention=retention)
+        if not probe:
+            return found
+        if found.versioning:
+            rules = asked(self.client.get_bucket_lifecycle_configuration,
+                          ("NoSuchLifecycleConfiguration",))
+            found = replace(found, expiry=None if rules is None else noncurrent_expiry(
+                rules.get("Rules", ()), self.prefix))
+        return self._probe(found)
+
+    def _probe(self, found: Protection) -> Protection:
+        """Whether these keys can permanently delete a version, tried on PROBE_KEY: its
+        versions left by earlier checks first (one still kept by a retention answers, and
+        stays); when none is left, a new tiny one is put and its deletion tried.  Nothing
+        is bypassed: a probe the retention keeps stays until that ends."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        key = self.prefix + PROBE_KEY
+        try:
+            listed = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+            old = [v["VersionId"] for v in listed.get("Versions", ()) if v["Key"] == key]
+        except ClientError:
+            old = []               # (not allowed to list versions: probe a new one)
+        except BotoCoreError as exc:
+            raise self.error(exc, "cannot reach") from None
+        try:
+            for version in old:
+                refused = self._delete_probe(key, version)
+                if refused:
+                    return replace(found, destroyable=False, kept=f"s3://{self.bucket}/{key}",
+                                   why=f"deleting a version was refused ({refused})")
+            put = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe\n")
+            version = put.get("VersionId")
+            refused = self._delete_probe(key, version)
+        except ClientError as exc:
+            return replace(found, why=f"the probe failed ({s3_error_code(exc) or exc})")
+        except BotoCoreError as exc:
+            raise self.error(exc, "cannot reach") from None
+        if refused:
+            return replace(found, destroyable=False, kept=f"s3://{self.bucket}/{key}",
+                           why=f"deleting a version was refused ({refused})")
+        if not version or version == "null":
+            return replace(found, destroyable=True,
+                           why="the bucket keeps no versions: a delete is final")
+        return replace(found, destroyable=True, why="the delete of a version succeeded")
+
+    def _delete_probe(self, key: str, version: Optional[str]) -> str:
+        """Delete this version of the probe (the object, unversioned); "" when it is gone,
+        else why it was refused."""
+        from botocore.exceptions import ClientError
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key,
+                                      **({"VersionId": version} if version else {}))
+            return ""
+        except ClientError as exc:
+            code = s3_error_code(exc)
+            if code in ("AccessDenied", "403", "InvalidRequest", "ObjectLocked"):
+                return code or "refused"
+            raise
 
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         """The objects as they stood at ``moment`` (epoch second), from the bucket's own
@@ -5324,6 +5510,9 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("last_mass_change_files", "Files the last backup that planned found changed when they "
                                "were more than half of the backed-up files (exit code 5), "
                                "else 0."),
+    ("destination_versioning", "1 when the S3 destination had versioning on as the last run "
+                               "of this kind started, else 0."),
+    ("destination_object_lock", "1 when it had Object Lock with a default retention, else 0."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
     "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged",
@@ -5332,7 +5521,7 @@ FILE_RESULTS = {           # last_files{result=...}: the summary figure counted,
     "verify": {"read": "verified", "skipped": "skipped"},
 }
 KEPT_METRICS = ("last_success_timestamp_seconds", "destination_objects", "destination_bytes",
-                "last_mass_change_files")
+                "last_mass_change_files", "destination_versioning", "destination_object_lock")
 # ^ a run that does not know these leaves the last values in the file
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]   # (name, labels): value
 
@@ -5645,7 +5834,8 @@ def metric_samples(kind: str, code: int, started: float, ended: float,
     for result in ("read", "written"):
         samples["last_bytes", by_kind + (("result", result),)] = \
             figures.get(f"bytes_{result}", 0)
-    for name in ("destination_objects", "destination_bytes"):
+    for name in ("destination_objects", "destination_bytes", "destination_versioning",
+                 "destination_object_lock"):
         if name in figures:
             samples[name, by_kind] = figures[name]
     if kind == "backup" and figures:      # (a backup that got as far as its summary)
@@ -5676,6 +5866,7 @@ class Monitor(logging.Handler):
         self.summary, self.figures = "", {}
         self.attention: list[str] = []           # what needs attention, e.g. a mass change
         self.attention_figures: dict[str, Any] = {}
+        self.gauges: dict[str, int] = {}         # the destination's protection (metrics only)
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
         self.last_bytes = 0                                        # PING_BODY_MAX bytes
@@ -5697,6 +5888,8 @@ class Monitor(logging.Handler):
                     self.last_bytes -= len(self.last.popleft().encode("utf-8", "replace")) + 1
         elif getattr(record, "figures", None) is not None:
             self.summary, self.figures = record.getMessage(), record.figures
+        elif (gauges := getattr(record, "gauges", None)) is not None:
+            self.gauges.update(gauges)
 
     def begin(self, config: Config) -> None:
         """The run starts: the start ping; before a backup, the pre_command (CommandError
@@ -5763,7 +5956,7 @@ class Monitor(logging.Handler):
             try:
                 write_metrics(alerts.metrics_file, self.kind, metric_samples(
                     self.kind, code, self.started, ended,
-                    {**self.figures, **self.attention_figures}))
+                    {**self.figures, **self.attention_figures, **self.gauges}))
             except OSError as exc:
                 log.warning("warning: cannot write the metrics file %s: %s",
                             alerts.metrics_file, exc.strerror or exc)
@@ -6379,6 +6572,9 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
+    if exists:
+        with contextlib.suppress(*FILE_FAILURES):     # nor is the destination's protection
+            report.protection = dest.protection(probe=False)
     yield exists
     if exists:
         yield from backup_entries(dest, report)
@@ -6607,6 +6803,9 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                      "then derived once per run")
     for note in report.notes:
         log.info("note: %s", note)
+    if report.protection is not None:
+        log.info("destination %s", report.protection.summary(),
+                 extra={"gauges": report.protection.gauges()})
     for key in report.ignored_keys:
         log.info("ignored %s: ignore_regex matches it", show(key))
     for problem in report.problems:
@@ -6919,6 +7118,41 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     return read_outcome(tally.failed, waiting)
 
 
+def run_check_protection(config: Config, args: argparse.Namespace) -> int:
+    """--check-protection: what keeps dest's files from keys that can write to it, a line
+    per fact, then the verdict; EXIT_UNPROTECTED unless versions are kept and these keys
+    cannot destroy them."""
+    dest = make_storage(config.dest)
+    if not dest.prepare(create=False, missing_ok=True):
+        raise StorageError(f"{dest} does not exist: check dest's settings")
+    found = dest.protection()
+    if found is None:
+        log.error("NOT protected: %s is a folder, and whoever can write to it can delete "
+                  "or overwrite everything it holds; for protection back up to an S3 bucket "
+                  "with versioning and Object Lock (README: Stolen keys and ransomware)", dest)
+        return EXIT_UNPROTECTED
+    log.info("protection of %s:", dest)
+    for line in found.lines():
+        log.info("%s", line)
+    if found.kept:
+        log.info("note: the probe %s stays until its retention ends (a few bytes; the next "
+                 "check tries it again)", found.kept)
+    if found.versioning and found.expiry == 0:
+        log.warning("warning: no lifecycle rule expires non-current versions, so the bucket "
+                    "keeps every version ever written and grows without bound: add one with "
+                    "NoncurrentVersionExpiration (README: Stolen keys and ransomware)")
+    if found.safe():
+        log.info("protected: the bucket keeps versions and these keys cannot destroy them",
+                 extra={"summary": True})
+        return EXIT_OK
+    fix = ("turn versioning on" if found.versioning != "Enabled" else
+           "turn Object Lock on with a default retention, or deny these keys "
+           "s3:DeleteObjectVersion")
+    log.error("NOT protected: an attacker with these keys could destroy the backup; %s "
+              "(README: Stolen keys and ransomware)", fix)
+    return EXIT_UNPROTECTED
+
+
 def object_kind(name: BackupName) -> str:
     return "version" if name.version else "deleted" if name.deleted else "live"
 
@@ -7008,7 +7242,8 @@ or storage error, or a restore or verify that selects nothing (nothing was done)
 3 internal error (please report), 4 restore or verify did all it could read, the rest is
 thawing from an archive storage class (run it again later), 5 a backup did everything but
 needs attention: more than half of the files changed (their old contents are kept as
-history: check the source), 130 interrupted."""
+history: check the source), 6 --check-protection found dest unprotected (keys that can
+write to it could destroy it), 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -7032,6 +7267,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "object names alone; a storage class other than STANDARD is "
                             "shown too, with the thaw state of archived objects (a HEAD "
                             "request each)")
+    group.add_argument("--check-protection", action="store_true",
+                       help="say what keeps dest from keys that can write to it: versioning, "
+                            "Object Lock, a lifecycle rule for old versions, and (tried on "
+                            "a tiny object of its own) whether these keys can destroy a "
+                            "version; exits 6 when they could")
     group.add_argument("--report-skipped", metavar="WHY",
                        help="report a backup that did not run (the Docker image's overlap "
                             "guard uses it): the health check's /fail ping with WHY as its "
@@ -7100,12 +7340,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--restore-only needs --restore or --list")
     if args.json and not args.list:
         parser.error("--json needs --list")
-    if args.dry_run and (args.verify or args.list):
+    if args.dry_run and (args.verify or args.list or args.check_protection):
         parser.error("--dry-run is for a backup or --restore")
     if args.versions and not args.list:
         parser.error("--versions needs --list")
     if args.expire_versions and (args.restore or args.verify or args.list
-                                 or args.report_skipped is not None):
+                                 or args.check_protection or args.report_skipped is not None):
         parser.error("--expire-versions is for a backup")
     if args.no_thaw and not (args.restore or args.verify):
         parser.error("--no-thaw needs --restore or --verify")
@@ -7153,7 +7393,7 @@ def setup_logging(quiet: bool) -> None:
 def run_kind(args: argparse.Namespace) -> Optional[str]:
     """What the monitors call this run; None for what they do not watch (a list, a dry
     run)."""
-    if args.list or args.dry_run:
+    if args.list or args.dry_run or args.check_protection:
         return None
     return "restore" if args.restore else "verify" if args.verify else "backup"
 
@@ -7171,7 +7411,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         monitor.skipped(args.report_skipped)
         return EXIT_OK
     try:
-        needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
+        needs = ("dest",) if args.restore or args.verify or args.list or \
+            args.check_protection else ("src", "dest")
         flags = {"bandwidth_limit": args.bwlimit} if args.bwlimit is not None else {}
         config, warnings = load_config(args.config, needs=needs, flags=flags)
         for warning in warnings:
@@ -7180,7 +7421,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             config = replace(config, throttle=Throttle(config.bandwidth_limit))
         monitor.begin(config)
         action = run_restore if args.restore else run_verify if args.verify else \
-            run_list if args.list else run_backup
+            run_list if args.list else run_check_protection if args.check_protection else \
+            run_backup
         code = action(config, args)
     except BackupError as exc:
         log.error("error: %s", exc.message)
