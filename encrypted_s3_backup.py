@@ -2005,7 +2005,7 @@ def s3_requests(missing: str = "") -> Iterator[None]:
 # Requests made in this process, by kind, and HTTP attempts (a retry is one more attempt).
 S3_REQUEST_KINDS = {
     "ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "ListObjectVersions": "LIST",
-    "GetBucketVersioning": "GET", "GetObject": "GET",
+    "GetObject": "GET",
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
