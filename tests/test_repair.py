@@ -66,3 +66,23 @@ def test_repair_exits_0_when_everything_is_repaired_and_needs_src(make_tool):
     code, out, err = tool("--verify", "--repair")
     assert code == esb.EXIT_USAGE == 2 and "src is missing" in err, err
     assert tool("--verify")[0] == 0                      # the plain verify needs no src
+
+
+def test_repair_on_s3_with_encrypted_names(make_tool, s3_bucket):
+    """The hub's way (small objects on S3): the new object gets a new encrypted name, and
+    the damaged one, cut short, is removed once it is stored."""
+    tool = make_tool(s3_bucket, encrypt_filenames=True)
+    small = {rel: FILES[rel] for rel in ("d/f0.txt", "d/f1.txt", "d/f2.txt")}
+    for rel, data in small.items():
+        tool.write(rel, data, MTIME)
+    assert tool()[0] == 0
+    codec, client = tool.codec(), s3_bucket.client
+    key = next(k for k in tool.keys() if esb.decode_name(k, codec).path == "d/f1.txt")
+    body = client.get_object(Bucket=s3_bucket.name, Key=key)["Body"].read()
+    client.put_object(Bucket=s3_bucket.name, Key=key, Body=body[:len(body) // 2])
+    code, out, err = tool("--verify", "--repair")
+    assert code == 0 and "1 repaired" in out and "FAILED verify d/f1.txt" in err, (out, err)
+    keys = tool.keys()
+    assert key not in keys and len(keys) == 3
+    assert tool("--verify")[0] == 0
+    assert tool("--restore")[0] == 0 and tool.restored() == small
