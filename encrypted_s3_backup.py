@@ -6882,6 +6882,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, as_of=args.as_of)
     check_password(config, dest, [o for o in stored if not o.name.mark], len(stored))
+    src = repair_source(config) if args.repair else None
     if args.as_of:           # what a restore as of then restores
         then = select_for_restore(stored, False, (), args.as_of)
         if stored and not problems:
@@ -6908,8 +6909,8 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
             damaged.add(outcome.damaged)
     run_jobs([Verify(o) for o in chosen], config.restore_processes, config, on_outcome,
              tally.warn)
-    if args.repair and damaged:
-        repair(config, [o for o in chosen if o.key in damaged], tally)
+    if src is not None and damaged:
+        repair(config, src, [o for o in chosen if o.key in damaged], tally)
     tally.failed += len(problems)
     tally.summary("verify", [("skipped", skipped)], out_word="checked",
                   destination=(len(stored), sum(o.size for o in stored)))
@@ -6941,14 +6942,20 @@ def repairable(src: Storage, obj: Stored) -> str:
     return ""
 
 
-def repair(config: Config, damaged: list[Stored], tally: Tally) -> None:
+def repair_source(config: Config) -> Storage:
+    """The source --repair reads, checked there before the verify starts."""
+    assert config.src is not None, "main() loads src for --repair"
+    src = make_storage(config.src, source=True)
+    src.prepare(create=False)
+    return src
+
+
+def repair(config: Config, src: Storage, damaged: list[Stored], tally: Tally) -> None:
     """--verify --repair: make the objects a verify found damaged again from their source
     files where those are still what the names describe (repairable), as a backup uploads
     a file: the new object first, then the damaged one removed (Upload.replaces).  Each
     repair takes back its verify failure from ``tally``; what cannot be repaired is said
     (its failure stands)."""
-    src = make_storage(config.src, source=True)
-    src.prepare(create=False)
     why_not = answers(repairable, [(src, obj) for obj in damaged], config.requests_in_flight)
     jobs: list[Job] = []
     for obj, why in zip(damaged, why_not):

@@ -62,6 +62,9 @@ def test_repair_exits_0_when_everything_is_repaired_and_needs_src(make_tool):
     assert code == 0 and "1 repaired" in out and "0 failed" in out, (out, err)
     assert tool("--restore")[0] == 0 and tool.restored() == FILES
 
+    tool.set(SRC_LOCAL_PATH=tool.tmp / "no-such-folder")     # checked before the verify
+    code, out, err = tool("--verify", "--repair")
+    assert code == 2 and "no-such-folder" in err and "verify done" not in out, err
     tool.set(SRC_LOCAL_PATH=None)
     code, out, err = tool("--verify", "--repair")
     assert code == esb.EXIT_USAGE == 2 and "src is missing" in err, err
