@@ -3790,6 +3790,8 @@ class Outcome:
     warning: str = ""         # done, but something to tell (reported, not a failure)
     md5: bytes = b""          # an upload's content digest
     versions: int = 0         # old objects an upload kept as versions
+    damaged: str = ""         # the key of an object read that failed its checks
+                              # (IntegrityError): what --verify --repair makes again
 
 
 # =====================================================================================
@@ -5056,7 +5058,9 @@ def describe(exc: BaseException) -> str:
 
 
 def failed(job: Job, exc: BaseException) -> Outcome:
-    return Outcome(job.action, job.path, error=describe(exc))
+    obj = getattr(job, "obj", None)       # the object a restore or verify reads
+    damaged = obj.key if obj is not None and isinstance(exc, IntegrityError) else ""
+    return Outcome(job.action, job.path, error=describe(exc), damaged=damaged)
 
 
 def run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
@@ -5332,7 +5336,8 @@ log = logging.getLogger("encrypted_s3_backup")
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified", "keep version": "versions kept",
-              "expire version": "versions expired", "drop mark": "deletion marks removed"}
+              "expire version": "versions expired", "drop mark": "deletion marks removed",
+              "repair": "repaired"}
 
 
 def show(path: str) -> str:
@@ -5409,8 +5414,9 @@ class Tally:
                     outcome.versions
             self.bytes_in += outcome.bytes_in
             self.bytes_out += outcome.bytes_out
-            if self.ok_lines:
-                log.info("OK %s", show(outcome.path))
+            if self.ok_lines:     # (a verify's: "OK", and what else it did)
+                log.info("OK %s%s", show(outcome.path), "" if outcome.action == "verify"
+                         else f" ({DONE_WORDS.get(outcome.action, outcome.action)})")
             elif self.verbose:
                 log.info("%s %s", outcome.action, show(outcome.path))
         if self.progress:
@@ -7091,6 +7097,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, as_of=args.as_of)
     check_password(config, dest, [o for o in stored if not o.name.mark], len(stored))
+    src = repair_source(config) if args.repair else None
     if args.as_of:           # what a restore as of then restores
         then = select_for_restore(stored, False, (), args.as_of)
         if stored and not problems:
@@ -7109,8 +7116,16 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
                   size=sum(o.size for o in chosen), progress=not args.quiet)
     for failure in waiting.failed:
         tally.add(failure)
-    run_jobs([Verify(o) for o in chosen], config.restore_processes, config, tally.add,
+    damaged: set[str] = set()
+
+    def on_outcome(outcome: Outcome) -> None:
+        tally.add(outcome)
+        if outcome.damaged:
+            damaged.add(outcome.damaged)
+    run_jobs([Verify(o) for o in chosen], config.restore_processes, config, on_outcome,
              tally.warn)
+    if src is not None and damaged:
+        repair(config, src, [o for o in chosen if o.key in damaged], tally)
     tally.failed += len(problems)
     tally.summary("verify", [("skipped", skipped)], out_word="checked",
                   destination=(len(stored), sum(o.size for o in stored)))
@@ -7151,6 +7166,64 @@ def run_check_protection(config: Config, args: argparse.Namespace) -> int:
     log.error("NOT protected: an attacker with these keys could destroy the backup; %s "
               "(README: Stolen keys and ransomware)", fix)
     return EXIT_UNPROTECTED
+
+
+def repairable(src: Storage, obj: Stored) -> str:
+    """Why a damaged object cannot be made again from its source file, or "" when it can:
+    it must be a current object (not deleted, not a version: their content is not the
+    file's now), and the file must still be the one its name describes: size and mtime,
+    then the MD5 of its content (read here)."""
+    name = obj.name
+    if name.deleted or name.version:
+        return "a deleted file's object or a version holds no current content to upload"
+    try:
+        entry = src.stat(name.path)
+    except MissingError:
+        return "its source file is gone"
+    if not _same_file(name, entry):
+        return "its source file changed since it was backed up (a backup uploads it)"
+    digest = hashlib.md5()
+    with src.open(name.path) as stream:
+        for chunk in _chunks(stream):
+            digest.update(chunk)
+    if digest.digest() != name.md5:
+        return ("its source file's content changed since it was backed up (same size and "
+                "mtime; a backup does not see it: touch the file)")
+    return ""
+
+
+def repair_source(config: Config) -> Storage:
+    """The source --repair reads, checked there before the verify starts."""
+    assert config.src is not None, "main() loads src for --repair"
+    src = make_storage(config.src, source=True)
+    src.prepare(create=False)
+    return src
+
+
+def repair(config: Config, src: Storage, damaged: list[Stored], tally: Tally) -> None:
+    """--verify --repair: make the objects a verify found damaged again from their source
+    files where those are still what the names describe (repairable), as a backup uploads
+    a file: the new object first, then the damaged one removed (Upload.replaces).  Each
+    repair takes back its verify failure from ``tally``; what cannot be repaired is said
+    (its failure stands)."""
+    why_not = answers(repairable, [(src, obj) for obj in damaged], config.requests_in_flight)
+    jobs: list[Job] = []
+    for obj, why in zip(damaged, why_not):
+        if why:
+            log.error("FAILED repair %s: not repaired: %s", show(obj.name.path), why)
+        else:
+            jobs.append(Upload(obj.name.path, obj.name.size, obj.name.mtime,
+                               replaces=(obj.key,)))
+    log.info("repair: %d of the %d damaged objects uploaded again from %s", len(jobs),
+             len(damaged), src)
+
+    def on_outcome(outcome: Outcome) -> None:
+        if outcome.error:    # one line more for a failure already counted
+            log.error("FAILED repair %s: %s", show(outcome.path), outcome.error)
+            return
+        tally.failed -= 1
+        tally.add(replace(outcome, action="repair"))
+    run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
 
 
 def object_kind(name: BackupName) -> str:
@@ -7294,6 +7367,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --verify: only the objects whose key falls in slice N of "
                               "T (the same slices on every run and machine: T runs with N = "
                               "1..T check everything once), or a random P percent of them")
+    options.add_argument("--repair", action="store_true",
+                         help="with --verify: upload again, from src, every current object "
+                              "that fails its checks (damaged, junk, cut short) when its "
+                              "source file is still the one its name describes (size, mtime "
+                              "and MD5); the damaged object is removed once the new one is "
+                              "stored. Exit code 0 when every failure was repaired")
     options.add_argument("--bwlimit", metavar="RATE", type=rate_argument,
                          help="at most RATE bytes per second of object data to and from the "
                               "destination, for all processes together; K, M, G suffixes "
@@ -7347,6 +7426,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     if args.expire_versions and (args.restore or args.verify or args.list
                                  or args.check_protection or args.report_skipped is not None):
         parser.error("--expire-versions is for a backup")
+    if args.repair and not args.verify:
+        parser.error("--repair needs --verify")
     if args.no_thaw and not (args.restore or args.verify):
         parser.error("--no-thaw needs --restore or --verify")
     if args.subset is not None:
@@ -7362,6 +7443,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     if args.as_of_text is not None:
         if not (args.restore or args.list or args.verify):
             parser.error("--as-of needs --restore, --verify or --list")
+        if args.repair:
+            parser.error("--repair makes the current objects whole again: leave out --as-of")
         if args.restore_deleted or args.versions:
             parser.error("--as-of gives the files of one moment, deleted since or not: leave "
                          "out --restore-deleted and --versions")
@@ -7411,8 +7494,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         monitor.skipped(args.report_skipped)
         return EXIT_OK
     try:
-        needs = ("dest",) if args.restore or args.verify or args.list or \
-            args.check_protection else ("src", "dest")
+        needs = ("src", "dest") if args.repair or not (
+            args.restore or args.verify or args.list or args.check_protection) else ("dest",)
         flags = {"bandwidth_limit": args.bwlimit} if args.bwlimit is not None else {}
         config, warnings = load_config(args.config, needs=needs, flags=flags)
         for warning in warnings:

@@ -10,7 +10,7 @@ import datetime
 import secrets
 
 import pytest
-from conftest import esb, tree
+from conftest import decoded, esb, tree
 
 MTIME = 1_700_000_000
 FILES = {f"docs/f{i:02d}.txt": b"content of file %d\n" % i * (i + 1) for i in range(12)}
@@ -170,6 +170,20 @@ def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert code == 1 and all(any(path in line for line in failed) for path in junk), err
 
+    code, out, err = tool("--verify", "--repair")     # the recovery's last step: the junk
+    assert f"{len(junk)} repaired" in out, err        # current objects made again from src;
+    code, out, err = tool("--verify")                 # the junk version, and the evil object
+    failed = {line.split()[3] for line in err.splitlines() if "FAILED verify" in line}
+    assert code == 1 and failed == {"docs/f03.txt:", "docs/f05.txt:", "docs/evil.txt:"}, err
+    shutil.rmtree(tool.restore, ignore_errors=True)   # (deleted since) have no source: they
+    assert tool("--restore")[0] == 0 and tool.restored() == expected   # stay. Byte for byte,
+    codec, current = tool.codec(), {}                 # and what the existing tool reads (the
+    for key in tool.keys():                           # .enc objects of files not deleted)
+        name = esb.decode_name(key, codec)
+        if key.endswith(".enc") and not name.deleted:
+            with tool.storage().open(key) as src:
+                current[name.path] = decoded(src, name.size, name.md5, codec)
+    assert current == expected
 
 @pytest.mark.parametrize("code, said", [("AccessDenied", ""), ("NotImplemented", ""),
                                         ("NoSuchBucket", None)])
