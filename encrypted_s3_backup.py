@@ -1064,6 +1064,29 @@ def other_class(storage_class: Optional[str]) -> str:
     return "" if storage_class in (None, "", "STANDARD") else sys.intern(storage_class)
 
 
+class ObjectLock(NamedTuple):
+    """The Object Lock retention every object a backup writes gets (object_lock_mode and
+    object_lock_days), sent in the request that writes it: no moment without a lock."""
+
+    mode: str            # "GOVERNANCE" or "COMPLIANCE", as S3 spells them
+    days: int
+
+    def until(self, moment: float) -> datetime.datetime:
+        """The retain-until date of an object written at ``moment`` (epoch seconds)."""
+        return datetime.datetime.fromtimestamp(int(moment) + self.days * 86400,
+                                               datetime.timezone.utc)
+
+    def args(self, moment: float) -> dict[str, Any]:
+        """boto3's parameters of a write that locks its object."""
+        return {"ObjectLockMode": self.mode, "ObjectLockRetainUntilDate": self.until(moment)}
+
+    def headers(self, moment: float) -> dict[str, str]:
+        """The same as the request headers S3Wire sends (ISO 8601)."""
+        return {"x-amz-object-lock-mode": self.mode,
+                "x-amz-object-lock-retain-until-date":
+                    self.until(moment).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 class Thaw(NamedTuple):
     """Whether an object of an archive class can be read now."""
 
@@ -1151,6 +1174,11 @@ class Storage(Protocol):
     def housekeeping(self) -> list[str]:
         """Remove what killed runs of ours left behind here (unfinished uploads); a note
         for each thing done.  Called before a backup writes here."""
+
+    def lock_notes(self) -> list[str]:
+        """Check the storage holds the Object Lock this run's writes ask for (StorageError
+        naming the fix if not); notes on the locks it applies by itself.  Called before a
+        backup writes here."""
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -1354,6 +1382,10 @@ class LocalStorage:
     def housekeeping(self) -> list[str]:
         """Nothing to do before a run: stale temporary files are removed as the listing (and,
         for a restore target, each folder written to) meets them."""
+        return []
+
+    def lock_notes(self) -> list[str]:
+        """A folder has no Object Lock (run_backup refuses lock settings for one)."""
         return []
 
     def inside(self, other: Storage) -> Optional[str]:
@@ -1993,7 +2025,8 @@ S3_REQUEST_KINDS = {
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
-    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE"}
+    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE",
+    "GetObjectLockConfiguration": "CONFIG"}
 _REQUESTS: dict[str, int] = {}
 _REQUESTS_LOCK = threading.Lock()
 EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
@@ -2373,10 +2406,11 @@ class S3Storage:
                                        # service does (SeaweedFS: folder by folder)
 
     def __init__(self, config: StorageConfig, requests: int = 0,
-                 throttle: Optional[Throttle] = None):
+                 throttle: Optional[Throttle] = None, lock: Optional[ObjectLock] = None):
         self.config = config
         self.requests = requests       # requests this process may have in flight at once
         self.throttle = throttle
+        self.lock = lock               # the retention of every object written, or None
         self.bucket = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
@@ -2492,6 +2526,8 @@ class S3Storage:
             region = self.config.region_name
             if region and region != "us-east-1":
                 args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            if self.lock:                  # (which turns versioning on too)
+                args["ObjectLockEnabledForBucket"] = True
             self.client.create_bucket(**args)
         except ClientError as exc:
             if s3_error_code(exc) != "BucketAlreadyOwnedByYou":
@@ -2508,6 +2544,44 @@ class S3Storage:
         except (ClientError, BotoCoreError) as detailed:
             exc = detailed
         return self.error(exc, "cannot open bucket")
+
+    def object_lock_rule(self) -> tuple[bool, Optional[ObjectLock]]:
+        """GetObjectLockConfiguration: whether the bucket has Object Lock, and its default
+        retention (None: none).  A bucket without it answers an error, which is (False,
+        None); any other error is raised."""
+        from botocore.exceptions import ClientError
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if s3_error_code(exc) == "ObjectLockConfigurationNotFoundError":
+                return False, None
+            raise
+        found = answer.get("ObjectLockConfiguration", {})
+        rule = found.get("Rule", {}).get("DefaultRetention", {})
+        days = rule.get("Days") or 365 * (rule.get("Years") or 0)
+        default = ObjectLock(rule["Mode"], days) if rule.get("Mode") and days else None
+        return found.get("ObjectLockEnabled") == "Enabled", default
+
+    def lock_notes(self) -> list[str]:
+        """With object_lock settings: a StorageError unless the bucket has Object Lock
+        (S3 refuses a locked write to any other).  Without: a note when the bucket's own
+        default retention locks what is written (a bucket that cannot say is no matter)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            enabled, default = self.object_lock_rule()
+        except (ClientError, BotoCoreError) as exc:
+            if not self.lock:
+                return []
+            raise self.error(exc, "cannot read the Object Lock configuration of") from None
+        if self.lock and not enabled:
+            raise StorageError(
+                f"bucket {self.bucket} has no Object Lock, so object_lock_mode and "
+                "object_lock_days cannot apply; use a bucket made with Object Lock (aws s3api "
+                "create-bucket --object-lock-enabled-for-bucket), or unset both settings")
+        if not self.lock and default:
+            return [f"the bucket's default retention applies: each object written is locked "
+                    f"{default.mode} for {default.days} days (Object Lock)"]
+        return []
 
     def housekeeping(self) -> list[str]:
         """Abort the multipart uploads a killed run left (invisible, but billed)."""
@@ -2692,8 +2766,13 @@ class S3Storage:
     def discard_unfinished(self) -> None:
         """Nothing to remove: an upload not completed never becomes an object."""
 
-    def _extra(self) -> dict[str, str]:
-        return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
+    def _extra(self) -> dict[str, Any]:
+        """What every request that makes an object adds: its storage class, and its Object
+        Lock retention, from now (each request's own moment)."""
+        extra: dict[str, Any] = self.lock.args(time.time()) if self.lock else {}
+        if self.config.storage_class:
+            extra["StorageClass"] = self.config.storage_class
+        return extra
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
               mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
@@ -2724,8 +2803,9 @@ class S3Storage:
             return False
         if self.throttle:
             self.throttle.take(len(data))
-        headers = ({"x-amz-storage-class": self.config.storage_class}
-                   if self.config.storage_class else {})
+        headers = self.lock.headers(time.time()) if self.lock else {}
+        if self.config.storage_class:
+            headers["x-amz-storage-class"] = self.config.storage_class
         return self.wire.put(full_key, data, headers)
 
     def _boto_put(self, key: str, body: BinaryIO, size: int) -> None:
@@ -2879,16 +2959,18 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
                  requests: int = 0, throttle: Optional[Throttle] = None,
-                 private: bool = True, owned: bool = False, source: bool = False) -> Storage:
+                 private: bool = True, owned: bool = False, source: bool = False,
+                 lock: Optional[ObjectLock] = None) -> Storage:
     """The storage a configuration section names.  ``confined``: a restore target, whose
     writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
     ``reap``: remove stale temporary files of killed runs (where this run writes);
     ``requests``: how many a remote storage may have in flight at once in this process;
     ``throttle``: the bandwidth budget its object data passes through (the
     destination's); ``source``: a backup's source, where nothing is ours (its listing
-    leaves out no name of ours).  A new backend adds one line here."""
+    leaves out no name of ours); ``lock``: the Object Lock retention of every object it
+    writes (an S3 destination's).  A new backend adds one line here."""
     if config.s3_bucket:
-        return S3Storage(config, requests, throttle=throttle)
+        return S3Storage(config, requests, throttle=throttle, lock=lock)
     if confined:
         return RestoreFolder(config.local_path or "", private, owned, throttle=throttle)
     return LocalStorage(config.local_path or "", reap=reap, throttle=throttle, source=source)
@@ -2906,7 +2988,7 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
             "command_timeout", "bandwidth_limit", "thaw_days", "thaw_tier",
-            "restore_permissions")
+            "restore_permissions", "object_lock_mode", "object_lock_days")
 LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
                                     # (a configured one was never used): accepted, ignored
 STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
@@ -2924,6 +3006,8 @@ NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
 THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
+LOCK_MODES = ("governance", "compliance")   # object_lock_mode: S3's Object Lock modes
+LOCK_DAYS_MAX = 36500               # object_lock_days at most (S3 takes up to 100 years)
 RESTORE_PERMISSIONS = ("private", "umask")   # restore_permissions: files 0600 in folders
                                     # 0700 (the format keeps no mode), or as the umask says
 RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
@@ -2974,6 +3058,7 @@ class Config:
     thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
     thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
     restore_permissions: str = "private"   # or "umask" (RESTORE_PERMISSIONS)
+    object_lock: Optional["ObjectLock"] = None   # the retention every object written gets
 
 
 def env_name(*parts: str) -> str:
@@ -3357,7 +3442,8 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         bandwidth_limit=check.rate("bandwidth_limit"),
         thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
         thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize(),
-        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS))
+        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS),
+        object_lock=_object_lock(check))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
@@ -3386,6 +3472,24 @@ def archive_warnings(config: Config) -> list[str]:
             "removed; set versions_keep_days to 0 (environment VERSIONS_KEEP_DAYS) if that "
             "is wanted, or use storage_class GLACIER_IR to keep history")
     return warnings
+
+
+def _object_lock(check: _Checker) -> Optional["ObjectLock"]:
+    """object_lock_mode and object_lock_days: both set, or neither (None)."""
+    mode = check.text("object_lock_mode")
+    days = check.integer("object_lock_days", None, 1, LOCK_DAYS_MAX)
+    if mode is not None and mode.strip().lower() not in LOCK_MODES:
+        check.problem("object_lock_mode", f"{_shown(mode)} is not one of: GOVERNANCE, "
+                      "COMPLIANCE")
+        return None
+    if (mode is None) != (days is None):
+        if check.raw.get("object_lock_days") is None or days is not None:
+            missing = "object_lock_days" if mode is not None else "object_lock_mode"
+            check.problem(missing, "is needed with "
+                          + ("object_lock_mode" if mode is not None else "object_lock_days")
+                          + " (set both, or neither)")
+        return None
+    return ObjectLock(mode.strip().upper(), days) if mode is not None and days else None
 
 
 def _alerts(check: _Checker) -> Alerts:
@@ -4758,8 +4862,8 @@ class _Worker:
         one_malloc_arena()
         self.codec = config.codec
         self.src = make_storage(config.src, requests=requests) if config.src else None
-        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle) \
-            if config.dest else None
+        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle,
+                                 lock=config.object_lock) if config.dest else None
         self.restore = restore_storage(config, requests=requests)
         umask = os.umask(0o022)
         os.umask(umask)
@@ -6360,6 +6464,8 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
+    if exists:
+        report.notes += dest.lock_notes()
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
@@ -6568,7 +6674,12 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = make_storage(config.src, source=True), make_storage(config.dest, reap=True)
+    src = make_storage(config.src, source=True)
+    dest = make_storage(config.dest, reap=True, lock=config.object_lock)
+    if config.object_lock and not config.dest.s3_bucket:
+        raise ConfigError("object_lock_mode and object_lock_days (environment OBJECT_LOCK_MODE "
+                          "and OBJECT_LOCK_DAYS) lock S3 objects, and dest is a local folder; "
+                          "unset both, or back up to a bucket with Object Lock")
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
