@@ -107,3 +107,74 @@ def test_bad_lock_settings_are_configuration_problems(env, problem):
     with pytest.raises(esb.ConfigError) as error:
         esb.load_config(None, environ)
     assert problem in error.value.message
+
+
+DAY = 86400
+
+
+def test_due_locks_end_on_a_grid_of_whole_periods_from_last_modified():
+    lock = esb.ObjectLock("GOVERNANCE", 30)          # margin: 7 days
+    written = 1_800_000_000
+    assert lock.due(written, written + 22 * DAY) is None          # 8 days left
+    assert lock.due(written, written + 24 * DAY) == written + 60 * DAY
+    assert lock.due(written, written + 30 * DAY) == written + 60 * DAY   # (missed: late)
+    assert lock.due(written, written + 40 * DAY) is None          # extended to day 60
+    assert lock.due(written, written + 55 * DAY) == written + 90 * DAY
+    assert lock.due(0, written) is None                           # LastModified unknown
+    short = esb.ObjectLock("COMPLIANCE", 3)                       # margin: a day
+    assert short.due(written, written + 2 * DAY) is None
+    assert short.due(written, written + 2 * DAY + 1) == written + 6 * DAY
+
+
+def test_the_planner_extends_exactly_the_unchanged_objects_whose_lock_ends_soon():
+    moment = 1_800_000_000
+    name = esb.BackupName("a", MTIME, 5, bytes(16), 0)
+    objects = [esb.stored_object(esb.encode_name(name._replace(path=path), esb.Codec(
+        compress=False, encrypt=False)), 53, name._replace(path=path), "", moment - age * DAY)
+        for path, age in (("due", 25), ("fresh", 3), ("changed", 25), ("gone", 25))]
+    source = [esb.Entry("due", 5, MTIME), esb.Entry("fresh", 5, MTIME),
+              esb.Entry("changed", 5, MTIME + 1)]
+    plan = esb.plan_backup(source, objects, datetime.date(2027, 1, 15), None, moment=moment,
+                           lock=esb.ObjectLock("GOVERNANCE", 30))
+    assert [(job.path, job.until) for job in plan.extends] == [
+        ("due", moment - 25 * DAY + 60 * DAY)]
+    assert esb.plan_backup(source, objects, datetime.date(2027, 1, 15), None,
+                           moment=moment).extends == []
+
+
+def test_unchanged_objects_are_extended_once_their_lock_nears_its_end(make_tool, moto_server,
+                                                                     monkeypatch):
+    bucket = locked_bucket(moto_server)
+    tool = make_tool(bucket, OBJECT_LOCK_MODE="GOVERNANCE", OBJECT_LOCK_DAYS=str(DAYS))
+    for i in range(3):
+        tool.write(f"f{i}.txt", b"%d" % i * 50, MTIME)
+    code, out, err = tool()
+    assert code == 0 and "3 uploaded" in out, err
+    code, out, err = tool()                          # nothing changed, nothing due
+    assert code == 0 and "RETAIN" not in out and "locks extended" not in out, out
+    written = {key: bucket.client.head_object(Bucket=bucket.name, Key=key)["LastModified"]
+               for key in tool.keys()}
+
+    def at(moment):
+        monkeypatch.setattr(esb, "now", lambda: int(moment.timestamp()))
+        monkeypatch.setattr(esb, "today", lambda: moment.astimezone().date())
+
+    first = min(written.values())
+    at(first + datetime.timedelta(days=DAYS - 3))    # within the margin of the lock's end
+    tool.write("f2.txt", b"changed", MTIME + 1)      # uploaded anew: locked afresh
+    code, out, err = tool()
+    assert code == 0 and "1 uploaded" in out and "2 locks extended" in out, (out, err)
+    assert "2 RETAIN" in out, out
+    for key, modified in written.items():
+        if key.startswith("f2"):
+            continue
+        until = bucket.client.head_object(Bucket=bucket.name, Key=key)[
+            "ObjectLockRetainUntilDate"]
+        assert until == modified + datetime.timedelta(days=2 * DAYS), (key, until)
+    code, out, err = tool()        # due still, but done: checked only; f2's new object,
+    # written by the server's clock, is due by the moved one
+    assert code == 0 and "2 locks checked" in out and "1 locks extended" in out, out
+    assert "1 RETAIN" in out, out
+    at(first + datetime.timedelta(days=DAYS + 10))   # extended already: nothing due
+    code, out, err = tool()
+    assert code == 0 and "RETAIN" not in out and "locks extended" not in out, out
