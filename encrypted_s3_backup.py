@@ -1066,6 +1066,43 @@ def other_class(storage_class: Optional[str]) -> str:
     return "" if storage_class in (None, "", "STANDARD") else sys.intern(storage_class)
 
 
+class ObjectLock(NamedTuple):
+    """The Object Lock retention every object a backup writes gets (object_lock_mode and
+    object_lock_days), sent in the request that writes it: no moment without a lock."""
+
+    mode: str            # "GOVERNANCE" or "COMPLIANCE", as S3 spells them
+    days: int
+
+    def until(self, moment: float) -> datetime.datetime:
+        """The retain-until date of an object written at ``moment`` (epoch seconds)."""
+        return datetime.datetime.fromtimestamp(int(moment) + self.days * 86400,
+                                               datetime.timezone.utc)
+
+    def args(self, moment: float) -> dict[str, Any]:
+        """boto3's parameters of a write that locks its object."""
+        return {"ObjectLockMode": self.mode, "ObjectLockRetainUntilDate": self.until(moment)}
+
+    def due(self, modified: int, moment: int) -> Optional[int]:
+        """When an unchanged object written (LastModified) at ``modified`` is to be locked
+        until, if its lock ends within LOCK_MARGIN_DAYS (a third of the days, if less) of
+        ``moment``; None when it does not (or the moment is unknown).  Locks end on a grid:
+        the write's lock at ``modified`` + days, and each extension adds whole periods of
+        days to that, so where a lock ends is known from LastModified alone, and an
+        object is extended once a period (by every run inside its margin)."""
+        if not modified:
+            return None
+        period = self.days * 86400
+        margin = min(LOCK_MARGIN_DAYS * 86400, period // 3)
+        ends = modified + max(1, -(-(moment - modified) // period)) * period
+        return ends + period if ends - moment < margin else None
+
+    def headers(self, moment: float) -> dict[str, str]:
+        """The same as the request headers S3Wire sends (ISO 8601)."""
+        return {"x-amz-object-lock-mode": self.mode,
+                "x-amz-object-lock-retain-until-date":
+                    self.until(moment).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 class Thaw(NamedTuple):
     """Whether an object of an archive class can be read now."""
 
@@ -1156,6 +1193,15 @@ class Storage(Protocol):
     def housekeeping(self) -> list[str]:
         """Remove what killed runs of ours left behind here (unfinished uploads); a note
         for each thing done.  Called before a backup writes here."""
+
+    def lock_notes(self) -> list[str]:
+        """Check the storage holds the Object Lock this run's writes ask for (StorageError
+        naming the fix if not); notes on the locks it applies by itself.  Called before a
+        backup writes here."""
+
+    def extend_lock(self, key: str, until: int) -> bool:
+        """Keep the object ``key`` locked (Object Lock) until ``until`` (epoch seconds);
+        False when it was already."""
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -1366,6 +1412,13 @@ class LocalStorage:
         """Nothing to do before a run: stale temporary files are removed as the listing (and,
         for a restore target, each folder written to) meets them."""
         return []
+
+    def lock_notes(self) -> list[str]:
+        """A folder has no Object Lock (run_backup refuses lock settings for one)."""
+        return []
+
+    def extend_lock(self, key: str, until: int) -> bool:
+        raise StorageError(f"{self} is a folder, which has no Object Lock")
 
     def inside(self, other: Storage) -> Optional[str]:
         if not isinstance(other, LocalStorage):
@@ -2011,7 +2064,7 @@ S3_REQUEST_KINDS = {
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
     "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE",
     "GetBucketVersioning": "CONFIG", "GetObjectLockConfiguration": "CONFIG",   # the bucket's
-    "GetBucketLifecycleConfiguration": "CONFIG"}                               # settings
+    "GetBucketLifecycleConfiguration": "CONFIG", "PutObjectRetention": "RETAIN"}   # settings
 _REQUESTS: dict[str, int] = {}
 _REQUESTS_LOCK = threading.Lock()
 EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
@@ -2466,10 +2519,11 @@ class S3Storage:
                                        # service does (SeaweedFS: folder by folder)
 
     def __init__(self, config: StorageConfig, requests: int = 0,
-                 throttle: Optional[Throttle] = None):
+                 throttle: Optional[Throttle] = None, lock: Optional[ObjectLock] = None):
         self.config = config
         self.requests = requests       # requests this process may have in flight at once
         self.throttle = throttle
+        self.lock = lock               # the retention of every object written, or None
         self.bucket = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
@@ -2535,7 +2589,8 @@ class S3Storage:
         client = session.client("s3", endpoint_url=c.endpoint_url, config=Config(**options))
         client.meta.events.register("before-call.s3", _s3_before_call)
         client.meta.events.register("request-created.s3", _s3_attempt)
-        for operation in ("PutObject", "UploadPart", "DeleteObjects", "CopyObject"):
+        for operation in ("PutObject", "UploadPart", "DeleteObjects", "CopyObject",
+                          "PutObjectRetention"):
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
         return client, (session, core.get_config_variable("ca_bundle"))
 
@@ -2585,6 +2640,8 @@ class S3Storage:
             region = self.config.region_name
             if region and region != "us-east-1":
                 args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            if self.lock:                  # (which turns versioning on too)
+                args["ObjectLockEnabledForBucket"] = True
             self.client.create_bucket(**args)
         except ClientError as exc:
             if s3_error_code(exc) != "BucketAlreadyOwnedByYou":
@@ -2601,6 +2658,60 @@ class S3Storage:
         except (ClientError, BotoCoreError) as detailed:
             exc = detailed
         return self.error(exc, "cannot open bucket")
+
+    def object_lock_rule(self) -> tuple[bool, Optional[ObjectLock]]:
+        """GetObjectLockConfiguration: whether the bucket has Object Lock, and its default
+        retention (None: none).  A bucket without it answers an error, which is (False,
+        None); any other error is raised."""
+        from botocore.exceptions import ClientError
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if s3_error_code(exc) == "ObjectLockConfigurationNotFoundError":
+                return False, None
+            raise
+        found = answer.get("ObjectLockConfiguration", {})
+        rule = found.get("Rule", {}).get("DefaultRetention", {})
+        days = rule.get("Days") or 365 * (rule.get("Years") or 0)
+        default = ObjectLock(rule["Mode"], days) if rule.get("Mode") and days else None
+        return found.get("ObjectLockEnabled") == "Enabled", default
+
+    def lock_notes(self) -> list[str]:
+        """With object_lock settings: a StorageError unless the bucket has Object Lock
+        (S3 refuses a locked write to any other).  Without: a note when the bucket's own
+        default retention locks what is written (a bucket that cannot say is no matter)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            enabled, default = self.object_lock_rule()
+        except (ClientError, BotoCoreError) as exc:
+            if not self.lock:
+                return []
+            raise self.error(exc, "cannot read the Object Lock configuration of") from None
+        if self.lock and not enabled:
+            raise StorageError(
+                f"bucket {self.bucket} has no Object Lock, so object_lock_mode and "
+                "object_lock_days cannot apply; use a bucket made with Object Lock (aws s3api "
+                "create-bucket --object-lock-enabled-for-bucket), or unset both settings")
+        if not self.lock and default:
+            return [f"the bucket's default retention applies: each object written is locked "
+                    f"{default.mode} for {default.days} days (Object Lock)"]
+        return []
+
+    def extend_lock(self, key: str, until: int) -> bool:
+        """HeadObject, and PutObjectRetention unless an earlier run did it already: the
+        object stays locked (in this storage's mode) until ``until`` (epoch seconds).
+        Whether it was extended now."""
+        mode = self.lock.mode if self.lock else "GOVERNANCE"
+        with s3_requests(missing=key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            held = head.get("ObjectLockRetainUntilDate")
+            if held is not None and held.timestamp() >= until:
+                return False
+            self.client.put_object_retention(
+                Bucket=self.bucket, Key=self._key(key), Retention={
+                    "Mode": mode, "RetainUntilDate": datetime.datetime.fromtimestamp(
+                        until, datetime.timezone.utc)})
+        return True
 
     def housekeeping(self) -> list[str]:
         """Abort the multipart uploads a killed run left (invisible, but billed)."""
@@ -2892,8 +3003,13 @@ class S3Storage:
     def discard_unfinished(self) -> None:
         """Nothing to remove: an upload not completed never becomes an object."""
 
-    def _extra(self) -> dict[str, str]:
-        return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
+    def _extra(self) -> dict[str, Any]:
+        """What every request that makes an object adds: its storage class, and its Object
+        Lock retention, from now (each request's own moment)."""
+        extra: dict[str, Any] = self.lock.args(time.time()) if self.lock else {}
+        if self.config.storage_class:
+            extra["StorageClass"] = self.config.storage_class
+        return extra
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
               mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
@@ -2924,8 +3040,9 @@ class S3Storage:
             return False
         if self.throttle:
             self.throttle.take(len(data))
-        headers = ({"x-amz-storage-class": self.config.storage_class}
-                   if self.config.storage_class else {})
+        headers = self.lock.headers(time.time()) if self.lock else {}
+        if self.config.storage_class:
+            headers["x-amz-storage-class"] = self.config.storage_class
         return self.wire.put(full_key, data, headers)
 
     def _boto_put(self, key: str, body: BinaryIO, size: int) -> None:
@@ -3081,16 +3198,18 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
                  requests: int = 0, throttle: Optional[Throttle] = None,
-                 private: bool = True, owned: bool = False, source: bool = False) -> Storage:
+                 private: bool = True, owned: bool = False, source: bool = False,
+                 lock: Optional[ObjectLock] = None) -> Storage:
     """The storage a configuration section names.  ``confined``: a restore target, whose
     writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
     ``reap``: remove stale temporary files of killed runs (where this run writes);
     ``requests``: how many a remote storage may have in flight at once in this process;
     ``throttle``: the bandwidth budget its object data passes through (the
     destination's); ``source``: a backup's source, where nothing is ours (its listing
-    leaves out no name of ours).  A new backend adds one line here."""
+    leaves out no name of ours); ``lock``: the Object Lock retention of every object it
+    writes (an S3 destination's).  A new backend adds one line here."""
     if config.s3_bucket:
-        return S3Storage(config, requests, throttle=throttle)
+        return S3Storage(config, requests, throttle=throttle, lock=lock)
     if confined:
         return RestoreFolder(config.local_path or "", private, owned, throttle=throttle)
     return LocalStorage(config.local_path or "", reap=reap, throttle=throttle, source=source)
@@ -3108,7 +3227,7 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
             "command_timeout", "bandwidth_limit", "thaw_days", "thaw_tier",
-            "restore_permissions")
+            "restore_permissions", "object_lock_mode", "object_lock_days")
 LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
                                     # (a configured one was never used): accepted, ignored
 STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
@@ -3126,6 +3245,9 @@ NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
 THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
+LOCK_MODES = ("governance", "compliance")   # object_lock_mode: S3's Object Lock modes
+LOCK_MARGIN_DAYS = 7                # a lock ending within this many days is extended
+LOCK_DAYS_MAX = 36500               # object_lock_days at most (S3 takes up to 100 years)
 RESTORE_PERMISSIONS = ("private", "umask")   # restore_permissions: files 0600 in folders
                                     # 0700 (the format keeps no mode), or as the umask says
 RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
@@ -3176,6 +3298,7 @@ class Config:
     thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
     thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
     restore_permissions: str = "private"   # or "umask" (RESTORE_PERMISSIONS)
+    object_lock: Optional["ObjectLock"] = None   # the retention every object written gets
 
 
 def env_name(*parts: str) -> str:
@@ -3559,7 +3682,8 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         bandwidth_limit=check.rate("bandwidth_limit"),
         thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
         thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize(),
-        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS))
+        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS),
+        object_lock=_object_lock(check))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
@@ -3588,6 +3712,24 @@ def archive_warnings(config: Config) -> list[str]:
             "removed; set versions_keep_days to 0 (environment VERSIONS_KEEP_DAYS) if that "
             "is wanted, or use storage_class GLACIER_IR to keep history")
     return warnings
+
+
+def _object_lock(check: _Checker) -> Optional["ObjectLock"]:
+    """object_lock_mode and object_lock_days: both set, or neither (None)."""
+    mode = check.text("object_lock_mode")
+    days = check.integer("object_lock_days", None, 1, LOCK_DAYS_MAX)
+    if mode is not None and mode.strip().lower() not in LOCK_MODES:
+        check.problem("object_lock_mode", f"{_shown(mode)} is not one of: GOVERNANCE, "
+                      "COMPLIANCE")
+        return None
+    if (mode is None) != (days is None):
+        if check.raw.get("object_lock_days") is None or days is not None:
+            missing = "object_lock_days" if mode is not None else "object_lock_mode"
+            check.problem(missing, "is needed with "
+                          + ("object_lock_mode" if mode is not None else "object_lock_days")
+                          + " (set both, or neither)")
+        return None
+    return ObjectLock(mode.strip().upper(), days) if mode is not None and days else None
 
 
 def _alerts(check: _Checker) -> Alerts:
@@ -3634,6 +3776,7 @@ class Stored(NamedTuple):
     size: int             # bytes of the object
     name: BackupName
     storage_class: str = ""   # the listing's, when not STANDARD
+    modified: int = 0         # the listing's LastModified (epoch seconds); 0: not known
 
     @property
     def key(self) -> str:
@@ -3642,9 +3785,10 @@ class Stored(NamedTuple):
         return format_plain_name(self.name) + name_suffix(self.name)
 
 
-def stored_object(key: str, size: int, name: BackupName, storage_class: str = "") -> Stored:
+def stored_object(key: str, size: int, name: BackupName, storage_class: str = "",
+                  modified: int = 0) -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
-    return Stored(None if spells(key, name) else key, size, name, storage_class)
+    return Stored(None if spells(key, name) else key, size, name, storage_class, modified)
 
 
 _SPELLED_FIELDS = re.compile(r"(?:\.(?:0|[1-9a-z][0-9a-z]*)){4}\Z")   # as b36_encode_int
@@ -3716,6 +3860,15 @@ class Remove(_ObjectJob):
 
 
 @dataclass(frozen=True)
+class Extend(_ObjectJob):
+    """Lock an unchanged object (Object Lock) until ``until`` (epoch seconds): its lock
+    ends soon (see ObjectLock.due)."""
+
+    until: int
+    why: ClassVar[str] = "extend lock"
+
+
+@dataclass(frozen=True)
 class Upload:
     """Back up a new or changed source file.  Once the new object is durable, the objects
     it ``replaces`` are removed, and those of its ``versions`` (with history) are renamed
@@ -3766,7 +3919,7 @@ class Verify(_ContentJob):
     writes: ClassVar[Optional[str]] = None
 
 
-Job = Union[Upload, Rename, Mark, Remove, Restore, Verify]
+Job = Union[Upload, Rename, Mark, Remove, Extend, Restore, Verify]
 
 
 @dataclass(frozen=True)
@@ -3804,6 +3957,8 @@ class Plan:
     renames: list[Rename] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     removes: list[Remove] = field(default_factory=list)
+    extends: list[Extend] = field(default_factory=list)   # unchanged objects whose Object
+                                       # Lock ends soon
     unchanged: int = 0
     live: int = 0                      # paths with a live object before the run
     vanishing: int = 0                 # of those, how many this run marks deleted or removes
@@ -4036,8 +4191,9 @@ class Planner:
 
     def __init__(self, today: datetime.date, keep_days: Optional[int],
                  versions_keep_days: int = 0, moment: Optional[int] = None,
-                 expire_versions: bool = False):
+                 expire_versions: bool = False, lock: Optional[ObjectLock] = None):
         self.plan, self.today, self.keep_days = Plan(), today, keep_days
+        self.lock = lock
         self.stamp = date_number(today)
         self.versions_keep_days = max(0, versions_keep_days)     # (below 0: none)
         self.moment = noon(today) if moment is None else moment  # the run's start
@@ -4057,10 +4213,18 @@ class Planner:
                 and _same_file(name, entry)):
             plan.live += 1            # the common case, kept cheap for a million files
             plan.unchanged += 1
+            if self.lock:
+                self._extend(group[0])
             return
         if len(group) > 1:          # the same decisions in whichever order a listing came
             group = sorted(group, key=_object_key)
         self._judge(path, group, entry)
+
+    def _extend(self, obj: Stored) -> None:
+        """An Extend of an unchanged object whose Object Lock ends soon."""
+        until = self.lock.due(obj.modified, self.moment) if self.lock else None
+        if until is not None:
+            self.plan.extends.append(Extend(obj, until))
 
     def replaced_stamp(self, deleted: int) -> int:
         """The stamp of a version made now of an object whose deleted field is ``deleted``:
@@ -4137,6 +4301,8 @@ class Planner:
                 plan.renames.append(Rename(keeper, name.with_deleted(0), "undelete"))
             else:
                 plan.unchanged += 1
+                if self.lock:
+                    self._extend(keeper)
         elif name.deleted == 0:
             marked = name.with_deleted(self.stamp)
             copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
@@ -4159,12 +4325,12 @@ class Planner:
     def finish(self) -> Plan:
         plan = self.plan
         plan.candidates = self.candidates.best()
-        for jobs in (plan.uploads, plan.renames, plan.marks, plan.removes):
+        for jobs in (plan.uploads, plan.renames, plan.marks, plan.removes, plan.extends):
             jobs.sort(key=_job_path)      # stable: a path's own jobs keep their order
         return plan
 
 
-def _job_path(job: Union[Upload, Rename, Mark, Remove]) -> str:
+def _job_path(job: Union[Upload, Rename, Mark, Remove, Extend]) -> str:
     return job.path
 
 
@@ -4190,7 +4356,7 @@ def plan_key(path: str) -> str:
 def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
                 keep_days: Optional[int], blind: Iterable[str] = (),
                 versions_keep_days: int = 0, moment: Optional[int] = None,
-                expire_versions: bool = False) -> Plan:
+                expire_versions: bool = False, lock: Optional[ObjectLock] = None) -> Plan:
     """Compare the source listing with the destination's objects and decide every action.
 
     Objects of paths in ``blind`` (unreadable files and folders; a list may still grow
@@ -4198,25 +4364,26 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     (history), what a change or a crash would remove is kept as a version object unless a
     version of the same content is kept already, stamped with ``moment`` (the run's start;
     noon of ``today`` when None) and the days it is kept; versions expire as
-    version_expired says (``expire_versions``: by versions_keep_days alone).
+    version_expired says (``expire_versions``: by versions_keep_days alone).  With
+    ``lock`` (object_lock_*), unchanged objects whose lock ends soon are extended.
 
     Both listings are sorted by path and walked side by side (see plan_walked).
     """
     files = ((e.key, e) for e in sorted(source, key=_entry_path))
     objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
     return plan_walked(files, objects, today, keep_days, blind, versions_keep_days, moment,
-                       expire_versions)
+                       expire_versions, lock)
 
 
 def plan_walked(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
                 today: datetime.date, keep_days: Optional[int], blind: Iterable[str] = (),
                 versions_keep_days: int = 0, moment: Optional[int] = None,
-                expire_versions: bool = False) -> Plan:
+                expire_versions: bool = False, lock: Optional[ObjectLock] = None) -> Plan:
     """plan_backup of listings that come as (plan key, item) in plan order (see plan_key
     and in_plan_order): walked as they come, neither held (at a million files, the
     difference between a few megabytes and hundreds)."""
     return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days, moment,
-                                                 expire_versions), BlindSpots(blind))
+                                                 expire_versions, lock), BlindSpots(blind))
 
 
 def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
@@ -4589,7 +4756,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
     are plaintext here (encrypted names do not come in plan order)."""
     assert not codec.encrypt_filenames
     suffix_length = len(OBJECT_SUFFIX)
-    for key, size, _, storage_class in entries:
+    for key, size, modified, storage_class in entries:
         try:        # (decode_name for a plaintext name, inlined: a million names)
             name = read_stem(key[:-suffix_length], key[-suffix_length:])
         except BadNameError:
@@ -4602,7 +4769,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
         # as ours are?
         spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - suffix_length)
         yield object_bound(key), plan_key(name.path), Stored(None if spelled else key, size,
-                                                             name, storage_class)
+                                                             name, storage_class, modified)
 
 
 class Listing:
@@ -4709,7 +4876,7 @@ class Listing:
         text = self.name(i) or key
         return stored_object(key, self.sizes[i],
                              read_stem(text[:-len(OBJECT_SUFFIX)], text[-len(OBJECT_SUFFIX):]),
-                             self.storage_class(i))
+                             self.storage_class(i), self.mtimes[i])
 
     def files_in_order(self) -> Iterator[tuple[str, Entry]]:
         """Every entry, as a source file, in plan order, with its plan key."""
@@ -4962,8 +5129,8 @@ class _Worker:
         one_malloc_arena()
         self.codec = config.codec
         self.src = make_storage(config.src, requests=requests) if config.src else None
-        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle) \
-            if config.dest else None
+        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle,
+                                 lock=config.object_lock) if config.dest else None
         self.restore = restore_storage(config, requests=requests)
         umask = os.umask(0o022)
         os.umask(umask)
@@ -5220,6 +5387,12 @@ def _rename(worker: _Worker, job: Rename) -> Outcome:
     return Outcome(job.action, job.path)
 
 
+def _extend(worker: _Worker, job: Extend) -> Outcome:
+    if worker.dest.extend_lock(job.old.key, job.until):
+        return Outcome(job.action, job.path)
+    return Outcome("check lock", job.path)      # an earlier run extended it
+
+
 def _remove(worker: _Worker, job: Remove) -> Outcome:
     worker.dest.remove(job.old.key)
     return Outcome(job.action, job.path)
@@ -5289,7 +5462,7 @@ class Handler(NamedTuple):
 
 HANDLERS: dict[type, Handler] = {
     Upload: Handler(_upload, _replaced), Rename: Handler(_rename), Mark: Handler(_mark),
-    Remove: Handler(_remove),
+    Remove: Handler(_remove), Extend: Handler(_extend),
     Restore: Handler(_restore), Verify: Handler(_verify)}
 
 
@@ -5311,12 +5484,12 @@ def decode_fetched(worker: _Worker, items: tuple[tuple[Job, bytes], ...]) -> lis
             if o.key in lost else o for o in outcomes]
 
 
-def decode_names(worker: _Worker, keys: tuple[tuple[str, int, str], ...]
-                 ) -> list[tuple[str, int, str, Union[BackupName, str]]]:
-    """(key, size, storage class, BackupName or why the key is not one) of listed objects
-    given as (key, size, storage class)."""
-    return [(key, size, storage_class, parse_name(key, worker.codec))
-            for key, size, storage_class in keys]
+def decode_names(worker: _Worker, keys: tuple[tuple[str, int, str, int], ...]
+                 ) -> list[tuple[str, int, str, int, Union[BackupName, str]]]:
+    """(key, size, storage class, mtime, BackupName or why the key is not one) of listed
+    objects given as (key, size, storage class, mtime)."""
+    return [(key, size, storage_class, mtime, parse_name(key, worker.codec))
+            for key, size, storage_class, mtime in keys]
 
 
 def parse_name(key: str, codec: Codec) -> Union[BackupName, str]:
@@ -5337,7 +5510,7 @@ DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete"
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified", "keep version": "versions kept",
               "expire version": "versions expired", "drop mark": "deletion marks removed",
-              "repair": "repaired"}
+              "repair": "repaired", "extend lock": "locks extended", "check lock": "locks checked"}
 
 
 def show(path: str) -> str:
@@ -6434,10 +6607,10 @@ def list_objects(dest: Storage, report: ListReport) -> Listing:
 
 
 def decode_listing(dest: Storage, objects: Listing, config: Config, report: ListReport,
-                   each: Callable[[str, int, BackupName, str], None]) -> None:
-    """``each(key, size, name, storage class)`` for the listed objects whose names decode;
-    the others go into the report.  Encrypted names with per-object salts cost a key
-    derivation each, so then they are decoded in the worker pool.
+                   each: Callable[[str, int, BackupName, str, int], None]) -> None:
+    """``each(key, size, name, storage class, mtime)`` for the listed objects whose names
+    decode; the others go into the report.  Encrypted names with per-object salts cost a
+    key derivation each, so then they are decoded in the worker pool.
 
     When names are encrypted and none decodes while some look encrypted (sealed_name),
     the password (or cipher) is wrong: PasswordError, or a backup would upload everything
@@ -6447,24 +6620,24 @@ def decode_listing(dest: Storage, objects: Listing, config: Config, report: List
     bad: list[str] = []
     found = sealed = 0
 
-    def take(decoded: Iterable[tuple[str, int, str, Union[BackupName, str]]]) -> None:
+    def take(decoded: Iterable[tuple[str, int, str, int, Union[BackupName, str]]]) -> None:
         nonlocal found, sealed
-        for key, size, storage_class, name in decoded:
+        for key, size, storage_class, mtime, name in decoded:
             if isinstance(name, BackupName):
-                each(key, size, name, storage_class)
+                each(key, size, name, storage_class, mtime)
                 found += 1
             else:
                 bad.append(name)
                 sealed += bool(codec.encrypt_filenames and sealed_name(key, codec))
 
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
-        tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j))
-                       for j in range(i, min(i + NAMES_PER_TASK, len(objects))))
+        tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j),
+                        objects.mtimes[j]) for j in range(i, min(i + NAMES_PER_TASK, len(objects))))
                  for i in range(0, len(objects), NAMES_PER_TASK)]
         run_in_pool(decode_names, tasks, config.restore_processes, config, take)
     else:
-        take((entry.key, entry.size, entry.storage_class, parse_name(entry.key, codec))
-             for entry in objects)
+        take((entry.key, entry.size, entry.storage_class, entry.mtime,
+              parse_name(entry.key, codec)) for entry in objects)
     if sealed and not found:
         raise password_error(dest, codec, f"none of the {len(bad)} object names there "
                              "decrypts")
@@ -6505,9 +6678,9 @@ def held_objects(dest: Storage, objects: Listing, config: Config,
     held = Listing()
     encrypted = config.codec.encrypt_filenames
 
-    def hold(key: str, size: int, name: BackupName, storage_class: str) -> None:
+    def hold(key: str, size: int, name: BackupName, storage_class: str, mtime: int) -> None:
         plain = encrypted and not reads_as(key, name)
-        held.append(key, size, 0, storage_class,
+        held.append(key, size, mtime, storage_class,
                     format_plain_name(name) + name_suffix(name) if plain else "")
     decode_listing(dest, objects, config, report, hold)
     return held
@@ -6575,6 +6748,8 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
+    if exists:
+        report.notes += dest.lock_notes()
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
@@ -6688,7 +6863,8 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                         listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
                                              config),
                         day, config.deleted_keep_days, report.blind,
-                        config.versions_keep_days, moment, expire_versions), report, there
+                        config.versions_keep_days, moment, expire_versions,
+                        config.object_lock), report, there
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
@@ -6786,7 +6962,12 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = make_storage(config.src, source=True), make_storage(config.dest, reap=True)
+    src = make_storage(config.src, source=True)
+    dest = make_storage(config.dest, reap=True, lock=config.object_lock)
+    if config.object_lock and not (config.dest and config.dest.s3_bucket):
+        raise ConfigError("object_lock_mode and object_lock_days (environment OBJECT_LOCK_MODE "
+                          "and OBJECT_LOCK_DAYS) lock S3 objects, and dest is a local folder; "
+                          "unset both, or back up to a bucket with Object Lock")
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
@@ -6824,7 +7005,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     if not args.allow_mass_change:
         check_mass_change(plan, bool(history))
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
-    jobs: list[Job] = [*uploads, *plan.renames, *plan.marks, *plan.removes]
+    jobs: list[Job] = [*uploads, *plan.renames, *plan.marks, *plan.removes, *plan.extends]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
                   progress=not args.quiet)
     versions_kept = sum(len(u.versions) for u in uploads) + sum(

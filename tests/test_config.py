@@ -93,6 +93,8 @@ FULL = {
     "bandwidth_limit": "2M",
     "thaw_days": 3,
     "thaw_tier": "Expedited",
+    "object_lock_mode": "compliance",
+    "object_lock_days": 90,
 }
 
 
@@ -126,6 +128,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
     assert config.bandwidth_limit == 2 * 1024 * 1024 and config.throttle is None
     assert config.thaw_days == 3 and config.thaw_tier == "Expedited"
     assert config.restore_permissions == "umask"
+    assert config.object_lock == esb.ObjectLock("COMPLIANCE", 90)
 
 
 def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
