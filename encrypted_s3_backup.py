@@ -2531,6 +2531,7 @@ class S3Storage:
         self._wire: Optional[S3Wire] = None
         self._made: Any = None          # (session, CA bundle) the client was made from
         self._pid = self._wire_pid = 0
+        self._lock_answer: Any = None    # GetObjectLockConfiguration's, once asked
 
     def __str__(self) -> str:
         where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
@@ -2539,7 +2540,8 @@ class S3Storage:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         # a client never crosses processes, nor what goes with it
-        state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0)
+        state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0,
+                     _lock_answer=None)
         return state
 
     @property
@@ -2659,13 +2661,26 @@ class S3Storage:
             exc = detailed
         return self.error(exc, "cannot open bucket")
 
+    def _lock_configuration(self, **_: Any) -> dict:
+        """GetObjectLockConfiguration's answer (or its error), asked once per storage: a
+        backup's start reads it for its lock settings and for its protection line."""
+        if self._lock_answer is None:
+            try:
+                self._lock_answer = self.client.get_object_lock_configuration(
+                    Bucket=self.bucket)
+            except Exception as exc:       # noqa: BLE001 - kept, raised to every caller
+                self._lock_answer = exc
+        if isinstance(self._lock_answer, Exception):
+            raise self._lock_answer
+        return self._lock_answer
+
     def object_lock_rule(self) -> tuple[bool, Optional[ObjectLock]]:
         """GetObjectLockConfiguration: whether the bucket has Object Lock, and its default
         retention (None: none).  A bucket without it answers an error, which is (False,
         None); any other error is raised."""
         from botocore.exceptions import ClientError
         try:
-            answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            answer = self._lock_configuration()
         except ClientError as exc:
             if s3_error_code(exc) == "ObjectLockConfigurationNotFoundError":
                 return False, None
@@ -2885,7 +2900,7 @@ class S3Storage:
                 raise self.error(exc, "cannot reach") from None
 
         versions = asked(self.client.get_bucket_versioning, ())
-        locked = asked(self.client.get_object_lock_configuration,
+        locked = asked(self._lock_configuration,
                        ("ObjectLockConfigurationNotFoundError",
                         "NoSuchObjectLockConfiguration", "InvalidRequest"))
         lock: Optional[str] = None
@@ -3245,7 +3260,7 @@ NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
 THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
-LOCK_MODES = ("governance", "compliance")   # object_lock_mode: S3's Object Lock modes
+OBJECT_LOCK_MODES = ("governance", "compliance")   # object_lock_mode: S3's Object Lock modes
 LOCK_MARGIN_DAYS = 7                # a lock ending within this many days is extended
 LOCK_DAYS_MAX = 36500               # object_lock_days at most (S3 takes up to 100 years)
 RESTORE_PERMISSIONS = ("private", "umask")   # restore_permissions: files 0600 in folders
@@ -3718,7 +3733,7 @@ def _object_lock(check: _Checker) -> Optional["ObjectLock"]:
     """object_lock_mode and object_lock_days: both set, or neither (None)."""
     mode = check.text("object_lock_mode")
     days = check.integer("object_lock_days", None, 1, LOCK_DAYS_MAX)
-    if mode is not None and mode.strip().lower() not in LOCK_MODES:
+    if mode is not None and mode.strip().lower() not in OBJECT_LOCK_MODES:
         check.problem("object_lock_mode", f"{_shown(mode)} is not one of: GOVERNANCE, "
                       "COMPLIANCE")
         return None
