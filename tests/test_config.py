@@ -462,7 +462,7 @@ def fuzz_file(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz") / "config.json"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=configurations(),
        environ=st.dictionaries(st.sampled_from(sorted(esb.config_variables())),
                                st.text(st.characters(blacklist_characters="\x00"), max_size=12),
