@@ -142,6 +142,8 @@ EXIT_THAWING = 4       # restore or verify did everything readable; the rest is 
                        # storage class, asked to thaw (or left, --no-thaw): run again later
 EXIT_ATTENTION = 5     # a backup did everything, but needs attention: more than half of the
                        # files changed (kept as history): ransomware, or a wanted change?
+EXIT_UNPROTECTED = 6    # --check-protection: keys that can write to the destination could
+                        # also destroy what it holds (or that could not be ruled out)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
@@ -1064,6 +1066,43 @@ def other_class(storage_class: Optional[str]) -> str:
     return "" if storage_class in (None, "", "STANDARD") else sys.intern(storage_class)
 
 
+class ObjectLock(NamedTuple):
+    """The Object Lock retention every object a backup writes gets (object_lock_mode and
+    object_lock_days), sent in the request that writes it: no moment without a lock."""
+
+    mode: str            # "GOVERNANCE" or "COMPLIANCE", as S3 spells them
+    days: int
+
+    def until(self, moment: float) -> datetime.datetime:
+        """The retain-until date of an object written at ``moment`` (epoch seconds)."""
+        return datetime.datetime.fromtimestamp(int(moment) + self.days * 86400,
+                                               datetime.timezone.utc)
+
+    def args(self, moment: float) -> dict[str, Any]:
+        """boto3's parameters of a write that locks its object."""
+        return {"ObjectLockMode": self.mode, "ObjectLockRetainUntilDate": self.until(moment)}
+
+    def due(self, modified: int, moment: int) -> Optional[int]:
+        """When an unchanged object written (LastModified) at ``modified`` is to be locked
+        until, if its lock ends within LOCK_MARGIN_DAYS (a third of the days, if less) of
+        ``moment``; None when it does not (or the moment is unknown).  Locks end on a grid:
+        the write's lock at ``modified`` + days, and each extension adds whole periods of
+        days to that, so where a lock ends is known from LastModified alone, and an
+        object is extended once a period (by every run inside its margin)."""
+        if not modified:
+            return None
+        period = self.days * 86400
+        margin = min(LOCK_MARGIN_DAYS * 86400, period // 3)
+        ends = modified + max(1, -(-(moment - modified) // period)) * period
+        return ends + period if ends - moment < margin else None
+
+    def headers(self, moment: float) -> dict[str, str]:
+        """The same as the request headers S3Wire sends (ISO 8601)."""
+        return {"x-amz-object-lock-mode": self.mode,
+                "x-amz-object-lock-retain-until-date":
+                    self.until(moment).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 class Thaw(NamedTuple):
     """Whether an object of an archive class can be read now."""
 
@@ -1086,12 +1125,14 @@ class ListReport:
     ignored: int = 0          # files and folders left out by ignore_regex ...
     ignored_keys: list[str] = field(default_factory=list)   # ... and their keys, when the
                                                         # listing was asked to name them
+    protection: Optional["Protection"] = None   # the destination's, when a backup read it
 
     def take(self) -> "ListReport":
         """What this report holds, leaving it empty (a listing goes on adding to it)."""
         taken = replace(self)
         self.problems, self.notes, self.blind, self.bad_names = [], [], [], []
         self.skipped, self.ignored, self.ignored_keys = 0, 0, []
+        self.protection = None
         return taken
 
     def add(self, other: "ListReport") -> None:
@@ -1103,6 +1144,7 @@ class ListReport:
         self.skipped += other.skipped
         self.ignored += other.ignored
         self.ignored_keys += other.ignored_keys
+        self.protection = other.protection or self.protection
 
 
 @dataclass(frozen=True)
@@ -1151,6 +1193,15 @@ class Storage(Protocol):
     def housekeeping(self) -> list[str]:
         """Remove what killed runs of ours left behind here (unfinished uploads); a note
         for each thing done.  Called before a backup writes here."""
+
+    def lock_notes(self) -> list[str]:
+        """Check the storage holds the Object Lock this run's writes ask for (StorageError
+        naming the fix if not); notes on the locks it applies by itself.  Called before a
+        backup writes here."""
+
+    def extend_lock(self, key: str, until: int) -> bool:
+        """Keep the object ``key`` locked (Object Lock) until ``until`` (epoch seconds);
+        False when it was already."""
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -1222,6 +1273,12 @@ class Storage(Protocol):
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         """Where versioning() is not "": the files as they stood at ``moment``, each with
         the id of that version."""
+
+    def protection(self, probe: bool = True) -> Optional["Protection"]:
+        """What keeps the files from keys that can write here (--check-protection); with
+        ``probe``, the lifecycle and whether those keys can destroy a version, tried on an
+        object of its own (without: versioning and lock only, as a backup starts).  None:
+        nothing does (a local folder)."""
 
     def pin(self, versions: dict[str, str]) -> None:
         """From now on, in this process and those it forks, open() and read() read each
@@ -1355,6 +1412,13 @@ class LocalStorage:
         """Nothing to do before a run: stale temporary files are removed as the listing (and,
         for a restore target, each folder written to) meets them."""
         return []
+
+    def lock_notes(self) -> list[str]:
+        """A folder has no Object Lock (run_backup refuses lock settings for one)."""
+        return []
+
+    def extend_lock(self, key: str, until: int) -> bool:
+        raise StorageError(f"{self} is a folder, which has no Object Lock")
 
     def inside(self, other: Storage) -> Optional[str]:
         if not isinstance(other, LocalStorage):
@@ -1642,6 +1706,10 @@ class LocalStorage:
 
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         raise StorageError(f"{self} keeps no versions of its files")
+
+    @staticmethod
+    def protection(probe: bool = True) -> None:
+        return None           # whoever can write to a folder can delete it all
 
 
 def _syncfs_at(folders: Iterable[int]) -> bool:
@@ -1990,11 +2058,13 @@ def s3_requests(missing: str = "") -> Iterator[None]:
 # Requests made in this process, by kind, and HTTP attempts (a retry is one more attempt).
 S3_REQUEST_KINDS = {
     "ListObjectsV2": "LIST", "ListMultipartUploads": "LIST", "ListObjectVersions": "LIST",
-    "GetBucketVersioning": "GET", "GetObject": "GET",
+    "GetObject": "GET",
     "HeadObject": "HEAD", "HeadBucket": "HEAD", "PutObject": "PUT", "UploadPart": "PUT",
     "CreateMultipartUpload": "PUT", "CompleteMultipartUpload": "PUT", "CreateBucket": "PUT",
     "CopyObject": "COPY", "UploadPartCopy": "COPY", "DeleteObject": "DELETE",
-    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE"}
+    "DeleteObjects": "DELETE", "AbortMultipartUpload": "DELETE", "RestoreObject": "RESTORE",
+    "GetBucketVersioning": "CONFIG", "GetObjectLockConfiguration": "CONFIG",   # the bucket's
+    "GetBucketLifecycleConfiguration": "CONFIG", "PutObjectRetention": "RETAIN"}   # settings
 _REQUESTS: dict[str, int] = {}
 _REQUESTS_LOCK = threading.Lock()
 EXPECT_CONTINUE_MIN = 1024 * 1024   # bytes; a smaller body is sent without waiting for
@@ -2366,6 +2436,81 @@ def _new_client_lock() -> None:
 os.register_at_fork(after_in_child=_new_client_lock)
 
 
+PROBE_KEY = ".esb-probe"   # under the destination's prefix: --check-protection's own object
+                           # (no backup suffix, so listings pass it by); one fixed key, so
+                           # that a probe version kept by a retention is tried again, not
+                           # joined by a new one on every check
+UNKNOWN = "unknown (these keys may not read it)"
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What protects an S3 destination from keys that can write to it; None in a field:
+    these keys were refused reading it."""
+    versioning: Optional[str]      # "Enabled", "Suspended", or "" (never turned on)
+    lock: Optional[str]            # Object Lock default mode ("GOVERNANCE", "COMPLIANCE"),
+                                   # "Enabled" (lock on, no default retention), or "" (off)
+    retention: str = ""            # the default retention, e.g. "30 days", when a mode is set
+    expiry: Optional[int] = 0      # days a lifecycle rule keeps non-current versions; 0: none
+    destroyable: Optional[bool] = None   # the probe: these keys can delete a version
+    why: str = "not probed"        # ... because
+    kept: str = ""                 # where a probe version stayed (kept by the retention)
+
+    def safe(self) -> bool:
+        """Versions kept, and these keys cannot destroy them (or, unprobed, a retention
+        keeps them)."""
+        return self.versioning == "Enabled" and (
+            self.destroyable is False or (self.destroyable is None and self.lock in LOCK_MODES))
+
+    def lines(self) -> list[str]:
+        """One line per fact, for --check-protection and the start of a backup."""
+        def known(value: Optional[str], shown: str) -> str:
+            return UNKNOWN if value is None else shown
+        lock = known(self.lock, f"{self.lock}, default retention {self.retention}"
+                     if self.lock in LOCK_MODES else "on, no default retention"
+                     if self.lock else "off")
+        expiry = UNKNOWN if self.expiry is None else (
+            f"after {self.expiry} days" if self.expiry else "never (no lifecycle rule does)")
+        verdict = "unknown" if self.destroyable is None else (
+            "yes" if self.destroyable else "no")
+        return [f"versioning: {known(self.versioning, (self.versioning or 'off').lower())}",
+                f"Object Lock: {lock}",
+                f"non-current versions expire: {expiry}",
+                f"an attacker with these keys could destroy the backup: {verdict}, because "
+                f"{self.why}"]
+
+    def summary(self) -> str:
+        """The line at the start of a backup (no probe there)."""
+        return ", ".join(self.lines()[:2]) + " (--check-protection tells more)"
+
+    def gauges(self) -> dict[str, int]:
+        """The metrics samples (see METRICS); a part not known is left out."""
+        found = {}
+        if self.versioning is not None:
+            found["destination_versioning"] = int(self.versioning == "Enabled")
+        if self.lock is not None:
+            found["destination_object_lock"] = int(self.lock in LOCK_MODES)
+        return found
+
+
+def noncurrent_expiry(rules: Iterable[dict], prefix: str) -> int:
+    """The fewest days an enabled lifecycle rule that covers every key under ``prefix``
+    keeps non-current versions; 0 when none expires them."""
+    found = []
+    for rule in rules:
+        days = (rule.get("NoncurrentVersionExpiration") or {}).get("NoncurrentDays")
+        where = rule.get("Filter", {})
+        if "And" in where:
+            where = where["And"] if not where["And"].get("Tags") else {"Tag": True}
+        covers = "Tag" not in where and "ObjectSizeGreaterThan" not in where \
+            and "ObjectSizeLessThan" not in where and prefix.startswith(
+                where.get("Prefix", rule.get("Prefix", "")))
+        if rule.get("Status") == "Enabled" and days and covers:
+            found.append(int(days))
+    return min(found, default=0)
+
+
 class S3Storage:
     """A bucket and optional base_path; one boto3 client per process, made on first use."""
 
@@ -2374,10 +2519,11 @@ class S3Storage:
                                        # service does (SeaweedFS: folder by folder)
 
     def __init__(self, config: StorageConfig, requests: int = 0,
-                 throttle: Optional[Throttle] = None):
+                 throttle: Optional[Throttle] = None, lock: Optional[ObjectLock] = None):
         self.config = config
         self.requests = requests       # requests this process may have in flight at once
         self.throttle = throttle
+        self.lock = lock               # the retention of every object written, or None
         self.bucket = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
@@ -2385,6 +2531,7 @@ class S3Storage:
         self._wire: Optional[S3Wire] = None
         self._made: Any = None          # (session, CA bundle) the client was made from
         self._pid = self._wire_pid = 0
+        self._lock_answer: Any = None    # GetObjectLockConfiguration's, once asked
 
     def __str__(self) -> str:
         where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
@@ -2393,7 +2540,8 @@ class S3Storage:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         # a client never crosses processes, nor what goes with it
-        state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0)
+        state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0,
+                     _lock_answer=None)
         return state
 
     @property
@@ -2443,7 +2591,8 @@ class S3Storage:
         client = session.client("s3", endpoint_url=c.endpoint_url, config=Config(**options))
         client.meta.events.register("before-call.s3", _s3_before_call)
         client.meta.events.register("request-created.s3", _s3_attempt)
-        for operation in ("PutObject", "UploadPart", "DeleteObjects", "CopyObject"):
+        for operation in ("PutObject", "UploadPart", "DeleteObjects", "CopyObject",
+                          "PutObjectRetention"):
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)
         return client, (session, core.get_config_variable("ca_bundle"))
 
@@ -2493,6 +2642,8 @@ class S3Storage:
             region = self.config.region_name
             if region and region != "us-east-1":
                 args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            if self.lock:                  # (which turns versioning on too)
+                args["ObjectLockEnabledForBucket"] = True
             self.client.create_bucket(**args)
         except ClientError as exc:
             if s3_error_code(exc) != "BucketAlreadyOwnedByYou":
@@ -2509,6 +2660,73 @@ class S3Storage:
         except (ClientError, BotoCoreError) as detailed:
             exc = detailed
         return self.error(exc, "cannot open bucket")
+
+    def _lock_configuration(self, **_: Any) -> dict:
+        """GetObjectLockConfiguration's answer (or its error), asked once per storage: a
+        backup's start reads it for its lock settings and for its protection line."""
+        if self._lock_answer is None:
+            try:
+                self._lock_answer = self.client.get_object_lock_configuration(
+                    Bucket=self.bucket)
+            except Exception as exc:       # noqa: BLE001 - kept, raised to every caller
+                self._lock_answer = exc
+        if isinstance(self._lock_answer, Exception):
+            raise self._lock_answer
+        return self._lock_answer
+
+    def object_lock_rule(self) -> tuple[bool, Optional[ObjectLock]]:
+        """GetObjectLockConfiguration: whether the bucket has Object Lock, and its default
+        retention (None: none).  A bucket without it answers an error, which is (False,
+        None); any other error is raised."""
+        from botocore.exceptions import ClientError
+        try:
+            answer = self._lock_configuration()
+        except ClientError as exc:
+            if s3_error_code(exc) == "ObjectLockConfigurationNotFoundError":
+                return False, None
+            raise
+        found = answer.get("ObjectLockConfiguration", {})
+        rule = found.get("Rule", {}).get("DefaultRetention", {})
+        days = rule.get("Days") or 365 * (rule.get("Years") or 0)
+        default = ObjectLock(rule["Mode"], days) if rule.get("Mode") and days else None
+        return found.get("ObjectLockEnabled") == "Enabled", default
+
+    def lock_notes(self) -> list[str]:
+        """With object_lock settings: a StorageError unless the bucket has Object Lock
+        (S3 refuses a locked write to any other).  Without: a note when the bucket's own
+        default retention locks what is written (a bucket that cannot say is no matter)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            enabled, default = self.object_lock_rule()
+        except (ClientError, BotoCoreError) as exc:
+            if not self.lock:
+                return []
+            raise self.error(exc, "cannot read the Object Lock configuration of") from None
+        if self.lock and not enabled:
+            raise StorageError(
+                f"bucket {self.bucket} has no Object Lock, so object_lock_mode and "
+                "object_lock_days cannot apply; use a bucket made with Object Lock (aws s3api "
+                "create-bucket --object-lock-enabled-for-bucket), or unset both settings")
+        if not self.lock and default:
+            return [f"the bucket's default retention applies: each object written is locked "
+                    f"{default.mode} for {default.days} days (Object Lock)"]
+        return []
+
+    def extend_lock(self, key: str, until: int) -> bool:
+        """HeadObject, and PutObjectRetention unless an earlier run did it already: the
+        object stays locked (in this storage's mode) until ``until`` (epoch seconds).
+        Whether it was extended now."""
+        mode = self.lock.mode if self.lock else "GOVERNANCE"
+        with s3_requests(missing=key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            held = head.get("ObjectLockRetainUntilDate")
+            if held is not None and held.timestamp() >= until:
+                return False
+            self.client.put_object_retention(
+                Bucket=self.bucket, Key=self._key(key), Retention={
+                    "Mode": mode, "RetainUntilDate": datetime.datetime.fromtimestamp(
+                        until, datetime.timezone.utc)})
+        return True
 
     def housekeeping(self) -> list[str]:
         """Abort the multipart uploads a killed run left (invisible, but billed)."""
@@ -2662,6 +2880,100 @@ class S3Storage:
         except BotoCoreError as exc:
             raise self.error(exc, "cannot read the versioning of") from None
 
+    def protection(self, probe: bool = True) -> Protection:
+        """One request each: versioning, Object Lock, and with ``probe`` the lifecycle (on a
+        bucket that keeps versions) and the probe (see _probe).  A request these keys may
+        not make leaves that part unknown."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        def asked(call: Callable[..., dict], absent: tuple[str, ...]) -> Optional[dict]:
+            try:
+                return call(Bucket=self.bucket)
+            except ClientError as exc:
+                code = s3_error_code(exc)
+                if code in absent:
+                    return {}
+                if code in ("AccessDenied", "403", "AllAccessDisabled", "NotImplemented"):
+                    return None
+                raise self.error(exc, "cannot read the protection of") from None
+            except BotoCoreError as exc:
+                raise self.error(exc, "cannot reach") from None
+
+        versions = asked(self.client.get_bucket_versioning, ())
+        locked = asked(self._lock_configuration,
+                       ("ObjectLockConfigurationNotFoundError",
+                        "NoSuchObjectLockConfiguration", "InvalidRequest"))
+        lock: Optional[str] = None
+        retention = ""
+        if locked is not None:
+            config = locked.get("ObjectLockConfiguration", {})
+            lock = "Enabled" if config.get("ObjectLockEnabled") == "Enabled" else ""
+            default = config.get("Rule", {}).get("DefaultRetention", {})
+            if lock and default.get("Mode"):
+                lock = default["Mode"]
+                count, unit = (default["Years"], "year") if default.get("Years") else (
+                    default.get("Days", 0), "day")
+                retention = f"{count} {unit}" + ("s" if count != 1 else "")
+        found = Protection(versioning=None if versions is None else versions.get("Status", ""),
+                           lock=lock, retention=retention)
+        if not probe:
+            return found
+        if found.versioning:
+            rules = asked(self.client.get_bucket_lifecycle_configuration,
+                          ("NoSuchLifecycleConfiguration",))
+            found = replace(found, expiry=None if rules is None else noncurrent_expiry(
+                rules.get("Rules", ()), self.prefix))
+        return self._probe(found)
+
+    def _probe(self, found: Protection) -> Protection:
+        """Whether these keys can permanently delete a version, tried on PROBE_KEY: its
+        versions left by earlier checks first (one still kept by a retention answers, and
+        stays); when none is left, a new tiny one is put and its deletion tried.  Nothing
+        is bypassed: a probe the retention keeps stays until that ends."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        key = self.prefix + PROBE_KEY
+        try:
+            listed = self.client.list_object_versions(Bucket=self.bucket, Prefix=key)
+            old = [v["VersionId"] for v in listed.get("Versions", ()) if v["Key"] == key]
+        except ClientError:
+            old = []               # (not allowed to list versions: probe a new one)
+        except BotoCoreError as exc:
+            raise self.error(exc, "cannot reach") from None
+        try:
+            for version in old:
+                refused = self._delete_probe(key, version)
+                if refused:
+                    return replace(found, destroyable=False, kept=f"s3://{self.bucket}/{key}",
+                                   why=f"deleting a version was refused ({refused})")
+            put = self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe\n")
+            version = put.get("VersionId")
+            refused = self._delete_probe(key, version)
+        except ClientError as exc:
+            return replace(found, why=f"the probe failed ({s3_error_code(exc) or exc})")
+        except BotoCoreError as exc:
+            raise self.error(exc, "cannot reach") from None
+        if refused:
+            return replace(found, destroyable=False, kept=f"s3://{self.bucket}/{key}",
+                           why=f"deleting a version was refused ({refused})")
+        if not version or version == "null":
+            return replace(found, destroyable=True,
+                           why="the bucket keeps no versions: a delete is final")
+        return replace(found, destroyable=True, why="the delete of a version succeeded")
+
+    def _delete_probe(self, key: str, version: Optional[str]) -> str:
+        """Delete this version of the probe (the object, unversioned); "" when it is gone,
+        else why it was refused."""
+        from botocore.exceptions import ClientError
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key,
+                                      **({"VersionId": version} if version else {}))
+            return ""
+        except ClientError as exc:
+            code = s3_error_code(exc)
+            if code in ("AccessDenied", "403", "InvalidRequest", "ObjectLocked"):
+                return code or "refused"
+            raise
+
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         """The objects as they stood at ``moment`` (epoch second), from the bucket's own
         versions (ListObjectVersions), with the version id of each: of every key the
@@ -2706,8 +3018,13 @@ class S3Storage:
     def discard_unfinished(self) -> None:
         """Nothing to remove: an upload not completed never becomes an object."""
 
-    def _extra(self) -> dict[str, str]:
-        return {"StorageClass": self.config.storage_class} if self.config.storage_class else {}
+    def _extra(self) -> dict[str, Any]:
+        """What every request that makes an object adds: its storage class, and its Object
+        Lock retention, from now (each request's own moment)."""
+        extra: dict[str, Any] = self.lock.args(time.time()) if self.lock else {}
+        if self.config.storage_class:
+            extra["StorageClass"] = self.config.storage_class
+        return extra
 
     def store(self, folder: str, fill: Callable[[BinaryIO], R], key_of: Callable[[R], str],
               mtime: Optional[int] = None, mode: int = 0o600, expect: int = 0
@@ -2738,8 +3055,9 @@ class S3Storage:
             return False
         if self.throttle:
             self.throttle.take(len(data))
-        headers = ({"x-amz-storage-class": self.config.storage_class}
-                   if self.config.storage_class else {})
+        headers = self.lock.headers(time.time()) if self.lock else {}
+        if self.config.storage_class:
+            headers["x-amz-storage-class"] = self.config.storage_class
         return self.wire.put(full_key, data, headers)
 
     def _boto_put(self, key: str, body: BinaryIO, size: int) -> None:
@@ -2895,16 +3213,18 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
 
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
                  requests: int = 0, throttle: Optional[Throttle] = None,
-                 private: bool = True, owned: bool = False, source: bool = False) -> Storage:
+                 private: bool = True, owned: bool = False, source: bool = False,
+                 lock: Optional[ObjectLock] = None) -> Storage:
     """The storage a configuration section names.  ``confined``: a restore target, whose
     writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
     ``reap``: remove stale temporary files of killed runs (where this run writes);
     ``requests``: how many a remote storage may have in flight at once in this process;
     ``throttle``: the bandwidth budget its object data passes through (the
     destination's); ``source``: a backup's source, where nothing is ours (its listing
-    leaves out no name of ours).  A new backend adds one line here."""
+    leaves out no name of ours); ``lock``: the Object Lock retention of every object it
+    writes (an S3 destination's).  A new backend adds one line here."""
     if config.s3_bucket:
-        return S3Storage(config, requests, throttle=throttle)
+        return S3Storage(config, requests, throttle=throttle, lock=lock)
     if confined:
         return RestoreFolder(config.local_path or "", private, owned, throttle=throttle)
     return LocalStorage(config.local_path or "", reap=reap, throttle=throttle, source=source)
@@ -2922,7 +3242,7 @@ TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "back
             "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
             "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
             "command_timeout", "bandwidth_limit", "thaw_days", "thaw_tier",
-            "restore_permissions")
+            "restore_permissions", "object_lock_mode", "object_lock_days")
 LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
                                     # (a configured one was never used): accepted, ignored
 STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
@@ -2940,6 +3260,9 @@ NOTIFY_ON = ("failure", "always")   # when the webhook is sent
 THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's tiers, the
                                     # cheapest (and slowest) first
 THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
+OBJECT_LOCK_MODES = ("governance", "compliance")   # object_lock_mode: S3's Object Lock modes
+LOCK_MARGIN_DAYS = 7                # a lock ending within this many days is extended
+LOCK_DAYS_MAX = 36500               # object_lock_days at most (S3 takes up to 100 years)
 RESTORE_PERMISSIONS = ("private", "umask")   # restore_permissions: files 0600 in folders
                                     # 0700 (the format keeps no mode), or as the umask says
 RATE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}   # bandwidth_limit's suffixes
@@ -2990,6 +3313,7 @@ class Config:
     thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
     thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
     restore_permissions: str = "private"   # or "umask" (RESTORE_PERMISSIONS)
+    object_lock: Optional["ObjectLock"] = None   # the retention every object written gets
 
 
 def env_name(*parts: str) -> str:
@@ -3373,7 +3697,8 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
         bandwidth_limit=check.rate("bandwidth_limit"),
         thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
         thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize(),
-        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS))
+        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS),
+        object_lock=_object_lock(check))
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
@@ -3402,6 +3727,24 @@ def archive_warnings(config: Config) -> list[str]:
             "removed; set versions_keep_days to 0 (environment VERSIONS_KEEP_DAYS) if that "
             "is wanted, or use storage_class GLACIER_IR to keep history")
     return warnings
+
+
+def _object_lock(check: _Checker) -> Optional["ObjectLock"]:
+    """object_lock_mode and object_lock_days: both set, or neither (None)."""
+    mode = check.text("object_lock_mode")
+    days = check.integer("object_lock_days", None, 1, LOCK_DAYS_MAX)
+    if mode is not None and mode.strip().lower() not in OBJECT_LOCK_MODES:
+        check.problem("object_lock_mode", f"{_shown(mode)} is not one of: GOVERNANCE, "
+                      "COMPLIANCE")
+        return None
+    if (mode is None) != (days is None):
+        if check.raw.get("object_lock_days") is None or days is not None:
+            missing = "object_lock_days" if mode is not None else "object_lock_mode"
+            check.problem(missing, "is needed with "
+                          + ("object_lock_mode" if mode is not None else "object_lock_days")
+                          + " (set both, or neither)")
+        return None
+    return ObjectLock(mode.strip().upper(), days) if mode is not None and days else None
 
 
 def _alerts(check: _Checker) -> Alerts:
@@ -3448,6 +3791,7 @@ class Stored(NamedTuple):
     size: int             # bytes of the object
     name: BackupName
     storage_class: str = ""   # the listing's, when not STANDARD
+    modified: int = 0         # the listing's LastModified (epoch seconds); 0: not known
 
     @property
     def key(self) -> str:
@@ -3456,9 +3800,10 @@ class Stored(NamedTuple):
         return format_plain_name(self.name) + name_suffix(self.name)
 
 
-def stored_object(key: str, size: int, name: BackupName, storage_class: str = "") -> Stored:
+def stored_object(key: str, size: int, name: BackupName, storage_class: str = "",
+                  modified: int = 0) -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
-    return Stored(None if spells(key, name) else key, size, name, storage_class)
+    return Stored(None if spells(key, name) else key, size, name, storage_class, modified)
 
 
 _SPELLED_FIELDS = re.compile(r"(?:\.(?:0|[1-9a-z][0-9a-z]*)){4}\Z")   # as b36_encode_int
@@ -3530,6 +3875,15 @@ class Remove(_ObjectJob):
 
 
 @dataclass(frozen=True)
+class Extend(_ObjectJob):
+    """Lock an unchanged object (Object Lock) until ``until`` (epoch seconds): its lock
+    ends soon (see ObjectLock.due)."""
+
+    until: int
+    why: ClassVar[str] = "extend lock"
+
+
+@dataclass(frozen=True)
 class Upload:
     """Back up a new or changed source file.  Once the new object is durable, the objects
     it ``replaces`` are removed, and those of its ``versions`` (with history) are renamed
@@ -3580,7 +3934,7 @@ class Verify(_ContentJob):
     writes: ClassVar[Optional[str]] = None
 
 
-Job = Union[Upload, Rename, Mark, Remove, Restore, Verify]
+Job = Union[Upload, Rename, Mark, Remove, Extend, Restore, Verify]
 
 
 @dataclass(frozen=True)
@@ -3604,6 +3958,8 @@ class Outcome:
     warning: str = ""         # done, but something to tell (reported, not a failure)
     md5: bytes = b""          # an upload's content digest
     versions: int = 0         # old objects an upload kept as versions
+    damaged: str = ""         # the key of an object read that failed its checks
+                              # (IntegrityError): what --verify --repair makes again
 
 
 # =====================================================================================
@@ -3616,6 +3972,8 @@ class Plan:
     renames: list[Rename] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     removes: list[Remove] = field(default_factory=list)
+    extends: list[Extend] = field(default_factory=list)   # unchanged objects whose Object
+                                       # Lock ends soon
     unchanged: int = 0
     live: int = 0                      # paths with a live object before the run
     vanishing: int = 0                 # of those, how many this run marks deleted or removes
@@ -3848,8 +4206,9 @@ class Planner:
 
     def __init__(self, today: datetime.date, keep_days: Optional[int],
                  versions_keep_days: int = 0, moment: Optional[int] = None,
-                 expire_versions: bool = False):
+                 expire_versions: bool = False, lock: Optional[ObjectLock] = None):
         self.plan, self.today, self.keep_days = Plan(), today, keep_days
+        self.lock = lock
         self.stamp = date_number(today)
         self.versions_keep_days = max(0, versions_keep_days)     # (below 0: none)
         self.moment = noon(today) if moment is None else moment  # the run's start
@@ -3869,10 +4228,18 @@ class Planner:
                 and _same_file(name, entry)):
             plan.live += 1            # the common case, kept cheap for a million files
             plan.unchanged += 1
+            if self.lock:
+                self._extend(group[0])
             return
         if len(group) > 1:          # the same decisions in whichever order a listing came
             group = sorted(group, key=_object_key)
         self._judge(path, group, entry)
+
+    def _extend(self, obj: Stored) -> None:
+        """An Extend of an unchanged object whose Object Lock ends soon."""
+        until = self.lock.due(obj.modified, self.moment) if self.lock else None
+        if until is not None:
+            self.plan.extends.append(Extend(obj, until))
 
     def replaced_stamp(self, deleted: int) -> int:
         """The stamp of a version made now of an object whose deleted field is ``deleted``:
@@ -3949,6 +4316,8 @@ class Planner:
                 plan.renames.append(Rename(keeper, name.with_deleted(0), "undelete"))
             else:
                 plan.unchanged += 1
+                if self.lock:
+                    self._extend(keeper)
         elif name.deleted == 0:
             marked = name.with_deleted(self.stamp)
             copy = min((o for o in others if o.name == marked), key=_object_key, default=None)
@@ -3971,12 +4340,12 @@ class Planner:
     def finish(self) -> Plan:
         plan = self.plan
         plan.candidates = self.candidates.best()
-        for jobs in (plan.uploads, plan.renames, plan.marks, plan.removes):
+        for jobs in (plan.uploads, plan.renames, plan.marks, plan.removes, plan.extends):
             jobs.sort(key=_job_path)      # stable: a path's own jobs keep their order
         return plan
 
 
-def _job_path(job: Union[Upload, Rename, Mark, Remove]) -> str:
+def _job_path(job: Union[Upload, Rename, Mark, Remove, Extend]) -> str:
     return job.path
 
 
@@ -4002,7 +4371,7 @@ def plan_key(path: str) -> str:
 def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: datetime.date,
                 keep_days: Optional[int], blind: Iterable[str] = (),
                 versions_keep_days: int = 0, moment: Optional[int] = None,
-                expire_versions: bool = False) -> Plan:
+                expire_versions: bool = False, lock: Optional[ObjectLock] = None) -> Plan:
     """Compare the source listing with the destination's objects and decide every action.
 
     Objects of paths in ``blind`` (unreadable files and folders; a list may still grow
@@ -4010,25 +4379,26 @@ def plan_backup(source: Iterable[Entry], stored: Iterable[Stored], today: dateti
     (history), what a change or a crash would remove is kept as a version object unless a
     version of the same content is kept already, stamped with ``moment`` (the run's start;
     noon of ``today`` when None) and the days it is kept; versions expire as
-    version_expired says (``expire_versions``: by versions_keep_days alone).
+    version_expired says (``expire_versions``: by versions_keep_days alone).  With
+    ``lock`` (object_lock_*), unchanged objects whose lock ends soon are extended.
 
     Both listings are sorted by path and walked side by side (see plan_walked).
     """
     files = ((e.key, e) for e in sorted(source, key=_entry_path))
     objects = ((o.name.path, o) for o in sorted(stored, key=_stored_path))
     return plan_walked(files, objects, today, keep_days, blind, versions_keep_days, moment,
-                       expire_versions)
+                       expire_versions, lock)
 
 
 def plan_walked(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
                 today: datetime.date, keep_days: Optional[int], blind: Iterable[str] = (),
                 versions_keep_days: int = 0, moment: Optional[int] = None,
-                expire_versions: bool = False) -> Plan:
+                expire_versions: bool = False, lock: Optional[ObjectLock] = None) -> Plan:
     """plan_backup of listings that come as (plan key, item) in plan order (see plan_key
     and in_plan_order): walked as they come, neither held (at a million files, the
     difference between a few megabytes and hundreds)."""
     return walk_listings(files, objects, Planner(today, keep_days, versions_keep_days, moment,
-                                                 expire_versions), BlindSpots(blind))
+                                                 expire_versions, lock), BlindSpots(blind))
 
 
 def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[str, Stored]],
@@ -4401,7 +4771,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
     are plaintext here (encrypted names do not come in plan order)."""
     assert not codec.encrypt_filenames
     suffix_length = len(OBJECT_SUFFIX)
-    for key, size, _, storage_class in entries:
+    for key, size, modified, storage_class in entries:
         try:        # (decode_name for a plaintext name, inlined: a million names)
             name = read_stem(key[:-suffix_length], key[-suffix_length:])
         except BadNameError:
@@ -4414,7 +4784,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
         # as ours are?
         spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - suffix_length)
         yield object_bound(key), plan_key(name.path), Stored(None if spelled else key, size,
-                                                             name, storage_class)
+                                                             name, storage_class, modified)
 
 
 class Listing:
@@ -4521,7 +4891,7 @@ class Listing:
         text = self.name(i) or key
         return stored_object(key, self.sizes[i],
                              read_stem(text[:-len(OBJECT_SUFFIX)], text[-len(OBJECT_SUFFIX):]),
-                             self.storage_class(i))
+                             self.storage_class(i), self.mtimes[i])
 
     def files_in_order(self) -> Iterator[tuple[str, Entry]]:
         """Every entry, as a source file, in plan order, with its plan key."""
@@ -4774,8 +5144,8 @@ class _Worker:
         one_malloc_arena()
         self.codec = config.codec
         self.src = make_storage(config.src, requests=requests) if config.src else None
-        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle) \
-            if config.dest else None
+        self.dest = make_storage(config.dest, requests=requests, throttle=config.throttle,
+                                 lock=config.object_lock) if config.dest else None
         self.restore = restore_storage(config, requests=requests)
         umask = os.umask(0o022)
         os.umask(umask)
@@ -4870,7 +5240,9 @@ def describe(exc: BaseException) -> str:
 
 
 def failed(job: Job, exc: BaseException) -> Outcome:
-    return Outcome(job.action, job.path, error=describe(exc))
+    obj = getattr(job, "obj", None)       # the object a restore or verify reads
+    damaged = obj.key if obj is not None and isinstance(exc, IntegrityError) else ""
+    return Outcome(job.action, job.path, error=describe(exc), damaged=damaged)
 
 
 def run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
@@ -5030,6 +5402,12 @@ def _rename(worker: _Worker, job: Rename) -> Outcome:
     return Outcome(job.action, job.path)
 
 
+def _extend(worker: _Worker, job: Extend) -> Outcome:
+    if worker.dest.extend_lock(job.old.key, job.until):
+        return Outcome(job.action, job.path)
+    return Outcome("check lock", job.path)      # an earlier run extended it
+
+
 def _remove(worker: _Worker, job: Remove) -> Outcome:
     worker.dest.remove(job.old.key)
     return Outcome(job.action, job.path)
@@ -5099,7 +5477,7 @@ class Handler(NamedTuple):
 
 HANDLERS: dict[type, Handler] = {
     Upload: Handler(_upload, _replaced), Rename: Handler(_rename), Mark: Handler(_mark),
-    Remove: Handler(_remove),
+    Remove: Handler(_remove), Extend: Handler(_extend),
     Restore: Handler(_restore), Verify: Handler(_verify)}
 
 
@@ -5121,12 +5499,12 @@ def decode_fetched(worker: _Worker, items: tuple[tuple[Job, bytes], ...]) -> lis
             if o.key in lost else o for o in outcomes]
 
 
-def decode_names(worker: _Worker, keys: tuple[tuple[str, int, str], ...]
-                 ) -> list[tuple[str, int, str, Union[BackupName, str]]]:
-    """(key, size, storage class, BackupName or why the key is not one) of listed objects
-    given as (key, size, storage class)."""
-    return [(key, size, storage_class, parse_name(key, worker.codec))
-            for key, size, storage_class in keys]
+def decode_names(worker: _Worker, keys: tuple[tuple[str, int, str, int], ...]
+                 ) -> list[tuple[str, int, str, int, Union[BackupName, str]]]:
+    """(key, size, storage class, mtime, BackupName or why the key is not one) of listed
+    objects given as (key, size, storage class, mtime)."""
+    return [(key, size, storage_class, mtime, parse_name(key, worker.codec))
+            for key, size, storage_class, mtime in keys]
 
 
 def parse_name(key: str, codec: Codec) -> Union[BackupName, str]:
@@ -5146,7 +5524,8 @@ log = logging.getLogger("encrypted_s3_backup")
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
               "verify": "verified", "keep version": "versions kept",
-              "expire version": "versions expired", "drop mark": "deletion marks removed"}
+              "expire version": "versions expired", "drop mark": "deletion marks removed",
+              "repair": "repaired", "extend lock": "locks extended", "check lock": "locks checked"}
 
 
 def show(path: str) -> str:
@@ -5223,8 +5602,9 @@ class Tally:
                     outcome.versions
             self.bytes_in += outcome.bytes_in
             self.bytes_out += outcome.bytes_out
-            if self.ok_lines:
-                log.info("OK %s", show(outcome.path))
+            if self.ok_lines:     # (a verify's: "OK", and what else it did)
+                log.info("OK %s%s", show(outcome.path), "" if outcome.action == "verify"
+                         else f" ({DONE_WORDS.get(outcome.action, outcome.action)})")
             elif self.verbose:
                 log.info("%s %s", outcome.action, show(outcome.path))
         if self.progress:
@@ -5324,6 +5704,9 @@ METRICS = (                # (name after METRIC_PREFIX, HELP); gauges labelled k
     ("last_mass_change_files", "Files the last backup that planned found changed when they "
                                "were more than half of the backed-up files (exit code 5), "
                                "else 0."),
+    ("destination_versioning", "1 when the S3 destination had versioning on as the last run "
+                               "of this kind started, else 0."),
+    ("destination_object_lock", "1 when it had Object Lock with a default retention, else 0."),
 )
 FILE_RESULTS = {           # last_files{result=...}: the summary figure counted, per kind
     "backup": {"read": "uploaded", "written": "uploaded", "unchanged": "unchanged",
@@ -5332,7 +5715,7 @@ FILE_RESULTS = {           # last_files{result=...}: the summary figure counted,
     "verify": {"read": "verified", "skipped": "skipped"},
 }
 KEPT_METRICS = ("last_success_timestamp_seconds", "destination_objects", "destination_bytes",
-                "last_mass_change_files")
+                "last_mass_change_files", "destination_versioning", "destination_object_lock")
 # ^ a run that does not know these leaves the last values in the file
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]   # (name, labels): value
 
@@ -5645,7 +6028,8 @@ def metric_samples(kind: str, code: int, started: float, ended: float,
     for result in ("read", "written"):
         samples["last_bytes", by_kind + (("result", result),)] = \
             figures.get(f"bytes_{result}", 0)
-    for name in ("destination_objects", "destination_bytes"):
+    for name in ("destination_objects", "destination_bytes", "destination_versioning",
+                 "destination_object_lock"):
         if name in figures:
             samples[name, by_kind] = figures[name]
     if kind == "backup" and figures:      # (a backup that got as far as its summary)
@@ -5676,6 +6060,7 @@ class Monitor(logging.Handler):
         self.summary, self.figures = "", {}
         self.attention: list[str] = []           # what needs attention, e.g. a mass change
         self.attention_figures: dict[str, Any] = {}
+        self.gauges: dict[str, int] = {}         # the destination's protection (metrics only)
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
         self.last_bytes = 0                                        # PING_BODY_MAX bytes
@@ -5697,6 +6082,8 @@ class Monitor(logging.Handler):
                     self.last_bytes -= len(self.last.popleft().encode("utf-8", "replace")) + 1
         elif getattr(record, "figures", None) is not None:
             self.summary, self.figures = record.getMessage(), record.figures
+        elif (gauges := getattr(record, "gauges", None)) is not None:
+            self.gauges.update(gauges)
 
     def begin(self, config: Config) -> None:
         """The run starts: the start ping; before a backup, the pre_command (CommandError
@@ -5763,7 +6150,7 @@ class Monitor(logging.Handler):
             try:
                 write_metrics(alerts.metrics_file, self.kind, metric_samples(
                     self.kind, code, self.started, ended,
-                    {**self.figures, **self.attention_figures}))
+                    {**self.figures, **self.attention_figures, **self.gauges}))
             except OSError as exc:
                 log.warning("warning: cannot write the metrics file %s: %s",
                             alerts.metrics_file, exc.strerror or exc)
@@ -6235,10 +6622,10 @@ def list_objects(dest: Storage, report: ListReport) -> Listing:
 
 
 def decode_listing(dest: Storage, objects: Listing, config: Config, report: ListReport,
-                   each: Callable[[str, int, BackupName, str], None]) -> None:
-    """``each(key, size, name, storage class)`` for the listed objects whose names decode;
-    the others go into the report.  Encrypted names with per-object salts cost a key
-    derivation each, so then they are decoded in the worker pool.
+                   each: Callable[[str, int, BackupName, str, int], None]) -> None:
+    """``each(key, size, name, storage class, mtime)`` for the listed objects whose names
+    decode; the others go into the report.  Encrypted names with per-object salts cost a
+    key derivation each, so then they are decoded in the worker pool.
 
     When names are encrypted and none decodes while some look encrypted (sealed_name),
     the password (or cipher) is wrong: PasswordError, or a backup would upload everything
@@ -6248,24 +6635,24 @@ def decode_listing(dest: Storage, objects: Listing, config: Config, report: List
     bad: list[str] = []
     found = sealed = 0
 
-    def take(decoded: Iterable[tuple[str, int, str, Union[BackupName, str]]]) -> None:
+    def take(decoded: Iterable[tuple[str, int, str, int, Union[BackupName, str]]]) -> None:
         nonlocal found, sealed
-        for key, size, storage_class, name in decoded:
+        for key, size, storage_class, mtime, name in decoded:
             if isinstance(name, BackupName):
-                each(key, size, name, storage_class)
+                each(key, size, name, storage_class, mtime)
                 found += 1
             else:
                 bad.append(name)
                 sealed += bool(codec.encrypt_filenames and sealed_name(key, codec))
 
     if codec.encrypt_filenames and codec.salt is None and len(objects) > 1:
-        tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j))
-                       for j in range(i, min(i + NAMES_PER_TASK, len(objects))))
+        tasks = [tuple((objects.key(j), objects.sizes[j], objects.storage_class(j),
+                        objects.mtimes[j]) for j in range(i, min(i + NAMES_PER_TASK, len(objects))))
                  for i in range(0, len(objects), NAMES_PER_TASK)]
         run_in_pool(decode_names, tasks, config.restore_processes, config, take)
     else:
-        take((entry.key, entry.size, entry.storage_class, parse_name(entry.key, codec))
-             for entry in objects)
+        take((entry.key, entry.size, entry.storage_class, entry.mtime,
+              parse_name(entry.key, codec)) for entry in objects)
     if sealed and not found:
         raise password_error(dest, codec, f"none of the {len(bad)} object names there "
                              "decrypts")
@@ -6306,9 +6693,9 @@ def held_objects(dest: Storage, objects: Listing, config: Config,
     held = Listing()
     encrypted = config.codec.encrypt_filenames
 
-    def hold(key: str, size: int, name: BackupName, storage_class: str) -> None:
+    def hold(key: str, size: int, name: BackupName, storage_class: str, mtime: int) -> None:
         plain = encrypted and not reads_as(key, name)
-        held.append(key, size, 0, storage_class,
+        held.append(key, size, mtime, storage_class,
                     format_plain_name(name) + name_suffix(name) if plain else "")
     decode_listing(dest, objects, config, report, hold)
     return held
@@ -6376,9 +6763,14 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
+    if exists:
+        report.notes += dest.lock_notes()
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
+    if exists:
+        with contextlib.suppress(*FILE_FAILURES):     # nor is the destination's protection
+            report.protection = dest.protection(probe=False)
     yield exists
     if exists:
         yield from backup_entries(dest, report)
@@ -6486,7 +6878,8 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                         listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
                                              config),
                         day, config.deleted_keep_days, report.blind,
-                        config.versions_keep_days, moment, expire_versions), report, there
+                        config.versions_keep_days, moment, expire_versions,
+                        config.object_lock), report, there
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
@@ -6584,7 +6977,12 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    src, dest = make_storage(config.src, source=True), make_storage(config.dest, reap=True)
+    src = make_storage(config.src, source=True)
+    dest = make_storage(config.dest, reap=True, lock=config.object_lock)
+    if config.object_lock and not (config.dest and config.dest.s3_bucket):
+        raise ConfigError("object_lock_mode and object_lock_days (environment OBJECT_LOCK_MODE "
+                          "and OBJECT_LOCK_DAYS) lock S3 objects, and dest is a local folder; "
+                          "unset both, or back up to a bucket with Object Lock")
     log.info("backup %s -> %s", src, dest)
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
@@ -6607,6 +7005,9 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
                      "then derived once per run")
     for note in report.notes:
         log.info("note: %s", note)
+    if report.protection is not None:
+        log.info("destination %s", report.protection.summary(),
+                 extra={"gauges": report.protection.gauges()})
     for key in report.ignored_keys:
         log.info("ignored %s: ignore_regex matches it", show(key))
     for problem in report.problems:
@@ -6619,7 +7020,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     if not args.allow_mass_change:
         check_mass_change(plan, bool(history))
     uploads = sorted(plan.uploads, key=lambda u: -u.size)     # the longest work starts first
-    jobs: list[Job] = [*uploads, *plan.renames, *plan.marks, *plan.removes]
+    jobs: list[Job] = [*uploads, *plan.renames, *plan.marks, *plan.removes, *plan.extends]
     tally = Tally(args.verbose, files=len(jobs), size=sum(u.size for u in uploads),
                   progress=not args.quiet)
     versions_kept = sum(len(u.versions) for u in uploads) + sum(
@@ -6892,6 +7293,7 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
 def run_verify(config: Config, args: argparse.Namespace) -> int:
     dest, stored, problems = open_backup(config, as_of=args.as_of)
     check_password(config, dest, [o for o in stored if not o.name.mark], len(stored))
+    src = repair_source(config) if args.repair else None
     if args.as_of:           # what a restore as of then restores
         then = select_for_restore(stored, False, (), args.as_of)
         if stored and not problems:
@@ -6910,13 +7312,114 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
                   size=sum(o.size for o in chosen), progress=not args.quiet)
     for failure in waiting.failed:
         tally.add(failure)
-    run_jobs([Verify(o) for o in chosen], config.restore_processes, config, tally.add,
+    damaged: set[str] = set()
+
+    def on_outcome(outcome: Outcome) -> None:
+        tally.add(outcome)
+        if outcome.damaged:
+            damaged.add(outcome.damaged)
+    run_jobs([Verify(o) for o in chosen], config.restore_processes, config, on_outcome,
              tally.warn)
+    if src is not None and damaged:
+        repair(config, src, [o for o in chosen if o.key in damaged], tally)
     tally.failed += len(problems)
     tally.summary("verify", [("skipped", skipped)], out_word="checked",
                   destination=(len(stored), sum(o.size for o in stored)))
     report_waiting(waiting, args)
     return read_outcome(tally.failed, waiting)
+
+
+def run_check_protection(config: Config, args: argparse.Namespace) -> int:
+    """--check-protection: what keeps dest's files from keys that can write to it, a line
+    per fact, then the verdict; EXIT_UNPROTECTED unless versions are kept and these keys
+    cannot destroy them."""
+    dest = make_storage(config.dest)
+    if not dest.prepare(create=False, missing_ok=True):
+        raise StorageError(f"{dest} does not exist: check dest's settings")
+    found = dest.protection()
+    if found is None:
+        log.error("NOT protected: %s is a folder, and whoever can write to it can delete "
+                  "or overwrite everything it holds; for protection back up to an S3 bucket "
+                  "with versioning and Object Lock (README: Stolen keys and ransomware)", dest)
+        return EXIT_UNPROTECTED
+    log.info("protection of %s:", dest)
+    for line in found.lines():
+        log.info("%s", line)
+    if found.kept:
+        log.info("note: the probe %s stays until its retention ends (a few bytes; the next "
+                 "check tries it again)", found.kept)
+    if found.versioning and found.expiry == 0:
+        log.warning("warning: no lifecycle rule expires non-current versions, so the bucket "
+                    "keeps every version ever written and grows without bound: add one with "
+                    "NoncurrentVersionExpiration (README: Stolen keys and ransomware)")
+    if found.safe():
+        log.info("protected: the bucket keeps versions and these keys cannot destroy them",
+                 extra={"summary": True})
+        return EXIT_OK
+    fix = ("turn versioning on" if found.versioning != "Enabled" else
+           "turn Object Lock on with a default retention, or deny these keys "
+           "s3:DeleteObjectVersion")
+    log.error("NOT protected: an attacker with these keys could destroy the backup; %s "
+              "(README: Stolen keys and ransomware)", fix)
+    return EXIT_UNPROTECTED
+
+
+def repairable(src: Storage, obj: Stored) -> str:
+    """Why a damaged object cannot be made again from its source file, or "" when it can:
+    it must be a current object (not deleted, not a version: their content is not the
+    file's now), and the file must still be the one its name describes: size and mtime,
+    then the MD5 of its content (read here)."""
+    name = obj.name
+    if name.deleted or name.version:
+        return "a deleted file's object or a version holds no current content to upload"
+    try:
+        entry = src.stat(name.path)
+    except MissingError:
+        return "its source file is gone"
+    if not _same_file(name, entry):
+        return "its source file changed since it was backed up (a backup uploads it)"
+    digest = hashlib.md5()
+    with src.open(name.path) as stream:
+        for chunk in _chunks(stream):
+            digest.update(chunk)
+    if digest.digest() != name.md5:
+        return ("its source file's content changed since it was backed up (same size and "
+                "mtime; a backup does not see it: touch the file)")
+    return ""
+
+
+def repair_source(config: Config) -> Storage:
+    """The source --repair reads, checked there before the verify starts."""
+    assert config.src is not None, "main() loads src for --repair"
+    src = make_storage(config.src, source=True)
+    src.prepare(create=False)
+    return src
+
+
+def repair(config: Config, src: Storage, damaged: list[Stored], tally: Tally) -> None:
+    """--verify --repair: make the objects a verify found damaged again from their source
+    files where those are still what the names describe (repairable), as a backup uploads
+    a file: the new object first, then the damaged one removed (Upload.replaces).  Each
+    repair takes back its verify failure from ``tally``; what cannot be repaired is said
+    (its failure stands)."""
+    why_not = answers(repairable, [(src, obj) for obj in damaged], config.requests_in_flight)
+    jobs: list[Job] = []
+    for obj, why in zip(damaged, why_not):
+        if why:
+            log.error("FAILED repair %s: not repaired: %s", show(obj.name.path), why)
+        else:
+            jobs.append(Upload(obj.name.path, obj.name.size, obj.name.mtime,
+                               replaces=(obj.key,)))
+    log.info("repair: %d of the %d damaged objects uploaded again from %s", len(jobs),
+             len(damaged), src)
+
+    def on_outcome(outcome: Outcome) -> None:
+        if outcome.error:    # one line more for a failure already counted
+            log.error("FAILED repair %s: %s", show(outcome.path), outcome.error)
+            return
+        tally.failed -= 1
+        tally.add(replace(outcome, action="repair"))
+    run_jobs(jobs, config.backup_processes, config, on_outcome, tally.warn)
 
 
 def object_kind(name: BackupName) -> str:
@@ -7008,7 +7511,8 @@ or storage error, or a restore or verify that selects nothing (nothing was done)
 3 internal error (please report), 4 restore or verify did all it could read, the rest is
 thawing from an archive storage class (run it again later), 5 a backup did everything but
 needs attention: more than half of the files changed (their old contents are kept as
-history: check the source), 130 interrupted."""
+history: check the source), 6 --check-protection found dest unprotected (keys that can
+write to it could destroy it), 130 interrupted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -7032,6 +7536,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "object names alone; a storage class other than STANDARD is "
                             "shown too, with the thaw state of archived objects (a HEAD "
                             "request each)")
+    group.add_argument("--check-protection", action="store_true",
+                       help="say what keeps dest from keys that can write to it: versioning, "
+                            "Object Lock, a lifecycle rule for old versions, and (tried on "
+                            "a tiny object of its own) whether these keys can destroy a "
+                            "version; exits 6 when they could")
     group.add_argument("--report-skipped", metavar="WHY",
                        help="report a backup that did not run (the Docker image's overlap "
                             "guard uses it): the health check's /fail ping with WHY as its "
@@ -7054,6 +7563,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --verify: only the objects whose key falls in slice N of "
                               "T (the same slices on every run and machine: T runs with N = "
                               "1..T check everything once), or a random P percent of them")
+    options.add_argument("--repair", action="store_true",
+                         help="with --verify: upload again, from src, every current object "
+                              "that fails its checks (damaged, junk, cut short) when its "
+                              "source file is still the one its name describes (size, mtime "
+                              "and MD5); the damaged object is removed once the new one is "
+                              "stored. Exit code 0 when every failure was repaired")
     options.add_argument("--bwlimit", metavar="RATE", type=rate_argument,
                          help="at most RATE bytes per second of object data to and from the "
                               "destination, for all processes together; K, M, G suffixes "
@@ -7100,13 +7615,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         parser.error("--restore-only needs --restore or --list")
     if args.json and not args.list:
         parser.error("--json needs --list")
-    if args.dry_run and (args.verify or args.list):
+    if args.dry_run and (args.verify or args.list or args.check_protection):
         parser.error("--dry-run is for a backup or --restore")
     if args.versions and not args.list:
         parser.error("--versions needs --list")
     if args.expire_versions and (args.restore or args.verify or args.list
-                                 or args.report_skipped is not None):
+                                 or args.check_protection or args.report_skipped is not None):
         parser.error("--expire-versions is for a backup")
+    if args.repair and not args.verify:
+        parser.error("--repair needs --verify")
     if args.no_thaw and not (args.restore or args.verify):
         parser.error("--no-thaw needs --restore or --verify")
     if args.subset is not None:
@@ -7122,6 +7639,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     if args.as_of_text is not None:
         if not (args.restore or args.list or args.verify):
             parser.error("--as-of needs --restore, --verify or --list")
+        if args.repair:
+            parser.error("--repair makes the current objects whole again: leave out --as-of")
         if args.restore_deleted or args.versions:
             parser.error("--as-of gives the files of one moment, deleted since or not: leave "
                          "out --restore-deleted and --versions")
@@ -7153,7 +7672,7 @@ def setup_logging(quiet: bool) -> None:
 def run_kind(args: argparse.Namespace) -> Optional[str]:
     """What the monitors call this run; None for what they do not watch (a list, a dry
     run)."""
-    if args.list or args.dry_run:
+    if args.list or args.dry_run or args.check_protection:
         return None
     return "restore" if args.restore else "verify" if args.verify else "backup"
 
@@ -7171,7 +7690,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         monitor.skipped(args.report_skipped)
         return EXIT_OK
     try:
-        needs = ("src", "dest") if not (args.restore or args.verify or args.list) else ("dest",)
+        needs = ("src", "dest") if args.repair or not (
+            args.restore or args.verify or args.list or args.check_protection) else ("dest",)
         flags = {"bandwidth_limit": args.bwlimit} if args.bwlimit is not None else {}
         config, warnings = load_config(args.config, needs=needs, flags=flags)
         for warning in warnings:
@@ -7180,7 +7700,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             config = replace(config, throttle=Throttle(config.bandwidth_limit))
         monitor.begin(config)
         action = run_restore if args.restore else run_verify if args.verify else \
-            run_list if args.list else run_backup
+            run_list if args.list else run_check_protection if args.check_protection else \
+            run_backup
         code = action(config, args)
     except BackupError as exc:
         log.error("error: %s", exc.message)

@@ -538,6 +538,9 @@ def test_version_and_help(capsys):
     (["--json"], "--json needs --list"),
     (["--verify", "--dry-run"], "--dry-run is for a backup or --restore"),
     (["--restore", "--verify"], "not allowed with"),
+    (["--repair"], "--repair needs --verify"),
+    (["--restore", "--repair"], "--repair needs --verify"),
+    (["--verify", "--repair", "--as-of", "2024-01-01"], "leave out --as-of"),
     (["--no-such-option"], "unrecognized arguments"),
 ])
 def test_usage_errors_exit_2(argv, message, capsys):

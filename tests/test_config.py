@@ -93,6 +93,8 @@ FULL = {
     "bandwidth_limit": "2M",
     "thaw_days": 3,
     "thaw_tier": "Expedited",
+    "object_lock_mode": "compliance",
+    "object_lock_days": 90,
 }
 
 
@@ -126,6 +128,7 @@ def test_full_file_is_parsed_into_the_right_types(tmp_path):
     assert config.bandwidth_limit == 2 * 1024 * 1024 and config.throttle is None
     assert config.thaw_days == 3 and config.thaw_tier == "Expedited"
     assert config.restore_permissions == "umask"
+    assert config.object_lock == esb.ObjectLock("COMPLIANCE", 90)
 
 
 def test_old_tools_full_example_with_nulls_loads_unchanged(tmp_path):
@@ -459,7 +462,7 @@ def fuzz_file(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz") / "config.json"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=configurations(),
        environ=st.dictionaries(st.sampled_from(sorted(esb.config_variables())),
                                st.text(st.characters(blacklist_characters="\x00"), max_size=12),

@@ -42,6 +42,9 @@ def test_the_summary_counts_the_requests_of_each_kind(make_tool, s3_bucket):
     assert code == 0, err
     counts, retried = summary_requests(out)
     assert counts["PUT"] == 5 and counts["LIST"] >= 1 and retried == 0
+    # the start-of-run line on the destination's protection: GetBucketVersioning and
+    # GetObjectLockConfiguration, once per run
+    assert counts["CONFIG"] == 2, counts
     (tool.src / "f0.txt").unlink()
     tool.write("f1.txt", b"changed", 1_700_000_009)
     code, out, err = tool()
@@ -51,7 +54,9 @@ def test_the_summary_counts_the_requests_of_each_kind(make_tool, s3_bucket):
     assert (counts["PUT"], counts["COPY"], counts["DELETE"], counts["GET"]) == (1, 1, 2, 1), \
         counts
     code, out, err = tool("--verify")
-    assert summary_requests(out)[0]["GET"] == 1 + 5     # the password check, then each object
+    counts, _ = summary_requests(out)
+    assert counts["GET"] == 1 + 5, counts    # the password check, then each object
+    assert "CONFIG" not in counts            # (a verify without --as-of reads no settings)
 
 
 def test_dry_runs_count_their_requests_too(make_tool, s3_bucket):

@@ -10,7 +10,7 @@ import datetime
 import secrets
 
 import pytest
-from conftest import esb, tree
+from conftest import decoded, esb, tree
 
 MTIME = 1_700_000_000
 FILES = {f"docs/f{i:02d}.txt": b"content of file %d\n" % i * (i + 1) for i in range(12)}
@@ -37,10 +37,10 @@ def remove_every_version(bucket):
                                         BypassGovernanceRetention=True)
 
 
-@pytest.fixture(params=["seaweedfs", "moto"])
-def server(request):
-    return request.getfixturevalue("s3_server" if request.param == "seaweedfs"
-                                   else "moto_server")
+# Both servers, each with one kind of bucket in each test: a locked bucket is a versioned
+# one with retention besides (the suite's time is kept for other tests).
+KINDS = {"cycle": [("seaweedfs", "versioned"), ("moto", "locked")],
+         "attack": [("seaweedfs", "locked"), ("moto", "locked")]}
 
 
 def made_bucket(server, lock):
@@ -63,9 +63,12 @@ def made_bucket(server, lock):
                     region=server.region, client=client)
 
 
-@pytest.fixture(params=["versioned", "locked"])
-def bucket(request, server):
-    made = made_bucket(server, request.param == "locked")
+@pytest.fixture
+def bucket(request, where):
+    server_name, kind = where
+    server = request.getfixturevalue("s3_server" if server_name == "seaweedfs"
+                                     else "moto_server")
+    made = made_bucket(server, kind == "locked")
     yield made
     remove_every_version(made)      # (best effort: a server may keep a locked version)
     try:
@@ -74,6 +77,7 @@ def bucket(request, server):
         pass
 
 
+@pytest.mark.parametrize("where", KINDS["cycle"], ids="-".join)
 def test_every_run_works_on_a_versioned_or_locked_bucket_and_never_removes_a_version(
         make_tool, bucket, monkeypatch):
     tool = make_tool(bucket, VERSIONS_KEEP_DAYS=2, DELETED_KEEP_DAYS=3)
@@ -120,6 +124,7 @@ def moment_passed(after):
         time.sleep(0.1)
 
 
+@pytest.mark.parametrize("where", KINDS["attack"], ids="-".join)
 def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
         make_tool, bucket, monkeypatch):
     """The attack: with the tool's own keys, every object deleted (no version named: S3
@@ -170,6 +175,20 @@ def test_after_stolen_keys_wiped_the_bucket_as_of_before_brings_everything_back(
     failed = [line for line in err.splitlines() if "FAILED" in line]
     assert code == 1 and all(any(path in line for line in failed) for path in junk), err
 
+    code, out, err = tool("--verify", "--repair")     # the recovery's last step: the junk
+    assert f"{len(junk)} repaired" in out, err        # current objects made again from src;
+    code, out, err = tool("--verify")                 # the junk version, and the evil object
+    failed = {line.split()[3] for line in err.splitlines() if "FAILED verify" in line}
+    assert code == 1 and failed == {"docs/f03.txt:", "docs/f05.txt:", "docs/evil.txt:"}, err
+    shutil.rmtree(tool.restore, ignore_errors=True)   # (deleted since) have no source: they
+    assert tool("--restore")[0] == 0 and tool.restored() == expected   # stay. Byte for byte,
+    codec, current = tool.codec(), {}                 # and what the existing tool reads (the
+    for key in tool.keys():                           # .enc objects of files not deleted)
+        name = esb.decode_name(key, codec)
+        if key.endswith(".enc") and not name.deleted:
+            with tool.storage().open(key) as src:
+                current[name.path] = decoded(src, name.size, name.md5, codec)
+    assert current == expected
 
 @pytest.mark.parametrize("code, said", [("AccessDenied", ""), ("NotImplemented", ""),
                                         ("NoSuchBucket", None)])
