@@ -212,3 +212,35 @@ def test_a_service_that_does_not_say_whether_it_keeps_versions_is_read_as_it_is(
     with caplog.at_level("INFO", logger="encrypted_s3_backup"):
         assert storage.versioning() == said
     assert f"S3 error {code}" in caplog.text and "only its current objects" in caplog.text
+
+
+def test_a_version_listing_that_fails_mid_way_restores_nothing(make_tool, moto_server,
+                                                                monkeypatch):
+    """A listing of the bucket's versions cut short by an error is the storage's error
+    (exit 2, one line): nothing is restored from half a listing."""
+    from botocore.exceptions import ClientError
+    bucket = made_bucket(moto_server, lock=False)
+    tool = make_tool(bucket)
+    for rel, data in FILES.items():
+        tool.write(rel, data, MTIME)
+    assert tool()[0] == 0
+    monkeypatch.setattr(esb, "S3_LIST_PAGE", 3)
+    real = esb.S3Storage._pages
+
+    def failing(self, prefix, delimiter="", versions=False):
+        pages = real(self, prefix, delimiter, versions)
+        if versions and delimiter == "":          # a folder's pages: the second one fails
+            yield next(pages)
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "x"}},
+                              "ListObjectVersions")
+        yield from pages
+
+    monkeypatch.setattr(esb.S3Storage, "_pages", failing)
+    when = (datetime.datetime.now() + datetime.timedelta(hours=1)).strftime(
+        "%Y-%m-%dT%H:%M:%S")
+    code, out, err = tool("--restore", "--as-of", when)
+    assert code == 2, err
+    line, = [x for x in err.splitlines() if "error:" in x]
+    assert "cannot list the versions" in line and "InternalError" in line, err
+    assert not tool.restore.exists()
+    remove_every_version(bucket)
