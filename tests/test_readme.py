@@ -232,9 +232,9 @@ def test_the_benchmark_bound_is_local_only_and_its_reading_is_shared_by_bytes():
 
 
 def test_the_monitoring_examples_match_what_the_tool_sends(local_tool, ping_server):
-    """The webhook example has exactly the fields a backup's webhook has, and the metrics
-    table names every metric."""
-    monitoring = README[README.index("## Monitoring"):README.index("## Performance")]
+    """The webhook example (docs/MONITORING.md) has exactly the fields a backup's webhook
+    has, and the metrics table names every metric."""
+    monitoring = (ROOT / "docs" / "MONITORING.md").read_text(encoding="utf-8")
     example = json.loads(re.search(r"```json\n(.*?)```", monitoring, re.S).group(1))
     local_tool.set(NOTIFY_URL=ping_server.url("/hook"), BACKUP_PROCESSES="many")
     assert local_tool()[0] == 2                    # a configuration error, reported
