@@ -2081,6 +2081,74 @@ def _count_request(kind: str) -> None:
         _REQUESTS[kind] = _REQUESTS.get(kind, 0) + 1
 
 
+class _WireHandover:
+    """What the wire got for a request it hands to boto3, given to boto3 as its first
+    attempt of that request instead of sending it again: an answer (status, headers, body)
+    or a broken connection.  One per thread, for the next request boto3 creates in that
+    thread; _s3_attempt takes it when that request is the same (method and path), and
+    _s3_handed_over answers boto3's first attempt with it (botocore's before-send event:
+    a handler's answer is the attempt's, a botocore HTTP error raised there is the
+    attempt's failure).  boto3 then parses, retries and backs off as after any attempt."""
+
+    mine = threading.local()            # .handover: this thread's, until boto3 takes it
+
+    def __init__(self, method: str, path: str, status: int = 0,
+                 headers: Optional[dict[str, str]] = None, body: bytes = b"",
+                 url: str = ""):
+        self.method, self.path, self.status = method, path, status
+        self.headers, self.body, self.url = headers or {}, body, url
+        self.taken = False              # boto3's next attempt is this one's
+
+    def give(self) -> None:
+        _WireHandover.mine.handover = self
+
+    @staticmethod
+    def drop() -> None:
+        _WireHandover.mine.handover = None
+
+    @staticmethod
+    def take(request: Any) -> bool:
+        """Whether ``request``, just created by boto3, is the one handed over (then its
+        first attempt is answered here); any other request drops the handover."""
+        handover = getattr(_WireHandover.mine, "handover", None)
+        if handover is None:
+            return False
+        import urllib.parse
+        if (not handover.taken and request.method == handover.method
+                and urllib.parse.urlsplit(request.url).path == handover.path):
+            handover.taken = True
+            return True
+        _WireHandover.drop()
+        return False
+
+    def answer(self) -> Any:
+        """The attempt's answer as botocore's, or its failure raised as botocore's."""
+        from botocore.awsrequest import AWSResponse
+        from botocore.exceptions import ConnectionClosedError
+        if not self.status:
+            raise ConnectionClosedError(endpoint_url=self.url)
+        return AWSResponse(self.url, self.status, self.headers, _Answered(self.body))
+
+
+class _Answered:
+    """A body already read, as botocore reads a raw answer."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+def _s3_handed_over(request: Any, **kwargs: Any) -> Any:
+    """botocore's before-send: the wire's answer to the attempt _s3_attempt marked."""
+    handover = getattr(_WireHandover.mine, "handover", None)
+    if handover is None or not handover.taken:
+        return None
+    _WireHandover.drop()
+    return handover.answer()
+
+
 def _s3_before_call(model: Any, params: dict, **kwargs: Any) -> None:
     """Count the call; send a small body at once (botocore asks every PUT body to wait for
     "100 Continue": worth a round trip only when the body is large)."""
@@ -2093,8 +2161,10 @@ def _s3_before_call(model: Any, params: dict, **kwargs: Any) -> None:
             del headers["Expect"]
 
 
-def _s3_attempt(**kwargs: Any) -> None:
-    _count_request("attempts")
+def _s3_attempt(request: Any, **kwargs: Any) -> None:
+    """Count an attempt, unless it is the wire's, handed over (counted by the wire)."""
+    if not _WireHandover.take(request):
+        _count_request("attempts")
 
 
 def _s3_content_md5(request: Any, **kwargs: Any) -> None:
@@ -2175,9 +2245,14 @@ class S3Wire:
     bounds a run over a far-away link at a few hundred requests a second).
 
     The wire does the plain case only.  A request it cannot complete, or whose answer is
-    not a success, is made again by boto3, which retries, follows redirects and words the
-    error; an answer it does not expect (a redirect, a refusal) also turns the wire off
-    for this process.  It is made (s3_wire) only where boto3 would send the same request
+    not a success, goes to boto3, which retries, follows redirects and words the error.
+    What the wire got (an answer S3 may give to any request: a 404, a throttle, a server
+    error; or a broken connection) is handed over as boto3's first attempt of that
+    request (see _WireHandover): boto3 words a failed GET from that answer, and backs off
+    before its next attempt as after any of its own, within its one retry budget; so a
+    throttled bucket gets no more requests than from boto3 alone.  An answer it does not
+    expect (a redirect, a refusal) turns the wire off for this process and boto3 sends the
+    request itself.  It is made (s3_wire) only where boto3 would send the same request
     straight: Signature Version 4, no proxy, URL and signing region as boto3 computed them."""
 
     def __init__(self, url: str, region: str, credentials: Any, timeouts: tuple[float, float],
@@ -2257,48 +2332,66 @@ class S3Wire:
             with self._lock:
                 self._idle.append(connection)
 
+    def url(self, path: str) -> str:
+        return f"{'https' if self.https else 'http'}://{self.host}{path}"
+
     def _send(self, method: str, key: str, body: Optional[bytes], headers: dict[str, str]
-              ) -> tuple[Any, Any]:
-        """(connection, response) once the answer's status and headers are in.  A kept-alive
-        connection the server has closed meanwhile is replaced once; any other failure is
-        _WireFailed."""
+              ) -> tuple[Any, Any, str]:
+        """(connection, response, path) once the answer's status and headers are in.  A
+        kept-alive connection the server has closed meanwhile is replaced once; any other
+        failure is _WireFailed, a broken connection handed over to boto3 as its first
+        attempt (every step of the request is in here: a key that cannot be a path, failed
+        credentials, a CA file that cannot be read, hand the request to boto3)."""
         import http.client
         import ssl
-        payload = "UNSIGNED-PAYLOAD" if self.https else (
-            hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
+        _WireHandover.drop()
+        path = ""
         while True:
             connection, kept = None, False
             try:
+                payload = "UNSIGNED-PAYLOAD" if self.https else (
+                    hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
                 path = self.path(key)
                 signed = self.signed(method, path, payload, headers)
                 connection, kept = self._connection()
                 _count_request("attempts")
                 connection.request(method, path, body, signed)
                 connection.sock.settimeout(self.read_timeout)
-                return connection, connection.getresponse()
+                return connection, connection.getresponse(), path
             except Exception as exc:    # noqa: BLE001 - whatever it is, boto3 tries instead
                 if connection is not None:
                     connection.close()
                 if isinstance(exc, ssl.SSLCertVerificationError):   # boto3 may trust it
                     self.turn_off(type(exc).__name__)
-                if not (kept and isinstance(exc, (http.client.RemoteDisconnected,
-                                                  ConnectionResetError, BrokenPipeError))):
-                    raise _WireFailed(exc) from None
+                elif kept and isinstance(exc, (http.client.RemoteDisconnected,
+                                               ConnectionResetError, BrokenPipeError)):
+                    continue
+                elif connection is not None and isinstance(
+                        exc, (OSError, http.client.HTTPException)):   # sent, or on its way
+                    _WireHandover(method, path, url=self.url(path)).give()
+                raise _WireFailed(exc) from None
 
-    def _answered(self, connection: Any, response: Any, kind: str) -> bool:
-        """Whether the answer is a success; a failure's body is read (the connection stays
-        usable) and, unless boto3 is the one to handle it, turns the wire off."""
+    def _answered(self, connection: Any, response: Any, kind: str, path: str) -> bool:
+        """Whether the answer is a success.  A failure's body is read (the connection stays
+        usable); an answer S3 may give any request (WIRE_RETRY_STATUS) is handed over to
+        boto3 as its first attempt, any other turns the wire off."""
         import http.client
         if 200 <= response.status < 300:
             _count_request(kind)
             return True
         try:
-            response.read()
+            body = response.read()
             self._keep(connection, response)
         except (OSError, http.client.HTTPException):
             connection.close()
+            body = None
         if response.status not in WIRE_RETRY_STATUS:
             self.turn_off(f"answered {response.status}")
+        elif body is None:
+            _WireHandover(kind, path, url=self.url(path)).give()
+        else:
+            _WireHandover(kind, path, response.status, dict(response.getheaders()), body,
+                          self.url(path)).give()
         return False
 
     def turn_off(self, why: str) -> None:
@@ -2312,10 +2405,10 @@ class S3Wire:
         import http.client
         headers = {**headers, "content-md5": content_md5(hashlib.md5(data))}
         try:
-            connection, response = self._send("PUT", key, data, headers)
+            connection, response, path = self._send("PUT", key, data, headers)
         except _WireFailed:
             return False
-        if not self._answered(connection, response, "PUT"):
+        if not self._answered(connection, response, "PUT", path):
             return False
         try:
             response.read()
@@ -2328,10 +2421,10 @@ class S3Wire:
     def get(self, key: str) -> Optional["_WireBody"]:
         """GetObject: its body as a stream, or None: not done, boto3's turn."""
         try:
-            connection, response = self._send("GET", key, None, {})
+            connection, response, path = self._send("GET", key, None, {})
         except _WireFailed:
             return None
-        if not self._answered(connection, response, "GET"):
+        if not self._answered(connection, response, "GET", path):
             return None
         return _WireBody(self, connection, response)
 
@@ -2591,6 +2684,7 @@ class S3Storage:
         client = session.client("s3", endpoint_url=c.endpoint_url, config=Config(**options))
         client.meta.events.register("before-call.s3", _s3_before_call)
         client.meta.events.register("request-created.s3", _s3_attempt)
+        client.meta.events.register("before-send.s3", _s3_handed_over)
         for operation in ("PutObject", "UploadPart", "DeleteObjects", "CopyObject",
                           "PutObjectRetention"):
             client.meta.events.register(f"before-sign.s3.{operation}", _s3_content_md5)

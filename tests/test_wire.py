@@ -8,14 +8,21 @@ proxy made here.
 
 import calendar
 import datetime
+import hashlib
+import os
 import socket
 import ssl
 import threading
+from types import SimpleNamespace
+from unittest import mock
 
+import botocore.endpoint
 import pytest
 from botocore.credentials import Credentials
 from conftest import esb, s3_config
 from flaky_proxy import FlakyProxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def storage_at(bucket, **overrides):
@@ -33,11 +40,22 @@ def read(storage, key):
         return stream.read()
 
 
+def handed_over():
+    """Whether boto3's attempt about to be sent in this thread is the wire's, handed over
+    (answered with what the wire got, not sent)."""
+    handover = getattr(esb._WireHandover.mine, "handover", None)
+    return handover is not None and handover.taken
+
+
 def boto3_sends(storage):
-    """The requests the storage's boto3 client sends from now on: [(method, url)]."""
+    """The requests the storage's boto3 client sends from now on: [(method, url)] (not the
+    wire's attempts it is handed over)."""
     sent = []
-    storage.client.meta.events.register(
-        "before-send.s3", lambda request, **_: sent.append((request.method, request.url)))
+
+    def record(request, **_):
+        if not handed_over():
+            sent.append((request.method, request.url))
+    storage.client.meta.events.register_first("before-send.s3", record)
     return sent
 
 
@@ -86,6 +104,54 @@ def test_a_session_token_is_sent_and_signed():
     headers = wire.signed("GET", "/b/k", esb._EMPTY_SHA256, {})
     assert headers["x-amz-security-token"] == "the-token"
     assert "x-amz-security-token" in headers["authorization"].split("SignedHeaders=")[1]
+
+
+# Keys as a backup names them and as anything else might: any text S3 can hold (no lone
+# surrogates), spaces, reserved and percent signs, non-ASCII; header values as the wire sends
+# them (no leading, trailing or repeated spaces: storage classes, lock modes, dates).
+KEYS = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40) | \
+    st.text(st.sampled_from(list("aZ09 -_.~/!*'()&$+,;=:@%?#[]\u00fc\u4e2d\U0001f600")),
+            min_size=1, max_size=40)
+HEADER_VALUES = st.lists(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e),
+                                 min_size=1, max_size=12), min_size=1, max_size=3).map(" ".join)
+HEADERS = st.dictionaries(
+    st.sampled_from(["content-md5", "x-amz-storage-class", "x-amz-object-lock-mode",
+                     "x-amz-object-lock-retain-until-date", "range", "x-amz-meta-a"]),
+    HEADER_VALUES, max_size=4)
+TOKENS = st.none() | st.text(st.sampled_from(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="), min_size=1,
+    max_size=300)
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(key=KEYS, headers=HEADERS, token=TOKENS, https=st.booleans(),
+       body=st.none() | st.binary(max_size=64), moment=st.integers(0, 4_000_000_000))
+def test_our_signature_is_botocores(key, headers, token, https, body, moment):
+    """Differential: the same request signed by the wire and by botocore's own S3 signer
+    (S3SigV4Auth) at the same moment has the same Authorization header, and the key's path
+    is the one botocore puts in its URL."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.utils import percent_encode
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    base = ("https" if https else "http") + "://s3.eu-west-3.amazonaws.com/the-bucket/"
+    wire = esb.S3Wire(base, "eu-west-3", credentials, (1, 1))
+    path = wire.path(key)
+    assert path == "/the-bucket/" + percent_encode(key, safe="/~")
+    method = "PUT" if body is not None else "GET"
+    payload = "UNSIGNED-PAYLOAD" if https else hashlib.sha256(body or b"").hexdigest()
+    ours = wire.signed(method, path, payload, headers, now=moment)
+    when = datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).replace(tzinfo=None)
+    request = AWSRequest(method, wire.url(path), data=body, headers=dict(headers))
+    # over HTTPS the wire leaves the body unsigned, as boto3 does for a PutObject with its
+    # Content-MD5 (and S3 allows for any request)
+    request.context["client_config"] = SimpleNamespace(s3={"payload_signing_enabled": not https})
+    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+        S3SigV4Auth(credentials, "s3", "eu-west-3").add_auth(request)
+    assert ours["authorization"] == request.headers["Authorization"]
+    assert ours["x-amz-content-sha256"] == request.headers["X-Amz-Content-SHA256"]
+    assert ours["x-amz-date"] == request.headers["X-Amz-Date"]
 
 
 # ---------------------------------------------------------------------------- requests
@@ -139,6 +205,103 @@ def test_a_failed_get_is_made_again_by_boto3(s3_bucket, proxy):
     proxy.plan["GET"] = ["slowdown"]
     assert read(storage, "k.enc") == b"data"
     assert [method for method, _ in by_boto3] == ["GET"] and storage.wire is not None
+
+
+@pytest.fixture
+def backoffs(monkeypatch):
+    """The delays boto3 waits before its retries, recorded instead of waited."""
+    waited = []
+
+    class Time:
+        def __getattr__(self, name):
+            return getattr(botocore.endpoint.__dict__["_real_time"], name)
+
+        def sleep(self, seconds):
+            waited.append(seconds)
+    monkeypatch.setitem(botocore.endpoint.__dict__, "_real_time", botocore.endpoint.time)
+    monkeypatch.setattr(botocore.endpoint, "time", Time())
+    return waited
+
+
+def arrived(proxy, method):
+    return sum(request.method == method for request in proxy.seen)
+
+
+@pytest.mark.parametrize("fault", ["slowdown", "error500", "drop"])
+def test_a_failed_get_is_boto3s_first_attempt_and_it_backs_off(s3_bucket, proxy, backoffs,
+                                                                 fault):
+    """The wire's answer (or broken connection) is boto3's first attempt: boto3 waits its
+    backoff before its next one, as after any of its own; nothing is sent twice."""
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    store(storage, "k.enc", b"data")
+    esb.take_requests()
+    proxy.plan["GET"] = [fault] * 3
+    assert read(storage, "k.enc") == b"data"
+    assert arrived(proxy, b"GET") == 4 and len(backoffs) == 3     # (without: 4 and 2)
+    assert esb.take_requests() == {"GET": 1, "attempts": 4}
+    assert storage.wire is not None
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_a_throttled_bucket_gets_one_retry_budget_not_a_wire_try_more(s3_bucket, proxy,
+                                                                       backoffs, method):
+    """503 SlowDown to every request: boto3's 11 attempts in all (max_attempts is 10
+    retries), the wire's the first of them, a backoff before each of the 10 others; then
+    the error of the last answer."""
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    store(storage, "k.enc", b"data")
+    proxy.plan[method] = ["slowdown"] * 20
+    with pytest.raises(esb.TransferError, match="^S3 error SlowDown$"):
+        if method == "GET":
+            read(storage, "k.enc")
+        else:
+            store(storage, "k2.enc", b"more")
+    assert arrived(proxy, method.encode()) == 11 + (method == "PUT")   # (+ the first PUT)
+    assert len(backoffs) == 10 and storage.wire is not None
+
+
+def test_a_failed_get_is_worded_from_its_own_answer(s3_bucket, proxy):
+    """A missing object: one GET, the wire's, whose 404 NoSuchKey boto3 reads."""
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    by_boto3 = boto3_sends(storage)
+    esb.take_requests()
+    with pytest.raises(esb.MissingError, match="gone.enc no longer exists"):
+        storage.open("gone.enc")
+    assert arrived(proxy, b"GET") == 1 and by_boto3 == []
+    assert esb.take_requests() == {"GET": 1, "attempts": 1}
+
+
+def test_a_key_that_cannot_be_a_path_fails_its_request_never_the_run(s3_bucket, proxy):
+    """A name that is not UTF-8 (surrogates from os.fsdecode): the wire hands the request
+    back, sending nothing and handing nothing over; through the storage it is that file's
+    UnusableNameError, before any request."""
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    wire, odd = storage.wire, os.fsdecode(b"caf\xe9.enc")
+    arrivals = len(proxy.seen)
+    assert wire.put(odd, b"x", {}) is False and wire.get(odd) is None
+    assert wire.on and not handed_over() and len(proxy.seen) == arrivals
+    with pytest.raises(esb.UnusableNameError, match="not UTF-8"):
+        store(storage, odd, b"x")
+    with pytest.raises(esb.UnusableNameError, match="not UTF-8"):
+        storage.open(odd)
+    assert len(proxy.seen) == arrivals and storage.wire is wire
+    store(storage, "k.enc", b"fine")                    # and the next file goes out
+    assert read(storage, "k.enc") == b"fine"
+
+
+def test_a_handover_is_for_its_own_request_only(s3_bucket, proxy):
+    """A handover boto3 does not take at once (another request comes first) is dropped:
+    it never answers a later request."""
+    storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
+    store(storage, "k.enc", b"data")
+    esb._WireHandover("GET", storage.wire.path("k.enc"), 503, {}, b"",
+                      storage.wire.url("/")).give()
+    storage.stat("k.enc")                                       # a HEAD: not the one
+    assert read(storage, "k.enc") == b"data"                   # the wire's, as always
+    esb._WireHandover("GET", storage.wire.path("k.enc"), 503, {}, b"",
+                      storage.wire.url("/")).give()
+    with storage.client.get_object(Bucket=s3_bucket.name, Key="k.enc")["Body"] as body:
+        assert body.read() == b"data"                 # boto3's own: its retry after the 503
 
 
 def test_a_missing_object_is_missing(s3_bucket, proxy):
