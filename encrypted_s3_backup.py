@@ -2507,14 +2507,18 @@ def s3_wire(session: Any, client: Any, bucket: str, ca_bundle: Optional[str]
             or (urllib.request.getproxies().get(parts.scheme)
                 and not urllib.request.proxy_bypass(parts.hostname or ""))):
         return None
-    from botocore.httpsession import get_cert_path
     base = urllib.parse.urlunsplit(parts._replace(path=parts.path[:-len(probe)]))
-    config = client.meta.config
-    # the CA bundle boto3 verifies with: ca_bundle (AWS_CA_BUNDLE), else REQUESTS_CA_BUNDLE
-    # (botocore honours it too), else certifi's
-    cafile = ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or get_cert_path(True)
-    return S3Wire(base, seen.get("region") or "us-east-1", credentials,
-                  (config.connect_timeout, config.read_timeout), cafile)
+    try:        # botocore's own parts, as in the versions requirements.txt allows
+        from botocore.httpsession import get_cert_path
+        config = client.meta.config
+        # the CA bundle boto3 verifies with: ca_bundle (AWS_CA_BUNDLE), else
+        # REQUESTS_CA_BUNDLE (botocore honours it too), else certifi's
+        cafile = ca_bundle or os.environ.get("REQUESTS_CA_BUNDLE") or get_cert_path(True)
+        timeouts = (float(config.connect_timeout), float(config.read_timeout))
+    except Exception as exc:          # noqa: BLE001 - another botocore: boto3 alone
+        log.debug("S3 requests: boto3 only (%s: %s)", type(exc).__name__, exc)
+        return None
+    return S3Wire(base, seen.get("region") or "us-east-1", credentials, timeouts, cafile)
 
 
 _S3_CLIENT_LOCK = threading.Lock()   # one client per process, made by the first thread

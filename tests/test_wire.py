@@ -373,6 +373,16 @@ def test_no_wire_behind_a_proxy_or_with_another_signature(s3_bucket, monkeypatch
     assert esb.S3Storage(s3_config(s3_bucket, signature_version="s3")).wire is None
 
 
+def test_a_botocore_without_the_parts_the_wire_reads_leaves_boto3_alone(s3_bucket,
+                                                                         monkeypatch):
+    import botocore.httpsession
+    monkeypatch.delattr(botocore.httpsession, "get_cert_path")
+    storage = storage_at(s3_bucket)
+    assert storage.wire is None
+    store(storage, "k.enc", b"data")
+    assert read(storage, "k.enc") == b"data"
+
+
 def test_the_wire_is_made_per_process_and_never_pickled(s3_bucket):
     import pickle
     storage = storage_at(s3_bucket)
