@@ -123,6 +123,18 @@ TOKENS = st.none() | st.text(st.sampled_from(
     max_size=300)
 
 
+def at_moment(when):
+    """botocore's signer's clock stopped at ``when`` (naive UTC): get_current_datetime in
+    its auth module in newer versions (1.44), datetime.datetime.utcnow in older (1.36)."""
+    import botocore.auth
+    if hasattr(botocore.auth, "get_current_datetime"):
+        return mock.patch("botocore.auth.get_current_datetime", return_value=when)
+    clock = mock.Mock(wraps=datetime)
+    clock.datetime = mock.Mock(wraps=datetime.datetime)
+    clock.datetime.utcnow.return_value = when
+    return mock.patch("botocore.auth.datetime", clock)
+
+
 @settings(max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(key=KEYS, headers=HEADERS, token=TOKENS, https=st.booleans(),
@@ -147,7 +159,7 @@ def test_our_signature_is_botocores(key, headers, token, https, body, moment):
     # over HTTPS the wire leaves the body unsigned, as boto3 does for a PutObject with its
     # Content-MD5 (and S3 allows for any request)
     request.context["client_config"] = SimpleNamespace(s3={"payload_signing_enabled": not https})
-    with mock.patch("botocore.auth.get_current_datetime", return_value=when):
+    with at_moment(when):
         S3SigV4Auth(credentials, "s3", "eu-west-3").add_auth(request)
     assert ours["authorization"] == request.headers["Authorization"]
     assert ours["x-amz-content-sha256"] == request.headers["X-Amz-Content-SHA256"]
