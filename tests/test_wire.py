@@ -301,19 +301,27 @@ def test_a_key_that_cannot_be_a_path_fails_its_request_never_the_run(s3_bucket, 
     assert read(storage, "k.enc") == b"fine"
 
 
-def test_a_handover_is_for_its_own_request_only(s3_bucket, proxy):
-    """A handover boto3 does not take at once (another request comes first) is dropped:
-    it never answers a later request."""
+def test_a_handover_is_for_its_own_request_only(s3_bucket, proxy, backoffs):
+    """A handover answers boto3's next request in its thread when that is the same
+    request, and is dropped when another one comes first: it never answers a later one."""
     storage = storage_at(s3_bucket, endpoint_url=proxy.endpoint_url)
     store(storage, "k.enc", b"data")
-    esb._WireHandover("GET", storage.wire.path("k.enc"), 503, {}, b"",
-                      storage.wire.url("/")).give()
-    storage.stat("k.enc")                                       # a HEAD: not the one
-    assert read(storage, "k.enc") == b"data"                   # the wire's, as always
-    esb._WireHandover("GET", storage.wire.path("k.enc"), 503, {}, b"",
-                      storage.wire.url("/")).give()
-    with storage.client.get_object(Bucket=s3_bucket.name, Key="k.enc")["Body"] as body:
-        assert body.read() == b"data"                 # boto3's own: its retry after the 503
+    wire, client = storage.wire, storage.client
+
+    def get_by_boto3():
+        with client.get_object(Bucket=s3_bucket.name, Key="k.enc")["Body"] as body:
+            return body.read()
+
+    def throttled():
+        esb._WireHandover("GET", wire.path("k.enc"), 503, {}, b"", wire.url("/")).give()
+
+    throttled()
+    storage.stat("k.enc")                                  # a HEAD comes first: dropped
+    before = arrived(proxy, b"GET")
+    assert get_by_boto3() == b"data" and backoffs == []
+    throttled()
+    assert get_by_boto3() == b"data"           # the 503 was its first attempt, then a retry
+    assert len(backoffs) == 1 and arrived(proxy, b"GET") == before + 2
 
 
 def test_a_missing_object_is_missing(s3_bucket, proxy):
