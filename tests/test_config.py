@@ -100,8 +100,8 @@ FULL = {
 
 def test_full_file_uses_every_key():
     # The fixture itself is exhaustive: every top-level key and every storage key.
-    assert set(FULL) == set(esb.TOP_KEYS) | set(esb.STORAGE_SECTIONS)
-    assert set(FULL["src"]) | set(S3_DEST) == set(esb.STORAGE_KEYS)
+    assert set(FULL) == set(esb.setting_keys()) | set(esb.STORAGE_SECTIONS)
+    assert set(FULL["src"]) | set(S3_DEST) == set(esb.storage_keys())
 
 
 def test_full_file_is_parsed_into_the_right_types(tmp_path):
@@ -193,7 +193,7 @@ def test_environment_alone_is_the_config():
 @pytest.mark.parametrize("section", esb.STORAGE_SECTIONS)
 def test_every_s3_key_of_every_storage_comes_from_the_environment(section):
     prefix = section.upper() + "_"
-    values = {key: f"{section}-{key}" for key in esb.STORAGE_KEYS if key != "local_path"}
+    values = {key: f"{section}-{key}" for key in esb.storage_keys() if key != "local_path"}
     environ = env(**{prefix + "LOCAL_PATH": None})
     environ.update({prefix + key.upper(): value for key, value in values.items()})
     config = load_env(environ)
@@ -448,10 +448,10 @@ def json_values():
 def configurations():
     """A top-level object whose keys are mostly ours, each with any JSON value; storage
     sections are objects with our storage keys (or anything)."""
-    storage = st.dictionaries(st.sampled_from(esb.STORAGE_KEYS) | st.text(max_size=4),
+    storage = st.dictionaries(st.sampled_from(esb.storage_keys()) | st.text(max_size=4),
                               json_values(), max_size=4) | json_values()
-    top = st.dictionaries(st.sampled_from(esb.TOP_KEYS) | st.text(max_size=4), json_values(),
-                          max_size=8)
+    top = st.dictionaries(st.sampled_from(esb.setting_keys()) | st.text(max_size=4),
+                          json_values(), max_size=8)
     return st.builds(lambda t, sections: {**t, **sections}, top,
                      st.dictionaries(st.sampled_from(esb.STORAGE_SECTIONS), storage,
                                      max_size=3))
