@@ -1152,7 +1152,7 @@ class StorageConfig:
     """One storage section of the config (src, dest or restore): its keys' values, as text.
 
     Which kind of storage it is comes from STORAGE_KINDS (the one kind whose choosing key
-    is set: see storage_kind()), not from these fields.  The built-in kinds' keys are
+    is set: see storage_kinds_of()), not from these fields.  The built-in kinds' keys are
     fields, so that their code reads them typed; a key of a registered kind that has no
     field here is kept in ``extra``, and every key is read alike with get()."""
 
@@ -3462,6 +3462,7 @@ class _Checker:
             return _ignore_patterns(self.raw.get(key), self, key)
         text = self.text(key)
         return row.default if text is None else text
+
     def boolean(self, key: str, default: bool) -> bool:
         value = self.raw.get(key)
         if value is None:
@@ -3609,6 +3610,7 @@ def _lock_pair(value: Optional[int], values: dict[str, Any], check: _Checker
 
 
 Validator = Callable[[Any, dict[str, Any], _Checker], Any]
+SETTING_TYPES = ("bool", "int", "text", "url", "choice", "rate", "patterns")   # _Checker.read
 
 
 @dataclass(frozen=True)
@@ -3638,6 +3640,11 @@ class Setting:
     into: str = ""
     flag: str = ""
     metavar: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in SETTING_TYPES or (self.type == "choice") != bool(self.choices):
+            raise ValueError(f"setting {self.key}: type {self.type!r} is not one of "
+                             f"{SETTING_TYPES}, or choices do not go with it")
 
     @property
     def env(self) -> str:

@@ -870,6 +870,8 @@ def test_config_fields_and_the_table_agree():
     assert set(fields) - not_settings <= set(rows)
     assert set(esb._PARTS) == {"codec", "alerts", "object_lock"}
     assert esb.Alerts().notify_on == rows["notify_on"].default
+    with pytest.raises(ValueError):         # a row's type is one _Checker reads
+        esb.Setting("upload_retries", "integer", 3, "tries of each upload")
 
 
 def test_a_new_setting_is_one_row(monkeypatch):
