@@ -3403,7 +3403,7 @@ def parse_rate(text: str) -> int:
                          re.IGNORECASE)
     scaled = float(match[1]) * RATE_UNITS[match[2].lower()] if match else -1.0
     rate = int(scaled) if scaled < float(sys.maxsize) else -1   # (inf: too many digits)
-    if rate < 0 or (rate == 0 and float(match[1]) > 0):
+    if match is None or rate < 0 or (rate == 0 and float(match[1]) > 0):
         raise ValueError(f"{_shown(text)} is not a rate: bytes per second as a number with an "
                          "optional K, M or G (powers of 1024), e.g. 4M; 0 for no limit")
     return rate
@@ -3854,7 +3854,7 @@ def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict,
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"config key {section!r} must be an object like "
                               '{"local_path": "/data"}')
-        merged = dict(value or {})
+        merged: dict[str, Any] = dict(value or {})
         overrides = {k: value for k in storage_keys()
                      if (value := from_env(section, k)) is not None}
         if any(key in overrides for key in STORAGE_KINDS):   # the environment picks the kind
