@@ -1149,7 +1149,12 @@ class ListReport:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """One storage of the config: a local folder, or an S3 bucket and prefix."""
+    """One storage section of the config (src, dest or restore): its keys' values, as text.
+
+    Which kind of storage it is comes from STORAGE_KINDS (the one kind whose choosing key
+    is set: see storage_kinds_of()), not from these fields.  The built-in kinds' keys are
+    fields, so that their code reads them typed; a key of a registered kind that has no
+    field here is kept in ``extra``, and every key is read alike with get()."""
 
     local_path: Optional[str] = None
     aws_access_key_id: Optional[str] = None
@@ -1160,6 +1165,73 @@ class StorageConfig:
     signature_version: Optional[str] = None
     region_name: Optional[str] = None
     storage_class: Optional[str] = None
+    extra: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # ^ (key, value) of the set keys that are no field, sorted (a registered kind's own)
+
+    @classmethod
+    def of(cls, values: dict[str, Optional[str]]) -> "StorageConfig":
+        """From key -> value: the fields' keys as fields, the rest (set ones) in extra."""
+        own = {k: v for k, v in values.items() if k in STORAGE_FIELDS}
+        extra = tuple(sorted((k, v) for k, v in values.items()
+                             if k not in STORAGE_FIELDS and v is not None))
+        return cls(**own, extra=extra)
+
+    def get(self, key: str) -> Optional[str]:
+        """The value of any storage key (None when unset)."""
+        if key in STORAGE_FIELDS:
+            value: Optional[str] = getattr(self, key)
+            return value
+        return dict(self.extra).get(key)
+
+
+STORAGE_FIELDS = frozenset(f.name for f in dataclasses.fields(StorageConfig)) - {"extra"}
+
+
+@dataclass(frozen=True)
+class StorageUse:
+    """How a run uses a storage (make_storage's arguments, for a kind's ``make``)."""
+
+    confined: bool = False       # a restore target: no write leaves the root
+    reap: bool = False           # remove what killed runs of ours left, where we write
+    requests: int = 0            # requests a remote storage may have in flight at once here
+    throttle: Optional[Throttle] = None   # the bandwidth budget of its object data
+    private: bool = True         # confined: folders made 0700
+    owned: bool = False          # confined: the root must be this user's own folder
+    source: bool = False         # a backup's source: nothing in it is ours
+    lock: Optional[ObjectLock] = None     # the Object Lock retention of what it writes
+
+
+@dataclass(frozen=True)
+class StorageKind:
+    """One kind of storage (a row of STORAGE_KINDS): a section whose ``key`` is set is of
+    this kind.  ``keys``: every key it reads, ``key`` among them, in the order the README
+    lists them; ``make``: the storage, from the section and its use; ``check``: the
+    kind's own problems with a section, as (key, problem) pairs."""
+
+    key: str
+    keys: tuple[str, ...]
+    make: Callable[[StorageConfig, StorageUse], "Storage"]
+    check: Optional[Callable[[StorageConfig], list[tuple[str, str]]]] = None
+
+
+STORAGE_KINDS: dict[str, StorageKind] = {}   # choosing key -> kind, in registration order
+
+
+def register_storage(kind: StorageKind) -> StorageKind:
+    """Add a kind of storage: its keys are read from then on (file and environment),
+    checked, documented (README must name their variables) and built by make_storage()."""
+    STORAGE_KINDS[kind.key] = kind
+    return kind
+
+
+def storage_keys() -> tuple[str, ...]:
+    """Every key a storage section may hold: the registered kinds', in order, once each."""
+    return tuple(dict.fromkeys(key for kind in STORAGE_KINDS.values() for key in kind.keys))
+
+
+def storage_kinds_of(config: StorageConfig) -> list[StorageKind]:
+    """The kinds whose choosing key the section sets (one, in a valid configuration)."""
+    return [kind for kind in STORAGE_KINDS.values() if config.get(kind.key)]
 
 
 class Storage(Protocol):
@@ -3309,23 +3381,61 @@ def parse_restore_header(header: Optional[str]) -> Thaw:
     return Thaw("thawed", until)
 
 
+def _local_storage(config: StorageConfig, use: StorageUse) -> Storage:
+    if use.confined:
+        return RestoreFolder(config.local_path or "", use.private, use.owned,
+                             throttle=use.throttle)
+    return LocalStorage(config.local_path or "", reap=use.reap, throttle=use.throttle,
+                        source=use.source)
+
+
+def _s3_storage(config: StorageConfig, use: StorageUse) -> Storage:
+    return S3Storage(config, use.requests, throttle=use.throttle, lock=use.lock)
+
+
+def _s3_problems(config: StorageConfig) -> list[tuple[str, str]]:
+    """An S3 section's own problems: text S3 cannot carry, keys given by halves."""
+    problems = []
+    for key in STORAGE_KINDS["s3_bucket"].keys:
+        value = config.get(key)
+        if value and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:      # a variable in another encoding than UTF-8
+                problems.append((key, "is not UTF-8 text, which S3 needs; fix the value"))
+    if bool(config.aws_access_key_id) != bool(config.aws_secret_access_key):
+        problems.append(("aws_access_key_id / aws_secret_access_key",
+                         "set both, or neither (to use the default AWS credentials)"))
+    return problems
+
+
+# The kinds of storage.  A new backend is its class and one register_storage() here (or
+# anywhere before load_config runs): see CONTRIBUTING.md, "Adding a storage".
+register_storage(StorageKind("local_path", ("local_path",), _local_storage))
+register_storage(StorageKind(
+    "s3_bucket", ("aws_access_key_id", "aws_secret_access_key", "s3_bucket", "base_path",
+                  "endpoint_url", "signature_version", "region_name", "storage_class"),
+    _s3_storage, check=_s3_problems))
+
+
 def make_storage(config: StorageConfig, confined: bool = False, reap: bool = False,
                  requests: int = 0, throttle: Optional[Throttle] = None,
                  private: bool = True, owned: bool = False, source: bool = False,
                  lock: Optional[ObjectLock] = None) -> Storage:
-    """The storage a configuration section names.  ``confined``: a restore target, whose
-    writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
+    """The storage a configuration section names, made by its kind (STORAGE_KINDS; a
+    section load_config() accepted has exactly one).  ``confined``: a restore target,
+    whose writes never leave the root (a RestoreFolder, with ``private`` and ``owned``);
     ``reap``: remove stale temporary files of killed runs (where this run writes);
     ``requests``: how many a remote storage may have in flight at once in this process;
     ``throttle``: the bandwidth budget its object data passes through (the
     destination's); ``source``: a backup's source, where nothing is ours (its listing
     leaves out no name of ours); ``lock``: the Object Lock retention of every object it
-    writes (an S3 destination's).  A new backend adds one line here."""
-    if config.s3_bucket:
-        return S3Storage(config, requests, throttle=throttle, lock=lock)
-    if confined:
-        return RestoreFolder(config.local_path or "", private, owned, throttle=throttle)
-    return LocalStorage(config.local_path or "", reap=reap, throttle=throttle, source=source)
+    writes (an S3 destination's)."""
+    use = StorageUse(confined=confined, reap=reap, requests=requests, throttle=throttle,
+                     private=private, owned=owned, source=source, lock=lock)
+    kinds = storage_kinds_of(config)
+    kind = kinds[0] if kinds else STORAGE_KINDS["local_path"]   # (an empty section: a
+    return kind.make(config, use)                               # folder, as it always was)
 
 
 # =====================================================================================
@@ -3333,14 +3443,8 @@ def make_storage(config: StorageConfig, confined: bool = False, reap: bool = Fal
 # =====================================================================================
 
 STORAGE_SECTIONS = ("src", "dest", "restore")
-STORAGE_KEYS = tuple(f.name for f in dataclasses.fields(StorageConfig))
-ALERT_KEYS = ("healthcheck_url", "notify_url", "notify_on", "metrics_file")
-TOP_KEYS = ("encryption_password", "encryption_salt", "encrypt_filenames", "backup_processes",
-            "restore_processes", "deleted_keep_days", "ignore_regex", "lzma_level",
-            "gzip_level", "compress", "encrypt", "encryption_type", "versions_keep_days",
-            "requests_in_flight", *ALERT_KEYS, "pre_command", "post_command",
-            "command_timeout", "bandwidth_limit", "thaw_days", "thaw_tier",
-            "restore_permissions", "object_lock_mode", "object_lock_days")
+# (the keys of the rest of the configuration are SETTINGS' rows, below; a storage's, its
+# kind's: STORAGE_KINDS)
 LEGACY_KEYS = ("encryption_key",)  # read by the existing tool's code, which derived it itself
                                     # (a configured one was never used): accepted, ignored
 STORAGE_PREFIXES = tuple(section.upper() + "_" for section in STORAGE_SECTIONS)
@@ -3375,176 +3479,9 @@ COMMAND_TIMEOUT = 3600    # seconds; default command_timeout: a pre_command or p
 SHOWN_MAX = 60            # characters of a bad value a configuration problem quotes
 
 
-@dataclass(frozen=True)
-class Alerts:
-    """Where a run reports how it went (see Monitoring).  The URLs carry their checks'
-    keys: they are secrets, never shown whole (repr leaves them out)."""
-
-    healthcheck_url: Optional[str] = field(default=None, repr=False)
-    notify_url: Optional[str] = field(default=None, repr=False)
-    notify_on: str = "failure"         # or "always"
-    metrics_file: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything a run needs; built once by load_config() and handed to every worker."""
-
-    src: Optional[StorageConfig]
-    dest: Optional[StorageConfig]
-    restore: StorageConfig
-    codec: Codec
-    backup_processes: int = 5
-    restore_processes: int = 8
-    deleted_keep_days: Optional[int] = None
-    ignore_regex: tuple[str, ...] = ()
-    versions_keep_days: int = 0        # 0: no history
-    requests_in_flight: int = REQUESTS_IN_FLIGHT   # requests a remote storage has at once
-    alerts: Alerts = field(default_factory=Alerts)
-    pre_command: Optional[str] = None  # shell commands run before and after a backup
-    post_command: Optional[str] = None
-    command_timeout: int = COMMAND_TIMEOUT   # seconds each of them may run
-    bandwidth_limit: int = 0           # bytes per second of the destination's object data;
-                                       # 0: no limit
-    throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
-    # ^ the shared bucket of bandwidth_limit: main() makes it before any worker is forked
-    thaw_days: int = THAW_DAYS         # days a thawed archive object stays readable
-    thaw_tier: str = "Bulk"            # RestoreObject tier: Bulk, Standard or Expedited
-    restore_permissions: str = "private"   # or "umask" (RESTORE_PERMISSIONS)
-    object_lock: Optional["ObjectLock"] = None   # the retention every object written gets
-
-
 def env_name(*parts: str) -> str:
     """``("dest", "s3_bucket")`` -> ``DEST_S3_BUCKET``."""
     return "_".join(parts).upper()
-
-
-def config_variables() -> list[str]:
-    """Every environment variable the configuration reads, in the README's order."""
-    return ([env_name(section, key) for section in STORAGE_SECTIONS for key in STORAGE_KEYS]
-            + [env_name(key) for key in TOP_KEYS])
-
-
-def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict, list[str]]:
-    """The merged key/value view: JSON file first, environment variables on top.
-
-    ``path`` None means the default ``config.json``, which may be absent when the
-    environment holds the config.  Returns (raw values, warnings).
-    """
-    raw: dict[str, Any] = {}
-    warnings: list[str] = []
-    file_path = path or DEFAULT_CONFIG
-    if os.path.exists(file_path):
-        try:
-            with open(file_path, encoding="utf-8") as handle:
-                raw = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
-                              f"column {exc.colno}: {exc.msg}); fix the file") from None
-        except UnicodeDecodeError:       # (a ValueError: before the next one)
-            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
-                              "(a Latin-1 password stays the same password)") from None
-        except (ValueError, RecursionError) as exc:   # JSON, but more than Python holds
-            why = ("it nests arrays or objects too deeply" if isinstance(exc, RecursionError)
-                   else "a number in it has too many digits")
-            raise ConfigError(f"config file {file_path} cannot be read: {why}; fix the "
-                              "file") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {file_path} must hold a JSON object {{...}}")
-        has_secret = raw.get("encryption_password") or any(
-            isinstance(raw.get(s), dict) and raw[s].get("aws_secret_access_key")
-            for s in STORAGE_SECTIONS)
-        if has_secret and os.stat(file_path).st_mode & 0o077:
-            warnings.append(f"config file {file_path} holds secrets and is readable by other "
-                            f"users; run: chmod 600 {file_path}")
-    elif path is not None:
-        # The existing tool never opens the file while a configuration variable is set, so
-        # an old "--config /config.json" must keep working once the file is gone.
-        if not any(environ.get(name, "").strip() for name in config_variables()):
-            raise ConfigError(f"config file {path} does not exist; check --config")
-        warnings.append(f"config file {path} does not exist; using the environment "
-                        "variables alone (remove --config to silence this)")
-    def from_env(*parts: str) -> Optional[str]:
-        # An empty variable counts as unset (docker-compose writes "${X}" as ""), as it did
-        # for the existing tool.
-        value = environ.get(env_name(*parts), "")
-        return value if value.strip() else None
-
-    raw.update({key: value for key in TOP_KEYS if (value := from_env(key)) is not None})
-    for section in STORAGE_SECTIONS:
-        value = raw.get(section)
-        if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"config key {section!r} must be an object like "
-                              '{"local_path": "/data"}')
-        merged = dict(value or {})
-        overrides = {k: value for k in STORAGE_KEYS
-                     if (value := from_env(section, k)) is not None}
-        if "local_path" in overrides or "s3_bucket" in overrides:   # the environment picks
-            merged.pop("s3_bucket" if "local_path" in overrides else "local_path", None)
-        merged.update(overrides)
-        raw[section] = merged or None
-    return raw, warnings
-
-
-def closest(name: str, known: Iterable[str], cutoff: float) -> Optional[str]:
-    """The name of ``known`` most like ``name`` (difflib's ratio, at least ``cutoff``) and
-    made of as many "_"-separated words, or None."""
-    import difflib
-    words = name.count("_")
-    scored = [(difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known
-              if k.count("_") == words]
-    best = max(scored, default=(0.0, ""))
-    return best[1] if best[0] >= cutoff else None
-
-
-def unknown_keys(raw: dict, file_path: str) -> list[str]:
-    """A problem for each top-level key of the config file that no setting reads (a typo
-    must not leave its setting at the default: "version_keep_days" turned history off)."""
-    problems = []
-    known = (*TOP_KEYS, *STORAGE_SECTIONS)
-    for key in raw:
-        if key in known or key in LEGACY_KEYS:
-            continue
-        near = closest(str(key), known, 0.75) if isinstance(key, str) else None
-        fix = (f"did you mean {near!r} (environment {env_name(near)})? rename it" if near
-               else "remove it (README, Configuration, lists every key)")
-        problems.append(f"config file {file_path}: unknown key {key!r}; {fix}")
-    return problems
-
-
-def unknown_variables(environ: dict[str, str]) -> list[str]:
-    """A problem for each environment variable that looks meant for this tool but is not
-    one it reads: one starting with SRC_, DEST_ or RESTORE_ (not a Kubernetes service
-    link), or one whose upper-case name is one of ours or close to one (TYPO_RATIO, as
-    many words).  Everything else in an environment (PATH, AWS_REGION, ...) is not ours."""
-    known = (*config_variables(), *(env_name(k) for k in LEGACY_KEYS))
-    problems = []
-    for name in sorted(environ):
-        upper = name.upper()
-        if name in known or upper in OTHER_VARIABLES:
-            continue
-        if upper in known:
-            problems.append(f"environment variable {name}: names are upper case; rename it "
-                            f"to {upper}")
-            continue
-        near = closest(upper, known, TYPO_RATIO)
-        ours = name.startswith(STORAGE_PREFIXES) and not SERVICE_LINK.search(name)
-        if near is None and ours:
-            import difflib
-            prefix = name.split("_")[0].lower()        # (a storage's own variables only)
-            section = [env_name(prefix, key) for key in STORAGE_KEYS]
-            near = next(iter(difflib.get_close_matches(name, section, 1, 0.6)), None)
-            if near is None:
-                keys = ", ".join(env_name(k) for k in STORAGE_KEYS)
-                problems.append(f"environment variable {name} is not one this tool reads (a "
-                                f"storage's variables end in {keys}); rename or unset it")
-                continue
-        if near is not None:
-            problems.append(f"environment variable {name} is not one this tool reads; did "
-                            f"you mean {near}? rename it (or unset it)")
-    return problems
 
 
 def _shown(value: Any) -> str:
@@ -3556,15 +3493,73 @@ def _shown(value: Any) -> str:
     return text if len(text) <= SHOWN_MAX else text[:SHOWN_MAX - 3] + "..."
 
 
+def parse_rate(text: str) -> int:
+    """Bytes per second from "4M", "512K", "1.5G" or "250000" (K, M and G are powers of
+    1024; a trailing "B", "iB" or "/s" is allowed; 0 means no limit).  ValueError with the
+    message for the user when it is none of these."""
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmg]?)(?:i?b)?(?:/s)?", str(text).strip(),
+                         re.IGNORECASE)
+    scaled = float(match[1]) * RATE_UNITS[match[2].lower()] if match else -1.0
+    rate = int(scaled) if scaled < float(sys.maxsize) else -1   # (inf: too many digits)
+    if match is None or rate < 0 or (rate == 0 and float(match[1]) > 0):
+        raise ValueError(f"{_shown(text)} is not a rate: bytes per second as a number with an "
+                         "optional K, M or G (powers of 1024), e.g. 4M; 0 for no limit")
+    return rate
+
+
+def _ignore_patterns(value: Any, check: "_Checker", key: str = "ignore_regex"
+                     ) -> tuple[str, ...]:
+    """A JSON list, a JSON list in a string (environment), or one pattern."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        stripped = value.strip()
+        try:
+            value = json.loads(stripped) if stripped.startswith("[") else [value]
+        except json.JSONDecodeError:
+            value = [value]          # one pattern that starts with a character class
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        check.problem(key, "must be a list of regular expressions")
+        return ()
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:   # (a{99999999999}, or
+            why = str(exc) or type(exc).__name__                  # "(" * 10000)
+            check.problem(key, f"{_shown(pattern)} is not a regular expression ({why})")
+    return tuple(value)
+
+
 class _Checker:
     """Coerces raw values (JSON types or environment strings), collecting one line per problem."""
 
     def __init__(self, raw: dict):
         self.raw = raw
         self.problems: list[str] = []
+        self.messages: list[str] = []    # the same, without the key (a flag's own error)
 
     def problem(self, key: str, message: str) -> None:
         self.problems.append(f"{key} (environment {env_name(*key.split('.'))}): {message}")
+        self.messages.append(message)
+
+    def read(self, row: "Setting") -> Any:
+        """A setting's value as its row's type and bounds say: its default when unset (or
+        when it is not valid, with a problem)."""
+        key = row.key
+        if row.type == "bool":
+            return self.boolean(key, row.default)
+        if row.type == "int":
+            return self.integer(key, row.default, row.low, row.high, row.zero_means_default)
+        if row.type == "choice":
+            return self.choice(key, row.choices, row.default)
+        if row.type == "url":
+            return self.url(key)
+        if row.type == "rate":
+            return self.rate(key)
+        if row.type == "patterns":
+            return _ignore_patterns(self.raw.get(key), self, key)
+        text = self.text(key)
+        return row.default if text is None else text
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.raw.get(key)
@@ -3634,13 +3629,17 @@ class _Checker:
             return None
         return text.strip()
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        """One of ``choices``; the first is the default."""
-        text = (self.text(key) or choices[0]).strip().lower()
-        if text not in choices:
-            self.problem(key, f"{text!r} is not one of: {', '.join(choices)}")
-            return choices[0]
-        return text
+    def choice(self, key: str, choices: tuple[str, ...], default: Optional[str] = None
+               ) -> Optional[str]:
+        """One of ``choices`` (as written there: the value's case does not count);
+        ``default`` when unset."""
+        text = self.text(key)
+        if text is None:
+            return default
+        if text.strip().lower() not in [choice.lower() for choice in choices]:
+            self.problem(key, f"{text.strip().lower()!r} is not one of: {', '.join(choices)}")
+            return default
+        return next(choice for choice in choices if choice.lower() == text.strip().lower())
 
     def rate(self, key: str) -> int:
         """Bytes per second (see parse_rate); 0 when unset."""
@@ -3652,76 +3651,408 @@ class _Checker:
             return 0
 
 
-def parse_rate(text: str) -> int:
-    """Bytes per second from "4M", "512K", "1.5G" or "250000" (K, M and G are powers of
-    1024; a trailing "B", "iB" or "/s" is allowed; 0 means no limit).  ValueError with the
-    message for the user when it is none of these."""
-    match = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([kmg]?)(?:i?b)?(?:/s)?", str(text).strip(),
-                         re.IGNORECASE)
-    scaled = float(match[1]) * RATE_UNITS[match[2].lower()] if match else -1.0
-    rate = int(scaled) if scaled < float(sys.maxsize) else -1   # (inf: too many digits)
-    if rate < 0 or (rate == 0 and float(match[1]) > 0):
-        raise ValueError(f"{_shown(text)} is not a rate: bytes per second as a number with an "
-                         "optional K, M or G (powers of 1024), e.g. 4M; 0 for no limit")
-    return rate
+# -------------------------------------------------------------- the settings, one row each
+
+def _password(value: str, values: dict[str, Any], check: _Checker) -> str:
+    """Required while encrypt is on; for aes, Latin-1 (see _password_bytes)."""
+    if values["encrypt"] and not value:
+        check.problem("encryption_password", "is required while encrypt is on")
+    elif values["encrypt"] and values["encryption_type"] == "aes":
+        try:
+            _password_bytes("aes", value)
+        except ConfigError as exc:
+            check.problem("encryption_password", exc.message)
+    return value
+
+
+def _salt(value: Optional[str], values: dict[str, Any], check: _Checker) -> Optional[bytes]:
+    """SALT_LEN bytes as hex digits, or None."""
+    if not value:
+        return None
+    try:
+        salt = bytes.fromhex(value.strip())
+    except ValueError:
+        salt = b""
+    if len(salt) != SALT_LEN:
+        check.problem("encryption_salt", f"must be {SALT_LEN * 2} hex digits "
+                      "(generate_salt.py prints one)")
+        return None
+    return salt
+
+
+def _needs_encrypt(value: bool, values: dict[str, Any], check: _Checker) -> bool:
+    if value and not values["encrypt"]:
+        check.problem("encrypt_filenames", "needs encrypt on (names are encrypted like "
+                      "contents)")
+    return value
+
+
+def _capitalized(value: str, values: dict[str, Any], check: _Checker) -> str:
+    return value.capitalize()          # (RestoreObject's spelling of a tier: "Bulk")
+
+
+def _lock_pair(value: Optional[int], values: dict[str, Any], check: _Checker
+               ) -> Optional[int]:
+    """object_lock_days with object_lock_mode: both set, or neither (a bad mode is its
+    own problem, and leaves both unset)."""
+    mode_given = check.raw.get("object_lock_mode") not in (None, "")
+    if mode_given and values["object_lock_mode"] is None:
+        return None
+    if mode_given != (value is not None):
+        if check.raw.get("object_lock_days") is None or value is not None:
+            missing, other = (("object_lock_days", "object_lock_mode") if mode_given
+                              else ("object_lock_mode", "object_lock_days"))
+            check.problem(missing, f"is needed with {other} (set both, or neither)")
+        return None
+    return value
+
+
+Validator = Callable[[Any, dict[str, Any], _Checker], Any]
+SETTING_TYPES = ("bool", "int", "text", "url", "choice", "rate", "patterns")   # _Checker.read
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of the configuration (a row of SETTINGS): everything about it is here.
+
+    ``type``: how a value is read and checked: "bool", "int" (from ``low`` to ``high``;
+    0 gives the default when ``zero_means_default``), "text", "url" (http or https),
+    "choice" (one of ``choices``, any case), "rate" (bytes per second, see parse_rate),
+    "patterns" (regular expressions).  ``default``: the value when unset (Config's field
+    takes it from here).  ``validate``: a check that needs code (other keys' values, read
+    before it in SETTINGS' order, come in its second argument); it returns the value to
+    keep.  ``into``: where the value lands on Config: "" for Config's field of the same
+    name, or, while Config has none, Config.extra[key]; "codec.password" for a field of
+    a part (see _PARTS).  ``flag``: the command-line option that sets it too (its
+    --help is ``help``)."""
+
+    key: str
+    type: str
+    default: Any
+    help: str
+    low: int = 0
+    high: Optional[int] = None
+    choices: tuple[str, ...] = ()
+    zero_means_default: bool = False
+    validate: Optional[Validator] = None
+    into: str = ""
+    flag: str = ""
+    metavar: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in SETTING_TYPES or (self.type == "choice") != bool(self.choices):
+            raise ValueError(f"setting {self.key}: type {self.type!r} is not one of "
+                             f"{SETTING_TYPES}, or choices do not go with it")
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return env_name(self.key)
+
+
+def _codec_default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(Codec) if f.name == name)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("encrypt", "bool", _codec_default("encrypt"),
+            "encrypt objects (and, with encrypt_filenames, their names)", into="codec.encrypt"),
+    Setting("encryption_type", "choice", _codec_default("encryption_type"),
+            "aes (AES-256-GCM, PBKDF2) or cha (XChaCha20-Poly1305, Argon2id)",
+            choices=ENCRYPTION_TYPES, into="codec.encryption_type"),
+    Setting("encryption_password", "text", _codec_default("password"),
+            "the password every object's key is derived from", validate=_password,
+            into="codec.password"),
+    Setting("encryption_salt", "text", _codec_default("salt"),
+            "32 hex digits: one salt for every object, so its key is derived once",
+            validate=_salt, into="codec.salt"),
+    Setting("encrypt_filenames", "bool", _codec_default("encrypt_filenames"),
+            "encrypt object names too", validate=_needs_encrypt,
+            into="codec.encrypt_filenames"),
+    Setting("compress", "bool", _codec_default("compress"),
+            "compress before encrypting (xz up to 10 MiB, gzip above)", into="codec.compress"),
+    Setting("lzma_level", "int", _codec_default("lzma_level"),
+            "xz level 1-9 (0: the default)", high=9, zero_means_default=True,
+            into="codec.lzma_level"),
+    Setting("gzip_level", "int", _codec_default("gzip_level"),
+            "gzip level 1-9 (0: the default)", high=9, zero_means_default=True,
+            into="codec.gzip_level"),
+    Setting("backup_processes", "int", 5, "worker processes of a backup", low=1, high=256),
+    Setting("restore_processes", "int", 8, "worker processes of a restore or verify",
+            low=1, high=256),
+    Setting("deleted_keep_days", "int", None,
+            "days a deleted file's object is kept (unset: for ever)"),
+    Setting("versions_keep_days", "int", 0,
+            "days a replaced file's old contents are kept (0: no history)",
+            high=STAMP_DAYS - 1),
+    Setting("requests_in_flight", "int", REQUESTS_IN_FLIGHT,
+            "requests a remote storage has at once", low=1, high=1024),
+    Setting("ignore_regex", "patterns", (),
+            "regular expressions of source paths not backed up"),
+    Setting("healthcheck_url", "url", None, "a health check pinged at start and end",
+            into="alerts.healthcheck_url"),
+    Setting("notify_url", "url", None, "a webhook that gets each run's summary",
+            into="alerts.notify_url"),
+    Setting("notify_on", "choice", NOTIFY_ON[0], "when the webhook is sent",
+            choices=NOTIFY_ON, into="alerts.notify_on"),
+    Setting("metrics_file", "text", None, "a Prometheus text file written after each run",
+            into="alerts.metrics_file"),
+    Setting("pre_command", "text", None, "a shell command run before a backup"),
+    Setting("post_command", "text", None, "a shell command run after a backup"),
+    Setting("command_timeout", "int", COMMAND_TIMEOUT,
+            "seconds pre_command or post_command may run", low=1),
+    Setting("bandwidth_limit", "rate", 0,
+            "at most this many bytes per second of object data to and from the "
+            "destination, for all processes together; K, M, G suffixes (powers of 1024), "
+            "e.g. 4M; 0 for no limit", flag="--bwlimit", metavar="RATE"),
+    Setting("thaw_days", "int", THAW_DAYS, "days a thawed archive object stays readable",
+            low=1),
+    Setting("thaw_tier", "choice", "Bulk", "RestoreObject's tier for a thaw",
+            choices=THAW_TIERS, validate=_capitalized),
+    Setting("restore_permissions", "choice", RESTORE_PERMISSIONS[0],
+            "restored files private (0600 in 0700 folders) or as the umask says",
+            choices=RESTORE_PERMISSIONS),
+    Setting("object_lock_mode", "choice", None, "the Object Lock mode of what a backup writes",
+            choices=tuple(mode.upper() for mode in OBJECT_LOCK_MODES), into="object_lock.mode"),
+    Setting("object_lock_days", "int", None, "days each object written stays locked",
+            low=1, high=LOCK_DAYS_MAX, validate=_lock_pair, into="object_lock.days"),
+)
+
+
+def setting_keys() -> tuple[str, ...]:
+    """Every top-level key of the configuration but the storage sections, in SETTINGS'
+    order."""
+    return tuple(row.key for row in SETTINGS)
+
+
+def setting_default(key: str) -> Any:
+    """A key's default, from its row."""
+    return next(row.default for row in SETTINGS if row.key == key)
+
+
+def read_settings(check: _Checker, rows: Iterable[Setting]) -> dict[str, Any]:
+    """Each row's value, checked, by key (in the rows' order: a validator sees the
+    values read before it)."""
+    values: dict[str, Any] = {}
+    for row in rows:
+        value = check.read(row)
+        values[row.key] = row.validate(value, values, check) if row.validate else value
+    return values
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Where a run reports how it went (see Monitoring).  The URLs carry their checks'
+    keys: they are secrets, never shown whole (repr leaves them out)."""
+
+    healthcheck_url: Optional[str] = field(default=None, repr=False)
+    notify_url: Optional[str] = field(default=None, repr=False)
+    notify_on: str = setting_default("notify_on")
+    metrics_file: Optional[str] = None
+
+
+def _object_lock(mode: Optional[str] = None, days: Optional[int] = None
+                 ) -> Optional[ObjectLock]:
+    return ObjectLock(mode, days) if mode is not None and days else None
+
+
+_PARTS: dict[str, Callable[..., Any]] = {"codec": Codec, "alerts": Alerts,
+                                         "object_lock": _object_lock}
+# ^ the parts of Config that settings fill (Setting.into): each made from its rows' values
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; built once by load_config() and handed to every worker.
+    The settings' defaults are their rows' in SETTINGS."""
+
+    src: Optional[StorageConfig]
+    dest: Optional[StorageConfig]
+    restore: StorageConfig
+    codec: Codec
+    backup_processes: int = setting_default("backup_processes")
+    restore_processes: int = setting_default("restore_processes")
+    deleted_keep_days: Optional[int] = setting_default("deleted_keep_days")
+    ignore_regex: tuple[str, ...] = setting_default("ignore_regex")
+    versions_keep_days: int = setting_default("versions_keep_days")   # 0: no history
+    requests_in_flight: int = setting_default("requests_in_flight")   # a remote storage's
+    alerts: Alerts = field(default_factory=Alerts)
+    pre_command: Optional[str] = setting_default("pre_command")   # shell commands run
+    post_command: Optional[str] = setting_default("post_command")   # around a backup
+    command_timeout: int = setting_default("command_timeout")   # seconds each may run
+    bandwidth_limit: int = setting_default("bandwidth_limit")   # bytes per second of the
+                                       # destination's object data; 0: no limit
+    throttle: Optional[Throttle] = field(default=None, repr=False, compare=False)
+    # ^ the shared bucket of bandwidth_limit: main() makes it before any worker is forked
+    thaw_days: int = setting_default("thaw_days")   # days a thawed object stays readable
+    thaw_tier: str = setting_default("thaw_tier")   # RestoreObject tier: Bulk, Standard or
+                                                    # Expedited
+    restore_permissions: str = setting_default("restore_permissions")   # RESTORE_PERMISSIONS
+    object_lock: Optional[ObjectLock] = None   # the retention every object written gets
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+    # ^ the value of each setting Config has no field for (a new row, until it gets one)
+
+
+def config_variables() -> list[str]:
+    """Every environment variable the configuration reads, in the README's order."""
+    return ([env_name(section, key) for section in STORAGE_SECTIONS for key in storage_keys()]
+            + [row.env for row in SETTINGS])
+
+
+def read_raw_config(path: Optional[str], environ: dict[str, str]) -> tuple[dict, list[str]]:
+    """The merged key/value view: JSON file first, environment variables on top.
+
+    ``path`` None means the default ``config.json``, which may be absent when the
+    environment holds the config.  Returns (raw values, warnings).
+    """
+    raw: dict[str, Any] = {}
+    warnings: list[str] = []
+    file_path = path or DEFAULT_CONFIG
+    if os.path.exists(file_path):
+        try:
+            with open(file_path, encoding="utf-8") as handle:
+                raw = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not valid JSON (line {exc.lineno}, "
+                              f"column {exc.colno}: {exc.msg}); fix the file") from None
+        except UnicodeDecodeError:       # (a ValueError: before the next one)
+            raise ConfigError(f"config file {file_path} is not UTF-8 text; save it as UTF-8 "
+                              "(a Latin-1 password stays the same password)") from None
+        except (ValueError, RecursionError) as exc:   # JSON, but more than Python holds
+            why = ("it nests arrays or objects too deeply" if isinstance(exc, RecursionError)
+                   else "a number in it has too many digits")
+            raise ConfigError(f"config file {file_path} cannot be read: {why}; fix the "
+                              "file") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {file_path} must hold a JSON object {{...}}")
+        has_secret = raw.get("encryption_password") or any(
+            isinstance(raw.get(s), dict) and raw[s].get("aws_secret_access_key")
+            for s in STORAGE_SECTIONS)
+        if has_secret and os.stat(file_path).st_mode & 0o077:
+            warnings.append(f"config file {file_path} holds secrets and is readable by other "
+                            f"users; run: chmod 600 {file_path}")
+    elif path is not None:
+        # The existing tool never opens the file while a configuration variable is set, so
+        # an old "--config /config.json" must keep working once the file is gone.
+        if not any(environ.get(name, "").strip() for name in config_variables()):
+            raise ConfigError(f"config file {path} does not exist; check --config")
+        warnings.append(f"config file {path} does not exist; using the environment "
+                        "variables alone (remove --config to silence this)")
+    def from_env(*parts: str) -> Optional[str]:
+        # An empty variable counts as unset (docker-compose writes "${X}" as ""), as it did
+        # for the existing tool.
+        value = environ.get(env_name(*parts), "")
+        return value if value.strip() else None
+
+    raw.update({key: value for key in setting_keys() if (value := from_env(key)) is not None})
+    for section in STORAGE_SECTIONS:
+        value = raw.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"config key {section!r} must be an object like "
+                              '{"local_path": "/data"}')
+        merged: dict[str, Any] = dict(value or {})
+        overrides = {k: value for k in storage_keys()
+                     if (value := from_env(section, k)) is not None}
+        if any(key in overrides for key in STORAGE_KINDS):   # the environment picks the kind
+            for key in STORAGE_KINDS:
+                if key not in overrides:
+                    merged.pop(key, None)
+        merged.update(overrides)
+        raw[section] = merged or None
+    return raw, warnings
+
+
+def closest(name: str, known: Iterable[str], cutoff: float) -> Optional[str]:
+    """The name of ``known`` most like ``name`` (difflib's ratio, at least ``cutoff``) and
+    made of as many "_"-separated words, or None."""
+    import difflib
+    words = name.count("_")
+    scored = [(difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known
+              if k.count("_") == words]
+    best = max(scored, default=(0.0, ""))
+    return best[1] if best[0] >= cutoff else None
+
+
+def unknown_keys(raw: dict, file_path: str) -> list[str]:
+    """A problem for each top-level key of the config file that no setting reads (a typo
+    must not leave its setting at the default: "version_keep_days" turned history off)."""
+    problems = []
+    known = (*setting_keys(), *STORAGE_SECTIONS)
+    for key in raw:
+        if key in known or key in LEGACY_KEYS:
+            continue
+        near = closest(str(key), known, 0.75) if isinstance(key, str) else None
+        fix = (f"did you mean {near!r} (environment {env_name(near)})? rename it" if near
+               else "remove it (README, Configuration, lists every key)")
+        problems.append(f"config file {file_path}: unknown key {key!r}; {fix}")
+    return problems
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """A problem for each environment variable that looks meant for this tool but is not
+    one it reads: one starting with SRC_, DEST_ or RESTORE_ (not a Kubernetes service
+    link), or one whose upper-case name is one of ours or close to one (TYPO_RATIO, as
+    many words).  Everything else in an environment (PATH, AWS_REGION, ...) is not ours."""
+    known = (*config_variables(), *(env_name(k) for k in LEGACY_KEYS))
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if name in known or upper in OTHER_VARIABLES:
+            continue
+        if upper in known:
+            problems.append(f"environment variable {name}: names are upper case; rename it "
+                            f"to {upper}")
+            continue
+        near = closest(upper, known, TYPO_RATIO)
+        ours = name.startswith(STORAGE_PREFIXES) and not SERVICE_LINK.search(name)
+        if near is None and ours:
+            import difflib
+            prefix = name.split("_")[0].lower()        # (a storage's own variables only)
+            section = [env_name(prefix, key) for key in storage_keys()]
+            near = next(iter(difflib.get_close_matches(name, section, 1, 0.6)), None)
+            if near is None:
+                keys = ", ".join(env_name(k) for k in storage_keys())
+                problems.append(f"environment variable {name} is not one this tool reads (a "
+                                f"storage's variables end in {keys}); rename or unset it")
+                continue
+        if near is not None:
+            problems.append(f"environment variable {name} is not one this tool reads; did "
+                            f"you mean {near}? rename it (or unset it)")
+    return problems
 
 
 def _storage(section: str, values: Optional[dict], check: _Checker) -> Optional[StorageConfig]:
     if not values:
         return None
+    keys = storage_keys()
     sub = _Checker({f"{section}.{k}": v for k, v in values.items()})
-    unknown = sorted(set(values) - set(STORAGE_KEYS))
+    unknown = sorted(set(values) - set(keys))
     for key in unknown:
-        near = closest(key, STORAGE_KEYS, 0.75)
+        near = closest(key, keys, 0.75)
         check.problem(f"{section}.{key}", "unknown storage key; " + (
             f"did you mean {near!r}? rename it" if near else
-            "valid keys: " + ", ".join(STORAGE_KEYS)))
-    config = StorageConfig(**{k: sub.text(f"{section}.{k}") for k in STORAGE_KEYS})
+            "valid keys: " + ", ".join(keys)))
+    config = StorageConfig.of({k: sub.text(f"{section}.{k}") for k in keys})
     check.problems += sub.problems
-    where = f"{section}.local_path / {section}.s3_bucket (environment " \
-        f"{env_name(section, 'local_path')} / {env_name(section, 's3_bucket')})"
-    keys = f"{section}.aws_access_key_id / {section}.aws_secret_access_key (environment " \
-        f"{env_name(section, 'aws_access_key_id')} / {env_name(section, 'aws_secret_access_key')})"
-    for key in STORAGE_KEYS:
-        value = getattr(config, key)
-        if config.s3_bucket and key != "local_path" and value and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:      # a variable in another encoding than UTF-8
-                check.problem(f"{section}.{key}", "is not UTF-8 text, which S3 needs; fix "
-                                                  "the value")
-    if config.local_path and config.s3_bucket:
-        check.problems.append(f"{where}: both are set; keep one")
-    elif not config.local_path and not config.s3_bucket:
-        check.problems.append(f"{where}: set one (a folder, or a bucket with its keys)")
-    elif config.s3_bucket and bool(config.aws_access_key_id) != bool(
-            config.aws_secret_access_key):
-        check.problems.append(f"{keys}: set both, or neither (to use the default AWS "
-                              "credentials)")
+
+    def where(*names: str) -> str:
+        return (" / ".join(f"{section}.{name}" for name in names) + " (environment "
+                + " / ".join(env_name(section, name) for name in names) + ")")
+
+    kinds = storage_kinds_of(config)
+    if len(kinds) == 1 and kinds[0].check:
+        for key, message in kinds[0].check(config):
+            check.problems.append(f"{where(*key.split(' / '))}: {message}")
+    choosing = [kind.key for kind in STORAGE_KINDS.values()]
+    if len(kinds) > 1:
+        check.problems.append(f"{where(*(kind.key for kind in kinds))}: both are set; "
+                              "keep one")
+    elif not kinds:
+        check.problems.append(f"{where(*choosing)}: set one (a folder, or a bucket with its "
+                              "keys)")
     return config
-
-
-def _ignore_patterns(value: Any, check: _Checker) -> tuple[str, ...]:
-    """A JSON list, a JSON list in a string (environment), or one pattern."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        stripped = value.strip()
-        try:
-            value = json.loads(stripped) if stripped.startswith("[") else [value]
-        except json.JSONDecodeError:
-            value = [value]          # one pattern that starts with a character class
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        check.problem("ignore_regex", "must be a list of regular expressions")
-        return ()
-    for pattern in value:
-        try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:   # (a{99999999999}, or
-            why = str(exc) or type(exc).__name__                  # "(" * 10000)
-            check.problem("ignore_regex", f"{_shown(pattern)} is not a regular expression "
-                          f"({why})")
-    return tuple(value)
 
 
 def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
@@ -3730,10 +4061,11 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
     """Resolve the configuration: defaults < JSON file < environment variables < ``flags``.
 
     (Command-line flags mostly choose the action; the few that set a config value, like
-    --bwlimit for bandwidth_limit, come in ``flags`` by key.)  Every problem is collected
-    and reported together, one line each, as a ConfigError; a config file key or an
-    environment variable meant for this tool that it does not read is one (unknown_keys,
-    unknown_variables).
+    --bwlimit for bandwidth_limit, come in ``flags`` by key: see Setting.flag.)  Every
+    key is checked as its row of SETTINGS says, a storage section as its kind's
+    (STORAGE_KINDS).  Every problem is collected and reported together, one line each, as
+    a ConfigError; a config file key or an environment variable meant for this tool that
+    it does not read is one (unknown_keys, unknown_variables).
     """
     environ = dict(os.environ if environ is None else environ)
     raw, warnings = read_raw_config(path, environ)
@@ -3743,60 +4075,26 @@ def load_config(path: Optional[str], environ: Optional[dict[str, str]] = None,
     storages = {s: _storage(s, raw.get(s), check) for s in STORAGE_SECTIONS}
     for section in needs:
         if storages[section] is None:
-            check.problems.append(
-                f"{section} is missing: set {env_name(section, 'local_path')} or "
-                f"{env_name(section, 's3_bucket')}, or a \"{section}\" object in the config file")
-    encrypt = check.boolean("encrypt", True)
-    etype = (check.text("encryption_type") or "aes").lower()
-    if etype not in ENCRYPTION_TYPES:
-        check.problem("encryption_type", f"{etype!r} is not one of: aes, cha")
-        etype = "aes"
-    password = check.text("encryption_password") or ""
-    if encrypt and not password:
-        check.problem("encryption_password", "is required while encrypt is on")
-    if encrypt and password and etype == "aes":
-        try:
-            _password_bytes(etype, password)
-        except ConfigError as exc:
-            check.problem("encryption_password", exc.message)
-    salt_text = check.text("encryption_salt")
-    salt = None
-    if salt_text:
-        try:
-            salt = bytes.fromhex(salt_text.strip())
-        except ValueError:
-            salt = b""
-        if len(salt) != SALT_LEN:
-            check.problem("encryption_salt", f"must be {SALT_LEN * 2} hex digits "
-                          "(generate_salt.py prints one)")
-            salt = None
-    encrypt_filenames = check.boolean("encrypt_filenames", False)
-    if encrypt_filenames and not encrypt:
-        check.problem("encrypt_filenames", "needs encrypt on (names are encrypted like "
-                      "contents)")
-    codec = Codec(
-        compress=check.boolean("compress", True), encrypt=encrypt, encryption_type=etype,
-        password=password, salt=salt, encrypt_filenames=encrypt_filenames,
-        lzma_level=check.integer("lzma_level", DEFAULT_LEVEL, 0, 9, True),
-        gzip_level=check.integer("gzip_level", DEFAULT_LEVEL, 0, 9, True))
+            choosing = " or ".join(env_name(section, key) for key in STORAGE_KINDS)
+            check.problems.append(f"{section} is missing: set {choosing}, or a \"{section}\" "
+                                  "object in the config file")
+    values = read_settings(check, SETTINGS)
+    parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
+    own: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    fields = {f.name for f in dataclasses.fields(Config)}
+    for row in SETTINGS:
+        if row.into:
+            part, name = row.into.split(".")
+            parts[part][name] = values[row.key]
+        elif row.key in fields:
+            own[row.key] = values[row.key]
+        else:
+            extra[row.key] = values[row.key]
     config = Config(
         src=storages["src"], dest=storages["dest"],
         restore=storages["restore"] or StorageConfig(local_path=DEFAULT_RESTORE),
-        codec=codec,
-        backup_processes=check.integer("backup_processes", 5, 1, 256),
-        restore_processes=check.integer("restore_processes", 8, 1, 256),
-        deleted_keep_days=check.integer("deleted_keep_days", None, 0),
-        versions_keep_days=check.integer("versions_keep_days", 0, 0, STAMP_DAYS - 1),
-        requests_in_flight=check.integer("requests_in_flight", REQUESTS_IN_FLIGHT, 1, 1024),
-        ignore_regex=_ignore_patterns(raw.get("ignore_regex"), check),
-        alerts=_alerts(check), pre_command=check.text("pre_command"),
-        post_command=check.text("post_command"),
-        command_timeout=check.integer("command_timeout", COMMAND_TIMEOUT, 1),
-        bandwidth_limit=check.rate("bandwidth_limit"),
-        thaw_days=check.integer("thaw_days", THAW_DAYS, 1),
-        thaw_tier=check.choice("thaw_tier", THAW_TIERS).capitalize(),
-        restore_permissions=check.choice("restore_permissions", RESTORE_PERMISSIONS),
-        object_lock=_object_lock(check))
+        **{name: make(**parts[name]) for name, make in _PARTS.items()}, **own, extra=extra)
     if check.problems:
         raise ConfigError("configuration problems:\n  " + "\n  ".join(check.problems))
     return config, warnings
@@ -3827,41 +4125,17 @@ def archive_warnings(config: Config) -> list[str]:
     return warnings
 
 
-def _object_lock(check: _Checker) -> Optional["ObjectLock"]:
-    """object_lock_mode and object_lock_days: both set, or neither (None)."""
-    mode = check.text("object_lock_mode")
-    days = check.integer("object_lock_days", None, 1, LOCK_DAYS_MAX)
-    if mode is not None and mode.strip().lower() not in OBJECT_LOCK_MODES:
-        check.problem("object_lock_mode", f"{_shown(mode)} is not one of: GOVERNANCE, "
-                      "COMPLIANCE")
-        return None
-    if (mode is None) != (days is None):
-        if check.raw.get("object_lock_days") is None or days is not None:
-            missing = "object_lock_days" if mode is not None else "object_lock_mode"
-            check.problem(missing, "is needed with "
-                          + ("object_lock_mode" if mode is not None else "object_lock_days")
-                          + " (set both, or neither)")
-        return None
-    return ObjectLock(mode.strip().upper(), days) if mode is not None and days else None
-
-
-def _alerts(check: _Checker) -> Alerts:
-    return Alerts(healthcheck_url=check.url("healthcheck_url"),
-                  notify_url=check.url("notify_url"),
-                  notify_on=check.choice("notify_on", NOTIFY_ON),
-                  metrics_file=check.text("metrics_file"))
-
-
 def alerts_anyway(path: Optional[str], environ: Optional[dict[str, str]] = None) -> Alerts:
     """The alert settings of a configuration that does not load, as far as they are valid
     themselves: a configuration error still reaches the monitors that can be known."""
     environ = dict(os.environ if environ is None else environ)
+    rows = [row for row in SETTINGS if row.into.startswith("alerts.")]
     try:
         raw, _ = read_raw_config(path, environ)
     except ConfigError:      # the file is unreadable: the environment alone
-        raw = {key: environ[env_name(key)] for key in ALERT_KEYS
-               if environ.get(env_name(key), "").strip()}
-    return _alerts(_Checker(raw))
+        raw = {row.key: environ[row.env] for row in rows if environ.get(row.env, "").strip()}
+    values = read_settings(_Checker(raw), rows)
+    return Alerts(**{row.into.split(".")[1]: values[row.key] for row in rows})
 
 
 # =====================================================================================
@@ -6319,6 +6593,37 @@ SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed
 NAMES_PER_TASK = 16               # encrypted names decoded per task in the pool
 
 
+@dataclass(frozen=True)
+class Options:
+    """What the command line asks for (parse_args makes it, checked): the action and its
+    options, under their flags' names (--dry-run: dry_run)."""
+
+    config: Optional[str] = None             # --config PATH
+    restore: bool = False                    # the action: one of these, or a backup
+    verify: bool = False
+    list: bool = False
+    check_protection: bool = False
+    report_skipped: Optional[str] = None     # --report-skipped WHY
+    restore_deleted: bool = False
+    restore_only: tuple[str, ...] = ()       # paths, folders, glob patterns
+    as_of: Optional[AsOf] = None             # --as-of, read (parse_as_of) ...
+    as_of_text: Optional[str] = None         # ... and as given
+    versions: bool = False
+    subset: Optional[Subset] = None          # --subset, read (parse_subset)
+    repair: bool = False
+    bwlimit: Optional[int] = None            # --bwlimit (in settings too)
+    no_thaw: bool = False
+    dry_run: bool = False
+    allow_mass_delete: bool = False
+    expire_versions: bool = False
+    allow_mass_change: bool = False
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    settings: dict[str, Any] = field(default_factory=dict, hash=False)
+    # ^ the values of the settings a flag sets (Setting.flag), by key: load_config's flags
+
+
 @contextlib.contextmanager
 def worker_pool(processes: int, config: Config) -> Iterator[Any]:
     """A pool of ``processes`` forked workers.  A worker that dies (killed, out of memory)
@@ -7074,7 +7379,7 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
     return False, failed
 
 
-def run_backup(config: Config, args: argparse.Namespace) -> int:
+def run_backup(config: Config, args: Options) -> int:
     src = make_storage(config.src, source=True)
     dest = make_storage(config.dest, reap=True, lock=config.object_lock)
     if config.object_lock and not (config.dest and config.dest.s3_bucket):
@@ -7291,7 +7596,7 @@ class Waiting:
 
 
 def readable_now(config: Config, dest: Storage, chosen: list[Stored],
-                 args: argparse.Namespace) -> tuple[list[Stored], Waiting]:
+                 args: Options) -> tuple[list[Stored], Waiting]:
     """Of the objects a restore or verify reads, those readable now: every one not in an
     archive class, and the archived ones thawed.  One HeadObject per archived object tells
     which; each archived one not thawing yet is asked to thaw (one RestoreObject: the count
@@ -7333,7 +7638,7 @@ def readable_now(config: Config, dest: Storage, chosen: list[Stored],
     return [o for o in chosen if not is_archived(o) or id(o) in thawed], waiting
 
 
-def report_waiting(waiting: Waiting, args: argparse.Namespace) -> None:
+def report_waiting(waiting: Waiting, args: Options) -> None:
     """The lines that end a restore or verify that left objects in the archive."""
     again = "; run the same command again later"
     if waiting.requested:
@@ -7355,14 +7660,14 @@ def read_outcome(failed: int, waiting: Waiting) -> int:
     return EXIT_FAILED if failed else EXIT_THAWING if waiting else EXIT_OK
 
 
-def run_restore(config: Config, args: argparse.Namespace) -> int:
+def run_restore(config: Config, args: Options) -> int:
     dest, stored, problems = open_backup(config, decodes=not args.dry_run, as_of=args.as_of)
     check_password(config, dest, stored, len(stored))
     target = restore_storage(config)
     only = tuple(args.restore_only or ())
     chosen = select_for_restore(stored, args.restore_deleted, only, args.as_of)
     if stored and not problems:    # (a listing that failed in part may miss the paths)
-        check_selection(stored, chosen, only, args.as_of, args.as_of_text,
+        check_selection(stored, chosen, only, args.as_of, args.as_of_text or "",
                         "" if args.restore_deleted else "--restore-deleted")
     when = f" as of {args.as_of_text}" if args.as_of else ""
     log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
@@ -7388,14 +7693,14 @@ def run_restore(config: Config, args: argparse.Namespace) -> int:
     return read_outcome(tally.failed, waiting)
 
 
-def run_verify(config: Config, args: argparse.Namespace) -> int:
+def run_verify(config: Config, args: Options) -> int:
     dest, stored, problems = open_backup(config, as_of=args.as_of)
     check_password(config, dest, [o for o in stored if not o.name.mark], len(stored))
     src = repair_source(config) if args.repair else None
     if args.as_of:           # what a restore as of then restores
         then = select_for_restore(stored, False, (), args.as_of)
         if stored and not problems:
-            check_selection(stored, then, (), args.as_of, args.as_of_text)
+            check_selection(stored, then, (), args.as_of, args.as_of_text or "")
         stored = then
     stored = sorted((o for o in stored if not o.name.mark), key=lambda o: o.name.path)
     # ^ deletion marks hold no content to check
@@ -7427,7 +7732,7 @@ def run_verify(config: Config, args: argparse.Namespace) -> int:
     return read_outcome(tally.failed, waiting)
 
 
-def run_check_protection(config: Config, args: argparse.Namespace) -> int:
+def run_check_protection(config: Config, args: Options) -> int:
     """--check-protection: what keeps dest's files from keys that can write to it, a line
     per fact, then the verdict; EXIT_UNPROTECTED unless versions are kept and these keys
     cannot destroy them."""
@@ -7545,7 +7850,7 @@ def add_classes(config: Config, dest: Storage, chosen: list[Stored], rows: list[
     return failures
 
 
-def run_list(config: Config, args: argparse.Namespace) -> int:
+def run_list(config: Config, args: Options) -> int:
     only = tuple(args.restore_only or ())
     dest, stored, problems = open_backup(config, decodes=False,
                                          empty_ok=not (only or args.as_of), as_of=args.as_of,
@@ -7667,11 +7972,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "source file is still the one its name describes (size, mtime "
                               "and MD5); the damaged object is removed once the new one is "
                               "stored. Exit code 0 when every failure was repaired")
-    options.add_argument("--bwlimit", metavar="RATE", type=rate_argument,
-                         help="at most RATE bytes per second of object data to and from the "
-                              "destination, for all processes together; K, M, G suffixes "
-                              "(powers of 1024), e.g. 4M; 0 for no limit (overrides "
-                              "bandwidth_limit)")
+    for row in SETTINGS:     # the settings a flag sets too (--bwlimit)
+        if row.flag:
+            options.add_argument(row.flag, metavar=row.metavar or None,
+                                 type=functools.partial(flag_value, row),
+                                 help=f"{row.help} (overrides {row.key})")
     options.add_argument("--no-thaw", action="store_true",
                          help="with --restore or --verify: do not ask for objects in an "
                               "archive storage class (GLACIER, DEEP_ARCHIVE) to be thawed "
@@ -7697,14 +8002,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def rate_argument(text: str) -> int:
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def flag_value(row: Setting, text: str) -> Any:
+    """A flag's value, read and checked as its setting's row says."""
+    check = _Checker({row.key: text})
+    value = check.read(row)      # (its validate, if any, runs in load_config)
+    if check.messages:
+        raise argparse.ArgumentTypeError(check.messages[0])
+    return value
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: Optional[list[str]]) -> Options:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.restore_deleted and not args.restore:
@@ -7746,7 +8053,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
             args.as_of = parse_as_of(args.as_of_text)
         except ValueError as exc:
             parser.error(f"--as-of: {exc}")
-    return args
+    args.restore_only = tuple(args.restore_only or ())
+    given = vars(args)
+    flagged = {row.flag.lstrip("-").replace("-", "_"): row.key for row in SETTINGS if row.flag}
+    fields = {f.name for f in dataclasses.fields(Options)}
+    if set(given) - fields - set(flagged):    # (a new option needs its field)
+        raise TypeError(f"Options has no field for {sorted(set(given) - fields)}")
+    return Options(**{name: value for name, value in given.items() if name in fields},
+                   settings={key: given[dest] for dest, key in flagged.items()
+                             if given[dest] is not None})
 
 
 def setup_logging(quiet: bool) -> None:
@@ -7767,7 +8082,7 @@ def setup_logging(quiet: bool) -> None:
         log.addHandler(handler)
 
 
-def run_kind(args: argparse.Namespace) -> Optional[str]:
+def run_kind(args: Options) -> Optional[str]:
     """What the monitors call this run; None for what they do not watch (a list, a dry
     run)."""
     if args.list or args.dry_run or args.check_protection:
@@ -7790,8 +8105,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         needs = ("src", "dest") if args.repair or not (
             args.restore or args.verify or args.list or args.check_protection) else ("dest",)
-        flags = {"bandwidth_limit": args.bwlimit} if args.bwlimit is not None else {}
-        config, warnings = load_config(args.config, needs=needs, flags=flags)
+        config, warnings = load_config(args.config, needs=needs, flags=args.settings)
         for warning in warnings:
             log.warning("warning: %s", warning)
         if config.bandwidth_limit:    # one bucket, made before any worker is forked

@@ -480,7 +480,7 @@ def logged_requests(log_path: str) -> dict[str, int]:
 
 def tool_env(tool, dest: dict, restore_dir: str, src_dir: str, processes: int) -> dict:
     """Our environment minus any of the tool's own settings, plus the benchmark's config."""
-    own = {key.upper() for key in tool.TOP_KEYS}
+    own = {key.upper() for key in tool.setting_keys()}
     sections = tuple(section.upper() + "_" for section in tool.STORAGE_SECTIONS)
     env = {k: v for k, v in os.environ.items() if k not in own and not k.startswith(sections)}
     env.update({

@@ -853,3 +853,18 @@ def test_objects_named_in_a_form_ours_would_not_write_are_replaced_and_marked(to
     code, _, err = tool("--restore")
     assert code == 0, err
     assert sorted(p.name for p in tool.restore.iterdir()) == ["changes.txt", "kept.txt"]
+
+
+def test_parse_args_gives_typed_frozen_options():
+    options = esb.parse_args(["--restore", "--restore-only", "a", "--restore-only", "b/*",
+                              "--as-of", "2026-01-02", "--bwlimit", "1M", "-q"])
+    assert isinstance(options, esb.Options)
+    assert options.restore and not options.verify and options.quiet
+    assert options.restore_only == ("a", "b/*")
+    assert isinstance(options.as_of, esb.AsOf) and options.as_of_text == "2026-01-02"
+    assert options.bwlimit == 1024 ** 2 and options.settings == {"bandwidth_limit": 1024 ** 2}
+    with pytest.raises(AttributeError):        # (dataclasses.FrozenInstanceError)
+        options.restore = False
+    verify = esb.parse_args(["--verify", "--subset", "2/5"])
+    assert verify.subset == esb.parse_subset("2/5") and verify.settings == {}
+    assert esb.parse_args([]) == esb.Options()     # a backup, every option at its default

@@ -100,8 +100,8 @@ FULL = {
 
 def test_full_file_uses_every_key():
     # The fixture itself is exhaustive: every top-level key and every storage key.
-    assert set(FULL) == set(esb.TOP_KEYS) | set(esb.STORAGE_SECTIONS)
-    assert set(FULL["src"]) | set(S3_DEST) == set(esb.STORAGE_KEYS)
+    assert set(FULL) == set(esb.setting_keys()) | set(esb.STORAGE_SECTIONS)
+    assert set(FULL["src"]) | set(S3_DEST) == set(esb.storage_keys())
 
 
 def test_full_file_is_parsed_into_the_right_types(tmp_path):
@@ -193,7 +193,7 @@ def test_environment_alone_is_the_config():
 @pytest.mark.parametrize("section", esb.STORAGE_SECTIONS)
 def test_every_s3_key_of_every_storage_comes_from_the_environment(section):
     prefix = section.upper() + "_"
-    values = {key: f"{section}-{key}" for key in esb.STORAGE_KEYS if key != "local_path"}
+    values = {key: f"{section}-{key}" for key in esb.storage_keys() if key != "local_path"}
     environ = env(**{prefix + "LOCAL_PATH": None})
     environ.update({prefix + key.upper(): value for key, value in values.items()})
     config = load_env(environ)
@@ -448,10 +448,10 @@ def json_values():
 def configurations():
     """A top-level object whose keys are mostly ours, each with any JSON value; storage
     sections are objects with our storage keys (or anything)."""
-    storage = st.dictionaries(st.sampled_from(esb.STORAGE_KEYS) | st.text(max_size=4),
+    storage = st.dictionaries(st.sampled_from(esb.storage_keys()) | st.text(max_size=4),
                               json_values(), max_size=4) | json_values()
-    top = st.dictionaries(st.sampled_from(esb.TOP_KEYS) | st.text(max_size=4), json_values(),
-                          max_size=8)
+    top = st.dictionaries(st.sampled_from(esb.setting_keys()) | st.text(max_size=4),
+                          json_values(), max_size=8)
     return st.builds(lambda t, sections: {**t, **sections}, top,
                      st.dictionaries(st.sampled_from(esb.STORAGE_SECTIONS), storage,
                                      max_size=3))
@@ -843,3 +843,71 @@ def test_raw_config_keeps_environment_values_as_text():
     assert raw["backup_processes"] == "3"
     assert raw["compress"] == "no"
     assert raw["ignore_regex"] == "^x"
+
+
+# ----------------------------------------------------------------------------------------
+# One table: SETTINGS
+# ----------------------------------------------------------------------------------------
+
+def test_config_fields_and_the_table_agree():
+    """Every setting lands on Config (its field, a part's field, or extra) and every field
+    of Config that is a setting takes its default from the setting's row."""
+    rows = {row.key: row for row in esb.SETTINGS}
+    assert len(rows) == len(esb.SETTINGS)
+    parts = {"codec": {f.name for f in esb.dataclasses.fields(esb.Codec)},
+             "alerts": {f.name for f in esb.dataclasses.fields(esb.Alerts)}}
+    fields = {f.name: f for f in esb.dataclasses.fields(esb.Config)}
+    for row in esb.SETTINGS:
+        if row.into.startswith("object_lock."):
+            assert row.into.split(".")[1] in esb.ObjectLock._fields
+        elif row.into:
+            part, name = row.into.split(".")
+            assert name in parts[part], row.key
+        else:
+            assert row.key in fields and fields[row.key].default == row.default, row.key
+    not_settings = {"src", "dest", "restore", "codec", "alerts", "throttle", "object_lock",
+                    "extra"}
+    assert set(fields) - not_settings <= set(rows)
+    assert set(esb._PARTS) == {"codec", "alerts", "object_lock"}
+    assert esb.Alerts().notify_on == rows["notify_on"].default
+    with pytest.raises(ValueError):         # a row's type is one _Checker reads
+        esb.Setting("upload_retries", "integer", 3, "tries of each upload")
+
+
+def test_a_new_setting_is_one_row(monkeypatch):
+    """A row added to SETTINGS is read from the environment (and a flag), checked,
+    reachable on the loaded config, and the documentation check names it until README
+    does."""
+    from test_readme import README, undocumented
+
+    row = esb.Setting("upload_retries", "int", 3, "tries of each upload", low=1, high=10,
+                      flag="--upload-retries", metavar="N")
+    monkeypatch.setattr(esb, "SETTINGS", (*esb.SETTINGS, row))
+    assert load_env(BASE_ENV).extra == {"upload_retries": 3}
+    assert load_env(env(UPLOAD_RETRIES="7")).extra["upload_retries"] == 7
+    assert "upload_retries (environment UPLOAD_RETRIES): '11' is not a whole number from 1 " \
+           "to 10" in config_error(environ=env(UPLOAD_RETRIES="11"))
+    assert "did you mean UPLOAD_RETRIES?" in config_error(environ=env(UPLOAD_RETIRES="2"))
+    options = esb.parse_args(["--upload-retries", "5"])
+    assert options.settings == {"upload_retries": 5}
+    config, _ = esb.load_config(None, env(UPLOAD_RETRIES="7"), flags=options.settings)
+    assert config.extra["upload_retries"] == 5
+    with pytest.raises(SystemExit):
+        esb.parse_args(["--upload-retries", "0"])
+    assert undocumented(README) == ["UPLOAD_RETRIES", "--upload-retries"]
+    documented = README.replace("`ENCRYPTION_PASSWORD`", "`ENCRYPTION_PASSWORD`, "
+                                "`UPLOAD_RETRIES`") + "\n--upload-retries\n"
+    assert undocumented(documented) == []
+
+
+def test_a_settings_validator_sees_the_values_read_before_it(monkeypatch):
+    def even(value, values, check):
+        if value % 2:
+            check.problem("batch_pairs", f"{value} is odd (backup_processes is "
+                          f"{values['backup_processes']})")
+        return value
+
+    row = esb.Setting("batch_pairs", "int", 2, "pairs", validate=even)
+    monkeypatch.setattr(esb, "SETTINGS", (*esb.SETTINGS, row))
+    assert "batch_pairs (environment BATCH_PAIRS): 3 is odd (backup_processes is 4)" in \
+        config_error(environ=env(BATCH_PAIRS="3", BACKUP_PROCESSES="4"))

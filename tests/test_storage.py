@@ -114,6 +114,22 @@ class FlatStorage(esb.LocalStorage):
         return None
 
 
+def make_flat(config, use):
+    return FlatStorage(config.get("flat_path") or "", reap=use.reap, throttle=use.throttle)
+
+
+FLAT_KIND = esb.StorageKind("flat_path", ("flat_path",), make_flat)
+# ^ FlatStorage's registration: a section with flat_path set (DEST_FLAT_PATH) is one
+
+
+@pytest.fixture
+def flat_registered(monkeypatch):
+    """FlatStorage registered for the length of a test (for good, its variables would be
+    every test's: README names no DEST_FLAT_PATH)."""
+    monkeypatch.setattr(esb, "STORAGE_KINDS", dict(esb.STORAGE_KINDS))
+    esb.register_storage(FLAT_KIND)
+
+
 # ----------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(params=["local", "restore-folder", "s3", "s3-base-path", "flat", "moto"])
@@ -929,29 +945,39 @@ def test_s3_client_sends_only_required_checksums(s3, s3_bucket, monkeypatch):
 
 # ============================================================================ a third backend
 
+def test_a_registered_backend_is_a_storage_section_of_its_own(flat_registered, tmp_path):
+    """Registered, FlatStorage's key is read from the file and the environment, checked
+    like the others' keys, and make_storage builds it: nothing else knows of it."""
+    (tmp_path / "config.json").write_text(json.dumps({"src": {"flat_path": "/from/file"}}))
+    environ = {"DEST_FLAT_PATH": str(tmp_path / "dest"), "ENCRYPTION_PASSWORD": "pw"}
+    config, _ = esb.load_config(str(tmp_path / "config.json"), environ)
+    assert config.src.get("flat_path") == "/from/file"
+    assert config.dest == esb.StorageConfig.of({"flat_path": str(tmp_path / "dest")})
+    dest = esb.make_storage(config.dest, reap=True)
+    assert isinstance(dest, FlatStorage) and dest.root == str(tmp_path / "dest")
+    assert "DEST_FLAT_PATH" in esb.config_variables()
+    with pytest.raises(esb.ConfigError) as error:
+        esb.load_config(None, {**environ, "SRC_FLAT_PAHT": "/x", "SRC_LOCAL_PATH": "/y",
+                               "DEST_LOCAL_PATH": "/z"})
+    assert "SRC_FLAT_PAHT is not one this tool reads; did you mean SRC_FLAT_PATH?" in str(
+        error.value)
+    assert "dest.local_path / dest.flat_path (environment DEST_LOCAL_PATH / DEST_FLAT_PATH)" \
+        ": both are set" in str(error.value)
+
+
 @pytest.mark.parametrize("remote", [False, True], ids=["local-like", "remote-like"])
-def test_a_new_backend_needs_only_its_class_and_one_line_in_make_storage(
-        tmp_path, monkeypatch, capsys, remote):
-    """FlatStorage as the destination of a whole backup, restore and verify through main():
-    the driver asks nothing of a storage but the contract."""
+def test_a_new_backend_needs_only_its_class_and_one_registration(
+        flat_registered, tmp_path, monkeypatch, capsys, remote):
+    """FlatStorage as the destination of a whole backup, restore and verify through main(),
+    configured by DEST_FLAT_PATH: the driver asks nothing of a storage but the contract."""
     dest = tmp_path / "dest"
     monkeypatch.setattr(FlatStorage, "remote", remote)
-    real_make_storage = esb.make_storage
-
-    def make_storage(config, confined=False, reap=False, requests=0, throttle=None,
-                     source=False, **restore_options):
-        if config.local_path == str(dest):
-            return FlatStorage(config.local_path, reap=reap, throttle=throttle)
-        return real_make_storage(config, confined, reap, requests, throttle, source=source,
-                                 **restore_options)
-
-    monkeypatch.setattr(esb, "make_storage", make_storage)
     src = tmp_path / "src"
     files = {"top.txt": b"top", "a/b/deep.txt": b"deep" * 1000, "big.bin": os.urandom(2 * MiB)}
     for key, data in files.items():
         (src / key).parent.mkdir(parents=True, exist_ok=True)
         (src / key).write_bytes(data)
-    for key, value in {"SRC_LOCAL_PATH": src, "DEST_LOCAL_PATH": dest,
+    for key, value in {"SRC_LOCAL_PATH": src, "DEST_FLAT_PATH": dest,
                        "RESTORE_LOCAL_PATH": tmp_path / "restore", "ENCRYPTION_PASSWORD": "pw",
                        "ENCRYPTION_SALT": "00" * 16, "BACKUP_PROCESSES": 2,
                        "RESTORE_PROCESSES": 2}.items():
