@@ -710,22 +710,22 @@ def test_one_budget_for_all_processes_forked_after_it():
     assert pickle.loads(pickle.dumps(throttle)) is throttle
 
 
-def test_backup_and_restore_with_a_4_mib_cap_take_at_least_4_seconds(make_tool, s3_bucket):
-    """20 MiB of random data, 4 processes, 4 MiB/s: (20 MiB - one second's burst) / 4 MiB/s
-    is 4 s at least (a lower bound only: no timed upper bound)."""
+def test_backup_and_restore_with_a_4_mib_cap_take_at_least_2_seconds(make_tool, s3_bucket):
+    """12 MiB of random data, 4 processes, 4 MiB/s: (12 MiB - one second's burst) / 4 MiB/s
+    is 2 s at least (a lower bound only: a slow machine cannot fail it; no upper bound)."""
     tool = make_tool(s3_bucket, processes=4, BANDWIDTH_LIMIT="4M")
-    data = {f"r{i}.bin": os.urandom(20 * MiB // 8) for i in range(8)}
+    data = {f"r{i}.bin": os.urandom(12 * MiB // 8) for i in range(8)}
     for name, content in data.items():
         tool.write(name, content)
     began = time.monotonic()
     code, out, err = tool()
     assert code == 0, err
-    assert time.monotonic() - began >= 4.0
+    assert time.monotonic() - began >= 2.0
     tool.set(BANDWIDTH_LIMIT=None)
     began = time.monotonic()
     code, _, err = tool("--restore", "--bwlimit", "4M")
     assert code == 0, err
-    assert time.monotonic() - began >= 4.0
+    assert time.monotonic() - began >= 2.0
     assert tool.restored() == data
     with pytest.raises(SystemExit):
         esb.parse_args(["--bwlimit", "lots"])
