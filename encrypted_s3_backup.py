@@ -90,7 +90,7 @@ from array import array
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import (Any, BinaryIO, Callable, ClassVar, ContextManager, Iterable, Iterator,
-                    NamedTuple, NoReturn, Optional, Protocol, TypeVar, Union)
+                    NamedTuple, NoReturn, Optional, Protocol, TypeVar, Union, cast)
 
 __version__ = "1.0.0"
 
@@ -422,7 +422,8 @@ class _AesGcmSealer:
     def __init__(self, key: bytes, nonce: bytes, decrypt_tag: Optional[bytes] = None):
         from cryptography.hazmat.primitives.ciphers import Cipher, modes
         cipher = Cipher(_aes(key), modes.GCM(nonce, decrypt_tag))
-        self._ctx = cipher.encryptor() if decrypt_tag is None else cipher.decryptor()
+        self._encryptor = cipher.encryptor() if decrypt_tag is None else None
+        self._ctx = self._encryptor or cipher.decryptor()
         self._tag = decrypt_tag
 
     def update(self, data: bytes) -> bytes:
@@ -434,7 +435,10 @@ class _AesGcmSealer:
             self._ctx.finalize()
         except InvalidTag:
             raise IntegrityError("authentication failed (wrong password or damaged object)") from None
-        return self._tag or self._ctx.tag
+        if self._tag is not None:
+            return self._tag
+        assert self._encryptor is not None       # (no tag given: made to encrypt)
+        return self._encryptor.tag
 
 
 def aead_stream(encryption_type: str, key: bytes, nonce: bytes, tag: Optional[bytes] = None):
@@ -835,7 +839,7 @@ def decode(src: Union[BinaryIO, bytes], size: int, md5: bytes, codec: Codec,
     if codec.encrypt:
         salt, nonce, tag = split_header(codec.encryption_type, src.read(header_len(codec.encryption_type)))
         aead = aead_stream(codec.encryption_type, codec.key(salt), nonce, tag)
-        payload = (aead.update(chunk) for chunk in _chunks(src))
+        payload: Iterator[bytes] = (aead.update(chunk) for chunk in _chunks(src))
     else:
         payload = _chunks(src)
     try:
@@ -897,7 +901,9 @@ def spool(expect: int = 0) -> BinaryIO:
     """
     if expect > SPILL_BYTES:
         return tempfile.TemporaryFile()
-    return tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES)
+    # (a SpooledTemporaryFile is an IO[bytes], as good as a BinaryIO here: typeshed does
+    # not say it is one)
+    return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES))
 
 
 # =====================================================================================
@@ -980,7 +986,8 @@ class Closing:
 
 class Metered(Closing):
     """A stream whose reads and writes pass through a Throttle; seek, tell and the rest go
-    to the stream itself."""
+    to the stream itself.  It stands in for the stream it wraps: where a BinaryIO is
+    expected it is cast to one (metered())."""
 
     def __init__(self, stream: Any, throttle: Throttle):
         self.stream, self.throttle = stream, throttle
@@ -1002,6 +1009,12 @@ class Metered(Closing):
 
     def close(self) -> None:
         self.stream.close()
+
+
+def metered(stream: Any, throttle: Optional[Throttle]) -> BinaryIO:
+    """``stream`` through ``throttle``, or ``stream`` itself when there is none.  The
+    stream may be one of our wrappers (a Closing): what callers use of a BinaryIO, it has."""
+    return cast(BinaryIO, Metered(stream, throttle)) if throttle else stream
 
 
 # =====================================================================================
@@ -1452,7 +1465,7 @@ class LocalStorage:
         self.source = source      # a backup's source: we never write there, so a name with
                                   # our temporary prefix is the user's file, listed as any
         self._ready: set[str] = set()        # folders known to exist
-        self._pending: Optional[list[tuple[str, str, str]]] = None   # see batch()
+        self._pending: Optional[list[tuple]] = None   # see batch() (and RestoreFolder's)
         self._unfinished: set[str] = set()   # temporary files not yet renamed or removed
 
     def __str__(self) -> str:
@@ -1606,7 +1619,7 @@ class LocalStorage:
             stream = open(self._full(key), "rb")
         except FileNotFoundError:
             raise MissingError(f"{key} no longer exists") from None
-        return Metered(stream, self.throttle) if self.throttle else stream
+        return metered(stream, self.throttle)
 
     def read(self, key: str, limit: int) -> bytes:
         # (no stream object: half the CPU of open() and read() for a file of a few KB)
@@ -1693,7 +1706,7 @@ class LocalStorage:
                 os.close(fd)
         else:
             with os.fdopen(fd, "w+b") as sink:
-                result = fill(Metered(sink, self.throttle) if self.throttle else sink)
+                result = fill(metered(sink, self.throttle))
                 sink.flush()
                 finish(sink.fileno())
         return result
@@ -1712,7 +1725,8 @@ class LocalStorage:
         file-system sync makes them all durable, then they are renamed into place and one
         more makes the new names durable.  Two flushes for the batch instead of two per
         file.  A file whose rename fails is in the yielded dict."""
-        self._pending = pending = []
+        pending: list[tuple[str, str, str]] = []     # (temporary path, key, folder)
+        self._pending = pending
         failed: dict[str, BaseException] = {}
         done = 0
         try:
@@ -1778,6 +1792,9 @@ class LocalStorage:
 
     def list_versions(self, moment: int, report: ListReport) -> Iterator[tuple[Entry, str]]:
         raise StorageError(f"{self} keeps no versions of its files")
+
+    def pin(self, versions: dict[str, str]) -> None:
+        raise StorageError(f"{self} keeps no versions of its files")    # (see list_versions)
 
     @staticmethod
     def protection(probe: bool = True) -> None:
@@ -1989,7 +2006,8 @@ class RestoreFolder(LocalStorage):
     @contextlib.contextmanager
     def batch(self) -> Iterator[dict[str, BaseException]]:
         """As LocalStorage.batch(), through the folders' descriptors."""
-        self._pending = pending = []
+        pending: list[tuple[int, str, str, str]] = []   # (folder, temporary name, name, key)
+        self._pending = pending
         failed: dict[str, BaseException] = {}
         done = 0
         try:
@@ -2693,7 +2711,8 @@ class S3Storage:
         self.requests = requests       # requests this process may have in flight at once
         self.throttle = throttle
         self.lock = lock               # the retention of every object written, or None
-        self.bucket = config.s3_bucket
+        assert config.s3_bucket, "an S3 storage is made for a section with s3_bucket"
+        self.bucket: str = config.s3_bucket
         base = (config.base_path or "").strip("/")
         self.prefix = base + "/" if base else ""
         self._client: Any = None
@@ -2962,7 +2981,7 @@ class S3Storage:
         threads = ThreadPoolExecutor(S3_LIST_THREADS)
         try:
             for page in self._pages(self.prefix, "/", versions):
-                folders = {item["Prefix"]: queue.Queue(S3_LIST_AHEAD)
+                folders: dict[str, queue.Queue] = {item["Prefix"]: queue.Queue(S3_LIST_AHEAD)
                            for item in page.get("CommonPrefixes", ())}
                 listing = {folder: threads.submit(self._list_folder, folder, pages, stop,
                                                   versions)
@@ -3012,18 +3031,18 @@ class S3Storage:
         return Entry(key, head["ContentLength"], int(head["LastModified"].timestamp()),
                      other_class(head.get("StorageClass")))
 
-    def open(self, key: str) -> Union[_S3Body, _WireBody, Metered]:
+    def open(self, key: str) -> BinaryIO:
         full = self._key(key)
         version = S3Storage.pinned.get((self.bucket, full))
         wire = self.wire if version is None else None
         body: Union[_S3Body, _WireBody, None] = wire.get(full) if wire else None
         if body is not None:
-            return Metered(body, self.throttle) if self.throttle else body
+            return metered(body, self.throttle)
         with s3_requests(missing=key):
             body = _S3Body(self.client.get_object(
                 Bucket=self.bucket, Key=full, **({"VersionId": version} if version else {})
             )["Body"])
-        return Metered(body, self.throttle) if self.throttle else body
+        return metered(body, self.throttle)
 
     # The version each object key is read in, by (bucket, key): set by a run that reads the
     # destination as it stood at a moment from the bucket's own versions (pin), in the main
@@ -3164,7 +3183,7 @@ class S3Storage:
                 if decided or item["LastModified"].timestamp() > moment:
                     continue
                 decided = True
-                short = key[len(self.prefix):]
+                short = item["Key"][len(self.prefix):]      # (the key being read)
                 if "Size" in item and short and not short.endswith("/"):   # not a marker
                     yield (Entry(short, item["Size"], int(item["LastModified"].timestamp()),
                                  other_class(item.get("StorageClass"))), item["VersionId"])
@@ -3251,10 +3270,12 @@ class S3Storage:
                                              self._metered_send, unique_id=f"esb-{operation}")
 
     def _metered_send(self, request: Any, **_: Any) -> None:
+        throttle = self.throttle
+        assert throttle is not None          # (registered only with one: _boto_put)
         if hasattr(request.body, "read"):
-            request.body = Metered(request.body, self.throttle)
+            request.body = Metered(request.body, throttle)
         elif request.body:
-            self.throttle.take(len(request.body))
+            throttle.take(len(request.body))
 
     def _abort_others(self, full_key: str, kept: str) -> None:
         """A create request retried after its answer was lost leaves an empty upload of the
@@ -4211,7 +4232,7 @@ class _ObjectJob:
 
     @property
     def action(self) -> str:
-        return self.why      # type: ignore[attr-defined]  (every subclass has one)
+        return self.why      # type: ignore[attr-defined]  # (every subclass has one)
 
     @property
     def path(self) -> str:
@@ -4717,7 +4738,7 @@ class Planner:
         return plan
 
 
-def _job_path(job: Union[Upload, Rename, Mark, Remove, Extend]) -> str:
+def _job_path(job: Job) -> str:
     return job.path
 
 
@@ -5532,6 +5553,12 @@ class _Worker:
         """The storage of a configuration role ("src", "dest", "restore"); None for None."""
         return getattr(self, role) if role else None
 
+    def configured(self, role: str) -> Storage:
+        """The storage of a role a job touches: the run that made the job configured it."""
+        storage = getattr(self, role)
+        assert storage is not None, f"a job touches {role}, which this run has not"
+        return storage
+
     def runs_codecs(self) -> None:
         """Called in the process that will run the jobs: keep codec buffers in its heap
         (keep_codec_buffers) when its storages are all local.  Where one is remote, large
@@ -5626,7 +5653,7 @@ def run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
         return [_run_one(worker, job) for job in batch.jobs]
     first = batch.jobs[0]
     target = worker.storage(first.writes)
-    remote = any(worker.storage(role).remote for role in first.touches)
+    remote = any(worker.configured(role).remote for role in first.touches)
     run = functools.partial(_run_one, worker, settle=False)
     try:
         with target.batch() if target else contextlib.nullcontext({}) as lost:
@@ -5666,7 +5693,7 @@ def settled(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
 
 def _upload(worker: _Worker, job: Upload) -> Outcome:
     """Back up one file.  What it replaces is dealt with by _replaced()."""
-    job, (md5, length, written), key = _encode_file(worker, job, worker.dest.store)
+    job, (md5, length, written), key = _encode_file(worker, job, worker.configured("dest").store)
     return Outcome(job.action, job.path, bytes_in=length, bytes_out=written, key=key,
                    md5=md5)
 
@@ -5713,7 +5740,7 @@ def _encode_file(worker: _Worker, job: Upload, store: Callable[..., tuple[Any, s
     codec = worker.codec
     folder = "" if codec.encrypt_filenames else job.path.rpartition("/")[0]
     for attempt in range(UPLOAD_TRIES):
-        with worker.src.open(job.path) as src:
+        with worker.configured("src").open(job.path) as src:
             def fill(sink: BinaryIO) -> tuple[bytes, int, int]:
                 start = sink.tell()
                 with worker.cpu:
@@ -5722,7 +5749,7 @@ def _encode_file(worker: _Worker, job: Upload, store: Callable[..., tuple[Any, s
 
             def key_of(result: tuple[bytes, int, int]) -> str:
                 md5, length, _ = result
-                if length != job.size or not worker.src.is_unchanged(
+                if length != job.size or not worker.configured("src").is_unchanged(
                         src, Entry(job.path, job.size, job.mtime)):
                     raise SourceChangedError(f"{job.path} changed while it was being read")
                 return encode_name(BackupName(job.path, job.mtime, length, md5), codec)
@@ -5735,7 +5762,7 @@ def _encode_file(worker: _Worker, job: Upload, store: Callable[..., tuple[Any, s
                     raise SourceChangedError(f"{job.path} kept changing while it was read "
                                              f"({UPLOAD_TRIES} tries); it will be tried again "
                                              "next run") from None
-        fresh = worker.src.stat(job.path)
+        fresh = worker.configured("src").stat(job.path)
         job = replace(job, size=fresh.size, mtime=fresh.mtime)
     raise AssertionError("not reached")
 
@@ -5749,12 +5776,12 @@ def _replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
     try:
         for old in job.replaces:
             if old != outcome.key:
-                worker.dest.remove(old)
+                worker.configured("dest").remove(old)
         for version in job.versions:
             if version.old.key == outcome.key:
                 continue
             if version.old.name.md5 == outcome.md5:    # only the mtime changed
-                worker.dest.remove(version.old.key)
+                worker.configured("dest").remove(version.old.key)
             else:
                 _rename(worker, version)
                 kept += 1
@@ -5765,28 +5792,29 @@ def _replaced(worker: _Worker, job: Upload, outcome: Outcome) -> Outcome:
 
 
 def _mark(worker: _Worker, job: Mark) -> Outcome:
-    worker.dest.put(encode_name(job.name, worker.codec), b"")
+    worker.configured("dest").put(encode_name(job.name, worker.codec), b"")
     return Outcome(job.action, job.path)
 
 
 def _rename(worker: _Worker, job: Rename) -> Outcome:
-    worker.dest.rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
+    worker.configured("dest").rename(job.old.key, encode_name(job.name, worker.codec), job.old.size)
     return Outcome(job.action, job.path)
 
 
 def _extend(worker: _Worker, job: Extend) -> Outcome:
-    if worker.dest.extend_lock(job.old.key, job.until):
+    if worker.configured("dest").extend_lock(job.old.key, job.until):
         return Outcome(job.action, job.path)
     return Outcome("check lock", job.path)      # an earlier run extended it
 
 
 def _remove(worker: _Worker, job: Remove) -> Outcome:
-    worker.dest.remove(job.old.key)
+    worker.configured("dest").remove(job.old.key)
     return Outcome(job.action, job.path)
 
 
 class _NullSink:
-    """Where verify decodes to: decode() itself checks size and MD5, so nothing is kept."""
+    """Where verify decodes to: decode() itself checks size and MD5, so nothing is kept.
+    (A BinaryIO as far as decode() goes: it only writes to its sink.)"""
 
     @staticmethod
     def write(data: bytes) -> int:
@@ -5797,11 +5825,13 @@ def _object_source(worker: _Worker, obj: Stored, data: Optional[bytes]
                    ) -> ContextManager[Union[BinaryIO, bytes]]:
     """What decode() reads: the object's bytes when the hub fetched them (``data``) or it
     is small (read whole here), else a stream of it."""
+    dest = worker.dest
+    assert dest is not None              # (restore and verify read the destination)
     if data is None and obj.size < SMALL_FILE:
-        data = worker.dest.read(obj.key, obj.size + 1)
+        data = dest.read(obj.key, obj.size + 1)
         if len(data) > obj.size:       # larger than listed: rewritten since, so streamed
             data = None
-    return contextlib.nullcontext(data) if data is not None else worker.dest.open(obj.key)
+    return contextlib.nullcontext(data) if data is not None else dest.open(obj.key)
 
 
 def restorable(name: BackupName) -> str:
@@ -5835,14 +5865,14 @@ def _verify(worker: _Worker, job: Verify, data: Optional[bytes] = None) -> Outco
     name = obj.name
     restorable(name)
     with _object_source(worker, obj, data) as src, worker.cpu:
-        decode(src, name.size, name.md5, worker.codec, _NullSink())
+        decode(src, name.size, name.md5, worker.codec, cast(BinaryIO, _NullSink()))
     return Outcome(job.action, name.path, bytes_in=obj.size, bytes_out=name.size)
 
 
 class Handler(NamedTuple):
     """How a worker does one kind of job."""
 
-    run: Callable[[_Worker, Any], Outcome]
+    run: Callable[..., Outcome]   # (worker, job), and the fetched bytes for restore, verify
     settle: Optional[Callable[[_Worker, Any, Outcome], Outcome]] = None
     # ^ once what run() wrote is durable (for a grouped Batch: after the batch)
 
@@ -5998,7 +6028,7 @@ class Tally:
         parts = [f"{n} {word}" for word, n in done if n]
         parts.append(f"{self.failed} failed")
         rate = self.bytes_in / elapsed / 1e6
-        figures = {re.sub(r"\W+", "_", word): n for word, n in done}
+        figures: dict[str, float] = {re.sub(r"\W+", "_", word): n for word, n in done}
         figures.update({"failed": self.failed, "bytes_read": self.bytes_in,
                         f"bytes_{out_word}": self.bytes_out, "seconds": round(elapsed, 3),
                         "mb_per_s": round(rate, 3)})
@@ -6190,6 +6220,7 @@ def run_command(what: str, command: str, env: dict[str, str], timeout: float
     def signal_all(signum: int) -> bool:
         """Send ``signum`` to the command and all it started (its own process group);
         False when none of them is left."""
+        assert process is not None           # (called once the shell runs)
         try:
             os.killpg(process.pid, signum)
             return True
@@ -6201,6 +6232,7 @@ def run_command(what: str, command: str, env: dict[str, str], timeout: float
     def stop_all() -> None:
         """SIGTERM to the command and all it started; SIGKILL to what is left of them after
         COMMAND_GRACE_SECONDS, or at once on another stop signal."""
+        assert process is not None           # (called once the shell runs)
         log.warning("%s: stopping it and all it started (SIGTERM, then SIGKILL after %d s)",
                     what, COMMAND_GRACE_SECONDS)
         signal_all(signal.SIGTERM)
@@ -6252,6 +6284,7 @@ def run_command(what: str, command: str, env: dict[str, str], timeout: float
                                            stderr=subprocess.PIPE, start_new_session=True)
             except OSError as exc:
                 return 127, [f"cannot start a shell: {exc.strerror}"]
+        assert process.stdout is not None and process.stderr is not None    # (PIPE)
         with selectors.DefaultSelector() as selector, process.stdout, process.stderr:
             for stream, level in ((process.stdout, logging.INFO),
                                   (process.stderr, logging.WARNING)):
@@ -6387,7 +6420,7 @@ def metric_samples(kind: str, code: int, started: float, ended: float,
                    figures: dict[str, Any]) -> Samples:
     """A run's samples for the metrics file."""
     by_kind = (("kind", kind),)
-    samples = {("last_start_timestamp_seconds", by_kind): started,
+    samples: Samples = {("last_start_timestamp_seconds", by_kind): started,
                ("last_end_timestamp_seconds", by_kind): ended,
                ("last_exit_code", by_kind): code,
                ("last_duration_seconds", by_kind): round(ended - started, 3)}
@@ -6429,7 +6462,7 @@ class Monitor(logging.Handler):
         self.alerts: Optional[Alerts] = None     # known once the configuration loaded
         self.post_command: Optional[str] = None  # set once a backup is under way
         self.command_timeout = COMMAND_TIMEOUT
-        self.summary, self.figures = "", {}
+        self.summary, self.figures = "", dict[str, Any]()
         self.attention: list[str] = []           # what needs attention, e.g. a mass change
         self.attention_figures: dict[str, Any] = {}
         self.gauges: dict[str, int] = {}         # the destination's protection (metrics only)
@@ -6441,9 +6474,9 @@ class Monitor(logging.Handler):
             log.addHandler(self)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "attention", None) is not None:
+        if (attention := getattr(record, "attention", None)) is not None:
             self.attention.append(record.getMessage().removeprefix("warning: "))
-            self.attention_figures.update(record.attention)
+            self.attention_figures.update(attention)
         elif record.levelno >= logging.ERROR:
             for line in record.getMessage().splitlines():
                 if len(self.first) < WEBHOOK_FAILURES:
@@ -6452,8 +6485,8 @@ class Monitor(logging.Handler):
                 self.last_bytes += len(line.encode("utf-8", "replace")) + 1
                 while self.last_bytes > PING_BODY_MAX:
                     self.last_bytes -= len(self.last.popleft().encode("utf-8", "replace")) + 1
-        elif getattr(record, "figures", None) is not None:
-            self.summary, self.figures = record.getMessage(), record.figures
+        elif (figures := getattr(record, "figures", None)) is not None:
+            self.summary, self.figures = record.getMessage(), figures
         elif (gauges := getattr(record, "gauges", None)) is not None:
             self.gauges.update(gauges)
 
@@ -6519,9 +6552,11 @@ class Monitor(logging.Handler):
         alerts = self.alerts or alerts_anyway(self.config_path)
         ended = time.time()
         if alerts.metrics_file and code is not None:
+            kind = self.kind
+            assert kind is not None          # (a code comes from end(), which needs a kind)
             try:
-                write_metrics(alerts.metrics_file, self.kind, metric_samples(
-                    self.kind, code, self.started, ended,
+                write_metrics(alerts.metrics_file, kind, metric_samples(
+                    kind, code, self.started, ended,
                     {**self.figures, **self.attention_figures, **self.gauges}))
             except OSError as exc:
                 log.warning("warning: cannot write the metrics file %s: %s",
@@ -6566,6 +6601,7 @@ class Monitor(logging.Handler):
         host = socket.gethostname()
         said = {"success": "succeeded", "failure": "failed", "skipped": "was skipped",
                 "attention": "needs attention"}[status]
+        assert self.kind is not None         # (a Monitor of no kind reports nothing)
         figures: dict[str, Any] = dict.fromkeys(FIGURES[self.kind], 0)
         figures.update(seconds=round(ended - self.started, 3), mb_per_s=0,
                        destination_objects=None, destination_bytes=None)
@@ -6699,7 +6735,7 @@ def run_in_pool(function: Callable[[_Worker, Any], R], items: list, processes: i
         return
     processes = 1 if len(items) == 1 else min(processes, len(items))
     with cpu_pool(processes, config) as pool:
-        queue, running = iter(items), set()
+        queue, running = iter(items), set[Any]()
         while True:
             for item in itertools.islice(queue, 2 * processes - len(running)):
                 running.add(pool.submit(in_worker, function, item))
@@ -6778,7 +6814,7 @@ class Hub:
         target, is left to the workers)."""
         dest = self.worker.dest
         return (dest is not None and dest.remote and job.size < SMALL_FILE and
-                not any(self.worker.storage(role).remote for role in job.touches
+                not any(self.worker.configured(role).remote for role in job.touches
                         if role != "dest"))
 
     def run(self, jobs: list[Job]) -> None:
@@ -6811,7 +6847,7 @@ class Hub:
         keys = [key for key, _ in self.replaced]
         self.replaced.clear()
         with contextlib.suppress(*FILE_FAILURES):
-            self.worker.dest.remove_many(keys)
+            self.worker.configured("dest").remove_many(keys)
 
     def _loop(self, work: Iterator[Batch], fetches: Iterator[Job],
               requests: Iterator[tuple[Callable[..., Any], tuple, Callable[[Any], None]]]
@@ -6933,7 +6969,7 @@ class Hub:
         what it replaces is removed in groups (_remove_replaced)."""
         job = encoded.job
         try:
-            self.worker.dest.put(encoded.key, encoded.data)
+            self.worker.configured("dest").put(encoded.key, encoded.data)
         except FILE_FAILURES as exc:
             return failed(job, exc)
         outcome = Outcome(job.action, job.path, bytes_in=encoded.length,
@@ -6943,19 +6979,19 @@ class Hub:
 
     def _remove_replaced(self, group: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Remove replaced objects; (path, warning) of each that stayed."""
-        failures = self.worker.dest.remove_many([key for key, _ in group])
+        failures = self.worker.configured("dest").remove_many([key for key, _ in group])
         return [(path, f"stored, but its old object was not removed "
                        f"({describe(failures[key])}); the next run will")
                 for key, path in group if key in failures]
 
     def _remove(self, jobs: list[Remove]) -> list[Outcome]:
-        failures = self.worker.dest.remove_many([job.old.key for job in jobs])
+        failures = self.worker.configured("dest").remove_many([job.old.key for job in jobs])
         return [failed(job, failures[job.old.key]) if job.old.key in failures
                 else Outcome(job.action, job.path) for job in jobs]
 
     def _fetch(self, job: Union[Restore, Verify]) -> Fetched:
         try:
-            with self.worker.dest.open(job.obj.key) as stream:
+            with self.worker.configured("dest").open(job.obj.key) as stream:
                 return Fetched(job, stream.read())
         except FILE_FAILURES as exc:
             return Fetched(job, failure=failed(job, exc))
@@ -7865,8 +7901,9 @@ def run_list(config: Config, args: Options) -> int:
         chosen = select_for_restore(stored, True, only, args.as_of)
     if stored and not problems and (only or args.as_of):
         check_selection(stored, chosen, only, args.as_of, args.as_of_text or "")
-    rows = [{"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
-             "deleted": o.name.deleted or None} for o in chosen]
+    rows: list[dict[str, Any]] = [
+        {"path": o.name.path, "size": o.name.size, "mtime": o.name.mtime,
+         "deleted": o.name.deleted or None} for o in chosen]
     problems += add_classes(config, dest, chosen, rows)
     if args.versions:
         for row, obj in zip(rows, chosen):

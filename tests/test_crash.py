@@ -729,12 +729,15 @@ def test_a_stop_that_comes_with_an_error_is_not_left_pending(monkeypatch):
         pass
 
 
-def stubborn_job(seconds, started=None):
-    """A job whose clean-up never ends: it ignores SIGTERM (then creates ``started``)."""
+def stubborn_job(seconds, started=None, finished=None):
+    """A job whose clean-up never ends: it ignores SIGTERM (then creates ``started``), and
+    creates ``finished`` only if it lives its ``seconds``."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     if started:
         open(started, "w").close()
     time.sleep(seconds)
+    if finished:
+        open(finished, "w").close()
 
 
 @pytest.mark.parametrize("how", ["grace runs out", "second Ctrl-C"])
@@ -744,25 +747,36 @@ def test_workers_that_do_not_stop_are_killed(tmp_path, monkeypatch, how):
     monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
     monkeypatch.setattr(esb, "STOP_GRACE_SECONDS", 1 if how == "grace runs out" else 600)
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
-    started = time.monotonic()
-    running = tmp_path / "running"
-    second = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    running, finished = tmp_path / "running", tmp_path / "finished"
+    real_children, seconds = multiprocessing.active_children, []
+
+    def children_then_second_ctrl_c():
+        """stop_workers() asks for the workers it is about to stop and wait for: the second
+        Ctrl-C comes then (once)."""
+        children = real_children()
+        if not seconds:
+            seconds.append(os.getpid())
+            os.kill(os.getpid(), signal.SIGINT)
+        return children
+
     try:
         with pytest.raises(KeyboardInterrupt):
             with esb.worker_pool(1, config) as pool:
-                pool.submit(stubborn_job, 300, str(running))
+                pool.submit(stubborn_job, 300, str(running), str(finished))
                 deadline = time.monotonic() + 60
                 while not running.exists():         # the job is running (SIGTERM blocked)
                     assert time.monotonic() < deadline, "the job never started"
                     time.sleep(0.05)
                 if how == "second Ctrl-C":
-                    second.start()
+                    monkeypatch.setattr(esb.multiprocessing, "active_children",
+                                        children_then_second_ctrl_c)
                 raise KeyboardInterrupt     # the first Ctrl-C
     finally:
-        second.cancel()                     # never a Ctrl-C into a later test
+        monkeypatch.setattr(esb.multiprocessing, "active_children", real_children)
         signal.signal(signal.SIGINT, previous)
     assert multiprocessing.active_children() == []
-    assert time.monotonic() - started < 60, "the stuck worker was waited for"
+    assert not finished.exists(), "the stuck worker was waited for"
+    assert seconds == ([os.getpid()] if how == "second Ctrl-C" else [])
     assert not esb._STOP_ASKED
 
 

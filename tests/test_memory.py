@@ -195,22 +195,28 @@ os.register_at_fork(before=_note_fork)
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_no_fork_while_a_key_is_derived_ahead(request, make_tool, monkeypatch, where):
     # A fork copies only the forking thread: one copied while another was inside OpenSSL
-    # or argon2 could find their locks taken.  The derivation is made slower than any
-    # listing here, so a fork that did not wait for it would see it alive.
+    # or argon2 could find their locks taken.  The derivation here lasts until the run
+    # waits for it (key_derived), so a fork that did not wait for it would see it alive.
     tool = make_tool(request.getfixturevalue("s3_bucket") if where == "s3" else None)
     files = {f"d{i}/f.txt": b"x" * 100 * (i + 1) for i in range(3)}
     files.update({f"big{i}.bin": os.urandom(esb.SMALL_FILE + i) for i in range(2)})
     for rel, data in files.items():         # (two big files: two jobs, so worker pools)
         tool.write(rel, data)
-    real, ahead = esb.derive_key, []
+    real, ahead, real_derived, waited = esb.derive_key, [], esb.key_derived, threading.Event()
 
     def slow(*args):
         if threading.current_thread().name == "derive key":
-            time.sleep(0.3)
+            waited.wait(60)       # (a bound only for a run that never waits: it fails below)
             ahead.append(args)
         return real(*args)
+
+    def key_derived():
+        waited.set()
+        real_derived()
+        waited.clear()
     real.cache_clear()
     monkeypatch.setattr(esb, "derive_key", slow)
+    monkeypatch.setattr(esb, "key_derived", key_derived)
     _FORKS.append([])
     try:
         assert tool()[0] == 0
@@ -529,14 +535,19 @@ def test_a_stop_while_the_hub_stores_does_not_wait_for_the_rest(monkeypatch, tmp
     files = {f"f{i:02d}.txt": os.urandom(1000) for i in range(24)}
     config = local_config(tmp_path, files, DEST_LOCAL_PATH="", REQUESTS_IN_FLIGHT="2",
                           **s3_env("DEST", s3_bucket))
-    puts = []
+    puts, stopping, real_check_stop = [], threading.Event(), esb.check_stop
+
+    def check_stop():
+        if esb._STOP_ASKED:
+            stopping.set()
+        real_check_stop()
 
     def slow_put(*args, **kwargs):
         puts.append(args or kwargs)
         if len(puts) == 1:
             os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.5)
-        return True
+        stopping.wait(60)       # every PUT lasts until the run sees the stop (a bound only for
+        return True             # a run that never does: it then stores them all, and fails)
 
     real_client = esb.S3Storage.client.fget
 
@@ -547,12 +558,15 @@ def test_a_stop_while_the_hub_stores_does_not_wait_for_the_rest(monkeypatch, tmp
 
     monkeypatch.setattr(esb.S3Storage, "client", property(client))
     monkeypatch.setattr(esb.S3Wire, "put", slow_put)           # the small PUTs are its
+    monkeypatch.setattr(esb, "check_stop", check_stop)
     monkeypatch.setattr(esb, "_MAIN_PID", os.getpid())
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
     jobs = [upload(config, name) for name in sorted(files)]
     try:
         with pytest.raises(KeyboardInterrupt):
             esb.run_jobs(jobs, 1, config, lambda outcome: None, lambda *warning: None)
+        assert stopping.is_set()
     finally:
+        stopping.set()
         signal.signal(signal.SIGINT, previous)
     assert len(puts) < len(files) / 2, "most objects were stored before the stop"
