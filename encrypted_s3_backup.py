@@ -3913,6 +3913,17 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
     # ^ the value of each setting Config has no field for (a new row, until it gets one)
 
+    def section(self, role: str) -> StorageConfig:
+        """The storage section of ``role`` ("src" or "dest"), which this run needs.
+        load_config(needs=...) refuses a configuration without it, so this error is the
+        last guard, worded for a user all the same."""
+        value: Optional[StorageConfig] = getattr(self, role)
+        if value is None:
+            prefix = role.upper()
+            raise ConfigError(f"this run needs a {role!r} storage: set {prefix}_LOCAL_PATH or "
+                              f"{prefix}_S3_BUCKET, or the {role!r} section of config.json")
+        return value
+
 
 def config_variables() -> list[str]:
     """Every environment variable the configuration reads, in the README's order."""
@@ -7416,8 +7427,8 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
 
 
 def run_backup(config: Config, args: Options) -> int:
-    src = make_storage(config.src, source=True)
-    dest = make_storage(config.dest, reap=True, lock=config.object_lock)
+    src = make_storage(config.section("src"), source=True)
+    dest = make_storage(config.section("dest"), reap=True, lock=config.object_lock)
     if config.object_lock and not (config.dest and config.dest.s3_bucket):
         raise ConfigError("object_lock_mode and object_lock_days (environment OBJECT_LOCK_MODE "
                           "and OBJECT_LOCK_DAYS) lock S3 objects, and dest is a local folder; "
@@ -7549,7 +7560,7 @@ def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False,
     it stood then (survey_restore): what a stolen key deleted or overwrote since comes
     back, and the objects are read in those versions (pin).  ``listing``: for --list,
     whose standard output is the listing alone."""
-    dest = make_storage(config.dest)
+    dest = make_storage(config.section("dest"))
     if decodes and not dest.remote:
         config.codec.key_ahead()         # while the objects are listed here ...
     objects, report, versions = run_apart(config, (dest,), survey_restore, dest,
@@ -7772,7 +7783,7 @@ def run_check_protection(config: Config, args: Options) -> int:
     """--check-protection: what keeps dest's files from keys that can write to it, a line
     per fact, then the verdict; EXIT_UNPROTECTED unless versions are kept and these keys
     cannot destroy them."""
-    dest = make_storage(config.dest)
+    dest = make_storage(config.section("dest"))
     if not dest.prepare(create=False, missing_ok=True):
         raise StorageError(f"{dest} does not exist: check dest's settings")
     found = dest.protection()
@@ -7829,8 +7840,7 @@ def repairable(src: Storage, obj: Stored) -> str:
 
 def repair_source(config: Config) -> Storage:
     """The source --repair reads, checked there before the verify starts."""
-    assert config.src is not None, "main() loads src for --repair"
-    src = make_storage(config.src, source=True)
+    src = make_storage(config.section("src"), source=True)
     src.prepare(create=False)
     return src
 
