@@ -1091,10 +1091,20 @@ class ObjectLock(NamedTuple):
         object is extended once a period (by every run inside its margin)."""
         if not modified:
             return None
-        period = self.days * 86400
-        margin = min(LOCK_MARGIN_DAYS * 86400, period // 3)
+        period, margin = self.days * 86400, self.margin()
         ends = modified + max(1, -(-(moment - modified) // period)) * period
         return ends + period if ends - moment < margin else None
+
+    def margin(self) -> int:
+        """Seconds before its end within which a run extends a lock (see due)."""
+        return min(LOCK_MARGIN_DAYS * 86400, self.days * 86400 // 3)
+
+    def extension(self) -> str:
+        """What each run does to keep unchanged objects locked, for the start of a run."""
+        margin = self.margin()
+        within = f"{margin // 86400} days" if margin % 86400 == 0 else f"{margin // 3600} hours"
+        return (f"each run extends the lock of an unchanged object whose lock ends within "
+                f"{within}, by whole periods of {self.days} days from when it was written")
 
     def headers(self, moment: float) -> dict[str, str]:
         """The same as the request headers S3Wire sends (ISO 8601)."""
@@ -1202,6 +1212,11 @@ class Storage(Protocol):
     def extend_lock(self, key: str, until: int) -> bool:
         """Keep the object ``key`` locked (Object Lock) until ``until`` (epoch seconds);
         False when it was already."""
+
+    def kept_lock(self) -> Optional["ObjectLock"]:
+        """The retention a backup keeps its unchanged objects under (see ObjectLock.due):
+        the object_lock settings, else the bucket's default retention; None: none.  Read
+        after lock_notes(), from what it read."""
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -1419,6 +1434,10 @@ class LocalStorage:
 
     def extend_lock(self, key: str, until: int) -> bool:
         raise StorageError(f"{self} is a folder, which has no Object Lock")
+
+    @staticmethod
+    def kept_lock() -> None:
+        return None
 
     def inside(self, other: Storage) -> Optional[str]:
         if not isinstance(other, LocalStorage):
@@ -2442,6 +2461,8 @@ PROBE_KEY = ".esb-probe"   # under the destination's prefix: --check-protection'
                            # joined by a new one on every check
 UNKNOWN = "unknown (these keys may not read it)"
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+NO_LOCK_ERRORS = ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration",
+                  "InvalidRequest")      # GetObjectLockConfiguration of a bucket without it
 
 
 @dataclass(frozen=True)
@@ -2532,6 +2553,7 @@ class S3Storage:
         self._made: Any = None          # (session, CA bundle) the client was made from
         self._pid = self._wire_pid = 0
         self._lock_answer: Any = None    # GetObjectLockConfiguration's, once asked
+        self._versioning_answer: Any = None    # GetBucketVersioning's Status, once asked
 
     def __str__(self) -> str:
         where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
@@ -2541,7 +2563,7 @@ class S3Storage:
         state = dict(self.__dict__)
         # a client never crosses processes, nor what goes with it
         state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0,
-                     _lock_answer=None)
+                     _lock_answer=None, _versioning_answer=None)
         return state
 
     @property
@@ -2675,14 +2697,14 @@ class S3Storage:
         return self._lock_answer
 
     def object_lock_rule(self) -> tuple[bool, Optional[ObjectLock]]:
-        """GetObjectLockConfiguration: whether the bucket has Object Lock, and its default
-        retention (None: none).  A bucket without it answers an error, which is (False,
-        None); any other error is raised."""
+        """GetObjectLockConfiguration (asked once): whether the bucket has Object Lock, and
+        its default retention (None: none).  A bucket without it answers an error
+        (NO_LOCK_ERRORS), which is (False, None); any other error is raised."""
         from botocore.exceptions import ClientError
         try:
             answer = self._lock_configuration()
         except ClientError as exc:
-            if s3_error_code(exc) == "ObjectLockConfigurationNotFoundError":
+            if s3_error_code(exc) in NO_LOCK_ERRORS:
                 return False, None
             raise
         found = answer.get("ObjectLockConfiguration", {})
@@ -2709,19 +2731,32 @@ class S3Storage:
                 "create-bucket --object-lock-enabled-for-bucket), or unset both settings")
         if not self.lock and default:
             return [f"the bucket's default retention applies: each object written is locked "
-                    f"{default.mode} for {default.days} days (Object Lock)"]
+                    f"{default.mode} for {default.days} days (Object Lock), and "
+                    + default.extension()]
         return []
+
+    def kept_lock(self) -> Optional[ObjectLock]:
+        if self.lock:
+            return self.lock
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:                              # (read by lock_notes already: no request here)
+            return self.object_lock_rule()[1]
+        except (ClientError, BotoCoreError):
+            return None
 
     def extend_lock(self, key: str, until: int) -> bool:
         """HeadObject, and PutObjectRetention unless an earlier run did it already: the
-        object stays locked (in this storage's mode) until ``until`` (epoch seconds).
-        Whether it was extended now."""
-        mode = self.lock.mode if self.lock else "GOVERNANCE"
+        object stays locked until ``until`` (epoch seconds), in this storage's mode (none
+        set: the bucket's default retention's, which the object holds), never weaker than
+        the mode it holds.  Whether it was extended now."""
         with s3_requests(missing=key):
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             held = head.get("ObjectLockRetainUntilDate")
             if held is not None and held.timestamp() >= until:
                 return False
+            mode = head.get("ObjectLockMode") or "GOVERNANCE"
+            if self.lock and mode != "COMPLIANCE":
+                mode = self.lock.mode
             self.client.put_object_retention(
                 Bucket=self.bucket, Key=self._key(key), Retention={
                     "Mode": mode, "RetainUntilDate": datetime.datetime.fromtimestamp(
@@ -2864,12 +2899,25 @@ class S3Storage:
         S3Storage.pinned = {(self.bucket, self.prefix + key): version
                             for key, version in versions.items()}
 
+    def _versioning(self) -> str:
+        """GetBucketVersioning's Status ("" when never turned on), or its error, asked once
+        per storage: versioning() and protection() both read it."""
+        if self._versioning_answer is None:
+            try:
+                self._versioning_answer = self.client.get_bucket_versioning(
+                    Bucket=self.bucket).get("Status", "")
+            except Exception as exc:       # noqa: BLE001 - kept, raised to every caller
+                self._versioning_answer = exc
+        if isinstance(self._versioning_answer, Exception):
+            raise self._versioning_answer
+        return self._versioning_answer
+
     def versioning(self) -> str:
         """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on, or the
         service or these keys do not say: then said in a note)."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "")
+            return self._versioning()
         except ClientError as exc:
             code = s3_error_code(exc)
             if code not in ("AccessDenied", "NotImplemented", "MethodNotAllowed"):
@@ -2881,14 +2929,15 @@ class S3Storage:
             raise self.error(exc, "cannot read the versioning of") from None
 
     def protection(self, probe: bool = True) -> Protection:
-        """One request each: versioning, Object Lock, and with ``probe`` the lifecycle (on a
-        bucket that keeps versions) and the probe (see _probe).  A request these keys may
-        not make leaves that part unknown."""
+        """One request each (the first two shared with versioning() and lock_notes()):
+        versioning, Object Lock, and with ``probe`` the lifecycle (on a bucket that keeps
+        versions) and the probe (see _probe).  A request these keys may not make leaves
+        that part unknown."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        def asked(call: Callable[..., dict], absent: tuple[str, ...]) -> Optional[dict]:
+        def asked(call: Callable[..., Any], absent: tuple[str, ...] = ()) -> Any:
             try:
-                return call(Bucket=self.bucket)
+                return call()
             except ClientError as exc:
                 code = s3_error_code(exc)
                 if code in absent:
@@ -2899,28 +2948,21 @@ class S3Storage:
             except BotoCoreError as exc:
                 raise self.error(exc, "cannot reach") from None
 
-        versions = asked(self.client.get_bucket_versioning, ())
-        locked = asked(self._lock_configuration,
-                       ("ObjectLockConfigurationNotFoundError",
-                        "NoSuchObjectLockConfiguration", "InvalidRequest"))
+        versions = asked(self._versioning)
+        locked = asked(self.object_lock_rule)
         lock: Optional[str] = None
         retention = ""
         if locked is not None:
-            config = locked.get("ObjectLockConfiguration", {})
-            lock = "Enabled" if config.get("ObjectLockEnabled") == "Enabled" else ""
-            default = config.get("Rule", {}).get("DefaultRetention", {})
-            if lock and default.get("Mode"):
-                lock = default["Mode"]
-                count, unit = (default["Years"], "year") if default.get("Years") else (
-                    default.get("Days", 0), "day")
-                retention = f"{count} {unit}" + ("s" if count != 1 else "")
-        found = Protection(versioning=None if versions is None else versions.get("Status", ""),
-                           lock=lock, retention=retention)
+            enabled, default = locked
+            lock = default.mode if default else "Enabled" if enabled else ""
+            if default:
+                retention = f"{default.days} day" + ("s" if default.days != 1 else "")
+        found = Protection(versioning=versions, lock=lock, retention=retention)
         if not probe:
             return found
         if found.versioning:
-            rules = asked(self.client.get_bucket_lifecycle_configuration,
-                          ("NoSuchLifecycleConfiguration",))
+            rules = asked(lambda: self.client.get_bucket_lifecycle_configuration(
+                Bucket=self.bucket), ("NoSuchLifecycleConfiguration",))
             found = replace(found, expiry=None if rules is None else noncurrent_expiry(
                 rules.get("Rules", ()), self.prefix))
         return self._probe(found)
@@ -6756,22 +6798,25 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
 
 
 def object_listing(report: ListReport, dest: Storage, dry_run: bool
-                   ) -> Iterator[Union[bool, str, Entry]]:
+                   ) -> Iterator[Union[tuple[Union[bool, str], Optional[ObjectLock]], Entry]]:
     """What a backup reads of its destination: whether it exists, or "created" when this
-    run made it (a dry run does not), then the backup objects it lists (see
-    backup_entries).  What killed runs left there is cleared first."""
+    run made it (a dry run does not), with the lock its unchanged objects are kept under
+    (kept_lock), then the backup objects it lists (see backup_entries).  What killed runs
+    left there is cleared first."""
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
+    lock = None
     if exists:
         report.notes += dest.lock_notes()
+        lock = dest.kept_lock()
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
     if exists:
         with contextlib.suppress(*FILE_FAILURES):     # nor is the destination's protection
             report.protection = dest.protection(probe=False)
-    yield exists
+    yield exists, lock
     if exists:
         yield from backup_entries(dest, report)
 
@@ -6869,7 +6914,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
-                    there = next(objects)
+                    there, lock = next(objects)
                     if not dry_run:          # (after both forks) while both are walked
                         config.codec.key_ahead()
                     return plan_walked(
@@ -6879,7 +6924,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                                              config),
                         day, config.deleted_keep_days, report.blind,
                         config.versions_keep_days, moment, expire_versions,
-                        config.object_lock), report, there
+                        lock), report, there
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)

@@ -139,3 +139,29 @@ def test_seaweedfs_locked_bucket(make_tool, s3_server):
     assert code == 0, out + err
     assert "Object Lock: GOVERNANCE, default retention 1 day" in out
     remove_every_version(bucket)
+
+
+@pytest.mark.parametrize("missing", ["ObjectLockConfigurationNotFoundError",
+                                     "NoSuchObjectLockConfiguration", "InvalidRequest"])
+def test_each_bucket_setting_is_read_once_and_no_lock_means_the_same_everywhere(
+        moto_server, missing):
+    """versioning(), lock_notes(), kept_lock() and protection() of one storage share one
+    GetBucketVersioning and one GetObjectLockConfiguration; each answer a bucket without
+    Object Lock may give is "no lock" to all of them."""
+    from conftest import s3_config
+    bucket = locked_bucket(moto_server, "GOVERNANCE")
+    storage = esb.S3Storage(s3_config(bucket))
+    asked = []
+    storage.client.meta.events.register("before-call.s3", lambda model, **_: asked.append(
+        model.name))
+    assert storage.versioning() == "Enabled"
+    assert storage.lock_notes() and storage.kept_lock() == esb.ObjectLock("GOVERNANCE", 1)
+    found = storage.protection(probe=False)
+    assert (found.versioning, found.lock, found.retention) == ("Enabled", "GOVERNANCE", "1 day")
+    assert sorted(asked) == ["GetBucketVersioning", "GetObjectLockConfiguration"]
+
+    storage = esb.S3Storage(s3_config(bucket))
+    storage._lock_answer = ClientError({"Error": {"Code": missing, "Message": "none"}},
+                                       "GetObjectLockConfiguration")
+    assert storage.object_lock_rule() == (False, None) and storage.kept_lock() is None
+    assert storage.lock_notes() == [] and storage.protection(probe=False).lock == ""
