@@ -4194,7 +4194,8 @@ class BlindSpots:
         return False
 
 
-PASSWORD_CANDIDATES = 6   # objects kept to try the password on before a run writes ...
+PASSWORD_CANDIDATES = 6   # objects kept to try the password on before a run writes, the
+                          # smallest and as many of the oldest (Candidates) ...
 PASSWORD_TRIES = 6        # ... of which this many failing, none authenticating, prove it wrong
                           # (all of them: an attacker's junk under a few of the smallest
                           # names must not pass for a wrong password)
@@ -4203,21 +4204,34 @@ CANDIDATE_MIN = SALT_LEN + min(NONCE_LEN.values()) + TAG_LEN   # bytes; an objec
 
 
 class Candidates:
-    """The objects a run tries the password on before it writes anything (check_password):
-    the PASSWORD_CANDIDATES smallest that can be read (not archived, larger than a header),
-    live ones first, from every listed object ``offer``ed, in bounded memory.  ``bound``:
-    an object at least this large cannot get in (checked before the call, for a million
-    objects)."""
+    """The objects a run tries the password on before it writes anything (check_password),
+    from every listed object ``offer``ed, in bounded memory, among those that can be read
+    (not archived, larger than a header): the PASSWORD_CANDIDATES smallest, live ones
+    first, and as many of the oldest (LastModified; at most PASSWORD_READ_MAX bytes).  The
+    oldest are there because junk someone planted, or wrote over an object, is new: it
+    can take every smallest place, never an oldest one while an older object is left.
+    ``bound`` and ``early``: an object at least this large and at least this new cannot
+    get in (checked before the call, for a million objects)."""
 
     def __init__(self) -> None:
         self.heap: list[tuple[bool, int, int, Stored]] = []   # (live, -size, -order, obj):
         self.bound: float = math.inf                         # the worst kept on top
+        self.old: list[tuple[int, int, Stored]] = []         # (-modified, -order, obj): the
+        self.early: float = math.inf                         # newest kept on top
         self.order = 0
 
     def offer(self, obj: Stored) -> None:
         if obj.size <= CANDIDATE_MIN or obj.storage_class in ARCHIVE_CLASSES:
             return
         self.order += 1
+        if obj.size <= PASSWORD_READ_MAX:
+            aged = (-obj.modified, -self.order, obj)
+            if len(self.old) < PASSWORD_CANDIDATES:
+                heapq.heappush(self.old, aged)
+            elif aged[:2] > self.old[0][:2]:
+                heapq.heapreplace(self.old, aged)
+            if len(self.old) == PASSWORD_CANDIDATES:
+                self.early = -self.old[0][0]
         item = (not (obj.name.deleted or obj.name.version), -obj.size, -self.order, obj)
         if len(self.heap) < PASSWORD_CANDIDATES:
             heapq.heappush(self.heap, item)
@@ -4230,8 +4244,12 @@ class Candidates:
             self.bound = -minus_size if live else math.inf   # only by a smaller one
 
     def best(self) -> list[Stored]:
-        """The candidates, the one to try first first."""
-        return [item[3] for item in sorted(self.heap, reverse=True)]
+        """The candidates, the one to try first first: the smallest, then the oldest of
+        the others, oldest first."""
+        smallest = [item[3] for item in sorted(self.heap, reverse=True)]
+        chosen = {id(obj) for obj in smallest}
+        return smallest + [item[2] for item in sorted(self.old, reverse=True)
+                           if id(item[2]) not in chosen]
 
 
 class Planner:
@@ -4467,7 +4485,7 @@ def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[st
         plan.objects += len(group)
         for obj in group:
             plan.object_bytes += obj.size
-            if obj.size < candidates.bound:
+            if obj.size < candidates.bound or obj.modified < candidates.early:
                 candidates.offer(obj)
         file(path, [] if group and blind.spots and path in blind else group, entry)
 
@@ -6958,7 +6976,10 @@ def password_error(dest: Storage, codec: Codec, tried: str) -> PasswordError:
         f"the backup in {dest} does not open with this encryption_password and "
         f"encryption_type '{codec.encryption_type}': {tried}; set the password "
         "(ENCRYPTION_PASSWORD) and encryption_type (ENCRYPTION_TYPE) the backup was made "
-        "with. Nothing was done")
+        "with. If they are right, those objects were damaged or planted by someone who can "
+        "write there: on a versioned bucket, --check-protection and --verify --as-of DATE "
+        "(a moment before the damage) tell, and docs/SECURITY.md says how to recover. "
+        "Nothing was done")
 
 
 def name_decrypted(obj: Stored) -> bool:
@@ -6972,11 +6993,12 @@ def check_password(config: Config, dest: Storage, objects: Iterable[Stored], lis
     """Before a backup, restore or verify does anything: PasswordError when the password
     (or encryption_type) is not the backup's, whose ``listed`` objects include ``objects``.
     One object that opens proves it right: a name that was decrypted, else one of the
-    smallest objects (Candidates), read whole and authenticated.  It is wrong only when
-    PASSWORD_TRIES of them fail and none opens, or every object there is fails: one
-    damaged object is not enough.  An object that cannot be read (archived, network, gone)
-    proves nothing; with nothing proved the run goes on, saying so.  Costs a GET, or a few
-    when objects fail."""
+    smallest or oldest objects (Candidates), read whole and authenticated.  It is wrong
+    only when PASSWORD_TRIES of them fail and none opens, or every object there is fails:
+    damaged (or planted) objects, even all the smallest, are not enough while an older
+    one opens.  An object that cannot be read (archived, network, gone) proves nothing;
+    with nothing proved the run goes on, saying so.  Costs a GET, or a few (at most
+    2 x PASSWORD_CANDIDATES) when objects fail."""
     codec = config.codec
     if not codec.encrypt or not listed:
         return
@@ -6991,18 +7013,22 @@ def check_password(config: Config, dest: Storage, objects: Iterable[Stored], lis
         key_derived()                # (the configured salt's key, derived ahead: once)
         opened, failed = run_apart(config, (dest,), try_password, dest, codec, tries)
         if opened:
+            if failed:
+                log.info("note: %d of the objects tried in %s do not authenticate with a "
+                         "password that opens others: damaged, or planted by someone who can "
+                         "write there (--verify names them)", failed, dest)
             return
         if failed >= PASSWORD_TRIES or failed == listed:
             raise password_error(dest, codec, "its only object does not authenticate"
-                                 if listed == 1 else f"none of the {failed} smallest objects "
-                                 "authenticates")
+                                 if listed == 1 else f"none of the {failed} smallest and "
+                                 "oldest objects tried authenticates")
     log.info("note: the password was not checked before starting: no object of the backup "
              "could be read for it (archived, too large or unreachable)")
 
 
 def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bool, int]:
-    """Authenticate ``objects`` one at a time until one opens or PASSWORD_TRIES fail:
-    whether one opened, and how many failed.  One that cannot be read is skipped."""
+    """Authenticate ``objects`` one at a time until one opens: whether one did, and how
+    many failed before.  One that cannot be read is skipped."""
     failed = 0
     for obj in objects:
         try:
@@ -7016,8 +7042,6 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
             return True, failed
         except IntegrityError:
             failed += 1
-            if failed >= PASSWORD_TRIES:
-                break
     return False, failed
 
 
