@@ -238,6 +238,7 @@ def test_a_bucket_default_retention_is_extended_when_the_settings_are_unset(
     code, out, err = tool()
     assert code == 0 and "1 uploaded" in out and "2 locks extended" in out, (out, err)
     assert "2 RETAIN" in out, out
+    assert "2 CONFIG" in out, out          # versioning and lock read once each, for all uses
     for key, modified in written.items():
         if key.startswith("f2"):
             continue
