@@ -1104,10 +1104,20 @@ class ObjectLock(NamedTuple):
         object is extended once a period (by every run inside its margin)."""
         if not modified:
             return None
-        period = self.days * 86400
-        margin = min(LOCK_MARGIN_DAYS * 86400, period // 3)
+        period, margin = self.days * 86400, self.margin()
         ends = modified + max(1, -(-(moment - modified) // period)) * period
         return ends + period if ends - moment < margin else None
+
+    def margin(self) -> int:
+        """Seconds before its end within which a run extends a lock (see due)."""
+        return min(LOCK_MARGIN_DAYS * 86400, self.days * 86400 // 3)
+
+    def extension(self) -> str:
+        """What each run does to keep unchanged objects locked, for the start of a run."""
+        margin = self.margin()
+        within = f"{margin // 86400} days" if margin % 86400 == 0 else f"{margin // 3600} hours"
+        return (f"each run extends the lock of an unchanged object whose lock ends within "
+                f"{within}, by whole periods of {self.days} days from when it was written")
 
     def headers(self, moment: float) -> dict[str, str]:
         """The same as the request headers S3Wire sends (ISO 8601)."""
@@ -1287,6 +1297,11 @@ class Storage(Protocol):
     def extend_lock(self, key: str, until: int) -> bool:
         """Keep the object ``key`` locked (Object Lock) until ``until`` (epoch seconds);
         False when it was already."""
+
+    def kept_lock(self) -> Optional["ObjectLock"]:
+        """The retention a backup keeps its unchanged objects under (see ObjectLock.due):
+        the object_lock settings, else the bucket's default retention; None: none.  Read
+        after lock_notes(), from what it read."""
 
     def list_files(self, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -1504,6 +1519,10 @@ class LocalStorage:
 
     def extend_lock(self, key: str, until: int) -> bool:
         raise StorageError(f"{self} is a folder, which has no Object Lock")
+
+    @staticmethod
+    def kept_lock() -> None:
+        return None
 
     def inside(self, other: Storage) -> Optional[str]:
         if not isinstance(other, LocalStorage):
@@ -2629,6 +2648,8 @@ PROBE_KEY = ".esb-probe"   # under the destination's prefix: --check-protection'
                            # joined by a new one on every check
 UNKNOWN = "unknown (these keys may not read it)"
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+NO_LOCK_ERRORS = ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration",
+                  "InvalidRequest")      # GetObjectLockConfiguration of a bucket without it
 
 
 @dataclass(frozen=True)
@@ -2720,6 +2741,7 @@ class S3Storage:
         self._made: Any = None          # (session, CA bundle) the client was made from
         self._pid = self._wire_pid = 0
         self._lock_answer: Any = None    # GetObjectLockConfiguration's, once asked
+        self._versioning_answer: Any = None    # GetBucketVersioning's Status, once asked
 
     def __str__(self) -> str:
         where = f" at {self.config.endpoint_url}" if self.config.endpoint_url else ""
@@ -2729,7 +2751,7 @@ class S3Storage:
         state = dict(self.__dict__)
         # a client never crosses processes, nor what goes with it
         state.update(_client=None, _wire=None, _made=None, _pid=0, _wire_pid=0,
-                     _lock_answer=None)
+                     _lock_answer=None, _versioning_answer=None)
         return state
 
     @property
@@ -2864,14 +2886,14 @@ class S3Storage:
         return self._lock_answer
 
     def object_lock_rule(self) -> tuple[bool, Optional[ObjectLock]]:
-        """GetObjectLockConfiguration: whether the bucket has Object Lock, and its default
-        retention (None: none).  A bucket without it answers an error, which is (False,
-        None); any other error is raised."""
+        """GetObjectLockConfiguration (asked once): whether the bucket has Object Lock, and
+        its default retention (None: none).  A bucket without it answers an error
+        (NO_LOCK_ERRORS), which is (False, None); any other error is raised."""
         from botocore.exceptions import ClientError
         try:
             answer = self._lock_configuration()
         except ClientError as exc:
-            if s3_error_code(exc) == "ObjectLockConfigurationNotFoundError":
+            if s3_error_code(exc) in NO_LOCK_ERRORS:
                 return False, None
             raise
         found = answer.get("ObjectLockConfiguration", {})
@@ -2898,19 +2920,32 @@ class S3Storage:
                 "create-bucket --object-lock-enabled-for-bucket), or unset both settings")
         if not self.lock and default:
             return [f"the bucket's default retention applies: each object written is locked "
-                    f"{default.mode} for {default.days} days (Object Lock)"]
+                    f"{default.mode} for {default.days} days (Object Lock), and "
+                    + default.extension()]
         return []
+
+    def kept_lock(self) -> Optional[ObjectLock]:
+        if self.lock:
+            return self.lock
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:                              # (read by lock_notes already: no request here)
+            return self.object_lock_rule()[1]
+        except (ClientError, BotoCoreError):
+            return None
 
     def extend_lock(self, key: str, until: int) -> bool:
         """HeadObject, and PutObjectRetention unless an earlier run did it already: the
-        object stays locked (in this storage's mode) until ``until`` (epoch seconds).
-        Whether it was extended now."""
-        mode = self.lock.mode if self.lock else "GOVERNANCE"
+        object stays locked until ``until`` (epoch seconds), in this storage's mode (none
+        set: the bucket's default retention's, which the object holds), never weaker than
+        the mode it holds.  Whether it was extended now."""
         with s3_requests(missing=key):
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             held = head.get("ObjectLockRetainUntilDate")
             if held is not None and held.timestamp() >= until:
                 return False
+            mode = head.get("ObjectLockMode") or "GOVERNANCE"
+            if self.lock and mode != "COMPLIANCE":
+                mode = self.lock.mode
             self.client.put_object_retention(
                 Bucket=self.bucket, Key=self._key(key), Retention={
                     "Mode": mode, "RetainUntilDate": datetime.datetime.fromtimestamp(
@@ -3053,12 +3088,25 @@ class S3Storage:
         S3Storage.pinned = {(self.bucket, self.prefix + key): version
                             for key, version in versions.items()}
 
+    def _versioning(self) -> str:
+        """GetBucketVersioning's Status ("" when never turned on), or its error, asked once
+        per storage: versioning() and protection() both read it."""
+        if self._versioning_answer is None:
+            try:
+                self._versioning_answer = self.client.get_bucket_versioning(
+                    Bucket=self.bucket).get("Status", "")
+            except Exception as exc:       # noqa: BLE001 - kept, raised to every caller
+                self._versioning_answer = exc
+        if isinstance(self._versioning_answer, Exception):
+            raise self._versioning_answer
+        return self._versioning_answer
+
     def versioning(self) -> str:
         """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on, or the
         service or these keys do not say: then said in a note)."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status", "")
+            return self._versioning()
         except ClientError as exc:
             code = s3_error_code(exc)
             if code not in ("AccessDenied", "NotImplemented", "MethodNotAllowed"):
@@ -3070,14 +3118,15 @@ class S3Storage:
             raise self.error(exc, "cannot read the versioning of") from None
 
     def protection(self, probe: bool = True) -> Protection:
-        """One request each: versioning, Object Lock, and with ``probe`` the lifecycle (on a
-        bucket that keeps versions) and the probe (see _probe).  A request these keys may
-        not make leaves that part unknown."""
+        """One request each (the first two shared with versioning() and lock_notes()):
+        versioning, Object Lock, and with ``probe`` the lifecycle (on a bucket that keeps
+        versions) and the probe (see _probe).  A request these keys may not make leaves
+        that part unknown."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        def asked(call: Callable[..., dict], absent: tuple[str, ...]) -> Optional[dict]:
+        def asked(call: Callable[..., Any], absent: tuple[str, ...] = ()) -> Any:
             try:
-                return call(Bucket=self.bucket)
+                return call()
             except ClientError as exc:
                 code = s3_error_code(exc)
                 if code in absent:
@@ -3088,28 +3137,21 @@ class S3Storage:
             except BotoCoreError as exc:
                 raise self.error(exc, "cannot reach") from None
 
-        versions = asked(self.client.get_bucket_versioning, ())
-        locked = asked(self._lock_configuration,
-                       ("ObjectLockConfigurationNotFoundError",
-                        "NoSuchObjectLockConfiguration", "InvalidRequest"))
+        versions = asked(self._versioning)
+        locked = asked(self.object_lock_rule)
         lock: Optional[str] = None
         retention = ""
         if locked is not None:
-            config = locked.get("ObjectLockConfiguration", {})
-            lock = "Enabled" if config.get("ObjectLockEnabled") == "Enabled" else ""
-            default = config.get("Rule", {}).get("DefaultRetention", {})
-            if lock and default.get("Mode"):
-                lock = default["Mode"]
-                count, unit = (default["Years"], "year") if default.get("Years") else (
-                    default.get("Days", 0), "day")
-                retention = f"{count} {unit}" + ("s" if count != 1 else "")
-        found = Protection(versioning=None if versions is None else versions.get("Status", ""),
-                           lock=lock, retention=retention)
+            enabled, default = locked
+            lock = default.mode if default else "Enabled" if enabled else ""
+            if default:
+                retention = f"{default.days} day" + ("s" if default.days != 1 else "")
+        found = Protection(versioning=versions, lock=lock, retention=retention)
         if not probe:
             return found
         if found.versioning:
-            rules = asked(self.client.get_bucket_lifecycle_configuration,
-                          ("NoSuchLifecycleConfiguration",))
+            rules = asked(lambda: self.client.get_bucket_lifecycle_configuration(
+                Bucket=self.bucket), ("NoSuchLifecycleConfiguration",))
             found = replace(found, expiry=None if rules is None else noncurrent_expiry(
                 rules.get("Rules", ()), self.prefix))
         return self._probe(found)
@@ -4556,7 +4598,8 @@ class BlindSpots:
         return False
 
 
-PASSWORD_CANDIDATES = 6   # objects kept to try the password on before a run writes ...
+PASSWORD_CANDIDATES = 6   # objects kept to try the password on before a run writes, the
+                          # smallest and as many of the oldest (Candidates) ...
 PASSWORD_TRIES = 6        # ... of which this many failing, none authenticating, prove it wrong
                           # (all of them: an attacker's junk under a few of the smallest
                           # names must not pass for a wrong password)
@@ -4565,21 +4608,34 @@ CANDIDATE_MIN = SALT_LEN + min(NONCE_LEN.values()) + TAG_LEN   # bytes; an objec
 
 
 class Candidates:
-    """The objects a run tries the password on before it writes anything (check_password):
-    the PASSWORD_CANDIDATES smallest that can be read (not archived, larger than a header),
-    live ones first, from every listed object ``offer``ed, in bounded memory.  ``bound``:
-    an object at least this large cannot get in (checked before the call, for a million
-    objects)."""
+    """The objects a run tries the password on before it writes anything (check_password),
+    from every listed object ``offer``ed, in bounded memory, among those that can be read
+    (not archived, larger than a header): the PASSWORD_CANDIDATES smallest, live ones
+    first, and as many of the oldest (LastModified; at most PASSWORD_READ_MAX bytes).  The
+    oldest are there because junk someone planted, or wrote over an object, is new: it
+    can take every smallest place, never an oldest one while an older object is left.
+    ``bound`` and ``early``: an object at least this large and at least this new cannot
+    get in (checked before the call, for a million objects)."""
 
     def __init__(self) -> None:
         self.heap: list[tuple[bool, int, int, Stored]] = []   # (live, -size, -order, obj):
         self.bound: float = math.inf                         # the worst kept on top
+        self.old: list[tuple[int, int, Stored]] = []         # (-modified, -order, obj): the
+        self.early: float = math.inf                         # newest kept on top
         self.order = 0
 
     def offer(self, obj: Stored) -> None:
         if obj.size <= CANDIDATE_MIN or obj.storage_class in ARCHIVE_CLASSES:
             return
         self.order += 1
+        if obj.size <= PASSWORD_READ_MAX:
+            aged = (-obj.modified, -self.order, obj)
+            if len(self.old) < PASSWORD_CANDIDATES:
+                heapq.heappush(self.old, aged)
+            elif aged[:2] > self.old[0][:2]:
+                heapq.heapreplace(self.old, aged)
+            if len(self.old) == PASSWORD_CANDIDATES:
+                self.early = -self.old[0][0]
         item = (not (obj.name.deleted or obj.name.version), -obj.size, -self.order, obj)
         if len(self.heap) < PASSWORD_CANDIDATES:
             heapq.heappush(self.heap, item)
@@ -4592,8 +4648,12 @@ class Candidates:
             self.bound = -minus_size if live else math.inf   # only by a smaller one
 
     def best(self) -> list[Stored]:
-        """The candidates, the one to try first first."""
-        return [item[3] for item in sorted(self.heap, reverse=True)]
+        """The candidates, the one to try first first: the smallest, then the oldest of
+        the others, oldest first."""
+        smallest = [item[3] for item in sorted(self.heap, reverse=True)]
+        chosen = {id(obj) for obj in smallest}
+        return smallest + [item[2] for item in sorted(self.old, reverse=True)
+                           if id(item[2]) not in chosen]
 
 
 class Planner:
@@ -4829,7 +4889,7 @@ def walk_listings(files: Iterable[tuple[str, Entry]], objects: Iterable[tuple[st
         plan.objects += len(group)
         for obj in group:
             plan.object_bytes += obj.size
-            if obj.size < candidates.bound:
+            if obj.size < candidates.bound or obj.modified < candidates.early:
                 candidates.offer(obj)
         file(path, [] if group and blind.spots and path in blind else group, entry)
 
@@ -7206,22 +7266,25 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
 
 
 def object_listing(report: ListReport, dest: Storage, dry_run: bool
-                   ) -> Iterator[Union[bool, str, Entry]]:
+                   ) -> Iterator[Union[tuple[Union[bool, str], Optional[ObjectLock]], Entry]]:
     """What a backup reads of its destination: whether it exists, or "created" when this
-    run made it (a dry run does not), then the backup objects it lists (see
-    backup_entries).  What killed runs left there is cleared first."""
+    run made it (a dry run does not), with the lock its unchanged objects are kept under
+    (kept_lock), then the backup objects it lists (see backup_entries).  What killed runs
+    left there is cleared first."""
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
+    lock = None
     if exists:
         report.notes += dest.lock_notes()
+        lock = dest.kept_lock()
     if exists and not dry_run:
         with contextlib.suppress(*FILE_FAILURES):     # housekeeping: never a reason to stop
             report.notes += dest.housekeeping()
     if exists:
         with contextlib.suppress(*FILE_FAILURES):     # nor is the destination's protection
             report.protection = dest.protection(probe=False)
-    yield exists
+    yield exists, lock
     if exists:
         yield from backup_entries(dest, report)
 
@@ -7319,7 +7382,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
                             dry_run) as objects:
-                    there = next(objects)
+                    there, lock = next(objects)
                     if not dry_run:          # (after both forks) while both are walked
                         config.codec.key_ahead()
                     return plan_walked(
@@ -7329,7 +7392,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                                              config),
                         day, config.deleted_keep_days, report.blind,
                         config.versions_keep_days, moment, expire_versions,
-                        config.object_lock), report, there
+                        lock), report, there
         except OutOfOrder as exc:
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
@@ -7363,7 +7426,10 @@ def password_error(dest: Storage, codec: Codec, tried: str) -> PasswordError:
         f"the backup in {dest} does not open with this encryption_password and "
         f"encryption_type '{codec.encryption_type}': {tried}; set the password "
         "(ENCRYPTION_PASSWORD) and encryption_type (ENCRYPTION_TYPE) the backup was made "
-        "with. Nothing was done")
+        "with. If they are right, those objects were damaged or planted by someone who can "
+        "write there: on a versioned bucket, --check-protection and --verify --as-of DATE "
+        "(a moment before the damage) tell, and docs/SECURITY.md says how to recover. "
+        "Nothing was done")
 
 
 def name_decrypted(obj: Stored) -> bool:
@@ -7377,11 +7443,12 @@ def check_password(config: Config, dest: Storage, objects: Iterable[Stored], lis
     """Before a backup, restore or verify does anything: PasswordError when the password
     (or encryption_type) is not the backup's, whose ``listed`` objects include ``objects``.
     One object that opens proves it right: a name that was decrypted, else one of the
-    smallest objects (Candidates), read whole and authenticated.  It is wrong only when
-    PASSWORD_TRIES of them fail and none opens, or every object there is fails: one
-    damaged object is not enough.  An object that cannot be read (archived, network, gone)
-    proves nothing; with nothing proved the run goes on, saying so.  Costs a GET, or a few
-    when objects fail."""
+    smallest or oldest objects (Candidates), read whole and authenticated.  It is wrong
+    only when PASSWORD_TRIES of them fail and none opens, or every object there is fails:
+    damaged (or planted) objects, even all the smallest, are not enough while an older
+    one opens.  An object that cannot be read (archived, network, gone) proves nothing;
+    with nothing proved the run goes on, saying so.  Costs a GET, or a few (at most
+    2 x PASSWORD_CANDIDATES) when objects fail."""
     codec = config.codec
     if not codec.encrypt or not listed:
         return
@@ -7396,18 +7463,22 @@ def check_password(config: Config, dest: Storage, objects: Iterable[Stored], lis
         key_derived()                # (the configured salt's key, derived ahead: once)
         opened, failed = run_apart(config, (dest,), try_password, dest, codec, tries)
         if opened:
+            if failed:
+                log.info("note: %d of the objects tried in %s do not authenticate with a "
+                         "password that opens others: damaged, or planted by someone who can "
+                         "write there (--verify names them)", failed, dest)
             return
         if failed >= PASSWORD_TRIES or failed == listed:
             raise password_error(dest, codec, "its only object does not authenticate"
-                                 if listed == 1 else f"none of the {failed} smallest objects "
-                                 "authenticates")
+                                 if listed == 1 else f"none of the {failed} smallest and "
+                                 "oldest objects tried authenticates")
     log.info("note: the password was not checked before starting: no object of the backup "
              "could be read for it (archived, too large or unreachable)")
 
 
 def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bool, int]:
-    """Authenticate ``objects`` one at a time until one opens or PASSWORD_TRIES fail:
-    whether one opened, and how many failed.  One that cannot be read is skipped."""
+    """Authenticate ``objects`` one at a time until one opens: whether one did, and how
+    many failed before.  One that cannot be read is skipped."""
     failed = 0
     for obj in objects:
         try:
@@ -7421,8 +7492,6 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
             return True, failed
         except IntegrityError:
             failed += 1
-            if failed >= PASSWORD_TRIES:
-                break
     return False, failed
 
 

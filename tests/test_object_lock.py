@@ -211,3 +211,38 @@ def test_unchanged_objects_are_extended_once_their_lock_nears_its_end(make_tool,
     at(first + datetime.timedelta(days=DAYS + 10))   # extended already: nothing due
     code, out, err = tool()
     assert code == 0 and "RETAIN" not in out and "locks extended" not in out, out
+
+
+def test_a_bucket_default_retention_is_extended_when_the_settings_are_unset(
+        make_tool, moto_server, monkeypatch):
+    """Without object_lock settings, the bucket's default retention (moto applies it to
+    every write) is the lock kept: objects due are extended in its mode, by whole periods
+    from LastModified; a run far from the end sends no retention request."""
+    bucket = locked_bucket(moto_server, ("COMPLIANCE", DAYS))
+    tool = make_tool(bucket)
+    for i in range(3):
+        tool.write(f"f{i}.txt", b"%d" % i * 50, MTIME)
+    code, out, err = tool()
+    assert code == 0 and "3 uploaded" in out, err
+    assert "each run extends the lock of an unchanged object whose lock ends within 7 " \
+           f"days, by whole periods of {DAYS} days" in out + err
+    code, out, err = tool()                          # nothing changed, nothing due
+    assert code == 0 and "RETAIN" not in out and "locks extended" not in out, out
+    written = {key: bucket.client.head_object(Bucket=bucket.name, Key=key)["LastModified"]
+               for key in tool.keys()}
+    first = min(written.values())
+    moved = first + datetime.timedelta(days=DAYS - 3)   # within the margin of the lock's end
+    monkeypatch.setattr(esb, "now", lambda: int(moved.timestamp()))
+    monkeypatch.setattr(esb, "today", lambda: moved.astimezone().date())
+    tool.write("f2.txt", b"changed", MTIME + 1)      # uploaded anew: locked afresh
+    code, out, err = tool()
+    assert code == 0 and "1 uploaded" in out and "2 locks extended" in out, (out, err)
+    assert "2 RETAIN" in out, out
+    assert "2 CONFIG" in out, out          # versioning and lock read once each, for all uses
+    for key, modified in written.items():
+        if key.startswith("f2"):
+            continue
+        held = bucket.client.head_object(Bucket=bucket.name, Key=key)
+        assert held["ObjectLockMode"] == "COMPLIANCE", (key, held)
+        assert held["ObjectLockRetainUntilDate"] == modified + datetime.timedelta(
+            days=2 * DAYS), (key, held)

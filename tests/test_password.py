@@ -70,7 +70,9 @@ def test_a_backup_with_a_wrong_password_writes_nothing(tool, dry_run):
     tool.set(ENCRYPTION_PASSWORD=WRONG)
     code, out, err = tool(*(["--dry-run"] if dry_run else []))
     assert_refused(code, out, err)
-    assert f"none of the {esb.PASSWORD_TRIES} smallest objects authenticates" in err
+    assert "smallest and oldest objects tried authenticates" in err
+    assert "damaged or planted" in err and "--verify --as-of" in err    # the other cause
+    assert "--check-protection" in err
     assert destination(tool) == before
     tool.set(ENCRYPTION_PASSWORD=PASSWORD)                        # the right one: it runs
     code, out, err = tool()
@@ -186,6 +188,28 @@ def backed_up_storage(tool):
 NOT_CHECKED = "note: the password was not checked before starting"
 
 
+def test_junk_planted_on_a_bucket_does_not_block_the_backup(make_tool, s3_bucket):
+    """Someone with the keys puts junk under backup names smaller than every object: the
+    password still opens an older object, so the run goes on (saying so), and a wrong one
+    is still refused."""
+    tool = make_tool(s3_bucket)
+    for rel, data in FILES.items():
+        tool.write(rel, data, MTIME)
+    assert tool()[0] == 0
+    codec = tool.codec()
+    for i in range(esb.PASSWORD_CANDIDATES + 2):
+        name = esb.BackupName(f"planted/{i}.txt", MTIME, 1, bytes(16))
+        overwrite(tool, esb.encode_name(name, codec), os.urandom(esb.header_len("aes") + 1))
+    code, out, err = tool()
+    assert code == 0, err
+    assert f"note: {esb.PASSWORD_CANDIDATES} of the objects tried in " in out + err
+    assert "damaged, or planted" in out + err
+    tool.set(ENCRYPTION_PASSWORD=WRONG)
+    code, out, err = tool()
+    assert_refused(code, out, err)
+    assert "damaged or planted" in err
+
+
 def test_objects_that_cannot_be_tried_prove_nothing(local_tool, capsys):
     config, dest, objects = backed_up_storage(local_tool)
     wrong = dataclasses.replace(config, codec=local_tool.codec(password=WRONG))
@@ -220,7 +244,7 @@ def test_an_object_rewritten_since_it_was_listed_is_no_proof(local_tool):
     wrong = local_tool.codec(password=WRONG)
     grown = [o._replace(size=o.size - 1) for o in objects]     # as listed before a rewrite
     assert esb.try_password(dest, wrong, grown) == (False, 0)
-    assert esb.try_password(dest, wrong, objects) == (False, esb.PASSWORD_TRIES)
+    assert esb.try_password(dest, wrong, objects) == (False, len(objects))
     assert esb.try_password(dest, config.codec, objects) == (True, 0)
 
 
@@ -234,28 +258,47 @@ def test_names_that_look_encrypted(local_tool):
 
 # -------------------------------------------------------------------------------- Candidates
 
-def stored(path, size, deleted=0, version=False, storage_class=""):
+def stored(path, size, deleted=0, version=False, storage_class="", modified=MTIME):
     name = esb.BackupName(path, MTIME, 10, bytes(16), deleted, version)
     return esb.stored_object(esb.format_plain_name(name) + esb.name_suffix(name), size, name,
-                             storage_class)
+                             storage_class, modified)
 
 
-def test_candidates_are_the_smallest_readable_objects_live_ones_first():
-    objects = [stored(f"f{i}", 1000 - i) for i in range(20)]
+def test_candidates_are_the_smallest_readable_objects_live_ones_first_then_the_oldest():
+    written = MTIME + 1000                               # f0 written first, f19 last
+    objects = [stored(f"f{i}", 1000 - i, modified=written + i) for i in range(20)]
     objects += [stored("tiny", esb.CANDIDATE_MIN),                      # a header at most
                 stored("archived", 100, storage_class="DEEP_ARCHIVE"),
-                stored("deleted", 60, deleted=20260101), stored("version", 70, version=True)]
+                stored("deleted", 60, deleted=20260101, modified=written + 50),
+                stored("version", 70, version=True, modified=written + 50)]
     for order in (objects, objects[::-1]):
         candidates = esb.Candidates()
         for obj in order:
             candidates.offer(obj)
         best = candidates.best()
-        assert [o.name.path for o in best] == [f"f{i}" for i in range(19, 13, -1)]
-        assert len(best) == esb.PASSWORD_CANDIDATES and candidates.bound == 986
+        assert [o.name.path for o in best] == [f"f{i}" for i in range(19, 13, -1)] + [
+            f"f{i}" for i in range(6)]
+        assert candidates.bound == 986 and candidates.early == written + 5
     few = esb.Candidates()
     for obj in objects[:2] + objects[-2:]:
         few.offer(obj)
     assert [o.name.path for o in few.best()] == ["f1", "f0", "deleted", "version"]
+
+
+def test_junk_planted_smaller_than_every_object_cannot_take_every_candidate():
+    """Junk is written after the backup (the server dates it): it may be the smallest, but
+    the oldest objects are still the backup's own."""
+    real = [stored(f"f{i}", 500 + i, modified=MTIME + i) for i in range(20)]
+    junk = [stored(f"junk{i}", esb.CANDIDATE_MIN + 1, modified=MTIME + 9999) for i in range(30)]
+    candidates = esb.Candidates()
+    for obj in real[:10] + junk + real[10:]:
+        candidates.offer(obj)
+    best = [o.name.path for o in candidates.best()]
+    assert all(p.startswith("junk") for p in best[:esb.PASSWORD_CANDIDATES])
+    assert best[esb.PASSWORD_CANDIDATES:] == [f"f{i}" for i in range(esb.PASSWORD_CANDIDATES)]
+    big = stored("big", esb.PASSWORD_READ_MAX + 1, modified=1)     # too large to read: not
+    candidates.offer(big)                                          # among the oldest
+    assert "big" not in [o.name.path for o in candidates.best()]
 
 
 def test_a_backup_picks_its_candidates_while_it_plans():
@@ -264,5 +307,6 @@ def test_a_backup_picks_its_candidates_while_it_plans():
     plan = esb.plan_backup([], objects, datetime.date(2026, 12, 1), None)
     smallest = sorted((o for o in objects if o.name.path != "cold"),
                       key=lambda o: o.size)[:esb.PASSWORD_CANDIDATES]
-    assert [o.size for o in plan.candidates] == [o.size for o in smallest]
+    assert [o.size for o in plan.candidates[:esb.PASSWORD_CANDIDATES]] == [
+        o.size for o in smallest]
     assert plan.objects == 31 and len(plan.renames) == 31 - 1    # (all gone: marked deleted)

@@ -139,3 +139,101 @@ def test_seaweedfs_locked_bucket(make_tool, s3_server):
     assert code == 0, out + err
     assert "Object Lock: GOVERNANCE, default retention 1 day" in out
     remove_every_version(bucket)
+
+
+@pytest.mark.parametrize("missing", ["ObjectLockConfigurationNotFoundError",
+                                     "NoSuchObjectLockConfiguration", "InvalidRequest"])
+def test_each_bucket_setting_is_read_once_and_no_lock_means_the_same_everywhere(
+        moto_server, missing):
+    """versioning(), lock_notes(), kept_lock() and protection() of one storage share one
+    GetBucketVersioning and one GetObjectLockConfiguration; each answer a bucket without
+    Object Lock may give is "no lock" to all of them."""
+    from conftest import s3_config
+    bucket = locked_bucket(moto_server, "GOVERNANCE")
+    storage = esb.S3Storage(s3_config(bucket))
+    asked = []
+    storage.client.meta.events.register("before-call.s3", lambda model, **_: asked.append(
+        model.name))
+    assert storage.versioning() == "Enabled"
+    assert storage.lock_notes() and storage.kept_lock() == esb.ObjectLock("GOVERNANCE", 1)
+    found = storage.protection(probe=False)
+    assert (found.versioning, found.lock, found.retention) == ("Enabled", "GOVERNANCE", "1 day")
+    assert sorted(asked) == ["GetBucketVersioning", "GetObjectLockConfiguration"]
+
+    storage = esb.S3Storage(s3_config(bucket))
+    storage._lock_answer = ClientError({"Error": {"Code": missing, "Message": "none"}},
+                                       "GetObjectLockConfiguration")
+    assert storage.object_lock_rule() == (False, None) and storage.kept_lock() is None
+    assert storage.lock_notes() == [] and storage.protection(probe=False).lock == ""
+
+
+# The IAM actions each S3 request of the tool needs (CreateBucket: none, the keys may not
+# make the bucket); a request added to the tool must be added here, and to the policy.
+IAM_ACTIONS = {
+    "ListObjectsV2": ["s3:ListBucket"], "HeadBucket": ["s3:ListBucket"],
+    "ListMultipartUploads": ["s3:ListBucketMultipartUploads"],
+    "ListObjectVersions": ["s3:ListBucketVersions"],
+    "GetObject": ["s3:GetObject", "s3:GetObjectVersion"],
+    "HeadObject": ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectRetention"],
+    **{write: ["s3:PutObject", "s3:PutObjectRetention"] for write in (
+        "PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload")},
+    **{copy: ["s3:GetObject", "s3:PutObject", "s3:PutObjectRetention"] for copy in (
+        "CopyObject", "UploadPartCopy")},
+    "DeleteObject": ["s3:DeleteObject"], "DeleteObjects": ["s3:DeleteObject"],
+    "AbortMultipartUpload": ["s3:AbortMultipartUpload"],
+    "RestoreObject": ["s3:RestoreObject"],
+    "GetBucketVersioning": ["s3:GetBucketVersioning"],
+    "GetObjectLockConfiguration": ["s3:GetBucketObjectLockConfiguration"],
+    "GetBucketLifecycleConfiguration": ["s3:GetLifecycleConfiguration"],
+    "PutObjectRetention": ["s3:PutObjectRetention"],
+    "CreateBucket": [],
+}
+
+
+def security_json():
+    """The JSON documents of docs/SECURITY.md, by what they are."""
+    import json
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "docs" / "SECURITY.md").read_text()
+    found = {}
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        document = json.loads(block)
+        found["policy" if "Statement" in document else "lifecycle"] = document
+    return found
+
+
+def test_the_documented_policy_allows_what_the_tool_does_and_denies_destruction():
+    policy = security_json()["policy"]
+    assert policy["Version"] == "2012-10-17"
+
+    def actions(effect, resource_suffix):
+        found = set()
+        for statement in policy["Statement"]:
+            resources = statement["Resource"]
+            resources = [resources] if isinstance(resources, str) else resources
+            if statement["Effect"] == effect and any(r.endswith(resource_suffix)
+                                                     for r in resources):
+                found.update(statement["Action"])
+        return found
+
+    allowed = actions("Allow", "BUCKET") | actions("Allow", "BUCKET/*")
+    denied = actions("Deny", "BUCKET") & actions("Deny", "BUCKET/*")
+    assert set(esb.S3_REQUEST_KINDS) == set(IAM_ACTIONS)     # every request the tool makes
+    needed = {action for need in IAM_ACTIONS.values() for action in need}
+    assert needed == allowed, (needed ^ allowed)              # allowed, and nothing more
+    bucket_level = {"s3:ListBucket", "s3:ListBucketVersions", "s3:ListBucketMultipartUploads",
+                    "s3:GetBucketVersioning", "s3:GetBucketObjectLockConfiguration",
+                    "s3:GetLifecycleConfiguration"}
+    assert actions("Allow", "BUCKET") == bucket_level          # on the resource each acts on
+    assert {"s3:DeleteObjectVersion", "s3:PutBucketVersioning", "s3:PutLifecycleConfiguration",
+            "s3:PutBucketObjectLockConfiguration", "s3:BypassGovernanceRetention",
+            "s3:DeleteBucket", "s3:PutBucketPolicy"} <= denied
+    assert not denied & allowed
+
+
+def test_the_documented_lifecycle_rule_expires_non_current_versions():
+    rules = security_json()["lifecycle"]["Rules"]
+    assert esb.noncurrent_expiry(rules, "") == 90
+    assert esb.noncurrent_expiry(rules, "host1/") == 90         # it covers every base_path
+    assert rules[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] > 0
