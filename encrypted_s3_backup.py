@@ -4689,8 +4689,8 @@ def parse_slice(text: str, environ: Optional[dict[str, str]] = None) -> Subset:
         return Subset(part=int(match[1]), parts=parts)
     via = next((name for name in SLICE_VARIABLES if environ.get(name, "").strip()), "")
     if not via:
-        raise ValueError(f"auto/{parts} takes the slice from the job array's index, and none "
-                         f"is set ({', '.join(SLICE_VARIABLES)}); give the slice as I/{parts}")
+        raise ValueError(f"auto/{parts}: no job array index is set ("
+                         f"{', '.join(SLICE_VARIABLES)}); give the slice as I/{parts}")
     value = environ[via].strip()
     base = environ.get("SLURM_ARRAY_TASK_MIN", "0").strip() \
         if via == "SLURM_ARRAY_TASK_ID" else "0"
