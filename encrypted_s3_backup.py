@@ -6796,20 +6796,29 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
                    part: Optional[Subset] = None) -> Iterator[Optional[Entry]]:
     """What a backup reads of its source: None once the source is there, then the files
     it lists that a restore could write back (see _backup_path_ok), with ``part`` (--slice)
-    those of its slice.  What it leaves out is counted in ``report`` (see source_filter)."""
+    those of its slice: another slice's files are dropped before they are looked at (no
+    stat), and not counted.  What it leaves out is counted in ``report`` (see
+    source_filter)."""
     skip = source_filter(src, dest, ignore_regex, report, name_ignored)
+    if part is not None:
+        def skip_others(key: str, skip: Callable[[str], bool] = skip) -> bool:
+            return not (key.endswith("/") or part.owns(key)) or skip(key)
+        skip = skip_others
     src.prepare(create=False)
     yield None
     for entry in src.list_files(report, skip):
-        if (part is None or part.owns(entry.key)) and _backup_path_ok(entry.key, report):
+        if _backup_path_ok(entry.key, report):
             yield entry
 
 
-def object_listing(report: ListReport, dest: Storage, dry_run: bool
-                   ) -> Iterator[Union[bool, str, Entry]]:
+def object_listing(report: ListReport, dest: Storage, dry_run: bool,
+                   part: Optional[Subset] = None) -> Iterator[Union[bool, str, Entry]]:
     """What a backup reads of its destination: whether it exists, or "created" when this
     run made it (a dry run does not), then the backup objects it lists (see
-    backup_entries).  What killed runs left there is cleared first."""
+    backup_entries), with ``part`` (--slice) less those whose key, read as a plaintext
+    name, has a path of another slice (counted in ``report.foreign``; an encrypted name
+    has no dots to read it by, so it is judged once decrypted, see owned).  What killed
+    runs left there is cleared first."""
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
@@ -6822,8 +6831,15 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool
         with contextlib.suppress(*FILE_FAILURES):     # nor is the destination's protection
             report.protection = dest.protection(probe=False)
     yield exists
-    if exists:
+    if exists and part is None:
         yield from backup_entries(dest, report)
+    elif exists:
+        for entry in backup_entries(dest, report):
+            fields = entry.key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
+            if len(fields) == 5 and not part.owns(fields[0]):
+                report.foreign += 1
+            else:
+                yield entry
 
 
 LISTING_CHUNK = 4096      # entries a helper process sends at a time (see listed)
@@ -6920,7 +6936,7 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
                         dest, config.ignore_regex, name_ignored, part) as source:
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
-                            dry_run) as objects:
+                            dry_run, part) as objects:
                     there = next(objects)
                     if not dry_run:          # (after both forks) while both are walked
                         config.codec.key_ahead()
