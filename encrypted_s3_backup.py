@@ -6657,9 +6657,12 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
         return result
 
 
-def backup_entries(dest: Storage, report: ListReport) -> Iterator[Entry]:
-    """The backup objects (and version objects) among the files ``dest`` lists."""
-    return (entry for entry in dest.list_files(report) if entry.key.endswith(NAME_SUFFIXES))
+def backup_entries(dest: Storage, report: ListReport,
+                   skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
+    """The backup objects (and version objects) among the files ``dest`` lists (less
+    what ``skip`` drops, see Storage.list_files)."""
+    return (entry for entry in dest.list_files(report, skip)
+            if entry.key.endswith(NAME_SUFFIXES))
 
 
 def list_objects(dest: Storage, report: ListReport) -> Listing:
@@ -6834,12 +6837,14 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool,
     if exists and part is None:
         yield from backup_entries(dest, report)
     elif exists:
-        for entry in backup_entries(dest, report):
-            fields = entry.key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
-            if len(fields) == 5 and not part.owns(fields[0]):
+        def others(key: str) -> bool:
+            """A plaintext name of another slice's path (not stat'ed, nor parsed)."""
+            fields = key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
+            if key.endswith(NAME_SUFFIXES) and len(fields) == 5 and not part.owns(fields[0]):
                 report.foreign += 1
-            else:
-                yield entry
+                return True
+            return False
+        yield from backup_entries(dest, report, others)
 
 
 LISTING_CHUNK = 4096      # entries a helper process sends at a time (see listed)
