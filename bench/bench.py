@@ -1160,6 +1160,8 @@ def main(argv=None) -> int:
                     results["slices"].append(bench_slices(tool, work, dataset, target, files,
                                                           server, args.processes, args.slices,
                                                           args.rtt))
+                    with open(args.json, "w", encoding="utf-8") as handle:   # so far
+                        json.dump(results, handle, indent=1)
                 continue
             source = tree_digest(root)
             floor = measure_floor(root, files, tool)
