@@ -4676,7 +4676,7 @@ def parse_slice(text: str, environ: Optional[dict[str, str]] = None) -> Subset:
     """--slice: ``I/N`` (1 <= I <= N), or ``auto/N``, I one more than the index the job
     array's scheduler gives the task (SLICE_VARIABLES, the first one set).  ValueError with
     the message for the user otherwise."""
-    environ = os.environ if environ is None else environ
+    environ = dict(os.environ) if environ is None else environ
     match = re.fullmatch(r"\s*(\w+)\s*/\s*(\d+)\s*", text)
     if not match or not (match[1].isdigit() or match[1] == "auto") or int(match[2]) < 1:
         raise ValueError(f"{text!r} is not I/N with 1 <= I <= N (e.g. 2/3) nor auto/N (e.g. "
@@ -6804,8 +6804,10 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
     source_filter)."""
     skip = source_filter(src, dest, ignore_regex, report, name_ignored)
     if part is not None:
+        mine: Subset = part
+
         def skip_others(key: str, skip: Callable[[str], bool] = skip) -> bool:
-            return not (key.endswith("/") or part.owns(key)) or skip(key)
+            return not (key.endswith("/") or mine.owns(key)) or skip(key)
         skip = skip_others
     src.prepare(create=False)
     yield None
@@ -6836,11 +6838,13 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool,
     yield exists
     if exists and part is None:
         yield from backup_entries(dest, report)
-    elif exists:
+    elif exists and part is not None:
+        mine: Subset = part
+
         def others(key: str) -> bool:
             """A plaintext name of another slice's path (not stat'ed, nor parsed)."""
             fields = key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
-            if key.endswith(NAME_SUFFIXES) and len(fields) == 5 and not part.owns(fields[0]):
+            if key.endswith(NAME_SUFFIXES) and len(fields) == 5 and not mine.owns(fields[0]):
                 report.foreign += 1
                 return True
             return False
