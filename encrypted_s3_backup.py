@@ -1149,13 +1149,14 @@ class ListReport:
     ignored_keys: list[str] = field(default_factory=list)   # ... and their keys, when the
                                                         # listing was asked to name them
     protection: Optional["Protection"] = None   # the destination's, when a backup read it
+    foreign: int = 0          # objects listed whose paths another slice owns (--slice)
 
     def take(self) -> "ListReport":
         """What this report holds, leaving it empty (a listing goes on adding to it)."""
         taken = replace(self)
         self.problems, self.notes, self.blind, self.bad_names = [], [], [], []
         self.skipped, self.ignored, self.ignored_keys = 0, 0, []
-        self.protection = None
+        self.protection, self.foreign = None, 0
         return taken
 
     def add(self, other: "ListReport") -> None:
@@ -1168,6 +1169,7 @@ class ListReport:
         self.ignored += other.ignored
         self.ignored_keys += other.ignored_keys
         self.protection = other.protection or self.protection
+        self.foreign += other.foreign
 
 
 @dataclass(frozen=True)
@@ -5098,15 +5100,21 @@ def check_selection(stored: list[Stored], chosen: list[Stored], only: tuple[str,
 
 
 class Subset(NamedTuple):
-    """What --verify --subset checks: slice ``part`` of ``parts`` ("N/T"), or ``percent``
-    of the objects picked at random ("P%")."""
+    """The share of the paths a run handles: slice ``part`` of ``parts`` ("I/N", --slice, or
+    --verify --subset), or, --subset only, ``percent`` of the objects picked at random
+    ("P%").  ``via``: the scheduler's variable an ``auto/N`` slice took its index from."""
 
     part: int = 0
     parts: int = 0
     percent: float = 0.0
+    via: str = ""
 
     def __str__(self) -> str:
         return f"{self.part}/{self.parts}" if self.parts else f"{self.percent:g}%"
+
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` (a plaintext path) falls in this slice (see key_slice)."""
+        return key_slice(path, self.parts) == self.part - 1
 
 
 def parse_subset(text: str) -> Subset:
@@ -5123,18 +5131,54 @@ def parse_subset(text: str) -> Subset:
                      "percentage P% with 0 < P <= 100 (e.g. 10%)")
 
 
+# The schedulers' own index of a job array's task (Kubernetes Indexed Job, AWS Batch array
+# job: from 0; Slurm: SLURM_ARRAY_TASK_ID, less SLURM_ARRAY_TASK_MIN), for --slice auto/N
+SLICE_VARIABLES = ("JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID")
+
+
+def parse_slice(text: str, environ: Optional[dict[str, str]] = None) -> Subset:
+    """--slice: ``I/N`` (1 <= I <= N), or ``auto/N``, I one more than the index the job
+    array's scheduler gives the task (SLICE_VARIABLES, the first one set).  ValueError with
+    the message for the user otherwise."""
+    environ = dict(os.environ) if environ is None else environ
+    match = re.fullmatch(r"\s*(\w+)\s*/\s*(\d+)\s*", text)
+    if not match or not (match[1].isdigit() or match[1] == "auto") or int(match[2]) < 1:
+        raise ValueError(f"{text!r} is not I/N with 1 <= I <= N (e.g. 2/3) nor auto/N (e.g. "
+                         "auto/3: I from the job array's index)")
+    parts = int(match[2])
+    if match[1].isdigit():
+        if not 1 <= int(match[1]) <= parts:
+            raise ValueError(f"{text!r}: slice {int(match[1])} of {parts} does not exist; I "
+                             f"counts from 1 to N (1/{parts} to {parts}/{parts})")
+        return Subset(part=int(match[1]), parts=parts)
+    via = next((name for name in SLICE_VARIABLES if environ.get(name, "").strip()), "")
+    if not via:
+        raise ValueError(f"auto/{parts}: no job array index is set ("
+                         f"{', '.join(SLICE_VARIABLES)}); give the slice as I/{parts}")
+    value = environ[via].strip()
+    base = environ.get("SLURM_ARRAY_TASK_MIN", "0").strip() \
+        if via == "SLURM_ARRAY_TASK_ID" else "0"
+    if not (value.isdigit() and base.isdigit()) or not 0 <= int(value) - int(base) < parts:
+        raise ValueError(f"auto/{parts}: {via}={value!r}"
+                         + (f" (less SLURM_ARRAY_TASK_MIN={base!r})" if base != "0" else "")
+                         + f" is not an index from 0 to {parts - 1}; run {parts} tasks "
+                         f"numbered from 0, or make N the job array's size")
+    return Subset(part=int(value) - int(base) + 1, parts=parts, via=via)
+
+
 def key_slice(key: str, parts: int) -> int:
-    """The slice (0 to parts - 1) an object key falls in: the same on every run and machine,
-    since it comes from the key's SHA-256 (not from Python's salted hash())."""
+    """The slice (0 to parts - 1) a path (or an object key) falls in: the same on every run,
+    machine and Python version, since it comes from the first 8 bytes of the SHA-256 of its
+    UTF-8 (not from Python's salted hash()), read big-endian, modulo ``parts``."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % parts
 
 
 def select_subset(objects: list[Stored], subset: Subset) -> list[Stored]:
-    """The objects a verify of ``subset`` checks, in their order: those of its slice, or a
-    random sample of its percentage (rounded up, so at least one of a non-empty list)."""
+    """The objects a verify of ``subset`` checks, in their order: those of its slice (by
+    path, so a path's objects are in one slice), or a random sample of its percentage (rounded up, so at least one of a non-empty list)."""
     if subset.parts:
-        return [o for o in objects if key_slice(o.key, subset.parts) == subset.part - 1]
+        return [o for o in objects if subset.owns(o.name.path)]
     import math
     import random
     count = min(len(objects), math.ceil(len(objects) * subset.percent / 100))
@@ -6088,11 +6132,12 @@ class Tally:
         log.warning("warning: %s %s: %s", action, show(path), message)
 
     def summary(self, what: str, extra: Iterable[tuple[str, int]] = (),
-                out_word: str = "written", destination: Optional[tuple[int, int]] = None
-                ) -> None:
+                out_word: str = "written", destination: Optional[tuple[int, int]] = None,
+                part: Optional[Subset] = None) -> None:
         """The summary line.  Its record also carries every figure by a snake_case name
         (``figures``, for the monitors), and ``destination``: (objects, bytes) of the
-        backup objects the destination holds now, as far as the run knows."""
+        backup objects the destination holds now, as far as the run knows (of its slice's
+        paths, with ``part``: --slice, named in the line)."""
         Progress.erase()
         elapsed = max(time.monotonic() - self.started, 1e-9)
         done = [(DONE_WORDS.get(k, k), n) for k, n in (*self.counts.items(), *extra)]
@@ -6105,8 +6150,8 @@ class Tally:
                         "mb_per_s": round(rate, 3)})
         if destination is not None:
             figures["destination_objects"], figures["destination_bytes"] = destination
-        log.info("%s done: %s; %s read, %s %s in %.1f s (%.1f MB/s)", what,
-                 ", ".join(parts), human(self.bytes_in), human(self.bytes_out), out_word,
+        log.info("%s done: %s; %s read, %s %s in %.1f s (%.1f MB/s)",
+                 f"{what} of slice {part}" if part else what, ", ".join(parts), human(self.bytes_in), human(self.bytes_out), out_word,
                  elapsed, rate, extra={"summary": True, "figures": figures})
         log_requests()
 
@@ -6444,14 +6489,15 @@ def read_metrics(path: str) -> Samples:
                 match = re.fullmatch(re.escape(METRIC_PREFIX) + r"(\w+)\{(.*)\} (\S+)\n?", line)
                 if match and match[1] in dict(METRICS):
                     with contextlib.suppress(ValueError):
-                        samples[match[1], tuple(re.findall(r'(\w+)="([\w ]*)"', match[2]))] = \
+                        samples[match[1], tuple(re.findall(r'(\w+)="([\w /]*)"', match[2]))] = \
                             float(match[3])
     return samples
 
 
-def write_metrics(path: str, kind: str, samples: Samples) -> None:
-    """Put ``kind``'s samples into the textfile at ``path``, keeping the other kinds' and,
-    when ``samples`` lacks one of KEPT_METRICS, its last value.  The file is replaced
+def write_metrics(path: str, kind: str, samples: Samples, part: str = "") -> None:
+    """Put ``kind``'s samples into the textfile at ``path``, keeping the other kinds' (and
+    other slices', ``part``: the run's slice="I/N" label, see --slice) and, when
+    ``samples`` lacks one of KEPT_METRICS, its last value.  The file is replaced
     whole (a temporary file beside it, renamed), so a reader never sees part of one; the
     folder is locked meanwhile, so that runs ending together keep each other's lines."""
     import fcntl
@@ -6460,7 +6506,7 @@ def write_metrics(path: str, kind: str, samples: Samples) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         merged = {key: value for key, value in read_metrics(path).items()
-                  if ("kind", kind) not in key[1] or (
+                  if ("kind", kind) not in key[1] or dict(key[1]).get("slice", "") != part or (
                       key[0] in KEPT_METRICS and not any(k[0] == key[0] for k in samples))}
         merged.update(samples)
         lines = []
@@ -6488,9 +6534,9 @@ def write_metrics(path: str, kind: str, samples: Samples) -> None:
 
 
 def metric_samples(kind: str, code: int, started: float, ended: float,
-                   figures: dict[str, Any]) -> Samples:
-    """A run's samples for the metrics file."""
-    by_kind = (("kind", kind),)
+                   figures: dict[str, Any], part: str = "") -> Samples:
+    """A run's samples for the metrics file; ``part``: its slice (--slice), a label."""
+    by_kind = (("kind", kind),) + ((("slice", part),) if part else ())
     samples: Samples = {("last_start_timestamp_seconds", by_kind): started,
                ("last_end_timestamp_seconds", by_kind): ended,
                ("last_exit_code", by_kind): code,
@@ -6537,6 +6583,7 @@ class Monitor(logging.Handler):
         self.attention: list[str] = []           # what needs attention, e.g. a mass change
         self.attention_figures: dict[str, Any] = {}
         self.gauges: dict[str, int] = {}         # the destination's protection (metrics only)
+        self.part = ""                           # the run's slice, "I/N" (--slice), if any
         self.first: list[str] = []               # the first WEBHOOK_FAILURES failure lines
         self.last: collections.deque[str] = collections.deque()  # the last ones, within
         self.last_bytes = 0                                        # PING_BODY_MAX bytes
@@ -6628,7 +6675,8 @@ class Monitor(logging.Handler):
             try:
                 write_metrics(alerts.metrics_file, kind, metric_samples(
                     kind, code, self.started, ended,
-                    {**self.figures, **self.attention_figures, **self.gauges}))
+                    {**self.figures, **self.attention_figures, **self.gauges}, self.part),
+                    self.part)
             except OSError as exc:
                 log.warning("warning: cannot write the metrics file %s: %s",
                             alerts.metrics_file, exc.strerror or exc)
@@ -6652,7 +6700,8 @@ class Monitor(logging.Handler):
                         "unchanged", what, url_origin(url), NOTIFY_TRIES, why)
 
     def _headline(self, code: Optional[int]) -> str:
-        return self.summary or f"{self.kind} ended with exit code {code}"
+        of = f" of slice {self.part}" if self.part else ""
+        return self.summary or f"{self.kind}{of} ended with exit code {code}"
 
     def _ping_body(self, code: Optional[int]) -> bytes:
         """The summary and what needs attention, then as many of the last failure lines as
@@ -6681,10 +6730,11 @@ class Monitor(logging.Handler):
         message = [self.summary] if self.summary else []
         message += self.attention + self.first[:MESSAGE_FAILURES]
         return json.dumps({
-            "title": f"encrypted_s3_backup: {self.kind} {said} on {host}",
+            "title": f"encrypted_s3_backup: {self.kind}"
+                     f"{f' of slice {self.part}' if self.part else ''} {said} on {host}",
             "message": "\n".join(message or [self._headline(code)]),
             "tool": "encrypted_s3_backup", "version": __version__, "kind": self.kind,
-            "status": status, "exit_code": code, "host": host,
+            "status": status, "exit_code": code, "host": host, "slice": self.part or None,
             "started": iso_time(self.started), "ended": iso_time(ended),
             "summary": self.summary, **figures, "failures": self.first,
         }, ensure_ascii=False).encode("utf-8")
@@ -6717,6 +6767,7 @@ class Options:
     as_of_text: Optional[str] = None         # ... and as given
     versions: bool = False
     subset: Optional[Subset] = None          # --subset, read (parse_subset)
+    slice: Optional[Subset] = None           # --slice I/N, read (parse_slice)
     repair: bool = False
     bwlimit: Optional[int] = None            # --bwlimit (in settings too)
     no_thaw: bool = False
@@ -7117,9 +7168,12 @@ def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R
         return result
 
 
-def backup_entries(dest: Storage, report: ListReport) -> Iterator[Entry]:
-    """The backup objects (and version objects) among the files ``dest`` lists."""
-    return (entry for entry in dest.list_files(report) if entry.key.endswith(NAME_SUFFIXES))
+def backup_entries(dest: Storage, report: ListReport,
+                   skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
+    """The backup objects (and version objects) among the files ``dest`` lists (less
+    what ``skip`` drops, see Storage.list_files)."""
+    return (entry for entry in dest.list_files(report, skip)
+            if entry.key.endswith(NAME_SUFFIXES))
 
 
 def list_objects(dest: Storage, report: ListReport) -> Listing:
@@ -7252,12 +7306,20 @@ def source_filter(src: Storage, dest: Storage, ignore_regex: tuple[str, ...],
 
 
 def source_listing(report: ListReport, src: Storage, dest: Storage,
-                   ignore_regex: tuple[str, ...], name_ignored: bool = False
-                   ) -> Iterator[Optional[Entry]]:
+                   ignore_regex: tuple[str, ...], name_ignored: bool = False,
+                   part: Optional[Subset] = None) -> Iterator[Optional[Entry]]:
     """What a backup reads of its source: None once the source is there, then the files
-    it lists that a restore could write back (see _backup_path_ok).  What it leaves out is
-    counted in ``report`` (see source_filter)."""
+    it lists that a restore could write back (see _backup_path_ok), with ``part`` (--slice)
+    those of its slice: another slice's files are dropped before they are looked at (no
+    stat), and not counted.  What it leaves out is counted in ``report`` (see
+    source_filter)."""
     skip = source_filter(src, dest, ignore_regex, report, name_ignored)
+    if part is not None:
+        mine: Subset = part
+
+        def skip_others(key: str, skip: Callable[[str], bool] = skip) -> bool:
+            return not (key.endswith("/") or mine.owns(key)) or skip(key)
+        skip = skip_others
     src.prepare(create=False)
     yield None
     for entry in src.list_files(report, skip):
@@ -7265,12 +7327,15 @@ def source_listing(report: ListReport, src: Storage, dest: Storage,
             yield entry
 
 
-def object_listing(report: ListReport, dest: Storage, dry_run: bool
+def object_listing(report: ListReport, dest: Storage, dry_run: bool,
+                   part: Optional[Subset] = None
                    ) -> Iterator[Union[tuple[Union[bool, str], Optional[ObjectLock]], Entry]]:
     """What a backup reads of its destination: whether it exists, or "created" when this
     run made it (a dry run does not), with the lock its unchanged objects are kept under
-    (kept_lock), then the backup objects it lists (see backup_entries).  What killed runs
-    left there is cleared first."""
+    (kept_lock), then the backup objects it lists (see backup_entries), with ``part``
+    (--slice) less those whose key, read as a plaintext name, has a path of another slice
+    (counted in ``report.foreign``; an encrypted name has no dots to read it by, so it is
+    judged once decrypted, see owned).  What killed runs left there is cleared first."""
     exists: Union[bool, str] = dest.prepare(create=False, missing_ok=True)
     if not exists and not dry_run:
         exists = dest.prepare(create=True) and "created"
@@ -7285,8 +7350,19 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool
         with contextlib.suppress(*FILE_FAILURES):     # nor is the destination's protection
             report.protection = dest.protection(probe=False)
     yield exists, lock
-    if exists:
+    if exists and part is None:
         yield from backup_entries(dest, report)
+    elif exists and part is not None:
+        mine: Subset = part
+
+        def others(key: str) -> bool:
+            """A plaintext name of another slice's path (not stat'ed, nor parsed)."""
+            fields = key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
+            if key.endswith(NAME_SUFFIXES) and len(fields) == 5 and not mine.owns(fields[0]):
+                report.foreign += 1
+                return True
+            return False
+        yield from backup_entries(dest, report, others)
 
 
 LISTING_CHUNK = 4096      # entries a helper process sends at a time (see listed)
@@ -7360,14 +7436,16 @@ def _received(reader: Any, future: Any, report: ListReport) -> Iterator[Any]:
 
 
 def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
-             expire_versions: bool = False, name_ignored: bool = False
-             ) -> tuple[Plan, ListReport, Union[bool, str]]:
+             expire_versions: bool = False, name_ignored: bool = False,
+             part: Optional[Subset] = None) -> tuple[Plan, ListReport, Union[bool, str]]:
     """List both storages and plan the backup.  A storage that lists in key order
     (``ordered``) is walked as it lists, in plan order (in_plan_order); another, or one
     found not to be in order after all (it is listed again), is held as a Listing and
     sorted, and so are encrypted names.  The plan counts everything before anything is
     done: the guards see every count.  The last value: whether the destination is there,
-    or "created" when this run made it."""
+    or "created" when this run made it.  With ``part`` (--slice), only the paths of that
+    slice are planned, on both sides (see owned): the plan, and so the guards, count its
+    share alone."""
     source_filter(src, dest, config.ignore_regex)      # its error before anything is done
     walked = {"src": src.ordered,
               "dest": dest.ordered and not config.codec.encrypt_filenames}
@@ -7378,18 +7456,18 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
             # A remote storage is listed apart (see Storage.remote); with two local ones, the
             # source is, so that the walks of both run on two cores.
             with listed(config, src.remote or not dest.remote, report, source_listing, src,
-                        dest, config.ignore_regex, name_ignored) as source:
+                        dest, config.ignore_regex, name_ignored, part) as source:
                 next(source)                 # the source is there: now the destination
                 with listed(config, dest.remote, report, object_listing, dest,
-                            dry_run) as objects:
+                            dry_run, part) as objects:
                     there, lock = next(objects)
                     if not dry_run:          # (after both forks) while both are walked
                         config.codec.key_ahead()
                     return plan_walked(
                         listed_in_plan_order(source, walked["src"], "src", report, dest,
                                              config),
-                        listed_in_plan_order(objects, walked["dest"], "dest", report, dest,
-                                             config),
+                        owned(listed_in_plan_order(objects, walked["dest"], "dest", report,
+                                                   dest, config), part, report),
                         day, config.deleted_keep_days, report.blind,
                         config.versions_keep_days, moment, expire_versions,
                         lock), report, there
@@ -7397,6 +7475,21 @@ def plan_run(config: Config, src: Storage, dest: Storage, dry_run: bool,
             log.info("note: %s does not list in key order: its listing is sorted here "
                      "instead", src if exc.side == "src" else dest)
             walked[exc.side] = False
+
+
+def owned(objects: Iterator[tuple[str, Stored]], part: Optional[Subset], report: ListReport
+          ) -> Iterator[tuple[str, Stored]]:
+    """The objects (plan key, object) of the paths of slice ``part`` (all without one); the
+    others are counted in ``report.foreign``.  Every name is decoded first, so an encrypted
+    name is judged by its path."""
+    if part is None:
+        yield from objects
+        return
+    for item in objects:
+        if part.owns(item[1].name.path):
+            yield item
+        else:
+            report.foreign += 1
 
 
 def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
@@ -7495,6 +7588,14 @@ def try_password(dest: Storage, codec: Codec, objects: list[Stored]) -> tuple[bo
     return False, failed
 
 
+def slice_words(part: Optional[Subset]) -> str:
+    """How a run's lines name its slice (--slice): " (slice I/N ...)", or "" without one."""
+    if part is None:
+        return ""
+    via = f", from {part.via}" if part.via else ""
+    return f" (slice {part}{via}: its share of the paths only)"
+
+
 def run_backup(config: Config, args: Options) -> int:
     src = make_storage(config.section("src"), source=True)
     dest = make_storage(config.section("dest"), reap=True, lock=config.object_lock)
@@ -7502,13 +7603,14 @@ def run_backup(config: Config, args: Options) -> int:
         raise ConfigError("object_lock_mode and object_lock_days (environment OBJECT_LOCK_MODE "
                           "and OBJECT_LOCK_DAYS) lock S3 objects, and dest is a local folder; "
                           "unset both, or back up to a bucket with Object Lock")
-    log.info("backup %s -> %s", src, dest)
+    part = args.slice
+    log.info("backup %s -> %s%s", src, dest, slice_words(part))
     for warning in archive_warnings(config):
         log.warning("warning: %s", warning)
     plan, report, there = plan_run(config, src, dest, args.dry_run, args.expire_versions,
-                                   name_ignored=args.verbose)
+                                   name_ignored=args.verbose, part=part)
     check_password(config, dest, plan.candidates, plan.objects)
-    if plan.objects == 0 and (plan.uploads or there == "created"):
+    if plan.objects == 0 and not report.foreign and (plan.uploads or there == "created"):
         # A typo in s3_bucket, local_path or base_path starts a second backup: say so, even
         # with --quiet (a first run says it once).
         log.info("note: %s %s: a new backup starts there (if you meant an existing one, "
@@ -7564,7 +7666,7 @@ def run_backup(config: Config, args: Options) -> int:
     tally.failed += len(report.problems)      # each a "FAILED listing" line: counted too
     tally.summary("backup", [("unchanged", plan.unchanged), ("skipped", report.skipped),
                              ("ignored", report.ignored)],
-                  destination=holdings.figures())
+                  destination=holdings.figures(), part=part)
     log_archived(plan)
     mass_change = bool(history) and is_mass(plan.changed, plan.live) and \
         not args.allow_mass_change
@@ -7785,8 +7887,11 @@ def run_restore(config: Config, args: Options) -> int:
     if stored and not problems:    # (a listing that failed in part may miss the paths)
         check_selection(stored, chosen, only, args.as_of, args.as_of_text or "",
                         "" if args.restore_deleted else "--restore-deleted")
+    if args.slice:                 # (its share may be empty: then it restores nothing)
+        chosen = select_subset(chosen, args.slice)
     when = f" as of {args.as_of_text}" if args.as_of else ""
-    log.info("restore %s -> %s: %d files%s", dest, target, len(chosen), when)
+    log.info("restore %s -> %s: %d files%s%s", dest, target, len(chosen), when,
+             slice_words(args.slice))
     chosen, waiting = readable_now(config, dest, chosen, args)
     if args.dry_run:
         for obj in chosen:
@@ -7804,7 +7909,8 @@ def run_restore(config: Config, args: Options) -> int:
     run_jobs([Restore(o) for o in chosen], config.restore_processes, config, tally.add,
              tally.warn)
     tally.failed += len(problems)             # each a "FAILED listing" line: counted too
-    tally.summary("restore", destination=(len(stored), sum(o.size for o in stored)))
+    tally.summary("restore", destination=(len(stored), sum(o.size for o in stored)),
+                  part=args.slice)
     report_waiting(waiting, args)
     return read_outcome(tally.failed, waiting)
 
@@ -7820,10 +7926,12 @@ def run_verify(config: Config, args: Options) -> int:
         stored = then
     stored = sorted((o for o in stored if not o.name.mark), key=lambda o: o.name.path)
     # ^ deletion marks hold no content to check
-    chosen = select_subset(stored, args.subset) if args.subset else stored
+    part = args.slice or args.subset     # (--subset: the older name, and P% of the objects)
+    chosen = select_subset(stored, part) if part else stored
     skipped = len(stored) - len(chosen)
-    which = f" (subset {args.subset}: {len(chosen)} checked, {skipped} skipped)" \
-        if args.subset else ""
+    via = f", from {part.via}" if part and part.via else ""
+    which = f" ({'slice' if args.slice else 'subset'} {part}{via}: {len(chosen)} checked, " \
+        f"{skipped} skipped)" if part else ""
     which += f" as of {args.as_of_text}" if args.as_of else ""
     log.info("verify %s: %d objects%s", dest, len(stored), which)
     chosen, waiting = readable_now(config, dest, chosen, args)
@@ -7843,7 +7951,7 @@ def run_verify(config: Config, args: Options) -> int:
         repair(config, src, [o for o in chosen if o.key in damaged], tally)
     tally.failed += len(problems)
     tally.summary("verify", [("skipped", skipped)], out_word="checked",
-                  destination=(len(stored), sum(o.size for o in stored)))
+                  destination=(len(stored), sum(o.size for o in stored)), part=args.slice)
     report_waiting(waiting, args)
     return read_outcome(tally.failed, waiting)
 
@@ -8078,10 +8186,16 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--versions", action="store_true",
                          help="with --list: every object of every path (live, deleted, "
                               "versions), oldest first")
+    options.add_argument("--slice", metavar="I/N",
+                         help="a backup, --restore or --verify of slice I of N of the paths "
+                              "(a hash of each path: the same slices on every run and "
+                              "machine, so N runs, I = 1..N, at once or not, do the whole "
+                              "job once); auto/N takes I from the job array's index "
+                              "(JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX, or "
+                              "SLURM_ARRAY_TASK_ID less SLURM_ARRAY_TASK_MIN; plus one)")
     options.add_argument("--subset", metavar="N/T|P%",
-                         help="with --verify: only the objects whose key falls in slice N of "
-                              "T (the same slices on every run and machine: T runs with N = "
-                              "1..T check everything once), or a random P percent of them")
+                         help="with --verify: --slice N/T (its older name), or a random P "
+                              "percent of the objects")
     options.add_argument("--repair", action="store_true",
                          help="with --verify: upload again, from src, every current object "
                               "that fails its checks (damaged, junk, cut short) when its "
@@ -8154,6 +8268,15 @@ def parse_args(argv: Optional[list[str]]) -> Options:
             args.subset = parse_subset(args.subset)
         except ValueError as exc:
             parser.error(f"--subset: {exc}")
+    if args.slice is not None:
+        if args.list or args.check_protection or args.report_skipped is not None:
+            parser.error("--slice is for a backup, --restore or --verify")
+        if args.subset is not None:
+            parser.error("--subset is the older name of --slice: give one of them")
+        try:
+            args.slice = parse_slice(args.slice)
+        except ValueError as exc:
+            parser.error(f"--slice: {exc}")
     if args.dry_run and args.report_skipped is not None:
         parser.error("--dry-run is for a backup or --restore")
     args.as_of_text, args.as_of = args.as_of, None
@@ -8215,6 +8338,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     take_requests()       # this run's requests only (main() may run more than once)
     S3Storage.pinned = {}     # and no versions pinned by an earlier one
     monitor = Monitor(run_kind(args), args.config)
+    monitor.part = str(args.slice) if args.slice else ""
     if args.report_skipped is not None:
         monitor.skipped(args.report_skipped)
         return EXIT_OK

@@ -86,6 +86,18 @@ What it does
        bytes), and the same over a tree of one file; "bytes/file" is a step's peak memory
        beyond the one-file run's, divided by N.
 
+    6. Slices (--slices N, instead of the four steps): for each data set and target, the
+       first backup and the no-change run, once unsliced and once as N runs --slice I/N
+       one after the other (into a destination of their own), each run's CPU seconds
+       (its process tree; the S3 server's apart) and S3 LIST requests added up.  Reported:
+       the files and bytes of the largest slice over total/N (targets: at most 1.1 for
+       files; bytes are uneven by nature when a few files are large), the CPU of the N
+       slices over one run's (target: at most 1.2) and their LIST requests over one run's
+       (at most N).  The slices' objects are checked to be the unsliced run's (same keys).
+       With --rtt, S3 is reached through the latency proxy (files/s of each step in the
+       JSON).  One machine cannot show the wall-time gain of N machines: see
+       docs/PERFORMANCE.md, More than one machine.
+
 Output: one table on stdout, and every figure plus machine info (nproc, Python, date) as
 JSON in --json (default bench/results.json; bench/results-quick.json with --quick).
 With --keep the tool's output of each step stays in <tmp>/logs/.  MB means 10^6 bytes.
@@ -618,6 +630,76 @@ def _bench_target(tool, work: str, dataset: str, target: str, source: dict, serv
 MEMORY_FIELDS = ("peak_mb", "peak_pss_mb", "processes_at_peak", "process_peaks_mb")
 
 
+def bench_slices(tool, work: str, dataset: str, target: str, files: list, server,
+                 processes: Optional[int], parts: int, rtt: float = 0) -> dict:
+    """Section 6 of the docstring: one data set on one target, unsliced and in ``parts``
+    slices; a dict of the figures.  With ``rtt`` (ms), S3 is reached through a
+    LatencyProxy."""
+    if target == "s3" and rtt:
+        host, port = server.endpoint_url.rsplit("//", 1)[1].rsplit(":", 1)
+        with LatencyProxy(host, int(port), rtt) as proxy:
+            return _bench_slices(tool, work, dataset, target, files, server, processes, parts,
+                                 proxy)
+    return _bench_slices(tool, work, dataset, target, files, server, processes, parts, None)
+
+
+def _bench_slices(tool, work: str, dataset: str, target: str, files: list, server,
+                  processes: Optional[int], parts: int, proxy) -> dict:
+    counts, sizes = [0] * parts, [0] * parts
+    for rel, _, size in files:
+        part = tool.key_slice(rel, parts)
+        counts[part] += 1
+        sizes[part] += size
+    total_files, total_bytes = len(files), sum(sizes)
+    result = {"dataset": dataset, "target": target, "slices": parts, "files": total_files,
+              "bytes": total_bytes, "slice_files": counts, "slice_bytes": sizes,
+              "largest_files_ratio": max(counts) * parts / max(total_files, 1),
+              "largest_bytes_ratio": max(sizes) * parts / max(total_bytes, 1), "exit_codes": []}
+    server_pid = server.pid if target == "s3" else 0
+    keys = {}
+    for mode, runs in (("one", [[]]), ("sliced", [["--slice", f"{i}/{parts}"]
+                                                   for i in range(1, parts + 1)])):
+        name = f"{dataset}-{target}-{mode}-{parts}"
+        dest_dir = os.path.join(work, "dest", name)
+        env = tool_env(tool, target_dest(target, name, dest_dir, server, proxy),
+                       os.path.join(work, "restore", name), os.path.join(work, "data", dataset),
+                       processes)
+        for step in ("backup", "no-change"):
+            done = [run_tool(argv, env, work, os.path.join(work, "logs", f"{name}-{step}-{i}.log"),
+                             server_pid) for i, argv in enumerate(runs)]
+            result["exit_codes"] += [d["exit_code"] for d in done]
+            result[f"{mode}_{step}"] = {
+                "cpu_s": sum(d["tool_cpu_s"] for d in done),
+                "server_cpu_s": sum(d["server_cpu_s"] for d in done),
+                "wall_s": sum(d["wall_s"] for d in done),
+                "slowest_wall_s": max(d["wall_s"] for d in done),
+                "files_per_s": total_files / sum(d["wall_s"] for d in done),
+                "list_requests": sum(d["requests"].get("LIST", 0) for d in done)}
+        if target == "local":
+            keys[mode] = sorted(os.path.relpath(os.path.join(folder, n), dest_dir)
+                                for folder, _, names in os.walk(dest_dir) for n in names)
+    result["same_objects"] = keys.get("one") == keys.get("sliced") if keys else None
+    for step in ("backup", "no-change"):
+        one, sliced = result[f"one_{step}"], result[f"sliced_{step}"]
+        result[f"{step}_cpu_ratio"] = sliced["cpu_s"] / max(one["cpu_s"], 1e-9)
+        result[f"{step}_list_ratio"] = sliced["list_requests"] / one["list_requests"] \
+            if one["list_requests"] else float("nan")
+    return result
+
+
+def print_slices_table(rows: list) -> None:
+    print_rows(("data set", "target", "N", "files max/avg", "bytes max/avg",
+                "CPU 1 run s", "CPU N slices s", "x CPU", "LIST 1", "LIST N", "nc CPU 1 s",
+                "nc CPU N s", "nc x CPU", "nc LIST 1", "nc LIST N"),
+               [(r["dataset"], r["target"], r["slices"], f"{r['largest_files_ratio']:.3f}",
+                 f"{r['largest_bytes_ratio']:.3f}", f"{r['one_backup']['cpu_s']:.2f}",
+                 f"{r['sliced_backup']['cpu_s']:.2f}", f"{r['backup_cpu_ratio']:.2f}",
+                 r["one_backup"]["list_requests"], r["sliced_backup"]["list_requests"],
+                 f"{r['one_no-change']['cpu_s']:.2f}", f"{r['sliced_no-change']['cpu_s']:.2f}",
+                 f"{r['no-change_cpu_ratio']:.2f}", r["one_no-change"]["list_requests"],
+                 r["sliced_no-change"]["list_requests"]) for r in rows], 2)
+
+
 def worst_exit(codes: Iterable[int]) -> int:
     """The exit code of several runs: the first that is not 0 (a run killed by a signal
     has a negative one), else 0."""
@@ -1003,6 +1085,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--planner", type=int, metavar="N",
                         help="synthetic entries for the planner figure (default 1,000,000; "
                              "20,000 with --quick; 0: none)")
+    parser.add_argument("--slices", type=int, metavar="N",
+                        help="instead of the four steps: the first backup and the no-change "
+                             "run unsliced and as N runs of --slice I/N, their CPU seconds, "
+                             "LIST requests and how evenly the files split (docstring, 6)")
     parser.add_argument("--planner-child", type=int, metavar="N", help=argparse.SUPPRESS)
     parser.add_argument("--planner-mode", choices=PLANNER_MODES, default="held",
                         help=argparse.SUPPRESS)
@@ -1022,8 +1108,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"unknown: {', '.join(sorted(unknown))}; choose from {', '.join(allowed)}")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.slices is not None and (args.slices < 1 or args.scale):
+        parser.error("--slices N needs N >= 1, and no --scale")
     if args.json is None:
         args.json = os.path.join(HERE, "results-scale.json" if args.scale else
+                                 f"results-slices{args.slices}.json" if args.slices else
                                  "results-quick.json" if args.quick else "results.json")
     return args
 
@@ -1047,7 +1136,7 @@ def main(argv=None) -> int:
                "rtt_ms": args.rtt,
                "settings": {"lzma_level": LEVEL, "gzip_level": LEVEL, "encryption_type": "aes",
                             "encryption_salt": "fixed"},
-               "datasets": {}, "steps": [], "planner": []}
+               "datasets": {}, "steps": [], "planner": [], "slices": []}
     try:
         if "s3" in args.targets:
             server = load_module("s3_server", S3_SERVER_PATH).SeaweedServer()
@@ -1057,7 +1146,7 @@ def main(argv=None) -> int:
             results["scale_steps"] = bench_scale(tool, work, args.scale, args.targets, server,
                                                  args.processes, args.versioned)
         corpus = b"" if args.scale else make_corpus(random.Random(SEED))
-        start_floor = 0.0 if args.scale else measure_start_floor()
+        start_floor = 0.0 if args.scale or args.slices else measure_start_floor()
         for dataset in () if args.scale else args.datasets:
             rng = random.Random(f"{SEED}-{dataset}")
             files = dataset_files(dataset, scale, rng)
@@ -1065,6 +1154,15 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             write_dataset(root, files, corpus, rng)
             made = time.perf_counter() - started
+            if args.slices:
+                print(f"{dataset}: {len(files)} files, made in {made:.1f} s", flush=True)
+                for target in args.targets:
+                    results["slices"].append(bench_slices(tool, work, dataset, target, files,
+                                                          server, args.processes, args.slices,
+                                                          args.rtt))
+                    with open(args.json, "w", encoding="utf-8") as handle:   # so far
+                        json.dump(results, handle, indent=1)
+                continue
             source = tree_digest(root)
             floor = measure_floor(root, files, tool)
             floor.update(files=len(files), mb=sum(f[2] for f in files) / MB,
@@ -1097,7 +1195,7 @@ def main(argv=None) -> int:
                     step["bound_floor_ratio"] = step["bound_s"] / base if base else float("nan")
                     results["steps"].append(step)
         count = max(1, round(PLANNER_ENTRIES * scale)) if args.planner is None else args.planner
-        if count and not args.rtt:
+        if count and not args.rtt and not args.slices:
             for mode in PLANNER_MODES:
                 print(f"planner: {count} synthetic entries, {mode} ...", flush=True)
                 results["planner"].append(run_planner(count, mode))
@@ -1112,10 +1210,13 @@ def main(argv=None) -> int:
     if args.scale:
         print_scale_table(results["scale_steps"])
         print()
+    if results["slices"]:
+        print_slices_table(results["slices"])
+        print()
     rows = table_rows(results["steps"], results["planner"])
     if rows:
         print_table(rows)
-    if args.rtt:
+    if args.rtt and results["steps"]:
         print()
         print_rtt_table(results["steps"])
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -1127,6 +1228,8 @@ def main(argv=None) -> int:
     print(f"results: {args.json}" + (f"; files kept in {work}" if args.keep else ""))
     failed = any(s["exit_code"] or s.get("restore_problems")
                  for s in results["steps"] + results.get("scale_steps", []))
+    failed = failed or any(any(r["exit_codes"]) or r["same_objects"] is False
+                           for r in results["slices"])
     return 1 if failed or any("error" in p for p in results["planner"]) else 0
 
 

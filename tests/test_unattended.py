@@ -288,8 +288,9 @@ def test_the_webhook_schema_always_and_with_every_figure(local_tool, ping_server
     assert set(data) == {"title", "message", "tool", "version", "kind", "status", "exit_code",
                          "host", "started", "ended", "summary", *esb.FIGURES["backup"],
                          "seconds", "mb_per_s", "destination_objects", "destination_bytes",
-                         "failures"}
+                         "failures", "slice"}
     assert data["status"] == "success" and data["exit_code"] == 0 and data["failures"] == []
+    assert data["slice"] is None                      # (a run of one slice: "I/N")
     assert data["tool"] == "encrypted_s3_backup" and data["version"] == esb.__version__
     assert data["uploaded"] == 3 and data["bytes_read"] == 21 and data["bytes_written"] > 21
     assert (data["destination_objects"], data["destination_bytes"]) == (3, data["bytes_written"])
