@@ -48,11 +48,14 @@ docs/FORMAT.md is the reference, with its known answers)
 
 There is no state anywhere else: the destination's listing is the whole truth.
 
-Sections, in this order (each needs only those above it)
+Sections, in this order (a section's code uses only names defined in it or above it;
+inside a section a function may call one defined further down, at run time).  The big
+ones have sub-banners (# ----), named in parentheses:
     Constants, Errors, Base36 codec, Key derivation and streaming AEAD, Backup names,
-    Compression, Content pipeline, Bandwidth cap, Storages (the contract, LocalStorage and
-    its RestoreFolder, S3Storage), Configuration, Jobs, Planner, Stopping, Workers,
-    Reporting, Monitoring, Driver, Command line.
+    Compression, Content pipeline, Bandwidth cap, Storages (the contract, local, S3
+    requests, S3 wire, S3 storage), Configuration (the settings, one row each), Jobs,
+    Planner, Listings, Stopping, Workers, Reporting, Monitoring, Driver (pools, request
+    scheduler, listing helpers, archive thaws, commands), Command line.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ from typing import (Any, BinaryIO, Callable, ClassVar, ContextManager, Iterable,
                     NamedTuple, NoReturn, Optional, Protocol, TypeVar, Union, cast)
 
 __version__ = "1.0.0"
+log = logging.getLogger("encrypted_s3_backup")   # every section logs; Reporting sets it up
 
 # =====================================================================================
 # Constants
@@ -635,6 +639,33 @@ def read_stem(stem: str, suffix: str) -> BackupName:
     raise BadNameError(f"does not end with {' or '.join(NAME_SUFFIXES)}")
 
 
+# The four numeric fields of a canonical plaintext name, each as b36_encode_int writes it
+# (B36_DIGITS, no leading zero).
+_CANONICAL_FIELDS = re.compile(r"(?:\.(?:" + B36_DIGITS[0] + "|[" + B36_DIGITS[1:] + "]["
+                               + B36_DIGITS + r"]*)){4}\Z")
+
+
+def is_canonical_key(key: str, name: BackupName) -> bool:
+    """Whether ``key`` is ``name``'s plaintext form (format_plain_name and the suffix),
+    found without formatting the name: the path, then four fields spelled as
+    b36_encode_int spells numbers (lowercase, no leading zero) and holding the name's
+    values, then the suffix."""
+    start, end = len(name.path), len(key) - len(name_suffix(name))
+    if not (key.startswith(name.path) and key.endswith(name_suffix(name))
+            and _CANONICAL_FIELDS.match(key, start, end)):
+        return False
+    return [int(f, 36) for f in key[start + 1:end].split(".")] == [
+        name.mtime, name.size, int.from_bytes(name.md5, "big"), name.deleted]
+
+
+def is_plaintext_key(key: str, name: BackupName) -> bool:
+    """Whether ``key``, read as a plaintext name, is ``name`` (not an encrypted name)."""
+    try:
+        return read_stem(key[:-len(OBJECT_SUFFIX)], key[-len(OBJECT_SUFFIX):]) == name
+    except BadNameError:
+        return False
+
+
 def encode_name(name: BackupName, codec: Codec) -> str:
     """The object name for ``name``: plaintext, or encrypted with a fresh nonce."""
     stem = format_plain_name(name)
@@ -1029,6 +1060,8 @@ def metered(stream: Any, throttle: Optional[Throttle]) -> BinaryIO:
 # class here and one line in make_storage(); tests/test_storage.py runs the contract
 # suite over every backend.
 
+# ------------------- the contract: entries, locks, thaws, reports and the Storage protocol
+
 R = TypeVar("R")
 TMP_PREFIX = ".esb-tmp-"          # our temporary files: .esb-tmp-<pid>@<host>-<random>
 TMP_NAME = re.compile(re.escape(TMP_PREFIX) + r"\d+@[^/]*-[a-z0-9_]+\Z")   # such a name
@@ -1077,6 +1110,9 @@ ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")   # S3 storage classes whose objec
 def other_class(storage_class: Optional[str]) -> str:
     """An S3 storage class as an Entry holds it: "" for STANDARD (or none said)."""
     return "" if storage_class in (None, "", "STANDARD") else sys.intern(storage_class)
+
+
+LOCK_MARGIN_DAYS = 7                # a lock ending within this many days is extended
 
 
 class ObjectLock(NamedTuple):
@@ -1386,6 +1422,8 @@ class Storage(Protocol):
         """From now on, in this process and those it forks, open() and read() read each
         file of ``versions`` in the version given (list_versions' ids)."""
 
+
+# -------------------- local: LocalStorage, and RestoreFolder (the folder a restore writes)
 
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -2071,6 +2109,8 @@ class RestoreFolder(LocalStorage):
             self._unfinished_at.discard((at, tmp))
 
 
+# ------------------ S3 requests: limits, error words, and the requests counted per process
+
 S3_COPY_LIMIT = 5 * 1024 ** 3         # bytes; a single CopyObject copies at most 5 GB
 S3_MULTIPART_THRESHOLD = 64 * 1024 ** 2  # bytes; larger uploads go in parts
 S3_PART_SIZE = 8 * 1024 ** 2          # bytes per part, at least; larger for huge objects ...
@@ -2337,7 +2377,7 @@ class _S3Body(Closing):
         self._body.close()
 
 
-# ---------------------------------------------------------------- S3 requests, signed here
+# --------------------------- S3 wire: GetObject and small PutObjects, signed and sent here
 
 WIRE_BODY_MAX = EXPECT_CONTINUE_MIN   # bytes: an upload this large is boto3's (100-continue)
 WIRE_RETRY_STATUS = frozenset({404, 408, 429, 500, 502, 503, 504})   # boto3's to handle,
@@ -2631,6 +2671,8 @@ def s3_wire(session: Any, client: Any, bucket: str, ca_bundle: Optional[str]
         return None
     return S3Wire(base, seen.get("region") or "us-east-1", credentials, timeouts, cafile)
 
+
+# --------------------------- S3 storage: S3Storage (boto3, and the wire), and make_storage
 
 _S3_CLIENT_LOCK = threading.Lock()   # one client per process, made by the first thread
 
@@ -3528,7 +3570,6 @@ THAW_TIERS = ("bulk", "standard", "expedited")   # thaw_tier: RestoreObject's ti
                                     # cheapest (and slowest) first
 THAW_DAYS = 7                       # default thaw_days: how long a thawed copy stays readable
 OBJECT_LOCK_MODES = ("governance", "compliance")   # object_lock_mode: S3's Object Lock modes
-LOCK_MARGIN_DAYS = 7                # a lock ending within this many days is extended
 LOCK_DAYS_MAX = 36500               # object_lock_days at most (S3 takes up to 100 years)
 RESTORE_PERMISSIONS = ("private", "umask")   # restore_permissions: files 0600 in folders
                                     # 0700 (the format keeps no mode), or as the umask says
@@ -4221,10 +4262,13 @@ def alerts_anyway(path: Optional[str], environ: Optional[dict[str, str]] = None)
 # The planner makes jobs, the driver hands them to worker processes in Batches, and every
 # job comes back as one Outcome.  Each job kind names itself: its ``action`` and ``path``
 # (for its Outcome and the dry-run plan), the storages it ``touches`` and the one it
-# ``writes`` to, by their role in the configuration ("src", "dest", "restore"), the
-# ``size`` of the file it carries (small files are batched), and what the Hub does for it
-# on a remote destination (``hub``: "store" what a worker encoded, "fetch" what a worker
-# decodes, make the "request" itself, or "remove" in groups).
+# ``writes`` to, by their role in the configuration ("src", "dest", "restore"), the ``size``
+# of the file it carries (small files are batched), and what the request scheduler does for
+# it on a remote destination (``scheduling``: "store" what a worker encoded, "fetch" what a
+# worker decodes, make the "request" itself, or "remove" in groups).
+
+SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed) alone
+
 
 class Stored(NamedTuple):
     """One backup object on the destination and what its name says.
@@ -4251,23 +4295,7 @@ class Stored(NamedTuple):
 def stored_object(key: str, size: int, name: BackupName, storage_class: str = "",
                   modified: int = 0) -> Stored:
     """A Stored that keeps its key only when the name's plaintext form does not give it."""
-    return Stored(None if spells(key, name) else key, size, name, storage_class, modified)
-
-
-_SPELLED_FIELDS = re.compile(r"(?:\.(?:0|[1-9a-z][0-9a-z]*)){4}\Z")   # as b36_encode_int
-
-
-def spells(key: str, name: BackupName) -> bool:
-    """Whether ``key`` is ``name``'s plaintext form (format_plain_name and the suffix),
-    found without formatting the name: the path, then four fields spelled as
-    b36_encode_int spells numbers (lowercase, no leading zero) and holding the name's
-    values, then the suffix."""
-    start, end = len(name.path), len(key) - len(name_suffix(name))
-    if not (key.startswith(name.path) and key.endswith(name_suffix(name))
-            and _SPELLED_FIELDS.match(key, start, end)):
-        return False
-    return [int(f, 36) for f in key[start + 1:end].split(".")] == [
-        name.mtime, name.size, int.from_bytes(name.md5, "big"), name.deleted]
+    return Stored(None if is_canonical_key(key, name) else key, size, name, storage_class, modified)
 
 
 def is_archived(obj: Stored) -> bool:
@@ -4283,7 +4311,7 @@ class _ObjectJob:
     size: ClassVar[int] = 0
     touches: ClassVar[tuple[str, ...]] = ("dest",)
     writes: ClassVar[Optional[str]] = "dest"
-    hub: ClassVar[str] = "request"
+    scheduling: ClassVar[str] = "request"
 
     @property
     def action(self) -> str:
@@ -4319,7 +4347,7 @@ class Remove(_ObjectJob):
     object is gone, or goes)."""
 
     why: str
-    hub: ClassVar[str] = "remove"
+    scheduling: ClassVar[str] = "remove"
 
 
 @dataclass(frozen=True)
@@ -4343,7 +4371,7 @@ class Upload:
     replaces: tuple[str, ...] = ()
     versions: tuple[Rename, ...] = ()
     action: ClassVar[str] = "upload"
-    hub: ClassVar[str] = "store"
+    scheduling: ClassVar[str] = "store"
     touches: ClassVar[tuple[str, ...]] = ("src", "dest")
     writes: ClassVar[Optional[str]] = "dest"
 
@@ -4353,7 +4381,7 @@ class _ContentJob:
     """A job that reads one backup object's content, ``obj``."""
 
     obj: Stored
-    hub: ClassVar[str] = "fetch"
+    scheduling: ClassVar[str] = "fetch"
 
     @property
     def path(self) -> str:
@@ -4607,6 +4635,10 @@ PASSWORD_TRIES = 6        # ... of which this many failing, none authenticating,
                           # names must not pass for a wrong password)
 CANDIDATE_MIN = SALT_LEN + min(NONCE_LEN.values()) + TAG_LEN   # bytes; an object no larger
                           # than the smallest header holds nothing: damage, not worth a try
+
+
+PASSWORD_READ_MAX = 8 * 1024 * 1024   # bytes; a larger object is not read to try the
+                                      # password on (a backup would download it every run)
 
 
 class Candidates:
@@ -5290,7 +5322,7 @@ def listed_objects(entries: Iterable[Entry], codec: Codec, report: ListReport
             continue
         # stored_object(), knowing the name was read from this key: are its fields spelled
         # as ours are?
-        spelled = _SPELLED_FIELDS.match(key, len(name.path), len(key) - suffix_length)
+        spelled = _CANONICAL_FIELDS.match(key, len(name.path), len(key) - suffix_length)
         yield object_bound(key), plan_key(name.path), Stored(None if spelled else key, size,
                                                              name, storage_class, modified)
 
@@ -5787,7 +5819,8 @@ def run_batch(worker: _Worker, batch: Batch) -> list[Outcome]:
         return [failed(job, exc) for job in batch.jobs]
     outcomes = [replace(o, error=describe(lost[o.key]), bytes_in=0, bytes_out=0)
                 if o.key in lost else o for o in outcomes]
-    return [o if o.error else settled(worker, job, o) for job, o in zip(batch.jobs, outcomes)]
+    return [o if o.error else settle_outcome(worker, job, o)
+            for job, o in zip(batch.jobs, outcomes)]
 
 
 def _run_one(worker: _Worker, job: Job, settle: bool = True) -> Outcome:
@@ -5797,10 +5830,10 @@ def _run_one(worker: _Worker, job: Job, settle: bool = True) -> Outcome:
         outcome = HANDLERS[type(job)].run(worker, job)
     except FILE_FAILURES as exc:    # one file's failure must not stop the others
         return failed(job, exc)
-    return settled(worker, job, outcome) if settle else outcome
+    return settle_outcome(worker, job, outcome) if settle else outcome
 
 
-def settled(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
+def settle_outcome(worker: _Worker, job: Job, outcome: Outcome) -> Outcome:
     """The Outcome once what waits for the job's write to be durable is done."""
     settle = HANDLERS[type(job)].settle
     return settle(worker, job, outcome) if settle else outcome
@@ -5814,7 +5847,8 @@ def _upload(worker: _Worker, job: Upload) -> Outcome:
 
 
 class Encoded(NamedTuple):
-    """A small file's object, made by a worker, for the hub to store (see the Driver)."""
+    """A small file's object, made by a worker, for the request scheduler to store (see the
+    Driver)."""
 
     job: Upload
     key: str
@@ -5938,8 +5972,8 @@ class _NullSink:
 
 def _object_source(worker: _Worker, obj: Stored, data: Optional[bytes]
                    ) -> ContextManager[Union[BinaryIO, bytes]]:
-    """What decode() reads: the object's bytes when the hub fetched them (``data``) or it
-    is small (read whole here), else a stream of it."""
+    """What decode() reads: the object's bytes when the request scheduler fetched them
+    (``data``) or it is small (read whole here), else a stream of it."""
     dest = worker.dest
     assert dest is not None              # (restore and verify read the destination)
     if data is None and obj.size < SMALL_FILE:
@@ -5999,7 +6033,8 @@ HANDLERS: dict[type, Handler] = {
 
 
 def decode_fetched(worker: _Worker, items: tuple[tuple[Job, bytes], ...]) -> list[Outcome]:
-    """Restore or verify objects whose bytes the hub fetched, as one grouped Batch."""
+    """Restore or verify objects whose bytes the request scheduler fetched, as one grouped
+    Batch."""
     first = items[0][0]
     target = worker.storage(first.writes)
     outcomes = []
@@ -6035,8 +6070,6 @@ def parse_name(key: str, codec: Codec) -> Union[BackupName, str]:
 # =====================================================================================
 # Reporting: log lines, the progress line, the summary
 # =====================================================================================
-
-log = logging.getLogger("encrypted_s3_backup")
 
 DONE_WORDS = {"upload": "uploaded", "mark deleted": "marked deleted", "undelete": "undeleted",
               "expire": "expired", "duplicate": "duplicates removed", "restore": "restored",
@@ -6436,7 +6469,7 @@ def run_command(what: str, command: str, env: dict[str, str], timeout: float
         raise
 
 
-class Holdings:
+class DestinationTotals:
     """The backup objects on the destination, counted and summed: the listing's, then
     changed by each outcome of the run.  An upload adds its object and removes the ones it
     replaces (and an old object it would keep as a version when the content is the same,
@@ -6744,9 +6777,10 @@ class Monitor(logging.Handler):
 # Driver: list -> plan -> jobs -> worker pool -> outcomes -> summary and exit code
 # =====================================================================================
 
+# --------------------------- pools: worker processes (or this one) running Batches of jobs
+
 BATCH_FILES = 256                 # small files written together (one flush for all) ...
 BATCH_BYTES = 8 * 1024 * 1024     # ... up to this many bytes per batch
-SMALL_FILE = 1024 * 1024          # bytes; larger files are written (and flushed) alone
 NAMES_PER_TASK = 16               # encrypted names decoded per task in the pool
 
 
@@ -6815,7 +6849,7 @@ def worker_pool(processes: int, config: Config) -> Iterator[Any]:
         gc.unfreeze()
 
 
-class _Here:
+class _InThisProcess:
     """A pool of none: submit() runs the call at once in this process (one worker process
     is no worker process) and hands back its finished future."""
 
@@ -6843,7 +6877,7 @@ def cpu_pool(processes: int, config: Config) -> Iterator[Any]:
     worker.runs_codecs()
     try:
         with deferred_stop():
-            yield _Here()
+            yield _InThisProcess()
     except BaseException:       # stopped: a thread of a batch may have been writing
         worker.discard_unfinished()
         raise
@@ -6873,14 +6907,15 @@ def run_in_pool(function: Callable[[_Worker, Any], R], items: list, processes: i
 def run_jobs(jobs: list[Job], processes: int, config: Config,
              on_outcome: Callable[[Outcome], None],
              warn: Callable[[str, str, str], None]) -> None:
-    """Run the jobs: through the Hub when its storages are remote, else as Batches on
-    ``processes`` workers; every Outcome to ``on_outcome``, every warning to ``warn``."""
-    hub = Hub(config, processes, on_outcome, warn)
-    if any(hub.takes(job) for job in jobs):
-        hub.run(jobs)
+    """Run the jobs: through the request scheduler when its storages are remote, else as
+    Batches on ``processes`` workers; every Outcome to ``on_outcome``, every warning to
+    ``warn``."""
+    scheduler = RequestScheduler(config, processes, on_outcome, warn)
+    if any(scheduler.takes(job) for job in jobs):
+        scheduler.run(jobs)
         return
-    batches = batch_small(job for job in jobs if job.hub in ("store", "fetch")) + \
-        alone(job for job in jobs if job.hub not in ("store", "fetch"))
+    batches = batch_small(job for job in jobs if job.scheduling in ("store", "fetch")) + \
+        batches_of_one(job for job in jobs if job.scheduling not in ("store", "fetch"))
 
     def deliver(outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -6888,30 +6923,82 @@ def run_jobs(jobs: list[Job], processes: int, config: Config,
     run_in_pool(run_batch, batches, processes, config, deliver)
 
 
+def chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def batch_small(jobs: Iterable[Job]) -> list[Batch]:
+    """Group the jobs of small files into Batches, in path order (a batch then touches few
+    folders); big ones stay single, in the order given, and go first."""
+    jobs = list(jobs)
+    single = [Batch((job,)) for job in jobs if job.size >= SMALL_FILE]
+    batches, current, total = [], [], 0
+    for job in sorted((job for job in jobs if job.size < SMALL_FILE), key=_job_path):
+        current.append(job)
+        total += job.size
+        if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
+            batches.append(Batch(tuple(current), grouped=True))
+            current, total = [], 0
+    if current:
+        batches.append(Batch(tuple(current), grouped=True))
+    return single + batches
+
+
+def batches_of_one(jobs: Iterable[Job]) -> list[Batch]:
+    """One Batch per job."""
+    return [Batch((job,)) for job in jobs]
+
+
+def _apart(worker: _Worker, call_args: tuple[Callable[..., R], tuple]) -> R:
+    call, args = call_args
+    return call(*args)
+
+
+def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R],
+              *args: Any) -> R:
+    """``call(*args)`` in a short-lived helper process when a storage is remote, else here.
+
+    Listing S3 loads boto3 and an S3 client, about 30 MB.  Workers are forked from this
+    process and inherit all it holds, so listing here would cost that 30 MB once per worker
+    on top of the client each worker makes for itself.
+    """
+    if not any(storage.remote for storage in storages):
+        return call(*args)
+    with worker_pool(1, config) as pool:
+        done, _ = wait_polling([pool.submit(in_worker, _apart, (call, args))])
+        result, requests = done.pop().result()
+        merge_requests(requests)
+        return result
+
+
+# -------------------------- request scheduler: a remote destination's requests, on threads
+
 REQUESTS_AHEAD = 4             # objects encoded or fetched ahead, per request in flight ...
 BYTES_AHEAD = 64 * 1024 ** 2   # ... and at most this many bytes of them
 
 
 class Fetched(NamedTuple):
-    """An object the hub read for a worker to decode, or the Outcome of failing to."""
+    """An object the request scheduler read for a worker to decode, or the Outcome of
+    failing to."""
 
     job: Job
     data: bytes = b""
     failure: Optional[Outcome] = None
 
 
-class Hub:
-    """Where the requests of a remote destination are made: ``requests_in_flight``
-    threads of this process, with one kept-alive connection per thread.  Worker
-    processes do the CPU work (encoding, decoding) and the local files, and small objects
-    travel between them and the hub in memory: requests in flight cost a thread, not a
-    process, and a worker needs no client at all (one still streams a big file itself).
+class RequestScheduler:
+    """Where the requests of a remote destination are made: ``requests_in_flight`` threads
+    of this process, with one kept-alive connection per thread.  Worker processes do the CPU
+    work (encoding, decoding) and the local files, and small objects travel between them and
+    the request scheduler in memory: requests in flight cost a thread, not a process, and a
+    worker needs no client at all (one still streams a big file itself).
 
-    run() drives both: small uploads are encoded by workers and stored by the hub; small
-    objects to restore or verify are fetched by the hub and decoded by workers; renames
-    and removals are the hub's alone (removals in groups: remove_many); the rest runs on
-    the workers as Batches.  The threads are made after the workers fork.
-    """
+    run() drives both: small uploads are encoded by workers and stored by the request
+    scheduler; small objects to restore or verify are fetched by the request scheduler and
+    decoded by workers; renames and removals are the request scheduler's alone (removals in
+    groups: remove_many); the rest runs on the workers as Batches.  The threads are made
+    after the workers fork.  """
 
     def __init__(self, config: Config, processes: int, on_outcome: Callable[[Outcome], None],
                  warn: Callable[[str, str, str], None]):
@@ -6931,9 +7018,9 @@ class Hub:
         self.replaced: collections.deque = collections.deque()    # (key, path) to remove
 
     def takes(self, job: Job) -> bool:
-        """Whether the hub makes this job's requests: a small file's object on a remote
-        destination, or a rename or removal there (a remote source, or a remote restore
-        target, is left to the workers)."""
+        """Whether the request scheduler makes this job's requests: a small file's object on
+        a remote destination, or a rename or removal there (a remote source, or a remote
+        restore target, is left to the workers)."""
         dest = self.worker.dest
         return (dest is not None and dest.remote and job.size < SMALL_FILE and
                 not any(self.worker.configured(role).remote for role in job.touches
@@ -6941,7 +7028,7 @@ class Hub:
 
     def run(self, jobs: list[Job]) -> None:
         mine = [job for job in jobs if self.takes(job)]
-        by_kind = {kind: [job for job in mine if job.hub == kind]
+        by_kind = {kind: [job for job in mine if job.scheduling == kind]
                    for kind in ("store", "fetch", "request", "remove")}
         work: Iterator[Batch] = iter(batch_small(by_kind["store"]) + batch_small(
             job for job in jobs if not self.takes(job)))
@@ -7084,7 +7171,7 @@ class Hub:
             self.fetched.append(fetched)
             self.ahead += len(fetched.data)
 
-    # ------------------------------------------------------------- in the hub's threads
+    # -------------------------------------------------- in the request scheduler's threads
 
     def _store(self, encoded: Encoded) -> Outcome:
         """Store an encoded object, then keep what it replaces as versions; the rest of
@@ -7119,54 +7206,7 @@ class Hub:
             return Fetched(job, failure=failed(job, exc))
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def batch_small(jobs: Iterable[Job]) -> list[Batch]:
-    """Group the jobs of small files into Batches, in path order (a batch then touches few
-    folders); big ones stay single, in the order given, and go first."""
-    jobs = list(jobs)
-    single = [Batch((job,)) for job in jobs if job.size >= SMALL_FILE]
-    batches, current, total = [], [], 0
-    for job in sorted((job for job in jobs if job.size < SMALL_FILE), key=_job_path):
-        current.append(job)
-        total += job.size
-        if len(current) >= BATCH_FILES or total >= BATCH_BYTES:
-            batches.append(Batch(tuple(current), grouped=True))
-            current, total = [], 0
-    if current:
-        batches.append(Batch(tuple(current), grouped=True))
-    return single + batches
-
-
-def alone(jobs: Iterable[Job]) -> list[Batch]:
-    """One Batch per job."""
-    return [Batch((job,)) for job in jobs]
-
-
-def _apart(worker: _Worker, call_args: tuple[Callable[..., R], tuple]) -> R:
-    call, args = call_args
-    return call(*args)
-
-
-def run_apart(config: Config, storages: Iterable[Storage], call: Callable[..., R],
-              *args: Any) -> R:
-    """``call(*args)`` in a short-lived helper process when a storage is remote, else here.
-
-    Listing S3 loads boto3 and an S3 client, about 30 MB.  Workers are forked from this
-    process and inherit all it holds, so listing here would cost that 30 MB once per worker
-    on top of the client each worker makes for itself.
-    """
-    if not any(storage.remote for storage in storages):
-        return call(*args)
-    with worker_pool(1, config) as pool:
-        done, _ = wait_polling([pool.submit(in_worker, _apart, (call, args))])
-        result, requests = done.pop().result()
-        merge_requests(requests)
-        return result
-
+# ----- listing helpers: the two listings, listed apart and decoded, and the password check
 
 def backup_entries(dest: Storage, report: ListReport,
                    skip: Optional[Callable[[str], bool]] = None) -> Iterator[Entry]:
@@ -7242,14 +7282,6 @@ def read_backup(dest: Storage, objects: Listing, config: Config,
     return stored
 
 
-def reads_as(key: str, name: BackupName) -> bool:
-    """Whether ``key``, read as a plaintext name, is ``name`` (not an encrypted name)."""
-    try:
-        return read_stem(key[:-len(OBJECT_SUFFIX)], key[-len(OBJECT_SUFFIX):]) == name
-    except BadNameError:
-        return False
-
-
 def held_objects(dest: Storage, objects: Listing, config: Config,
                  report: ListReport) -> Listing:
     """The backup objects listed on ``dest`` (see decode_listing) as a Listing that gives
@@ -7258,7 +7290,7 @@ def held_objects(dest: Storage, objects: Listing, config: Config,
     encrypted = config.codec.encrypt_filenames
 
     def hold(key: str, size: int, name: BackupName, storage_class: str, mtime: int) -> None:
-        plain = encrypted and not reads_as(key, name)
+        plain = encrypted and not is_plaintext_key(key, name)
         held.append(key, size, mtime, storage_class,
                     format_plain_name(name) + name_suffix(name) if plain else "")
     decode_listing(dest, objects, config, report, hold)
@@ -7509,10 +7541,6 @@ def listed_in_plan_order(listing: Iterator[Entry], walked: bool, side: str,
     return held_objects(dest, held, config, report).objects_in_order()
 
 
-PASSWORD_READ_MAX = 8 * 1024 * 1024   # bytes; a larger object is not read to try the
-                                      # password on (a backup would download it every run)
-
-
 def password_error(dest: Storage, codec: Codec, tried: str) -> PasswordError:
     """The one line of a run refused for its password; ``tried``: what did not open."""
     return PasswordError(
@@ -7528,7 +7556,7 @@ def password_error(dest: Storage, codec: Codec, tried: str) -> PasswordError:
 def name_decrypted(obj: Stored) -> bool:
     """Whether the object's name was decrypted (not read as a plaintext name): that took
     the password."""
-    return obj.object_key is not None and not reads_as(obj.object_key, obj.name)
+    return obj.object_key is not None and not is_plaintext_key(obj.object_key, obj.name)
 
 
 def check_password(config: Config, dest: Storage, objects: Iterable[Stored], listed: int
@@ -7596,6 +7624,185 @@ def slice_words(part: Optional[Subset]) -> str:
     return f" (slice {part}{via}: its share of the paths only)"
 
 
+def survey_restore(dest: Storage, moment: Optional[int] = None
+                   ) -> tuple[Listing, ListReport, Optional[dict[str, str]]]:
+    """Check the destination is there and list its backup objects; with ``moment`` and a
+    destination that keeps versions (S3 with versioning), its objects as they stood then,
+    from its own versions, and the version id of each (else None)."""
+    dest.prepare(create=False)
+    report = ListReport()
+    if moment is None or not dest.versioning():
+        return list_objects(dest, report), report, None
+    objects, versions = Listing(), {}
+    for entry, version in dest.list_versions(moment, report):
+        if entry.key.endswith(NAME_SUFFIXES):
+            objects.append(*entry)
+            versions[entry.key] = version
+    return objects, report, versions
+
+
+def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False,
+                as_of: Optional[AsOf] = None, listing: bool = False
+                ) -> tuple[Storage, list[Stored], list[str]]:
+    """For restore, verify and list: the destination, its objects, and the problems met
+    reading it (each already reported; an object name that does not decode is one).
+    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead).  A
+    destination without backup objects is a NothingSelectedError (a typo in dest), or,
+    ``empty_ok``, a warning.  With ``as_of``, a destination that keeps versions is read as
+    it stood then (survey_restore): what a stolen key deleted or overwrote since comes
+    back, and the objects are read in those versions (pin).  ``listing``: for --list,
+    whose standard output is the listing alone."""
+    dest = make_storage(config.section("dest"))
+    if decodes and not dest.remote:
+        config.codec.key_ahead()         # while the objects are listed here ...
+    objects, report, versions = run_apart(config, (dest,), survey_restore, dest,
+                                          as_of.moment if as_of else None)
+    if versions is not None:
+        dest.pin(versions)
+        (log.debug if listing else log.info)("as of then: the destination as it stood, from the bucket's own versions "
+                 "(%d objects), then its version objects and deletion dates", len(versions))
+    if decodes and dest.remote:
+        config.codec.key_ahead()         # ... or, after run_apart's fork, while names decode
+    stored = read_backup(dest, objects, config, report)
+    problems = report.problems + report.bad_names
+    for problem in problems:
+        log.error("FAILED listing: %s", problem)
+    if not stored and not problems:
+        empty = (f"dest {dest} holds no backup objects: check dest's local_path, s3_bucket "
+                 "and base_path (environment DEST_LOCAL_PATH, DEST_S3_BUCKET, DEST_BASE_PATH)")
+        if not empty_ok:
+            raise NothingSelectedError(empty)
+        log.warning("warning: %s", empty)
+    return dest, stored, problems
+
+
+# -------------------- archive thaws: what is in GLACIER or DEEP_ARCHIVE, and asking for it
+
+# How long AWS says a thaw takes, by storage class and tier (Deep Archive has no Expedited)
+THAW_DELAYS = {("GLACIER", "Expedited"): "1-5 minutes", ("GLACIER", "Standard"): "3-5 hours",
+               ("GLACIER", "Bulk"): "5-12 hours", ("DEEP_ARCHIVE", "Standard"): "within 12 hours",
+               ("DEEP_ARCHIVE", "Bulk"): "within 48 hours"}
+
+
+def tier_for(storage_class: str, tier: str) -> str:
+    """The tier to ask for: Deep Archive has no Expedited tier; Standard is its fastest."""
+    return "Standard" if storage_class == "DEEP_ARCHIVE" and tier == "Expedited" else tier
+
+
+def thaw_delay(classes: Iterable[str], tier: str) -> str:
+    """"Bulk, typically within 48 hours": the tier and delay of each class, slowest last."""
+    present = sorted(set(classes), key=ARCHIVE_CLASSES.index)
+    return "; ".join(f"{tier_for(c, tier)}, typically {THAW_DELAYS[c, tier_for(c, tier)]}"
+                     + (f" for {c}" if len(present) > 1 else "") for c in present)
+
+
+def request_each(request: Callable[..., R], calls: list[tuple], threads: int
+                 ) -> list[Union[R, str]]:
+    """``request(*call)`` for each call, ``threads`` at a time: its answer, or why it
+    failed."""
+    def answer(call: tuple) -> Union[R, str]:
+        try:
+            return request(*call)
+        except FILE_FAILURES as exc:
+            return describe(exc)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(1, min(threads, len(calls)))) as pool:
+        return list(pool.map(answer, calls))
+
+
+def thaw_states(dest: Storage, keys: list[str], threads: int) -> list[Union[Thaw, str]]:
+    """thaw_state() of each key, ``threads`` requests at a time: a Thaw, or why it failed."""
+    return request_each(dest.thaw_state, [(key,) for key in keys], threads)
+
+
+def send_thaws(dest: Storage, asks: list[tuple[str, str]], days: int, threads: int
+               ) -> list[Union[bool, str]]:
+    """thaw() of each (key, tier), ``threads`` requests at a time: True when asked now,
+    False when a thaw was under way already, or why it failed."""
+    return request_each(dest.thaw, [(key, days, tier) for key, tier in asks], threads)
+
+
+@dataclass
+class LeftInArchive:
+    """What a restore or verify could not read because it is in an archive storage class."""
+
+    requested: int = 0      # thaws asked for by this run
+    thawing: int = 0        # thaws under way already (asked for earlier)
+    left: int = 0           # not asked for (--no-thaw, or --dry-run: would be asked for)
+    delay: str = ""         # the tiers and their typical delays (thaw_delay)
+    failed: list[Outcome] = field(default_factory=list)   # state or request failures
+
+    def __bool__(self) -> bool:
+        return bool(self.requested or self.thawing or self.left)
+
+
+def readable_now(config: Config, dest: Storage, chosen: list[Stored],
+                 args: Options) -> tuple[list[Stored], LeftInArchive]:
+    """Of the objects a restore or verify reads, those readable now: every one not in an
+    archive class, and the archived ones thawed.  One HeadObject per archived object tells
+    which; each archived one not thawing yet is asked to thaw (one RestoreObject: the count
+    is printed first), or only counted with --dry-run or --no-thaw."""
+    archived = [o for o in chosen if is_archived(o)]
+    waiting = LeftInArchive()
+    if not archived:
+        return chosen, waiting
+    states = run_apart(config, (dest,), thaw_states, dest, [o.key for o in archived],
+                       config.requests_in_flight)
+    thawed, asks = set(), []
+    for obj, state in zip(archived, states):
+        if isinstance(state, str):
+            waiting.failed.append(Outcome("thaw", obj.name.path, error=state))
+        elif state.state == "thawed":
+            thawed.add(id(obj))
+        elif state.state == "thawing":
+            waiting.thawing += 1
+        else:
+            asks.append(obj)
+    log.info("%d of them in an archive storage class: %d thawed, %d thawing, %d not asked "
+             "for yet", len(archived), len(thawed), waiting.thawing, len(asks))
+    waiting.delay = thaw_delay((o.storage_class for o in asks), config.thaw_tier)
+    if asks and (args.dry_run or args.no_thaw):
+        waiting.left = len(asks)
+    elif asks:
+        log.info("requesting %d objects from the archive (%s), readable for %d days once "
+                 "thawed", len(asks), waiting.delay, config.thaw_days)
+        answers = run_apart(config, (dest,), send_thaws, dest,
+                            [(o.key, tier_for(o.storage_class, config.thaw_tier)) for o in asks],
+                            config.thaw_days, config.requests_in_flight)
+        for obj, answer in zip(asks, answers):
+            if isinstance(answer, str):
+                waiting.failed.append(Outcome("thaw", obj.name.path, error=answer))
+            elif answer:
+                waiting.requested += 1
+            else:
+                waiting.thawing += 1
+    return [o for o in chosen if not is_archived(o) or id(o) in thawed], waiting
+
+
+def report_waiting(waiting: LeftInArchive, args: Options) -> None:
+    """The lines that end a restore or verify that left objects in the archive."""
+    again = "; run the same command again later"
+    if waiting.requested:
+        log.info("%d objects requested from the archive (%s)%s", waiting.requested,
+                 waiting.delay, again, extra={"summary": True})
+    if waiting.thawing:
+        log.info("%d objects are still thawing (asked for earlier)%s", waiting.thawing, again,
+                 extra={"summary": True})
+    if waiting.left and args.dry_run:
+        log.info("would request %d objects from the archive (%s)", waiting.left, waiting.delay,
+                 extra={"summary": True})
+    elif waiting.left:
+        log.info("%d objects are in the archive and were not requested (--no-thaw)",
+                 waiting.left, extra={"summary": True})
+
+
+def read_outcome(failed: int, waiting: LeftInArchive) -> int:
+    """The exit code of a restore or verify: failures first, then what waits on a thaw."""
+    return EXIT_FAILED if failed else EXIT_THAWING if waiting else EXIT_OK
+
+
+# ------------------------------- commands: backup, restore, verify, check-protection, list
+
 def run_backup(config: Config, args: Options) -> int:
     src = make_storage(config.section("src"), source=True)
     dest = make_storage(config.section("dest"), reap=True, lock=config.object_lock)
@@ -7657,7 +7864,7 @@ def run_backup(config: Config, args: Options) -> int:
         log_requests()
         log_archived(plan)
         return EXIT_FAILED if report.problems else EXIT_OK
-    holdings = Holdings(plan)
+    holdings = DestinationTotals(plan)
 
     def on_outcome(outcome: Outcome) -> None:
         holdings.add(outcome)
@@ -7701,181 +7908,6 @@ def log_archived(plan: Plan) -> None:
     if plan.unkept:
         log.info("note: %d old contents were removed, not kept as versions: their objects "
                  "are in an archive storage class, which cannot be renamed", plan.unkept)
-
-
-def survey_restore(dest: Storage, moment: Optional[int] = None
-                   ) -> tuple[Listing, ListReport, Optional[dict[str, str]]]:
-    """Check the destination is there and list its backup objects; with ``moment`` and a
-    destination that keeps versions (S3 with versioning), its objects as they stood then,
-    from its own versions, and the version id of each (else None)."""
-    dest.prepare(create=False)
-    report = ListReport()
-    if moment is None or not dest.versioning():
-        return list_objects(dest, report), report, None
-    objects, versions = Listing(), {}
-    for entry, version in dest.list_versions(moment, report):
-        if entry.key.endswith(NAME_SUFFIXES):
-            objects.append(*entry)
-            versions[entry.key] = version
-    return objects, report, versions
-
-
-def open_backup(config: Config, decodes: bool = True, empty_ok: bool = False,
-                as_of: Optional[AsOf] = None, listing: bool = False
-                ) -> tuple[Storage, list[Stored], list[str]]:
-    """For restore, verify and list: the destination, its objects, and the problems met
-    reading it (each already reported; an object name that does not decode is one).
-    ``decodes``: objects will be decoded, so the key is derived ahead (key_ahead).  A
-    destination without backup objects is a NothingSelectedError (a typo in dest), or,
-    ``empty_ok``, a warning.  With ``as_of``, a destination that keeps versions is read as
-    it stood then (survey_restore): what a stolen key deleted or overwrote since comes
-    back, and the objects are read in those versions (pin).  ``listing``: for --list,
-    whose standard output is the listing alone."""
-    dest = make_storage(config.section("dest"))
-    if decodes and not dest.remote:
-        config.codec.key_ahead()         # while the objects are listed here ...
-    objects, report, versions = run_apart(config, (dest,), survey_restore, dest,
-                                          as_of.moment if as_of else None)
-    if versions is not None:
-        dest.pin(versions)
-        (log.debug if listing else log.info)("as of then: the destination as it stood, from the bucket's own versions "
-                 "(%d objects), then its version objects and deletion dates", len(versions))
-    if decodes and dest.remote:
-        config.codec.key_ahead()         # ... or, after run_apart's fork, while names decode
-    stored = read_backup(dest, objects, config, report)
-    problems = report.problems + report.bad_names
-    for problem in problems:
-        log.error("FAILED listing: %s", problem)
-    if not stored and not problems:
-        empty = (f"dest {dest} holds no backup objects: check dest's local_path, s3_bucket "
-                 "and base_path (environment DEST_LOCAL_PATH, DEST_S3_BUCKET, DEST_BASE_PATH)")
-        if not empty_ok:
-            raise NothingSelectedError(empty)
-        log.warning("warning: %s", empty)
-    return dest, stored, problems
-
-
-# How long AWS says a thaw takes, by storage class and tier (Deep Archive has no Expedited)
-THAW_DELAYS = {("GLACIER", "Expedited"): "1-5 minutes", ("GLACIER", "Standard"): "3-5 hours",
-               ("GLACIER", "Bulk"): "5-12 hours", ("DEEP_ARCHIVE", "Standard"): "within 12 hours",
-               ("DEEP_ARCHIVE", "Bulk"): "within 48 hours"}
-
-
-def tier_for(storage_class: str, tier: str) -> str:
-    """The tier to ask for: Deep Archive has no Expedited tier; Standard is its fastest."""
-    return "Standard" if storage_class == "DEEP_ARCHIVE" and tier == "Expedited" else tier
-
-
-def thaw_delay(classes: Iterable[str], tier: str) -> str:
-    """"Bulk, typically within 48 hours": the tier and delay of each class, slowest last."""
-    present = sorted(set(classes), key=ARCHIVE_CLASSES.index)
-    return "; ".join(f"{tier_for(c, tier)}, typically {THAW_DELAYS[c, tier_for(c, tier)]}"
-                     + (f" for {c}" if len(present) > 1 else "") for c in present)
-
-
-def answers(request: Callable[..., R], calls: list[tuple], threads: int
-            ) -> list[Union[R, str]]:
-    """``request(*call)`` for each call, ``threads`` at a time: its answer, or why it
-    failed."""
-    def answer(call: tuple) -> Union[R, str]:
-        try:
-            return request(*call)
-        except FILE_FAILURES as exc:
-            return describe(exc)
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max(1, min(threads, len(calls)))) as pool:
-        return list(pool.map(answer, calls))
-
-
-def thaw_states(dest: Storage, keys: list[str], threads: int) -> list[Union[Thaw, str]]:
-    """thaw_state() of each key, ``threads`` requests at a time: a Thaw, or why it failed."""
-    return answers(dest.thaw_state, [(key,) for key in keys], threads)
-
-
-def send_thaws(dest: Storage, asks: list[tuple[str, str]], days: int, threads: int
-               ) -> list[Union[bool, str]]:
-    """thaw() of each (key, tier), ``threads`` requests at a time: True when asked now,
-    False when a thaw was under way already, or why it failed."""
-    return answers(dest.thaw, [(key, days, tier) for key, tier in asks], threads)
-
-
-@dataclass
-class Waiting:
-    """What a restore or verify could not read because it is in an archive storage class."""
-
-    requested: int = 0      # thaws asked for by this run
-    thawing: int = 0        # thaws under way already (asked for earlier)
-    left: int = 0           # not asked for (--no-thaw, or --dry-run: would be asked for)
-    delay: str = ""         # the tiers and their typical delays (thaw_delay)
-    failed: list[Outcome] = field(default_factory=list)   # state or request failures
-
-    def __bool__(self) -> bool:
-        return bool(self.requested or self.thawing or self.left)
-
-
-def readable_now(config: Config, dest: Storage, chosen: list[Stored],
-                 args: Options) -> tuple[list[Stored], Waiting]:
-    """Of the objects a restore or verify reads, those readable now: every one not in an
-    archive class, and the archived ones thawed.  One HeadObject per archived object tells
-    which; each archived one not thawing yet is asked to thaw (one RestoreObject: the count
-    is printed first), or only counted with --dry-run or --no-thaw."""
-    archived = [o for o in chosen if is_archived(o)]
-    waiting = Waiting()
-    if not archived:
-        return chosen, waiting
-    states = run_apart(config, (dest,), thaw_states, dest, [o.key for o in archived],
-                       config.requests_in_flight)
-    thawed, asks = set(), []
-    for obj, state in zip(archived, states):
-        if isinstance(state, str):
-            waiting.failed.append(Outcome("thaw", obj.name.path, error=state))
-        elif state.state == "thawed":
-            thawed.add(id(obj))
-        elif state.state == "thawing":
-            waiting.thawing += 1
-        else:
-            asks.append(obj)
-    log.info("%d of them in an archive storage class: %d thawed, %d thawing, %d not asked "
-             "for yet", len(archived), len(thawed), waiting.thawing, len(asks))
-    waiting.delay = thaw_delay((o.storage_class for o in asks), config.thaw_tier)
-    if asks and (args.dry_run or args.no_thaw):
-        waiting.left = len(asks)
-    elif asks:
-        log.info("requesting %d objects from the archive (%s), readable for %d days once "
-                 "thawed", len(asks), waiting.delay, config.thaw_days)
-        answers = run_apart(config, (dest,), send_thaws, dest,
-                            [(o.key, tier_for(o.storage_class, config.thaw_tier)) for o in asks],
-                            config.thaw_days, config.requests_in_flight)
-        for obj, answer in zip(asks, answers):
-            if isinstance(answer, str):
-                waiting.failed.append(Outcome("thaw", obj.name.path, error=answer))
-            elif answer:
-                waiting.requested += 1
-            else:
-                waiting.thawing += 1
-    return [o for o in chosen if not is_archived(o) or id(o) in thawed], waiting
-
-
-def report_waiting(waiting: Waiting, args: Options) -> None:
-    """The lines that end a restore or verify that left objects in the archive."""
-    again = "; run the same command again later"
-    if waiting.requested:
-        log.info("%d objects requested from the archive (%s)%s", waiting.requested,
-                 waiting.delay, again, extra={"summary": True})
-    if waiting.thawing:
-        log.info("%d objects are still thawing (asked for earlier)%s", waiting.thawing, again,
-                 extra={"summary": True})
-    if waiting.left and args.dry_run:
-        log.info("would request %d objects from the archive (%s)", waiting.left, waiting.delay,
-                 extra={"summary": True})
-    elif waiting.left:
-        log.info("%d objects are in the archive and were not requested (--no-thaw)",
-                 waiting.left, extra={"summary": True})
-
-
-def read_outcome(failed: int, waiting: Waiting) -> int:
-    """The exit code of a restore or verify: failures first, then what waits on a thaw."""
-    return EXIT_FAILED if failed else EXIT_THAWING if waiting else EXIT_OK
 
 
 def run_restore(config: Config, args: Options) -> int:
@@ -8028,7 +8060,7 @@ def repair(config: Config, src: Storage, damaged: list[Stored], tally: Tally) ->
     a file: the new object first, then the damaged one removed (Upload.replaces).  Each
     repair takes back its verify failure from ``tally``; what cannot be repaired is said
     (its failure stands)."""
-    why_not = answers(repairable, [(src, obj) for obj in damaged], config.requests_in_flight)
+    why_not = request_each(repairable, [(src, obj) for obj in damaged], config.requests_in_flight)
     jobs: list[Job] = []
     for obj, why in zip(damaged, why_not):
         if why:

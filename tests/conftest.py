@@ -62,7 +62,7 @@ def plan_three_ways(source, objects, today, keep_days, blind=(), versions_keep_d
     files, held = esb.Listing(), esb.Listing()
     for entry in source:
         files.append(*entry)
-    plain = all(esb.reads_as(o.key, o.name) for o in objects)
+    plain = all(esb.is_plaintext_key(o.key, o.name) for o in objects)
     for obj in objects:
         name = "" if plain else esb.format_plain_name(obj.name) + esb.name_suffix(obj.name)
         held.append(obj.key, obj.size, 0, obj.storage_class, name)

@@ -691,7 +691,7 @@ def test_a_stop_inside_the_process_pool_waits_for_a_safe_point(tmp_path, monkeyp
     previous = signal.signal(signal.SIGINT, esb._on_stop_signal)
     try:
         with pytest.raises(KeyboardInterrupt):
-            esb.run_in_pool(esb.run_batch, esb.alone(jobs), 2, config,
+            esb.run_in_pool(esb.run_batch, esb.batches_of_one(jobs), 2, config,
                             lambda outcomes: [on_result(o) for o in outcomes])
     finally:
         signal.signal(signal.SIGINT, previous)

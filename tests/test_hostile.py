@@ -209,18 +209,18 @@ def test_a_name_that_is_not_utf8_fails_one_file_never_the_run(make_tool, request
 
 def test_a_bug_that_stops_a_backup_to_s3_leaves_no_path_with_two_live_objects(
         make_tool, s3_bucket, monkeypatch):
-    """The hub removes replaced objects in groups, later: a bug that stops the run first
-    removes those whose new object is stored already."""
+    """The request scheduler removes replaced objects in groups, later: a bug that stops the
+    run first removes those whose new object is stored already."""
     tool = make_tool(bucket=s3_bucket)
     backup_good(tool)
     for rel in GOOD:
         (tool.src / rel).write_bytes(b"changed " + rel.encode())
     tool.write("zz-bug.txt", b"the one that meets a bug")
-    real_store, stored, lock = esb.Hub._store, [], threading.Lock()
+    real_store, stored, lock = esb.RequestScheduler._store, [], threading.Lock()
 
-    def store(hub, encoded):
+    def store(scheduler, encoded):
         if encoded.job.path != "zz-bug.txt":
-            outcome = real_store(hub, encoded)
+            outcome = real_store(scheduler, encoded)
             with lock:
                 stored.append(encoded.job.path)
             return outcome
@@ -229,7 +229,7 @@ def test_a_bug_that_stops_a_backup_to_s3_leaves_no_path_with_two_live_objects(
             assert time.monotonic() < deadline
             time.sleep(0.01)
         raise RuntimeError("a bug while storing")
-    monkeypatch.setattr(esb.Hub, "_store", store)
+    monkeypatch.setattr(esb.RequestScheduler, "_store", store)
     code, _, err = tool()
     assert code == esb.EXIT_BUG and "RuntimeError: a bug while storing" in err
     live = [key for key in tool.keys() if key.endswith(".enc")]

@@ -385,9 +385,9 @@ print(code, "botocore" in sys.modules)
 
 
 def test_workers_never_load_boto3_for_small_files(tmp_path, s3_bucket):
-    """The S3 client lives in the main process (the hub's threads make the requests), made
-    once the workers exist; workers only compute, at about 20 MB less each.  Listing S3
-    runs in a helper process of its own, and --list makes no other request."""
+    """The S3 client lives in the main process (the request scheduler's threads make the
+    requests), made once the workers exist; workers only compute, at about 20 MB less each.
+    Listing S3 runs in a helper process of its own, and --list makes no other request."""
     src, marks = tmp_path / "src", tmp_path / "marks"
     src.mkdir()
     marks.mkdir()
@@ -529,9 +529,9 @@ def test_workers_do_not_copy_the_listings_they_inherit(tmp_path):
 
 def test_a_stop_while_the_hub_stores_does_not_wait_for_the_rest(monkeypatch, tmp_path,
                                                                   s3_bucket):
-    """One process: it encodes and its hub threads store.  Ctrl-C there is deferred (raised
-    inside the thread pool's code it could leave a lock taken) but polled: the run stops
-    long before every object would have been stored."""
+    """One process: it encodes and its request scheduler threads store.  Ctrl-C there is
+    deferred (raised inside the thread pool's code it could leave a lock taken) but polled:
+    the run stops long before every object would have been stored."""
     files = {f"f{i:02d}.txt": os.urandom(1000) for i in range(24)}
     config = local_config(tmp_path, files, DEST_LOCAL_PATH="", REQUESTS_IN_FLIGHT="2",
                           **s3_env("DEST", s3_bucket))

@@ -307,4 +307,4 @@ def test_a_small_object_is_read_whole_and_one_that_grew_since_listed_is_streamed
         assert not isinstance(src, bytes)
         assert src.read() == obj_bytes + b"rewritten since"
     with esb._object_source(worker, listed, b"fetched") as src:
-        assert src == b"fetched"           # what the hub fetched is not read again
+        assert src == b"fetched"           # what the request scheduler fetched is not read again

@@ -72,8 +72,8 @@ def test_repair_exits_0_when_everything_is_repaired_and_needs_src(make_tool):
 
 
 def test_repair_on_s3_with_encrypted_names(make_tool, s3_bucket):
-    """The hub's way (small objects on S3): the new object gets a new encrypted name, and
-    the damaged one, cut short, is removed once it is stored."""
+    """The request scheduler's way (small objects on S3): the new object gets a new
+    encrypted name, and the damaged one, cut short, is removed once it is stored."""
     tool = make_tool(s3_bucket, encrypt_filenames=True)
     small = {rel: FILES[rel] for rel in ("d/f0.txt", "d/f1.txt", "d/f2.txt")}
     for rel, data in small.items():

@@ -93,8 +93,9 @@ def test_connections_are_kept_alive_one_per_request_in_flight(make_tool, s3_buck
             before = proxy.connections
             code, out, err = tool(*argv)
             assert code == 0, err
-            # the hub's 6, one of the listing helper and one of the password check (which
-            # the first backup, into an empty bucket, has no need of); never one per object
+            # the request scheduler's 6, one of the listing helper and one of the password
+            # check (which the first backup, into an empty bucket, has no need of); never
+            # one per object
             assert proxy.connections - before <= 6 + 1 + 1, (argv, proxy.connections - before)
 
 
