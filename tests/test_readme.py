@@ -249,3 +249,28 @@ def test_the_monitoring_examples_match_what_the_tool_sends(local_tool, ping_serv
     assert example["kind"] == "backup" and example["status"] == "failure"
     for name, _ in esb.METRICS:
         assert f"`{name}" in monitoring
+
+
+def test_every_document_the_repository_cites_is_in_it():
+    """A clone can follow every reference: each document (`docs/<NAME>.md`, or a bare name:
+    at the top or in docs/) named in the code, the tests or the documents, and each relative link of a
+    document (to a file or folder, its #anchor dropped), is in the repository."""
+    sources = [ROOT / "encrypted_s3_backup.py", ROOT / "README.md", ROOT / "CONTRIBUTING.md",
+               *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "tests").glob("*.py")),
+               *sorted((ROOT / "examples").rglob("*.md"))]
+    missing, cited = [], set()
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        for name in re.findall(r"\b((?:docs/)?[A-Z][A-Z_]*\.md)\b", text):
+            cited.add(name)
+            if not ((ROOT / name).exists() or (ROOT / "docs" / name).exists()):
+                missing.append(f"{source.name}: {name}")
+        if source.suffix == ".md":
+            for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+                if "://" in link or link.startswith("mailto:"):
+                    continue
+                cited.add(link)
+                if not (source.parent / link).exists():
+                    missing.append(f"{source.name}: {link}")
+    assert {"docs/FORMAT.md", "docs/PERFORMANCE.md", "CONTRIBUTING.md"} <= cited
+    assert not missing, f"cited but not in the repository: {missing}"
