@@ -84,6 +84,16 @@ def test_first_command_backs_up_this_folder(checkout, tmp_path):
     names = sorted(path.split(".")[0] for path in tree(dest) if path.endswith(".enc"))
     assert names == ["README", "docs/a", "encrypted_s3_backup", "generate_salt"]  # no .git
     assert "encryption_salt" not in done.stdout and "a new backup starts there" in done.stdout
+    # the paragraph after it: the same command with --restore, then --verify (a new salt each
+    # time: every object carries its own)
+    assert "same command with `--restore` at its end" in README
+    restored = tmp_path / "restored"
+    for flag in ("--restore", "--verify"):
+        again = bash(f"RESTORE_LOCAL_PATH={restored} {command} {flag}", checkout)
+        assert again.returncode == 0, again.stderr
+    assert (restored / "generate_salt.py").read_bytes() == (checkout / "generate_salt.py"
+                                                            ).read_bytes()
+    assert "verify done: 4 verified, 0 failed" in again.stdout
 
 
 def test_the_host_cron_line_runs_the_backup_and_skips_while_one_runs(tmp_path):
