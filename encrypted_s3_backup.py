@@ -5208,10 +5208,10 @@ def key_slice(key: str, parts: int) -> int:
 
 def select_subset(objects: list[Stored], subset: Subset) -> list[Stored]:
     """The objects a verify of ``subset`` checks, in their order: those of its slice (by
-    path, so a path's objects are in one slice), or a random sample of its percentage (rounded up, so at least one of a non-empty list)."""
+    path, so a path's objects are in one slice), or a random sample of its percentage
+    (rounded up, so at least one of a non-empty list)."""
     if subset.parts:
         return [o for o in objects if subset.owns(o.name.path)]
-    import math
     import random
     count = min(len(objects), math.ceil(len(objects) * subset.percent / 100))
     chosen = set(random.sample(range(len(objects)), count))
