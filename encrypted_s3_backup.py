@@ -627,6 +627,16 @@ def parse_plain_name(stem: str) -> BackupName:
                       int(deleted, 36))
 
 
+def plain_key_path(key: str) -> Optional[str]:
+    """The path a key names if it is read as a plaintext name (four fields and a suffix of
+    NAME_SUFFIXES split off the right at dots), without checking the fields; None when it
+    cannot be one (an encrypted name has no dots).  For filtering a listing before parsing."""
+    if not key.endswith(NAME_SUFFIXES):
+        return None
+    fields = key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
+    return fields[0] if len(fields) == 5 else None
+
+
 def read_stem(stem: str, suffix: str) -> BackupName:
     """A plaintext name without its suffix, read with the suffix (".enc", ".ver" or ".del";
     another is a BadNameError)."""
@@ -7389,8 +7399,8 @@ def object_listing(report: ListReport, dest: Storage, dry_run: bool,
 
         def others(key: str) -> bool:
             """A plaintext name of another slice's path (not stat'ed, nor parsed)."""
-            fields = key[:-len(OBJECT_SUFFIX)].rsplit(".", 4)
-            if key.endswith(NAME_SUFFIXES) and len(fields) == 5 and not mine.owns(fields[0]):
+            path = plain_key_path(key)
+            if path is not None and not mine.owns(path):
                 report.foreign += 1
                 return True
             return False
