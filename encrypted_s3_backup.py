@@ -4651,6 +4651,18 @@ PASSWORD_READ_MAX = 8 * 1024 * 1024   # bytes; a larger object is not read to tr
                                       # password on (a backup would download it every run)
 
 
+def _keep_best(heap: list, item: tuple, rank: int) -> bool:
+    """Keep ``item`` among the PASSWORD_CANDIDATES best in ``heap`` (a min-heap, the worst
+    kept on top), compared by its first ``rank`` fields; whether it was kept."""
+    if len(heap) < PASSWORD_CANDIDATES:
+        heapq.heappush(heap, item)
+    elif item[:rank] > heap[0][:rank]:
+        heapq.heapreplace(heap, item)
+    else:
+        return False
+    return True
+
+
 class Candidates:
     """The objects a run tries the password on before it writes anything (check_password),
     from every listed object ``offer``ed, in bounded memory, among those that can be read
@@ -4673,19 +4685,11 @@ class Candidates:
             return
         self.order += 1
         if obj.size <= PASSWORD_READ_MAX:
-            aged = (-obj.modified, -self.order, obj)
-            if len(self.old) < PASSWORD_CANDIDATES:
-                heapq.heappush(self.old, aged)
-            elif aged[:2] > self.old[0][:2]:
-                heapq.heapreplace(self.old, aged)
+            _keep_best(self.old, (-obj.modified, -self.order, obj), 2)
             if len(self.old) == PASSWORD_CANDIDATES:
                 self.early = -self.old[0][0]
         item = (not (obj.name.deleted or obj.name.version), -obj.size, -self.order, obj)
-        if len(self.heap) < PASSWORD_CANDIDATES:
-            heapq.heappush(self.heap, item)
-        elif item[:3] > self.heap[0][:3]:
-            heapq.heapreplace(self.heap, item)
-        else:
+        if not _keep_best(self.heap, item, 3):
             return
         if len(self.heap) == PASSWORD_CANDIDATES:
             live, minus_size = self.heap[0][:2]      # the worst kept: a live one is beaten
